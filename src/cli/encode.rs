@@ -1,0 +1,337 @@
+//! `bloomlink encode`
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use bloomlink::colmap::ColumnMap;
+use bloomlink::date::Date;
+use bloomlink::encode::{self, EncodeOptions, EncodeReport, Reject};
+use bloomlink::format::{self, Header};
+use bloomlink::fsutil::{self, Mode, Overwrite};
+use bloomlink::key::{Expiry, LinkageKey};
+use bloomlink::schema::Schema;
+use bloomlink::Error;
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{self, pct, thousands};
+
+#[derive(Args, Debug)]
+pub struct EncodeArgs {
+    /// The agency export (CSV).
+    #[arg(value_name = "INPUT.csv")]
+    pub input: PathBuf,
+    /// Partnership linkage key file.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// Column map for this agency's export (TOML).
+    #[arg(long, value_name = "MAP")]
+    pub columns: PathBuf,
+    /// Linkage schema (TOML) [default: built-in UK child schema].
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<PathBuf>,
+    /// Output encoding file.
+    #[arg(short, long, value_name = "OUTPUT.clk")]
+    pub output: PathBuf,
+    /// Rejects file: row, line, column, field and reason of every rejected row (no values)
+    /// [default: OUTPUT.rejects.csv].
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// Replace record ids by opaque references and write the mapping (mode 0600) to MAPFILE,
+    /// for the agency to keep. Use when the record id is itself personal data.
+    #[arg(long, value_name = "MAPFILE")]
+    pub opaque_ids: Option<PathBuf>,
+    /// Fail (exit 3, no output written) if more than this share of rows is rejected.
+    #[arg(long, default_value_t = 0.05, value_name = "RATE", value_parser = parse_rate)]
+    pub max_reject_rate: f64,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+    /// Accept an expired key (the override is recorded in the summary).
+    #[arg(long)]
+    pub allow_expired: bool,
+    /// Worker threads [default: all cores].
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a share between 0 and 1, e.g. 0.05".into()),
+    }
+}
+
+/// The JSON summary.
+#[derive(Serialize)]
+struct Summary<'a> {
+    output: &'a PathBuf,
+    output_bytes: u64,
+    output_sha256: String,
+    rejects_file: &'a PathBuf,
+    opaque_id_map: Option<&'a PathBuf>,
+    key_fingerprint: &'a str,
+    key_expired_override: bool,
+    schema: &'a str,
+    schema_digest: &'a str,
+    seconds: f64,
+    rows_per_second: f64,
+    report: &'a EncodeReport,
+}
+
+pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let overwrite = if a.force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    let rejects_path = a
+        .rejects
+        .clone()
+        .unwrap_or_else(|| super::sibling(&a.output, ".rejects.csv"));
+    // Fail before any work if an output cannot be written.
+    fsutil::check_output(&a.output, overwrite)?;
+    fsutil::check_output(&rejects_path, overwrite)?;
+    if let Some(m) = &a.opaque_ids {
+        fsutil::check_output(m, overwrite)?;
+    }
+    if !a.input.is_file() {
+        let e = std::fs::metadata(&a.input)
+            .err()
+            .unwrap_or_else(|| std::io::Error::other("is not a regular file"));
+        return Err(Error::io(&a.input, e).into());
+    }
+
+    let expiry = if a.allow_expired {
+        Expiry::Allow
+    } else {
+        Expiry::Enforce
+    };
+    let key = LinkageKey::load(&a.key, expiry)?;
+    let today = Date::today_utc();
+    let expired_override = key.info().is_expired(today);
+    let schema = match &a.schema {
+        Some(p) => Schema::load(p)?,
+        None => Schema::default_uk(),
+    };
+    let map = ColumnMap::load(&a.columns)?;
+    map.check_against(&schema)?;
+    if key.info().purpose == "demo" && !a.json {
+        eprintln!(
+            "warning: {} is the DEMO key shipped with bloomlink: use it for synthetic data only",
+            a.key.display()
+        );
+    }
+    if expired_override {
+        eprintln!(
+            "warning: key {} expired on {}; encoding anyway because --allow-expired was given",
+            key.info().fingerprint,
+            key.info().expires
+        );
+    }
+
+    let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    let pb = output::byte_progress(total, a.quiet || a.json, "encoding");
+    let progress = |b: u64| pb.set_position(b);
+    let opts = EncodeOptions {
+        today,
+        threads: a.threads,
+        opaque_ids: a.opaque_ids.is_some(),
+        progress: Some(&progress),
+    };
+    let encoded = encode::encode_csv(&a.input, &key, &schema, &map, &opts);
+    pb.finish_and_clear();
+    let mut encoded = encoded?;
+
+    let report = &encoded.report;
+    write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
+    let rate = if report.rows_read == 0 {
+        0.0
+    } else {
+        report.rejected as f64 / report.rows_read as f64
+    };
+    if rate > a.max_reject_rate {
+        let bad_bytes = report
+            .reject_reasons
+            .get("invalid_encoding")
+            .copied()
+            .unwrap_or(0);
+        let hint = if bad_bytes * 2 > report.rejected {
+            format!(
+                ". Most rejections are bytes that are not valid for the declared encoding: check \
+                 `encoding` in {}",
+                a.columns.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::TooManyRejects {
+            path: a.input.clone(),
+            rejected: report.rejected,
+            read: report.rows_read,
+            rate: rate * 100.0,
+            limit: a.max_reject_rate * 100.0,
+            hint,
+        }
+        .into());
+    }
+
+    let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
+    if let Some(m) = &a.opaque_ids {
+        fsutil::write_atomic(m, overwrite, Mode::Private, |w| {
+            let io = |e| Error::io(m, e);
+            writeln!(w, "opaque_ref,record_id").map_err(io)?;
+            for (r, id) in &encoded.opaque_map {
+                writeln!(w, "{},{}", r, csv_field(id)).map_err(io)?;
+            }
+            Ok(())
+        })
+        .with_context(|| "cannot write the opaque id map")?;
+    }
+    let write_start = Instant::now();
+    let written = format::write(&a.output, &header, &encoded.records, overwrite)?;
+    encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
+    let report = &encoded.report;
+    let secs = start.elapsed().as_secs_f64();
+    let summary = Summary {
+        output: &a.output,
+        output_bytes: written.bytes,
+        output_sha256: written.sha256,
+        rejects_file: &rejects_path,
+        opaque_id_map: a.opaque_ids.as_ref(),
+        key_fingerprint: &key.info().fingerprint,
+        key_expired_override: expired_override,
+        schema: &schema.def.name,
+        schema_digest: &schema.digest,
+        seconds: secs,
+        rows_per_second: report.rows_read as f64 / secs.max(1e-9),
+        report,
+    };
+    if a.json {
+        output::print_json(&summary)
+    } else {
+        output::print(&human_summary(&summary))
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {
+    fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
+        let io = |e| Error::io(path, e);
+        writeln!(w, "row,line,column,field,reason,detail").map_err(io)?;
+        for r in rejects {
+            writeln!(
+                w,
+                "{},{},{},{},{},{}",
+                r.row,
+                r.line,
+                csv_field(r.column.as_deref().unwrap_or("")),
+                csv_field(r.field.as_deref().unwrap_or("")),
+                r.reason,
+                csv_field(&r.detail)
+            )
+            .map_err(io)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn human_summary(s: &Summary<'_>) -> String {
+    let r = s.report;
+    let mut t = String::new();
+    t.push_str(&format!(
+        "Encoded {} ({}) → {}\n",
+        r.input.display(),
+        r.agency,
+        s.output.display()
+    ));
+    t.push_str(&format!(
+        "  key {}   schema {} {}\n",
+        s.key_fingerprint,
+        s.schema,
+        &s.schema_digest[..16]
+    ));
+    t.push_str(&format!(
+        "  rows read {}   encoded {}   rejected {} ({:.2} %)\n",
+        thousands(r.rows_read),
+        thousands(r.encoded),
+        thousands(r.rejected),
+        pct(r.rejected, r.rows_read)
+    ));
+    if r.rejected > 0 {
+        let reasons: Vec<String> = r
+            .reject_reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {}", thousands(*v)))
+            .collect();
+        t.push_str(&format!(
+            "  rejections: {}   (details: {})\n",
+            reasons.join(", "),
+            s.rejects_file.display()
+        ));
+    }
+    t.push_str(&format!(
+        "  {:<15} {:<22} {:>9} {:>9} {:>9}  invalid reasons\n",
+        "field", "column", "present", "missing", "invalid"
+    ));
+    for f in &r.fields {
+        let n = f.present + f.missing + f.invalid_total();
+        let reasons: Vec<String> = f
+            .invalid
+            .iter()
+            .map(|(k, v)| format!("{k} {}", thousands(*v)))
+            .collect();
+        let col: String = f
+            .column
+            .as_deref()
+            .unwrap_or("(not mapped)")
+            .chars()
+            .take(22)
+            .collect();
+        t.push_str(&format!(
+            "  {:<15} {:<22} {:>8.1}% {:>8.1}% {:>8.1}%  {}\n",
+            f.field,
+            col,
+            pct(f.present, n),
+            pct(f.missing, n),
+            pct(f.invalid_total(), n),
+            reasons.join(", ")
+        ));
+    }
+    for w in &r.warnings {
+        t.push_str(&format!("  warning: {w}\n"));
+    }
+    if let Some(m) = s.opaque_id_map {
+        t.push_str(&format!(
+            "  record ids replaced by opaque references; keep the mapping {} at the agency\n",
+            m.display()
+        ));
+    }
+    t.push_str(&format!(
+        "  {:.2} s ({:.2} encode, {:.2} assemble, {:.2} write), {} rows/s, {} bytes written\n",
+        s.seconds,
+        r.seconds.read_and_encode,
+        r.seconds.assemble,
+        r.seconds.write,
+        thousands(s.rows_per_second as u64),
+        thousands(s.output_bytes)
+    ));
+    t
+}

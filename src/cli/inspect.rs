@@ -1,0 +1,160 @@
+//! `bloomlink inspect`
+
+use std::path::PathBuf;
+
+use bloomlink::format::EncodingFile;
+use bloomlink::tokens::token_kind;
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{self, thousands};
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The encoding file.
+    pub file: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    min: u32,
+    mean: f64,
+    max: u32,
+    fill: f64,
+}
+
+#[derive(Serialize)]
+struct SegmentStats {
+    name: String,
+    bits: u32,
+    popcount: Stats,
+}
+
+#[derive(Serialize)]
+struct TokenStats {
+    name: String,
+    records_with_token: u64,
+    share: f64,
+}
+
+#[derive(Serialize)]
+struct Inspection<'a> {
+    file: &'a PathBuf,
+    checksum_sha256: String,
+    header: &'a bloomlink::format::Header,
+    popcount: Stats,
+    segments: Vec<SegmentStats>,
+    tokens: Vec<TokenStats>,
+}
+
+fn stats(values: impl Iterator<Item = u32>, bits: u32) -> Stats {
+    let (mut min, mut max, mut sum, mut n) = (u32::MAX, 0u32, 0u64, 0u64);
+    for v in values {
+        min = min.min(v);
+        max = max.max(v);
+        sum += u64::from(v);
+        n += 1;
+    }
+    let mean = if n == 0 { 0.0 } else { sum as f64 / n as f64 };
+    Stats {
+        min: if n == 0 { 0 } else { min },
+        mean,
+        max,
+        fill: mean / f64::from(bits.max(1)),
+    }
+}
+
+pub fn run(a: InspectArgs) -> anyhow::Result<()> {
+    let f = EncodingFile::open(&a.file)?;
+    let h = f.header();
+    let n = f.len();
+    let k = 1 + h.segments.len();
+    let pcs = f.popcounts();
+    let popcount = stats((0..n).map(|i| u32::from(pcs[i * k])), h.filter_bits);
+    let segments = h
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(s, seg)| SegmentStats {
+            name: seg.name.clone(),
+            bits: seg.bits,
+            popcount: stats((0..n).map(|i| u32::from(pcs[i * k + 1 + s])), seg.bits),
+        })
+        .collect();
+    let mut with = vec![0u64; h.token_kinds.len()];
+    for i in 0..n {
+        let mut last = usize::MAX;
+        for &t in f.tokens_of(i) {
+            let kind = token_kind(t);
+            if kind != last {
+                with[kind] += 1;
+                last = kind;
+            }
+        }
+    }
+    let tokens = h
+        .token_kinds
+        .iter()
+        .zip(&with)
+        .map(|(name, &c)| TokenStats {
+            name: name.clone(),
+            records_with_token: c,
+            share: if n == 0 { 0.0 } else { c as f64 / n as f64 },
+        })
+        .collect();
+    let ins = Inspection {
+        file: &a.file,
+        checksum_sha256: f.checksum_hex(),
+        header: h,
+        popcount,
+        segments,
+        tokens,
+    };
+    if a.json {
+        return output::print_json(&ins);
+    }
+    let mut t = format!(
+        "{}: bloomlink encoding file, checksum OK\n  agency          {}\n  created         {} \
+         (bloomlink {})\n  key fingerprint {} (epoch {})\n  schema          {} {}\n  records         \
+         {} of {} rows read ({} rejected){}\n  filter          {} bits, mean popcount {:.1} ({:.1} \
+         % of bits set), min {}, max {}\n",
+        a.file.display(),
+        h.agency,
+        h.created,
+        h.tool_version,
+        h.key_fingerprint,
+        h.key_epoch,
+        h.schema_name,
+        h.schema_digest,
+        thousands(h.records),
+        thousands(h.rows_read),
+        thousands(h.rows_rejected),
+        if h.opaque_ids { ", opaque row references" } else { "" },
+        h.filter_bits,
+        ins.popcount.mean,
+        ins.popcount.fill * 100.0,
+        ins.popcount.min,
+        ins.popcount.max,
+    );
+    for s in &ins.segments {
+        t.push_str(&format!(
+            "    segment {:<10} {:>5} bits, mean popcount {:>6.1} ({:>4.1} %)\n",
+            s.name,
+            s.bits,
+            s.popcount.mean,
+            s.popcount.fill * 100.0
+        ));
+    }
+    t.push_str("  keyed tokens    ");
+    let parts: Vec<String> = ins
+        .tokens
+        .iter()
+        .map(|x| format!("{} {:.1} %", x.name, x.share * 100.0))
+        .collect();
+    t.push_str(&parts.join(", "));
+    t.push('\n');
+    output::print(&t)
+}

@@ -1,0 +1,93 @@
+//! Command-line definitions and dispatch.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod encode;
+mod inspect;
+mod keycmd;
+mod output;
+mod schemacmd;
+mod synth;
+
+/// Privacy-preserving record linkage across agencies, with keyed Bloom-filter encodings.
+///
+/// Agencies encode their exports with a shared secret key (`encode`); the linkage unit links
+/// the encodings without the key; information-governance leads audit key use.
+#[derive(Parser, Debug)]
+#[command(name = "bloomlink", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows, \
+4 key refused, 5 encoding file refused.\nDocs: README.md and docs/ in the source tree."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the whole story on fictitious data in a temporary directory.
+    Demo(demo::DemoArgs),
+    /// Create and inspect linkage keys (key custodian).
+    #[command(subcommand)]
+    Key(keycmd::KeyCommand),
+    /// Print the default linkage schema or a schema's digest.
+    #[command(subcommand)]
+    Schema(schemacmd::SchemaCommand),
+    /// Encode an agency export (CSV) into an encoding file (agency data team).
+    Encode(encode::EncodeArgs),
+    /// Show an encoding file's header, counts and statistics, after checking it.
+    Inspect(inspect::InspectArgs),
+    /// Generate synthetic health, police and education exports with a truth file.
+    Synth(synth::SynthArgs),
+}
+
+/// Parses arguments, runs the command, prints errors; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Key(c) => keycmd::run(c),
+        Command::Schema(c) => schemacmd::run(c),
+        Command::Encode(a) => encode::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Synth(a) => synth::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => report_error(&e),
+    }
+}
+
+fn report_error(e: &anyhow::Error) -> i32 {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::BrokenPipe {
+            return 0;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    eprintln!("error: {e:#}");
+    e.downcast_ref::<bloomlink::Error>()
+        .map(bloomlink::Error::exit_code)
+        .unwrap_or(1)
+}
+
+/// A path argument with `-` meaning standard output is not supported: outputs are files written
+/// atomically. This helper gives the rejects file path next to an output.
+pub(crate) fn sibling(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    path.with_file_name(format!("{stem}{suffix}"))
+}

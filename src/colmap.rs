@@ -1,0 +1,251 @@
+//! Column maps: how one agency's CSV export feeds the schema's fields.
+//!
+//! A column map is per agency and not part of the schema digest: exports differ between agencies
+//! and over time, the meaning of the encoded fields does not.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::date::{default_date_formats, DateFormat};
+use crate::error::{Error, Result};
+use crate::schema::Schema;
+
+/// Character encoding of an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum TextEncoding {
+    /// UTF-8; a leading byte-order mark is accepted and skipped.
+    #[serde(rename = "utf-8", alias = "utf8", alias = "UTF-8")]
+    Utf8,
+    /// UTF-8 with a byte-order mark (accepted with or without one, like `utf-8`).
+    #[serde(rename = "utf-8-bom", alias = "utf-8-sig", alias = "UTF-8-BOM")]
+    Utf8Bom,
+    /// Windows code page 1252, as legacy case-management systems export.
+    #[serde(rename = "windows-1252", alias = "cp1252", alias = "Windows-1252")]
+    Windows1252,
+}
+
+/// Canonical sex value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Sex {
+    /// Male.
+    M,
+    /// Female.
+    F,
+    /// Unknown / not stated / indeterminate: treated as missing.
+    U,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnMapFile {
+    agency: String,
+    record_id: String,
+    #[serde(default = "default_encoding")]
+    encoding: TextEncoding,
+    #[serde(default)]
+    delimiter: Option<String>,
+    #[serde(default)]
+    date_formats: Option<Vec<String>>,
+    columns: BTreeMap<String, String>,
+    #[serde(default)]
+    sex_codes: Option<BTreeMap<String, Sex>>,
+}
+
+fn default_encoding() -> TextEncoding {
+    TextEncoding::Utf8
+}
+
+/// A validated column map.
+#[derive(Clone, Debug)]
+pub struct ColumnMap {
+    /// Agency label (`[a-z0-9_-]+`).
+    pub agency: String,
+    /// Header of the record-id column.
+    pub record_id: String,
+    /// Text encoding of the export.
+    pub encoding: TextEncoding,
+    /// Field delimiter byte.
+    pub delimiter: u8,
+    /// Date formats, tried in order.
+    pub date_formats: Vec<DateFormat>,
+    /// Schema field name → CSV header.
+    pub columns: BTreeMap<String, String>,
+    /// Upper-cased raw sex code → canonical value.
+    pub sex_codes: BTreeMap<String, Sex>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+impl ColumnMap {
+    /// Loads a column map file.
+    pub fn load(path: &Path) -> Result<ColumnMap> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses column map TOML; `path` is used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<ColumnMap> {
+        let bad = |p: String| Error::ColumnMap {
+            path: path.to_path_buf(),
+            problem: p,
+        };
+        let f: ColumnMapFile =
+            toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+        if f.agency.is_empty()
+            || f.agency.len() > 64
+            || !f
+                .agency
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                "agency must be 1-64 characters of lower-case letters, digits, - and _".into(),
+            ));
+        }
+        let delimiter = match f.delimiter.as_deref() {
+            None => b',',
+            Some("\\t") | Some("\t") => b'\t',
+            Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+            Some(_) => return Err(bad("delimiter must be one ASCII character".into())),
+        };
+        let date_formats = match f.date_formats {
+            None => default_date_formats(),
+            Some(v) if v.is_empty() => return Err(bad("date_formats is empty".into())),
+            Some(v) => v
+                .iter()
+                .map(|s| DateFormat::compile(s).map_err(|e| bad(format!("date format `{s}`: {e}"))))
+                .collect::<Result<_>>()?,
+        };
+        let sex_codes = match f.sex_codes {
+            Some(m) => m
+                .into_iter()
+                .map(|(k, v)| (k.trim().to_uppercase(), v))
+                .collect(),
+            None => default_sex_codes(),
+        };
+        if f.columns.is_empty() {
+            return Err(bad("[columns] maps no fields".into()));
+        }
+        Ok(ColumnMap {
+            agency: f.agency,
+            record_id: f.record_id,
+            encoding: f.encoding,
+            delimiter,
+            date_formats,
+            columns: f.columns,
+            sex_codes,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Checks that every mapped field exists in the schema.
+    pub fn check_against(&self, schema: &Schema) -> Result<()> {
+        for field in self.columns.keys() {
+            if schema.field_index(field).is_none() {
+                let known: Vec<&str> = schema.fields.iter().map(|f| f.def.name.as_str()).collect();
+                return Err(Error::ColumnMap {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "[columns] maps `{field}`, which the schema `{}` does not have (it has: {})",
+                        schema.def.name,
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a raw sex code; `None` if the code is not in the map.
+    pub fn sex(&self, raw: &str) -> Option<Sex> {
+        let t = raw.trim();
+        if let Some(s) = self.sex_codes.get(t) {
+            return Some(*s);
+        }
+        self.sex_codes.get(&t.to_uppercase()).copied()
+    }
+}
+
+fn default_sex_codes() -> BTreeMap<String, Sex> {
+    let mut m = BTreeMap::new();
+    for c in ["M", "MALE", "BOY", "MAN"] {
+        m.insert(c.to_string(), Sex::M);
+    }
+    for c in ["F", "FEMALE", "GIRL", "WOMAN"] {
+        m.insert(c.to_string(), Sex::F);
+    }
+    for c in [
+        "U",
+        "UNKNOWN",
+        "X",
+        "I",
+        "N",
+        "NOT KNOWN",
+        "NOT STATED",
+        "INDETERMINATE",
+    ] {
+        m.insert(c.to_string(), Sex::U);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &str = r#"
+agency = "police"
+record_id = "PERSON_REF"
+encoding = "windows-1252"
+date_formats = ["%d-%b-%Y"]
+[columns]
+family_name = "SURNAME"
+given_name = "FIRST_NAME"
+[sex_codes]
+"1" = "M"
+"2" = "F"
+"9" = "U"
+"#;
+
+    #[test]
+    fn parses_and_maps_sex() {
+        let m = ColumnMap::from_toml(MAP, Path::new("p.toml")).unwrap();
+        assert_eq!(m.encoding, TextEncoding::Windows1252);
+        assert_eq!(m.sex(" 1 "), Some(Sex::M));
+        assert_eq!(m.sex("2"), Some(Sex::F));
+        assert_eq!(m.sex("M"), None);
+        m.check_against(&Schema::default_uk()).unwrap();
+    }
+
+    #[test]
+    fn default_sex_codes_are_case_insensitive() {
+        let m = ColumnMap::from_toml(
+            "agency='a'\nrecord_id='id'\n[columns]\nsex='Sex'\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(m.sex("female"), Some(Sex::F));
+        assert_eq!(m.sex("Male"), Some(Sex::M));
+        assert_eq!(m.sex("x"), Some(Sex::U));
+    }
+
+    #[test]
+    fn rejects_unknown_field_and_bad_agency() {
+        let m = ColumnMap::from_toml(
+            "agency='a'\nrecord_id='id'\n[columns]\nshoe_size='S'\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let e = m
+            .check_against(&Schema::default_uk())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shoe_size") && e.contains("family_name"), "{e}");
+        let e = ColumnMap::from_toml("agency='A B'\nrecord_id='id'\n[columns]\n", Path::new("a"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agency"), "{e}");
+    }
+}

@@ -1,0 +1,824 @@
+//! A small proleptic-Gregorian civil date type, UTC timestamps, and a
+//! compiled strftime-subset date parser.
+//!
+//! Hand-written (no chrono/time): the conversions between civil dates and a
+//! day count use Howard Hinnant's `days_from_civil` / `civil_from_days`
+//! algorithms (<https://howardhinnant.github.io/date_algorithms.html>).
+//! Nothing in this module panics, whatever the input.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A calendar date in the proleptic Gregorian calendar.
+///
+/// Ordering is chronological (year, then month, then day). Values built with
+/// [`Date::new`] or [`Date::from_days`] are always valid; the fields are
+/// public, so a hand-built value may not be, but no method panics on one.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Date {
+    /// Year (astronomical numbering: 0 is 1 BC).
+    pub year: i32,
+    /// Month, 1 (January) to 12 (December).
+    pub month: u8,
+    /// Day of the month, starting at 1.
+    pub day: u8,
+}
+
+/// Whether `year` is a Gregorian leap year.
+const fn is_leap_year(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Number of days in `month` (1..=12) of `year`; 0 for an invalid month.
+const fn days_in_month(year: i64, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Hinnant's `days_from_civil`, in `i64` so that it cannot overflow for any
+/// `i32` year and any `u8` month/day (out-of-range months or days give a
+/// meaningless but finite result).
+const fn days_from_civil(year: i32, month: u8, day: u8) -> i64 {
+    let m = month as i64;
+    let d = day as i64;
+    let y = year as i64 - if m <= 2 { 1 } else { 0 };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400; // [0, 399]
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1; // [0, 365] for valid input
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// Smallest day count representable as a [`Date`] (year `i32::MIN`).
+const MIN_DAYS: i64 = days_from_civil(i32::MIN, 1, 1);
+/// Largest day count representable as a [`Date`] (year `i32::MAX`).
+const MAX_DAYS: i64 = days_from_civil(i32::MAX, 12, 31);
+
+impl Date {
+    /// Builds a date, returning `None` unless `month` is 1..=12 and `day` is
+    /// a real day of that month (29 February only in leap years).
+    pub fn new(year: i32, month: u8, day: u8) -> Option<Date> {
+        if day >= 1 && day <= days_in_month(i64::from(year), month) {
+            Some(Date { year, month, day })
+        } else {
+            None
+        }
+    }
+
+    /// The date `days_since_1970_01_01` days after 1970-01-01 (negative for
+    /// earlier dates). Values beyond the `i32` year range saturate to the
+    /// first or last representable day.
+    pub fn from_days(days_since_1970_01_01: i64) -> Date {
+        let z = days_since_1970_01_01.clamp(MIN_DAYS, MAX_DAYS) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097; // [0, 146096]
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+        let mp = (5 * doy + 2) / 153; // [0, 11]
+        let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+        let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+        let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+        Date {
+            // The clamp above keeps the year inside the i32 range.
+            year: i32::try_from(year).unwrap_or(if year < 0 { i32::MIN } else { i32::MAX }),
+            month: u8::try_from(month).unwrap_or(1),
+            day: u8::try_from(day).unwrap_or(1),
+        }
+    }
+
+    /// Days since 1970-01-01 (negative before it).
+    pub fn to_days(self) -> i64 {
+        days_from_civil(self.year, self.month, self.day)
+    }
+
+    /// Today's date in UTC, from the system clock.
+    pub fn today_utc() -> Date {
+        Date::from_days(unix_now_secs().div_euclid(86_400))
+    }
+
+    /// The date `months` calendar months later (earlier if negative). The day
+    /// is clamped to the end of the target month, so 31 January plus one
+    /// month is 28 (or 29) February. Saturates at the ends of the `i32` year
+    /// range.
+    pub fn add_months(self, months: i32) -> Date {
+        let month0 = i64::from(self.month.clamp(1, 12)) - 1;
+        let total = i64::from(self.year) * 12 + month0 + i64::from(months);
+        let year = total.div_euclid(12);
+        let Ok(year) = i32::try_from(year) else {
+            return if year < 0 {
+                Date {
+                    year: i32::MIN,
+                    month: 1,
+                    day: 1,
+                }
+            } else {
+                Date {
+                    year: i32::MAX,
+                    month: 12,
+                    day: 31,
+                }
+            };
+        };
+        // rem_euclid(12) is in 0..12, so the month is 1..=12.
+        let month = u8::try_from(total.rem_euclid(12) + 1).unwrap_or(1);
+        let day = self.day.clamp(1, days_in_month(i64::from(year), month));
+        Date { year, month, day }
+    }
+
+    /// Parses a strict ISO 8601 calendar date `YYYY-MM-DD` (exactly ten
+    /// characters, zero-padded, and a real date).
+    pub fn parse_iso(s: &str) -> Option<Date> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let year = ascii_number(&b[0..4])?;
+        let month = ascii_number(&b[5..7])?;
+        let day = ascii_number(&b[8..10])?;
+        Date::new(
+            i32::try_from(year).ok()?,
+            u8::try_from(month).ok()?,
+            u8::try_from(day).ok()?,
+        )
+    }
+}
+
+impl fmt::Display for Date {
+    /// Formats as `YYYY-MM-DD`, zero padded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// Value of a non-empty run of ASCII digits (at most 9, so no overflow);
+/// `None` if any byte is not a digit.
+fn ascii_number(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')),
+    )
+}
+
+/// Seconds since the Unix epoch (floor), negative if the clock is before it.
+fn unix_now_secs() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let before = e.duration();
+            let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+            let floor_adjust = i64::from(before.subsec_nanos() > 0);
+            (-secs).saturating_sub(floor_adjust)
+        }
+    }
+}
+
+/// The current UTC time as RFC 3339 with second precision, e.g.
+/// `2026-11-22T10:30:05Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339_from_unix(unix_now_secs())
+}
+
+/// Formats seconds since the Unix epoch as RFC 3339 UTC with second
+/// precision, e.g. `1970-01-01T00:00:00Z` for 0.
+pub fn rfc3339_from_unix(secs: i64) -> String {
+    let date = Date::from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Why a date format string could not be compiled. The format string is
+/// configuration, not personal data, so a directive may be shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DateFormatError {
+    /// `%` followed by a character that is not a supported directive.
+    #[error("unknown directive %{0} in date format")]
+    UnknownDirective(char),
+    /// The format ends with a `%` that starts no directive.
+    #[error("date format ends with a lone %")]
+    TrailingPercent,
+    /// The format has no `%Y` or `%y`.
+    #[error("date format has no year directive (%Y or %y)")]
+    MissingYear,
+    /// The format has no `%m`, `%b` or `%B`.
+    #[error("date format has no month directive (%m, %b or %B)")]
+    MissingMonth,
+    /// The format has no `%d`.
+    #[error("date format has no day directive (%d)")]
+    MissingDay,
+    /// The format sets the same field (year, month or day) twice.
+    #[error("date format has more than one {0} directive")]
+    DuplicateField(&'static str),
+}
+
+/// One compiled element of a [`DateFormat`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Item {
+    /// Text that must appear exactly.
+    Literal(String),
+    /// `%d`: day, 1 or 2 digits.
+    Day,
+    /// `%m`: month, 1 or 2 digits.
+    Month,
+    /// `%Y`: year, exactly 4 digits.
+    Year4,
+    /// `%y`: year, exactly 2 digits, windowed by a pivot year.
+    Year2,
+    /// `%b`: abbreviated month name (`Jan`..`Dec`, also `Sept`).
+    MonthAbbr,
+    /// `%B`: full month name.
+    MonthFull,
+}
+
+/// Abbreviated month names accepted by `%b` (matched case-insensitively),
+/// with their month numbers. `sept` is listed before `sep` so the longer
+/// spelling is tried first.
+const MONTH_ABBR: [(&str, u8); 13] = [
+    ("jan", 1),
+    ("feb", 2),
+    ("mar", 3),
+    ("apr", 4),
+    ("may", 5),
+    ("jun", 6),
+    ("jul", 7),
+    ("aug", 8),
+    ("sept", 9),
+    ("sep", 9),
+    ("oct", 10),
+    ("nov", 11),
+    ("dec", 12),
+];
+
+/// Full month names accepted by `%B` (matched case-insensitively).
+const MONTH_FULL: [(&str, u8); 12] = [
+    ("january", 1),
+    ("february", 2),
+    ("march", 3),
+    ("april", 4),
+    ("may", 5),
+    ("june", 6),
+    ("july", 7),
+    ("august", 8),
+    ("september", 9),
+    ("october", 10),
+    ("november", 11),
+    ("december", 12),
+];
+
+/// A compiled strftime-subset date format.
+///
+/// Supported directives: `%d` (day, 1 or 2 digits), `%m` (month, 1 or 2
+/// digits), `%Y` (year, exactly 4 digits), `%y` (2-digit year, windowed so
+/// that it is never after the pivot year), `%b` (`Jan`..`Dec`, also `Sept`,
+/// case-insensitive), `%B` (full month name, case-insensitive) and `%%` (a
+/// literal `%`). Every other character must appear exactly. The whole
+/// input must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DateFormat {
+    source: String,
+    items: Vec<Item>,
+    two_digit_year: bool,
+}
+
+/// Year, month and day as read from the input, before validation.
+#[derive(Clone, Copy, Default)]
+struct Fields {
+    year: Option<i64>,
+    month: Option<u8>,
+    day: Option<u8>,
+}
+
+impl DateFormat {
+    /// Compiles `fmt`. Fails on an unknown directive, a trailing lone `%`, a
+    /// field given twice, or a missing year (`%Y`/`%y`), month
+    /// (`%m`/`%b`/`%B`) or day (`%d`).
+    pub fn compile(fmt: &str) -> Result<DateFormat, DateFormatError> {
+        let mut items = Vec::new();
+        let mut literal = String::new();
+        let (mut year, mut month, mut day) = (false, false, false);
+        let mut chars = fmt.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                literal.push(c);
+                continue;
+            }
+            let directive = chars.next().ok_or(DateFormatError::TrailingPercent)?;
+            let (item, seen, field) = match directive {
+                '%' => {
+                    literal.push('%');
+                    continue;
+                }
+                'd' => (Item::Day, &mut day, "day"),
+                'm' => (Item::Month, &mut month, "month"),
+                'b' => (Item::MonthAbbr, &mut month, "month"),
+                'B' => (Item::MonthFull, &mut month, "month"),
+                'Y' => (Item::Year4, &mut year, "year"),
+                'y' => (Item::Year2, &mut year, "year"),
+                other => return Err(DateFormatError::UnknownDirective(other)),
+            };
+            if *seen {
+                return Err(DateFormatError::DuplicateField(field));
+            }
+            *seen = true;
+            if !literal.is_empty() {
+                items.push(Item::Literal(std::mem::take(&mut literal)));
+            }
+            items.push(item);
+        }
+        if !literal.is_empty() {
+            items.push(Item::Literal(literal));
+        }
+        if !year {
+            return Err(DateFormatError::MissingYear);
+        }
+        if !month {
+            return Err(DateFormatError::MissingMonth);
+        }
+        if !day {
+            return Err(DateFormatError::MissingDay);
+        }
+        let two_digit_year = items.contains(&Item::Year2);
+        Ok(DateFormat {
+            source: fmt.to_owned(),
+            items,
+            two_digit_year,
+        })
+    }
+
+    /// The format string this was compiled from.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Parses `s`, which must match the whole format and be a real date.
+    /// A `%y` year is windowed on the current UTC year: `yy` at or below the
+    /// current year's last two digits is in this century, otherwise in the
+    /// previous one.
+    pub fn parse(&self, s: &str) -> Option<Date> {
+        let pivot = if self.two_digit_year {
+            Date::today_utc().year
+        } else {
+            0
+        };
+        self.parse_with_pivot(s, pivot)
+    }
+
+    /// As [`DateFormat::parse`], but windows `%y` years on `pivot_year`
+    /// instead of the current year: `yy <= pivot_year % 100` gives a year in
+    /// `pivot_year`'s century, anything larger the century before (pivot
+    /// 2026: `26` is 2026, `27` is 1927).
+    pub fn parse_with_pivot(&self, s: &str, pivot_year: i32) -> Option<Date> {
+        let mut shape = false;
+        self.match_date(s, pivot_year, &mut shape)
+    }
+
+    /// Matches `s`; sets `*shape` when the whole string matched the format's
+    /// structure even if the fields did not form a real date.
+    pub(crate) fn match_date(&self, s: &str, pivot_year: i32, shape: &mut bool) -> Option<Date> {
+        walk(
+            &self.items,
+            s.as_bytes(),
+            Fields::default(),
+            pivot_year,
+            shape,
+        )
+    }
+}
+
+/// Backtracking matcher: tries each way the first item can match and
+/// recurses. Recursion depth is bounded by the number of items (at most
+/// three fields plus four literals), and branching by two alternatives per
+/// item, so it is cheap for any input.
+fn walk(items: &[Item], s: &[u8], f: Fields, pivot: i32, shape: &mut bool) -> Option<Date> {
+    let Some((item, rest)) = items.split_first() else {
+        if !s.is_empty() {
+            return None;
+        }
+        *shape = true;
+        let year = i32::try_from(f.year?).ok()?;
+        return Date::new(year, f.month?, f.day?);
+    };
+    match item {
+        Item::Literal(lit) => {
+            let tail = s.strip_prefix(lit.as_bytes())?;
+            walk(rest, tail, f, pivot, shape)
+        }
+        Item::Day | Item::Month => {
+            for len in [2, 1] {
+                let Some(v) = s.get(..len).and_then(ascii_number) else {
+                    continue;
+                };
+                let v = u8::try_from(v).ok()?;
+                let mut g = f;
+                if *item == Item::Day {
+                    g.day = Some(v);
+                } else {
+                    g.month = Some(v);
+                }
+                if let Some(d) = walk(rest, &s[len..], g, pivot, shape) {
+                    return Some(d);
+                }
+            }
+            None
+        }
+        Item::Year4 => {
+            let v = s.get(..4).and_then(ascii_number)?;
+            let g = Fields {
+                year: Some(i64::from(v)),
+                ..f
+            };
+            walk(rest, &s[4..], g, pivot, shape)
+        }
+        Item::Year2 => {
+            let yy = i64::from(s.get(..2).and_then(ascii_number)?);
+            let p = i64::from(pivot);
+            let century = p - p.rem_euclid(100);
+            let year = if yy <= p.rem_euclid(100) {
+                century + yy
+            } else {
+                century - 100 + yy
+            };
+            let g = Fields {
+                year: Some(year),
+                ..f
+            };
+            walk(rest, &s[2..], g, pivot, shape)
+        }
+        Item::MonthAbbr | Item::MonthFull => {
+            let table: &[(&str, u8)] = if *item == Item::MonthAbbr {
+                &MONTH_ABBR
+            } else {
+                &MONTH_FULL
+            };
+            for &(name, m) in table {
+                let n = name.len();
+                match s.get(..n) {
+                    Some(head) if head.eq_ignore_ascii_case(name.as_bytes()) => {
+                        let g = Fields {
+                            month: Some(m),
+                            ..f
+                        };
+                        if let Some(d) = walk(rest, &s[n..], g, pivot, shape) {
+                            return Some(d);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The default input formats, tried in this order: `%Y-%m-%d`, `%d/%m/%Y`,
+/// `%d-%b-%Y`.
+pub fn default_date_formats() -> Vec<DateFormat> {
+    ["%Y-%m-%d", "%d/%m/%Y", "%d-%b-%Y"]
+        .iter()
+        .filter_map(|f| DateFormat::compile(f).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(y: i32, m: u8, day: u8) -> Date {
+        Date::new(y, m, day).unwrap()
+    }
+
+    /// Test-only formatter mirroring the parser; `pad` zero-pads %d and %m.
+    fn format_with(f: &DateFormat, date: Date, pad: bool, upper: bool) -> String {
+        let mut out = String::new();
+        for item in &f.items {
+            match item {
+                Item::Literal(l) => out.push_str(l),
+                Item::Day if pad => out.push_str(&format!("{:02}", date.day)),
+                Item::Day => out.push_str(&date.day.to_string()),
+                Item::Month if pad => out.push_str(&format!("{:02}", date.month)),
+                Item::Month => out.push_str(&date.month.to_string()),
+                Item::Year4 => out.push_str(&format!("{:04}", date.year)),
+                Item::Year2 => out.push_str(&format!("{:02}", date.year.rem_euclid(100))),
+                Item::MonthAbbr | Item::MonthFull => {
+                    let table: &[(&str, u8)] = if *item == Item::MonthAbbr {
+                        &MONTH_ABBR
+                    } else {
+                        &MONTH_FULL
+                    };
+                    let name = table.iter().find(|(_, m)| *m == date.month).unwrap().0;
+                    let mut name = name.to_string();
+                    if upper {
+                        name = name.to_ascii_uppercase();
+                    } else {
+                        name[..1].make_ascii_uppercase();
+                    }
+                    out.push_str(&name);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn new_validates_month_lengths_and_leap_years() {
+        assert!(Date::new(2016, 2, 29).is_some());
+        assert!(Date::new(2015, 2, 29).is_none());
+        assert!(Date::new(2000, 2, 29).is_some()); // divisible by 400
+        assert!(Date::new(1900, 2, 29).is_none()); // divisible by 100
+        assert!(Date::new(2024, 4, 31).is_none());
+        assert!(Date::new(2024, 12, 31).is_some());
+        assert!(Date::new(2024, 13, 1).is_none());
+        assert!(Date::new(2024, 0, 1).is_none());
+        assert!(Date::new(2024, 1, 0).is_none());
+        assert!(Date::new(2024, 1, 32).is_none());
+    }
+
+    #[test]
+    fn day_counts_match_known_values() {
+        assert_eq!(d(1970, 1, 1).to_days(), 0);
+        assert_eq!(d(1969, 12, 31).to_days(), -1);
+        assert_eq!(d(2000, 3, 1).to_days(), 11_017);
+        assert_eq!(d(2024, 2, 29).to_days(), 19_782);
+        assert_eq!(Date::from_days(19_782), d(2024, 2, 29));
+        assert_eq!(Date::from_days(-719_468), d(0, 3, 1));
+        // Saturation instead of overflow.
+        assert_eq!(Date::from_days(i64::MAX).year, i32::MAX);
+        assert_eq!(Date::from_days(i64::MIN).year, i32::MIN);
+        assert_eq!(Date::from_days(i64::MAX), d(i32::MAX, 12, 31));
+        assert_eq!(Date::from_days(i64::MIN), d(i32::MIN, 1, 1));
+    }
+
+    #[test]
+    fn add_months_clamps_to_month_end() {
+        assert_eq!(d(2015, 1, 31).add_months(1), d(2015, 2, 28));
+        assert_eq!(d(2016, 1, 31).add_months(1), d(2016, 2, 29));
+        assert_eq!(d(2016, 3, 31).add_months(-1), d(2016, 2, 29));
+        assert_eq!(d(2015, 11, 15).add_months(3), d(2016, 2, 15));
+        assert_eq!(d(2015, 1, 15).add_months(-1), d(2014, 12, 15));
+        assert_eq!(d(2015, 5, 15).add_months(-12 * 18), d(1997, 5, 15));
+        assert_eq!(d(2015, 5, 15).add_months(0), d(2015, 5, 15));
+        assert_eq!(d(i32::MAX, 12, 1).add_months(1), d(i32::MAX, 12, 31));
+        assert_eq!(d(i32::MIN, 1, 5).add_months(-1), d(i32::MIN, 1, 1));
+        // Hand-built invalid dates do not panic.
+        let bad = Date {
+            year: 2015,
+            month: 0,
+            day: 0,
+        };
+        assert_eq!(bad.add_months(1), d(2015, 2, 1));
+    }
+
+    #[test]
+    fn parse_iso_is_strict() {
+        assert_eq!(Date::parse_iso("2016-02-29"), Some(d(2016, 2, 29)));
+        assert_eq!(Date::parse_iso("0001-01-01"), Some(d(1, 1, 1)));
+        for bad in [
+            "2015-02-29",
+            "2016-2-29",
+            "2016-02-29 ",
+            " 2016-02-29",
+            "2016/02/29",
+            "20160229",
+            "2016-02-2x",
+            "+016-02-29",
+            "2016-13-01",
+            "",
+            "é016-02-2",
+        ] {
+            assert_eq!(Date::parse_iso(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn display_is_zero_padded_iso() {
+        assert_eq!(d(2016, 2, 9).to_string(), "2016-02-09");
+        assert_eq!(d(5, 1, 1).to_string(), "0005-01-01");
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_from_unix(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339_from_unix(1_795_343_405), "2026-11-22T10:30:05Z");
+        assert_eq!(rfc3339_from_unix(951_782_400), "2000-02-29T00:00:00Z");
+        // No panic at the extremes.
+        let _ = rfc3339_from_unix(i64::MAX);
+        let _ = rfc3339_from_unix(i64::MIN);
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+        assert_eq!(Date::parse_iso(&now[..10]), Some(Date::today_utc()));
+    }
+
+    #[test]
+    fn today_is_plausible() {
+        let today = Date::today_utc();
+        assert!(today.year >= 2024 && today.year < 2200, "{today}");
+    }
+
+    #[test]
+    fn compile_errors() {
+        use DateFormatError::*;
+        assert_eq!(DateFormat::compile("%d/%q/%Y"), Err(UnknownDirective('q')));
+        assert_eq!(DateFormat::compile("%d/%m/%Y%"), Err(TrailingPercent));
+        assert_eq!(DateFormat::compile("%d/%m"), Err(MissingYear));
+        assert_eq!(DateFormat::compile("%d/%Y"), Err(MissingMonth));
+        assert_eq!(DateFormat::compile("%m/%Y"), Err(MissingDay));
+        assert_eq!(DateFormat::compile(""), Err(MissingYear));
+        assert_eq!(
+            DateFormat::compile("%d %b %m %Y"),
+            Err(DuplicateField("month"))
+        );
+        assert_eq!(
+            DateFormat::compile("%d/%m/%Y %y"),
+            Err(DuplicateField("year"))
+        );
+        assert_eq!(
+            UnknownDirective('q').to_string(),
+            "unknown directive %q in date format"
+        );
+        let f = DateFormat::compile("%d%%%m%%%Y").unwrap();
+        assert_eq!(f.as_str(), "%d%%%m%%%Y");
+        assert_eq!(f.parse("1%2%2015"), Some(d(2015, 2, 1)));
+    }
+
+    #[test]
+    fn default_formats() {
+        let fs = default_date_formats();
+        let names: Vec<&str> = fs.iter().map(DateFormat::as_str).collect();
+        assert_eq!(names, ["%Y-%m-%d", "%d/%m/%Y", "%d-%b-%Y"]);
+        assert_eq!(fs[0].parse("2015-03-12"), Some(d(2015, 3, 12)));
+        assert_eq!(fs[0].parse("2015-3-2"), Some(d(2015, 3, 2)));
+        assert_eq!(fs[1].parse("12/03/2015"), Some(d(2015, 3, 12)));
+        assert_eq!(fs[1].parse("1/3/2015"), Some(d(2015, 3, 1)));
+        assert_eq!(fs[2].parse("12-MAR-2015"), Some(d(2015, 3, 12)));
+        assert_eq!(fs[2].parse("12-mar-2015"), Some(d(2015, 3, 12)));
+        assert_eq!(fs[2].parse("12-Sept-2015"), Some(d(2015, 9, 12)));
+        assert_eq!(fs[2].parse("12-SEP-2015"), Some(d(2015, 9, 12)));
+        assert_eq!(fs[2].parse("12-Oct-2015"), Some(d(2015, 10, 12)));
+        assert_eq!(fs[2].parse("12-March-2015"), None);
+        assert_eq!(fs[1].parse("12/03/15"), None);
+        assert_eq!(fs[1].parse("12/03/2015 "), None);
+        assert_eq!(fs[1].parse("123/03/2015"), None);
+        assert_eq!(fs[1].parse("31/02/2015"), None);
+        assert_eq!(fs[0].parse("2015-03-12T00:00"), None);
+    }
+
+    #[test]
+    fn full_month_names_and_shape_detection() {
+        let f = DateFormat::compile("%d %B %Y").unwrap();
+        assert_eq!(f.parse("1 September 2015"), Some(d(2015, 9, 1)));
+        assert_eq!(f.parse("01 MAY 2015"), Some(d(2015, 5, 1)));
+        assert_eq!(f.parse("1 Sep 2015"), None);
+        let mut shape = false;
+        assert_eq!(f.match_date("31 June 2015", 2026, &mut shape), None);
+        assert!(shape);
+        let mut shape = false;
+        assert_eq!(f.match_date("31 Juno 2015", 2026, &mut shape), None);
+        assert!(!shape);
+    }
+
+    #[test]
+    fn backtracks_over_ambiguous_widths() {
+        let f = DateFormat::compile("%d%m%Y").unwrap();
+        assert_eq!(f.parse("12032015"), Some(d(2015, 3, 12)));
+        assert_eq!(f.parse("1032015"), Some(d(2015, 3, 10)));
+        // "31" + "2" is impossible, "3" + "12" is fine.
+        assert_eq!(f.parse("3122015"), Some(d(2015, 12, 3)));
+        let f = DateFormat::compile("%Y%m%d").unwrap();
+        assert_eq!(f.parse("20150312"), Some(d(2015, 3, 12)));
+    }
+
+    #[test]
+    fn two_digit_year_pivot() {
+        let f = DateFormat::compile("%d/%m/%y").unwrap();
+        assert_eq!(f.parse_with_pivot("12/03/15", 2026), Some(d(2015, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/26", 2026), Some(d(2026, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/27", 2026), Some(d(1927, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/99", 2026), Some(d(1999, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/00", 2026), Some(d(2000, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/99", 2100), Some(d(2099, 3, 12)));
+        assert_eq!(f.parse_with_pivot("12/03/2015", 2026), None);
+        assert_eq!(f.parse_with_pivot("29/02/00", 2026), Some(d(2000, 2, 29)));
+        assert_eq!(f.parse_with_pivot("29/02/00", 1999), None); // 1900
+                                                                // Extreme pivots must not overflow.
+        assert_eq!(f.parse_with_pivot("12/03/99", i32::MIN), None);
+        let _ = f.parse_with_pivot("12/03/00", i32::MAX);
+        // The real-clock variant agrees with an explicit pivot of this year.
+        let this_year = Date::today_utc().year;
+        assert_eq!(
+            f.parse("12/03/15"),
+            f.parse_with_pivot("12/03/15", this_year)
+        );
+    }
+
+    #[test]
+    fn non_ascii_input_does_not_panic() {
+        let f = DateFormat::compile("%d-%b-%Y").unwrap();
+        assert_eq!(f.parse("1é-mar-2015"), None);
+        assert_eq!(f.parse("12-mé-2015"), None);
+        let f = DateFormat::compile("%d·%m·%Y").unwrap();
+        assert_eq!(f.parse("12·03·2015"), Some(d(2015, 3, 12)));
+    }
+
+    fn any_valid_date() -> impl Strategy<Value = Date> {
+        (any::<i32>(), 1u8..=12, 1u8..=31)
+            .prop_map(|(y, m, dd)| Date::new(y, m, dd.min(days_in_month(i64::from(y), m))).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn days_round_trip(date in any_valid_date()) {
+            prop_assert_eq!(Date::from_days(date.to_days()), date);
+        }
+
+        #[test]
+        fn from_days_round_trip(n in MIN_DAYS..=MAX_DAYS) {
+            let date = Date::from_days(n);
+            prop_assert!(Date::new(date.year, date.month, date.day).is_some());
+            prop_assert_eq!(date.to_days(), n);
+        }
+
+        #[test]
+        fn consecutive_days_are_consecutive(n in -1_000_000i64..1_000_000) {
+            let a = Date::from_days(n);
+            let b = Date::from_days(n + 1);
+            prop_assert!(a < b);
+            prop_assert_eq!(a.to_days() + 1, b.to_days());
+        }
+
+        #[test]
+        fn add_months_never_panics(y in any::<i32>(), m in any::<u8>(), dd in any::<u8>(), k in any::<i32>()) {
+            let r = Date { year: y, month: m, day: dd }.add_months(k);
+            prop_assert!(Date::new(r.year, r.month, r.day).is_some());
+        }
+
+        #[test]
+        fn arbitrary_hand_built_dates_do_not_panic(y in any::<i32>(), m in any::<u8>(), dd in any::<u8>()) {
+            let date = Date { year: y, month: m, day: dd };
+            let _ = date.to_days();
+            let _ = date.to_string();
+        }
+
+        #[test]
+        fn rfc3339_never_panics(secs in any::<i64>()) {
+            let s = rfc3339_from_unix(secs);
+            prop_assert!(s.ends_with('Z'));
+        }
+
+        #[test]
+        fn iso_display_round_trip(n in -719_468i64..2_932_896) { // years 0000..=9999
+            let date = Date::from_days(n);
+            prop_assert_eq!(Date::parse_iso(&date.to_string()), Some(date));
+        }
+
+        #[test]
+        fn default_formats_round_trip(
+            n in Date::new(1990, 1, 1).unwrap().to_days()..=Date::new(2030, 12, 31).unwrap().to_days(),
+            pad in any::<bool>(),
+            upper in any::<bool>(),
+        ) {
+            let date = Date::from_days(n);
+            for f in default_date_formats() {
+                let text = format_with(&f, date, pad, upper);
+                prop_assert_eq!(f.parse(&text), Some(date), "{} {}", f.as_str(), text);
+            }
+        }
+
+        #[test]
+        fn two_digit_year_round_trip(
+            n in Date::new(1927, 1, 1).unwrap().to_days()..=Date::new(2026, 12, 31).unwrap().to_days(),
+        ) {
+            let date = Date::from_days(n);
+            let f = DateFormat::compile("%d %B %y").unwrap();
+            let text = format_with(&f, date, false, false);
+            prop_assert_eq!(f.parse_with_pivot(&text, 2026), Some(date));
+        }
+
+        #[test]
+        fn parse_never_panics(fmt in "([%]?[dmyYbBq%]|.){0,8}", s in ".{0,24}") {
+            if let Ok(f) = DateFormat::compile(&fmt) {
+                let _ = f.parse(&s);
+                let _ = f.parse_with_pivot(&s, 2026);
+            }
+            let _ = Date::parse_iso(&s);
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Per-worker caches for the encoder, laid out flat for memory locality.
+//!
+//! Encoding is bound by memory latency, not hashing: a cached field value must cost a few cache
+//! lines, not a chain of pointers. Keys of up to [`INLINE`] bytes live inside the hash table's
+//! buckets; each entry's filter contribution (its segment's words, already ORed) and token-part
+//! texts live in contiguous arenas indexed by the entry number. Longer values are computed
+//! without caching. A cache that does not earn its keep (unique identifiers) switches itself off.
+
+use std::collections::HashMap;
+
+use crate::normalise::Invalid;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Longest key stored inline.
+pub const INLINE: usize = 31;
+/// A token cache looks at its hit rate over lookups `PROBE/2..PROBE` (after warming up) and
+/// switches off below [`MIN_HIT_RATE`]: caching a token costs about as much as a third of an HMAC.
+const PROBE: u64 = 1 << 16;
+const MIN_HIT_RATE: f64 = 0.05;
+/// Entries kept before a cache is emptied and starts again (bounds memory on huge inputs).
+const MAX_ENTRIES: usize = 1 << 20;
+const NO_PART: u8 = u8::MAX;
+/// Number of token-part transforms kept per value (see `schema::Transform::ALL`).
+pub const PARTS: usize = 5;
+
+/// A cache key stored inline (bytes past `len` are zero).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct InlineKey {
+    len: u8,
+    bytes: [u8; INLINE],
+}
+
+impl std::hash::Hash for InlineKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..self.len as usize]);
+    }
+}
+
+impl InlineKey {
+    /// The key for `b`, if it is short enough to be cached.
+    pub fn new(b: &[u8]) -> Option<InlineKey> {
+        (b.len() <= INLINE).then(|| {
+            let mut bytes = [0u8; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            InlineKey {
+                len: b.len() as u8,
+                bytes,
+            }
+        })
+    }
+}
+
+/// What a raw field value turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Empty or a null marker.
+    Missing,
+    /// Unusable, with the reason.
+    Invalid(Invalid),
+    /// Bytes not valid in the declared text encoding.
+    BadBytes,
+    /// Usable.
+    Present,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    status: Status,
+    parts: [(u32, u8); PARTS],
+}
+
+const EMPTY_ENTRY: Entry = Entry {
+    status: Status::Missing,
+    parts: [(0, NO_PART); PARTS],
+};
+
+/// Where a computed value writes its results.
+pub struct Sink<'a> {
+    /// The value's contribution to its segment (zeroed before the call).
+    pub words: &'a mut [u64],
+    parts: &'a mut [(u32, u8); PARTS],
+    text: &'a mut Vec<u8>,
+}
+
+impl Sink<'_> {
+    /// Records the text of token-part transform `index` (at most 254 bytes are kept).
+    pub fn set_part(&mut self, index: usize, text: &[u8]) {
+        let t = &text[..text.len().min(254)];
+        self.parts[index] = (self.text.len() as u32, t.len() as u8);
+        self.text.extend_from_slice(t);
+    }
+}
+
+/// A reference to a value's data: an entry number, or the field's scratch slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
+const SCRATCH: Slot = Slot(u32::MAX);
+
+/// One field's cache.
+pub struct FieldCache {
+    words_per: usize,
+    map: Map<InlineKey, u32>,
+    entries: Vec<Entry>,
+    words: Vec<u64>,
+    text: Vec<u8>,
+    scratch_entry: Entry,
+    scratch_words: Vec<u64>,
+    scratch_text: Vec<u8>,
+    enabled: bool,
+}
+
+impl FieldCache {
+    /// A cache for a field whose segment has `words_per` words (0 if it sets no bits).
+    /// `enabled = false` computes every value (for unique identifiers, where a cache only costs).
+    pub fn new(words_per: usize, enabled: bool) -> FieldCache {
+        FieldCache {
+            words_per,
+            map: Map::default(),
+            entries: Vec::new(),
+            words: Vec::new(),
+            text: Vec::new(),
+            scratch_entry: EMPTY_ENTRY,
+            scratch_words: vec![0; words_per],
+            scratch_text: Vec::new(),
+            enabled,
+        }
+    }
+
+    /// Looks `raw` up, computing (and caching) it on a miss.
+    pub fn get(&mut self, raw: &[u8], compute: impl FnOnce(&mut Sink<'_>) -> Status) -> Slot {
+        let key = if self.enabled {
+            InlineKey::new(raw)
+        } else {
+            None
+        };
+        let Some(key) = key else {
+            return self.compute_scratch(compute);
+        };
+        if let Some(&i) = self.map.get(&key) {
+            return Slot(i);
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            self.map.clear();
+            self.entries.clear();
+            self.words.clear();
+            self.text.clear();
+        }
+        let i = self.entries.len();
+        self.words.resize((i + 1) * self.words_per, 0);
+        let mut entry = EMPTY_ENTRY;
+        let mut sink = Sink {
+            words: &mut self.words[i * self.words_per..],
+            parts: &mut entry.parts,
+            text: &mut self.text,
+        };
+        entry.status = compute(&mut sink);
+        self.entries.push(entry);
+        self.map.insert(key, i as u32);
+        Slot(i as u32)
+    }
+
+    fn compute_scratch(&mut self, compute: impl FnOnce(&mut Sink<'_>) -> Status) -> Slot {
+        self.scratch_words.iter_mut().for_each(|w| *w = 0);
+        self.scratch_text.clear();
+        let mut entry = EMPTY_ENTRY;
+        let mut sink = Sink {
+            words: &mut self.scratch_words,
+            parts: &mut entry.parts,
+            text: &mut self.scratch_text,
+        };
+        entry.status = compute(&mut sink);
+        self.scratch_entry = entry;
+        SCRATCH
+    }
+
+    fn entry(&self, s: Slot) -> &Entry {
+        if s == SCRATCH {
+            &self.scratch_entry
+        } else {
+            &self.entries[s.0 as usize]
+        }
+    }
+
+    /// The status of a looked-up value.
+    pub fn status(&self, s: Slot) -> Status {
+        self.entry(s).status
+    }
+
+    /// The value's contribution to its segment.
+    pub fn words(&self, s: Slot) -> &[u64] {
+        if s == SCRATCH {
+            &self.scratch_words
+        } else {
+            let i = s.0 as usize * self.words_per;
+            &self.words[i..i + self.words_per]
+        }
+    }
+
+    /// The text of token-part transform `index`, if the transform applies.
+    pub fn part(&self, s: Slot, index: usize) -> Option<&[u8]> {
+        let (off, len) = self.entry(s).parts[index];
+        if len == NO_PART {
+            return None;
+        }
+        let text = if s == SCRATCH {
+            &self.scratch_text
+        } else {
+            &self.text
+        };
+        Some(&text[off as usize..off as usize + len as usize])
+    }
+}
+
+/// A cache of keyed exact tokens by message.
+pub struct TokenCache {
+    map: Map<InlineKey, u64>,
+    lookups: u64,
+    hits: u64,
+    enabled: bool,
+}
+
+impl TokenCache {
+    /// An empty cache.
+    pub fn new() -> TokenCache {
+        TokenCache {
+            map: Map::default(),
+            lookups: 0,
+            hits: 0,
+            enabled: true,
+        }
+    }
+
+    /// The token for `message`, computing (and caching) it on a miss.
+    pub fn get(&mut self, message: &[u8], compute: impl FnOnce() -> u64) -> u64 {
+        let key = if self.enabled {
+            InlineKey::new(message)
+        } else {
+            None
+        };
+        let Some(key) = key else {
+            return compute();
+        };
+        self.lookups += 1;
+        let hit = self.map.get(&key).copied();
+        if self.lookups > PROBE / 2 && hit.is_some() {
+            self.hits += 1;
+        }
+        if let Some(t) = hit {
+            return t;
+        }
+        let t = compute();
+        if self.lookups == PROBE && (self.hits as f64) < MIN_HIT_RATE * (PROBE / 2) as f64 {
+            self.enabled = false;
+            self.map = Map::default();
+            return t;
+        }
+        if self.map.len() >= MAX_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert(key, t);
+        t
+    }
+}
+
+/// (segment, bits per token, token) → bit positions relative to the segment start: distinct
+/// tokens (bigrams, date parts) are few, so each is hashed once per worker.
+#[derive(Default)]
+pub struct PositionCache {
+    map: Map<InlineKey, (u32, u16)>,
+    positions: Vec<u32>,
+}
+
+impl PositionCache {
+    /// Appends the positions of `token` to `out`, computing them with `compute` on a miss.
+    pub fn get(&mut self, key: &[u8], out: &mut Vec<u32>, compute: impl FnOnce(&mut Vec<u32>)) {
+        let Some(k) = InlineKey::new(key) else {
+            compute(out);
+            return;
+        };
+        if let Some(&(off, len)) = self.map.get(&k) {
+            out.extend_from_slice(&self.positions[off as usize..off as usize + len as usize]);
+            return;
+        }
+        let start = out.len();
+        compute(out);
+        if self.map.len() >= MAX_ENTRIES {
+            self.map.clear();
+            self.positions.clear();
+        }
+        let off = self.positions.len() as u32;
+        self.positions.extend_from_slice(&out[start..]);
+        self.map.insert(k, (off, (out.len() - start) as u16));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_cache_hits_and_scratch_agree() {
+        let mut c = FieldCache::new(2, true);
+        let mut calls = 0;
+        let compute = |s: &mut Sink<'_>| {
+            s.words[1] = 0b1010;
+            s.set_part(1, b"2015");
+            Status::Present
+        };
+        let a = c.get(b"12/03/2015", |s| {
+            calls += 1;
+            compute(s)
+        });
+        let b = c.get(b"12/03/2015", |_| unreachable!("cached"));
+        assert_eq!(a, b);
+        assert_eq!(calls, 1);
+        assert_eq!(c.words(a), &[0, 0b1010]);
+        assert_eq!(c.part(a, 1), Some(&b"2015"[..]));
+        assert_eq!(c.part(a, 0), None);
+        // A key too long to inline goes through the scratch slot with the same result.
+        let long = [b'x'; INLINE + 1];
+        let s = c.get(&long, compute);
+        assert_eq!(c.words(s), &[0, 0b1010]);
+        assert_eq!(c.part(s, 1), Some(&b"2015"[..]));
+        assert_eq!(c.status(s), Status::Present);
+    }
+
+    #[test]
+    fn hopeless_token_cache_switches_off_and_stays_correct() {
+        let mut c = TokenCache::new();
+        for i in 0..(PROBE + 100) {
+            assert_eq!(c.get(&i.to_le_bytes(), || i * 3), i * 3);
+        }
+        assert!(!c.enabled);
+        assert!(c.map.is_empty());
+        let mut c = TokenCache::new();
+        for i in 0..(PROBE + 100) {
+            assert_eq!(
+                c.get(&(i % 100).to_le_bytes(), || (i % 100) * 3),
+                (i % 100) * 3
+            );
+        }
+        assert!(c.enabled);
+    }
+
+    #[test]
+    fn disabled_field_cache_computes_every_time() {
+        let mut c = FieldCache::new(1, false);
+        let mut calls = 0;
+        for _ in 0..3 {
+            let s = c.get(b"same", |s| {
+                calls += 1;
+                s.words[0] = 5;
+                Status::Present
+            });
+            assert_eq!(c.words(s), &[5]);
+        }
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn token_and_position_caches() {
+        let mut t = TokenCache::new();
+        assert_eq!(t.get(b"a", || 7), 7);
+        assert_eq!(t.get(b"a", || 8), 7);
+        let mut p = PositionCache::default();
+        let mut out = vec![99];
+        p.get(b"k", &mut out, |o| o.extend([1, 2, 3]));
+        p.get(b"k", &mut out, |_| unreachable!("cached"));
+        assert_eq!(out, [99, 1, 2, 3, 1, 2, 3]);
+    }
+}

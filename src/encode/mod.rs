@@ -1,0 +1,1139 @@
+//! Encoding an agency export: CSV → canonical fields → tokens → keyed Bloom filter + keyed exact
+//! tokens, with every row either encoded or rejected (and counted).
+//!
+//! Speed comes from caching: names, dates and postcodes repeat, so each worker thread caches, per
+//! field, the raw bytes → (normalised value, bit positions), and per token kind the token value.
+//! A cache that does not earn its keep (unique identifiers) switches itself off. Caching never
+//! changes results, only speed: output is identical for any thread count.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+
+use cache::{FieldCache, PositionCache, Sink, Slot, Status, TokenCache};
+
+mod cache;
+
+type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+use serde::Serialize;
+
+use crate::colmap::{ColumnMap, Sex, TextEncoding};
+use crate::date::Date;
+use crate::error::{Error, Result};
+use crate::key::LinkageKey;
+use crate::normalise::{self, Invalid};
+use crate::schema::{Normaliser, Schema, Transform};
+use crate::tokens::{self, Hasher, Value};
+
+/// Longest record id accepted, in bytes.
+pub const MAX_RECORD_ID_BYTES: usize = 256;
+const BATCH_ROWS: usize = 4096;
+
+/// The encoded records of one export, in input row order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// Filter length in 64-bit words.
+    pub words: usize,
+    /// Number of segments (popcounts per record = 1 + segments).
+    pub segments: usize,
+    /// Row references (record ids, or opaque references).
+    pub ids: Vec<String>,
+    /// Filters, `words` per record.
+    pub filters: Vec<u64>,
+    /// Per record: total popcount, then one popcount per segment.
+    pub popcounts: Vec<u16>,
+    /// CSR offsets into `tokens` (len = records + 1).
+    pub token_offsets: Vec<u32>,
+    /// Keyed exact tokens, kind in the top byte, sorted per record.
+    pub tokens: Vec<u64>,
+}
+
+impl Records {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True if there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Filter of record `i`.
+    pub fn filter(&self, i: usize) -> &[u64] {
+        &self.filters[i * self.words..(i + 1) * self.words]
+    }
+
+    /// Tokens of record `i`.
+    pub fn tokens_of(&self, i: usize) -> &[u64] {
+        &self.tokens[self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize]
+    }
+
+    fn new(words: usize, segments: usize) -> Records {
+        Records {
+            words,
+            segments,
+            token_offsets: vec![0],
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, id: String, filter: &[u64], popcounts: &[u16], tokens: &[u64]) {
+        self.ids.push(id);
+        self.filters.extend_from_slice(filter);
+        self.popcounts.extend_from_slice(popcounts);
+        self.tokens.extend_from_slice(tokens);
+        self.token_offsets.push(self.tokens.len() as u32);
+    }
+}
+
+/// A rejected row: where and why, never the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reject {
+    /// Data row number (1 = first row after the header).
+    pub row: u64,
+    /// Line in the file where the row starts.
+    pub line: u64,
+    /// CSV column involved, if one.
+    pub column: Option<String>,
+    /// Schema field involved, if one.
+    pub field: Option<String>,
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// Human explanation.
+    pub detail: String,
+}
+
+/// Per-field counts over examined rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FieldStats {
+    /// Schema field.
+    pub field: String,
+    /// CSV column, if mapped.
+    pub column: Option<String>,
+    /// Rows with a usable value.
+    pub present: u64,
+    /// Rows with an empty value or a null marker (or unmapped).
+    pub missing: u64,
+    /// Rows with an unusable value, by reason code.
+    pub invalid: BTreeMap<String, u64>,
+}
+
+impl FieldStats {
+    /// Total invalid.
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.values().sum()
+    }
+}
+
+/// What an encode run did. Rows read = encoded + rejected.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EncodeReport {
+    /// Input file.
+    pub input: PathBuf,
+    /// Agency label.
+    pub agency: String,
+    /// Input size in bytes.
+    pub input_bytes: u64,
+    /// SHA-256 of the input bytes (hex).
+    pub input_sha256: String,
+    /// Data rows read (excluding the header).
+    pub rows_read: u64,
+    /// Rows encoded.
+    pub encoded: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Rejections by reason code.
+    pub reject_reasons: BTreeMap<String, u64>,
+    /// Per-field statistics, in schema order.
+    pub fields: Vec<FieldStats>,
+    /// Warnings for the user (e.g. a field mostly invalid).
+    pub warnings: Vec<String>,
+    /// Seconds spent reading and encoding (parallel), and assembling (sequential).
+    pub seconds: StageSeconds,
+}
+
+/// Wall-clock seconds per stage of an encode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StageSeconds {
+    /// Reading, parsing and encoding rows.
+    pub read_and_encode: f64,
+    /// Putting rows in order, checking record ids, counting.
+    pub assemble: f64,
+    /// Writing output files (filled in by the caller).
+    pub write: f64,
+}
+
+/// Options for [`encode_csv`].
+pub struct EncodeOptions<'a> {
+    /// Date against which "in the future" is judged.
+    pub today: Date,
+    /// Worker threads (0 = available cores).
+    pub threads: usize,
+    /// Replace record ids by opaque references.
+    pub opaque_ids: bool,
+    /// Called with the number of input bytes consumed so far.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl Default for EncodeOptions<'_> {
+    fn default() -> Self {
+        EncodeOptions {
+            today: Date::today_utc(),
+            threads: 0,
+            opaque_ids: false,
+            progress: None,
+        }
+    }
+}
+
+/// The output of [`encode_csv`].
+pub struct Encoded {
+    /// Encoded records.
+    pub records: Records,
+    /// Rejected rows, in row order.
+    pub rejects: Vec<Reject>,
+    /// Summary counts.
+    pub report: EncodeReport,
+    /// Opaque reference → original record id, when opaque ids were requested.
+    pub opaque_map: Vec<(String, String)>,
+}
+
+/// One column of the input feeding a field.
+struct FieldSource {
+    field: usize,
+    column: usize,
+}
+
+/// Everything a worker needs, shared read-only.
+struct Plan<'a> {
+    schema: &'a Schema,
+    map: &'a ColumnMap,
+    hasher: Hasher,
+    sources: Vec<FieldSource>,
+    header: Vec<String>,
+    id_column: usize,
+    today: Date,
+    opaque_ids: bool,
+    /// Schema fields no column feeds (counted as missing on every row).
+    unmapped: Vec<usize>,
+}
+
+impl Plan<'_> {
+    fn stats_template(&self) -> Vec<FieldStats> {
+        self.schema
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FieldStats {
+                field: f.def.name.clone(),
+                column: self
+                    .sources
+                    .iter()
+                    .find(|s| s.field == i)
+                    .map(|s| self.header[s.column].clone()),
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+struct Worker<'p, 'a> {
+    plan: &'p Plan<'a>,
+    fields: Vec<FieldCache>,
+    tokens: Vec<TokenCache>,
+    positions: PositionCache,
+    slots: Vec<Option<Slot>>,
+    scratch_tokens: Vec<Vec<u8>>,
+    scratch_positions: Vec<u32>,
+    key: Vec<u8>,
+    message: Vec<u8>,
+    decode_buf: String,
+}
+
+/// A batch of raw rows from the reader.
+struct Batch {
+    index: usize,
+    first_row: u64,
+    lines: Vec<u64>,
+    records: Vec<csv::ByteRecord>,
+}
+
+/// A batch after encoding.
+struct BatchOut {
+    index: usize,
+    rows: Vec<RowOut>,
+    filters: Vec<u64>,
+    popcounts: Vec<u16>,
+    tokens: Vec<u64>,
+    stats: Vec<FieldStats>,
+}
+
+enum RowOut {
+    Encoded {
+        id: String,
+        original_id: Option<String>,
+        tokens: u32,
+        line: u64,
+    },
+    Rejected(Reject),
+}
+
+impl<'p, 'a> Worker<'p, 'a> {
+    fn new(plan: &'p Plan<'a>) -> Self {
+        Worker {
+            plan,
+            fields: plan
+                .schema
+                .fields
+                .iter()
+                .map(|f| {
+                    let words = f
+                        .segment
+                        .map_or(0, |s| plan.schema.segments[s].word_range().len());
+                    // Identifiers are unique per child and cheap to check: caching them only costs.
+                    let cache =
+                        !matches!(f.def.normaliser, Normaliser::NhsNumber | Normaliser::Upn);
+                    FieldCache::new(words, cache)
+                })
+                .collect(),
+            tokens: plan
+                .schema
+                .tokens
+                .iter()
+                .map(|_| TokenCache::new())
+                .collect(),
+            positions: PositionCache::default(),
+            slots: vec![None; plan.schema.fields.len()],
+            scratch_tokens: Vec::new(),
+            scratch_positions: Vec::new(),
+            key: Vec::new(),
+            message: Vec::new(),
+            decode_buf: String::new(),
+        }
+    }
+
+    fn run(&mut self, batch: &Batch) -> BatchOut {
+        let plan = self.plan;
+        let words = plan.schema.words();
+        let nseg = plan.schema.segments.len();
+        let mut out = BatchOut {
+            index: batch.index,
+            rows: Vec::with_capacity(batch.records.len()),
+            filters: Vec::with_capacity(batch.records.len() * words),
+            popcounts: Vec::with_capacity(batch.records.len() * (nseg + 1)),
+            tokens: Vec::new(),
+            stats: plan.stats_template(),
+        };
+        let mut filter = vec![0u64; words];
+        let mut row_tokens: Vec<u64> = Vec::new();
+        for (k, rec) in batch.records.iter().enumerate() {
+            let row = batch.first_row + k as u64;
+            let line = batch.lines[k];
+            match self.encode_row(rec, row, line, &mut filter, &mut row_tokens, &mut out.stats) {
+                Ok((id, original_id)) => {
+                    out.filters.extend_from_slice(&filter);
+                    let total: u32 = filter.iter().map(|w| w.count_ones()).sum();
+                    out.popcounts.push(total as u16);
+                    for s in &plan.schema.segments {
+                        let c: u32 = filter[s.word_range()].iter().map(|w| w.count_ones()).sum();
+                        out.popcounts.push(c as u16);
+                    }
+                    out.tokens.extend_from_slice(&row_tokens);
+                    out.rows.push(RowOut::Encoded {
+                        id,
+                        original_id,
+                        tokens: row_tokens.len() as u32,
+                        line,
+                    });
+                }
+                Err(r) => out.rows.push(RowOut::Rejected(r)),
+            }
+        }
+        out
+    }
+
+    fn encode_row(
+        &mut self,
+        rec: &csv::ByteRecord,
+        row: u64,
+        line: u64,
+        filter: &mut [u64],
+        row_tokens: &mut Vec<u64>,
+        stats: &mut [FieldStats],
+    ) -> std::result::Result<(String, Option<String>), Reject> {
+        let plan = self.plan;
+        let reject = |column: Option<&str>, reason, detail: String| Reject {
+            row,
+            line,
+            column: column.map(String::from),
+            field: None,
+            reason,
+            detail,
+        };
+        if rec.len() != plan.header.len() {
+            return Err(reject(
+                None,
+                "wrong_field_count",
+                format!(
+                    "has {} fields, the header has {}",
+                    rec.len(),
+                    plan.header.len()
+                ),
+            ));
+        }
+        let id_col = plan.header[plan.id_column].as_str();
+        let id = match decode(
+            plan.map.encoding,
+            &rec[plan.id_column],
+            &mut self.decode_buf,
+        ) {
+            Some(s) => s.trim().to_string(),
+            None => {
+                return Err(reject(
+                    Some(id_col),
+                    "invalid_encoding",
+                    format!(
+                        "column `{id_col}` is not valid {}",
+                        enc_name(plan.map.encoding)
+                    ),
+                ))
+            }
+        };
+        if id.is_empty() {
+            return Err(reject(
+                Some(id_col),
+                "missing_record_id",
+                format!("record id column `{id_col}` is empty"),
+            ));
+        }
+        if id.len() > MAX_RECORD_ID_BYTES {
+            return Err(reject(
+                Some(id_col),
+                "record_id_too_long",
+                format!("record id is longer than {MAX_RECORD_ID_BYTES} bytes"),
+            ));
+        }
+
+        // Normalise every mapped field through its cache.
+        self.slots.iter_mut().for_each(|s| *s = None);
+        let mut bad_bytes: Option<usize> = None;
+        let mut in_filter = 0u32;
+        for src in &plan.sources {
+            let fi = src.field;
+            let raw = &rec[src.column];
+            let Worker {
+                fields,
+                positions,
+                scratch_tokens,
+                scratch_positions,
+                key,
+                decode_buf,
+                ..
+            } = self;
+            let slot = fields[fi].get(raw, |sink| {
+                compute_field(
+                    plan,
+                    fi,
+                    raw,
+                    sink,
+                    &mut FieldScratch {
+                        positions,
+                        tokens: scratch_tokens,
+                        out: scratch_positions,
+                        key,
+                        decode_buf,
+                    },
+                )
+            });
+            let st = &mut stats[fi];
+            match self.fields[fi].status(slot) {
+                Status::Missing => st.missing += 1,
+                Status::Invalid(why) => *st.invalid.entry(why.code().to_string()).or_default() += 1,
+                Status::BadBytes => {
+                    *st.invalid.entry("invalid_encoding".into()).or_default() += 1;
+                    bad_bytes.get_or_insert(src.column);
+                }
+                Status::Present => {
+                    st.present += 1;
+                    self.slots[fi] = Some(slot);
+                    if plan.schema.fields[fi].segment.is_some() {
+                        in_filter += 1;
+                    }
+                }
+            }
+        }
+        for &fi in &plan.unmapped {
+            stats[fi].missing += 1;
+        }
+        if let Some(col) = bad_bytes {
+            let c = plan.header[col].as_str();
+            let hint = if plan.map.encoding == TextEncoding::Windows1252 {
+                ""
+            } else {
+                " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
+            };
+            return Err(reject(
+                Some(c),
+                "invalid_encoding",
+                format!(
+                    "column `{c}` is not valid {}{hint}",
+                    enc_name(plan.map.encoding)
+                ),
+            ));
+        }
+        if in_filter < plan.schema.def.min_fields {
+            return Err(reject(
+                None,
+                "too_few_fields",
+                format!(
+                    "only {in_filter} of the linking fields are usable, at least {} are needed",
+                    plan.schema.def.min_fields
+                ),
+            ));
+        }
+
+        // Filter: OR each present field's pre-computed segment words.
+        filter.iter_mut().for_each(|w| *w = 0);
+        for (fi, slot) in self.slots.iter().enumerate() {
+            let (Some(slot), Some(seg)) = (slot, plan.schema.fields[fi].segment) else {
+                continue;
+            };
+            let base = plan.schema.segments[seg].word_range().start;
+            for (d, s) in filter[base..].iter_mut().zip(self.fields[fi].words(*slot)) {
+                *d |= s;
+            }
+        }
+
+        // Keyed exact tokens: the message (parts joined by 0x1F) doubles as the cache key.
+        row_tokens.clear();
+        for (kind, t) in plan.schema.tokens.iter().enumerate() {
+            let msg = &mut self.message;
+            msg.clear();
+            let mut complete = true;
+            for (i, &(fi, tr)) in t.parts.iter().enumerate() {
+                let part = self.slots[fi].and_then(|s| self.fields[fi].part(s, tr.index()));
+                match part {
+                    Some(p) => {
+                        if i > 0 {
+                            msg.push(tokens::TOKEN_PART_SEPARATOR);
+                        }
+                        msg.extend_from_slice(p);
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                let hasher = &plan.hasher;
+                let msg = &self.message;
+                row_tokens.push(self.tokens[kind].get(msg, || hasher.exact_token(kind, msg)));
+            }
+        }
+        row_tokens.sort_unstable();
+
+        if plan.opaque_ids {
+            let r = plan.hasher.opaque_ref(&plan.map.agency, &id);
+            Ok((r, Some(id)))
+        } else {
+            Ok((id, None))
+        }
+    }
+}
+
+fn enc_name(e: TextEncoding) -> &'static str {
+    match e {
+        TextEncoding::Utf8 | TextEncoding::Utf8Bom => "UTF-8",
+        TextEncoding::Windows1252 => "Windows-1252",
+    }
+}
+
+/// Decodes one field into `buf`; `None` if the bytes are invalid for the encoding.
+fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) -> Option<&'b str> {
+    match enc {
+        TextEncoding::Utf8 | TextEncoding::Utf8Bom => std::str::from_utf8(raw).ok(),
+        TextEncoding::Windows1252 => {
+            if raw.is_ascii() {
+                return std::str::from_utf8(raw).ok();
+            }
+            let (s, _had_errors) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(raw);
+            buf.clear();
+            buf.push_str(&s);
+            Some(buf.as_str())
+        }
+    }
+}
+
+/// Buffers used when a field value is computed.
+struct FieldScratch<'s> {
+    positions: &'s mut PositionCache,
+    tokens: &'s mut Vec<Vec<u8>>,
+    out: &'s mut Vec<u32>,
+    key: &'s mut Vec<u8>,
+    decode_buf: &'s mut String,
+}
+
+/// Normalises one raw value of field `fi`, and writes its segment bits and token parts.
+fn compute_field(
+    plan: &Plan<'_>,
+    fi: usize,
+    raw: &[u8],
+    sink: &mut Sink<'_>,
+    sc: &mut FieldScratch<'_>,
+) -> Status {
+    if raw.len() > normalise::MAX_FIELD_BYTES {
+        return Status::Invalid(Invalid::TooLong);
+    }
+    let Some(text) = decode(plan.map.encoding, raw, sc.decode_buf) else {
+        return Status::BadBytes;
+    };
+    let f = &plan.schema.fields[fi];
+    let normalised: std::result::Result<Option<Value>, Invalid> = match f.def.normaliser {
+        Normaliser::Name => normalise::name(text).map(|o| o.map(Value::Text)),
+        Normaliser::Date => normalise::date_of_birth(text, &plan.map.date_formats, plan.today)
+            .map(|o| o.map(Value::Date)),
+        Normaliser::Postcode => normalise::postcode(text).map(|o| o.map(Value::Text)),
+        Normaliser::NhsNumber => normalise::nhs_number(text).map(|o| o.map(Value::Text)),
+        Normaliser::Upn => normalise::upn(text).map(|o| o.map(Value::Text)),
+        Normaliser::Sex => {
+            let t = text.trim();
+            if t.is_empty() || normalise::is_null_marker(&t.to_uppercase()) {
+                Ok(None)
+            } else {
+                match plan.map.sex(t) {
+                    Some(Sex::U) => Ok(None),
+                    Some(s) => Ok(Some(Value::Sex(s))),
+                    None => Err(Invalid::UnknownCode),
+                }
+            }
+        }
+        Normaliser::Text => {
+            let t: Vec<String> = text.split_whitespace().map(str::to_uppercase).collect();
+            let t = t.join(" ");
+            if t.is_empty() || normalise::is_null_marker(&t) {
+                Ok(None)
+            } else {
+                Ok(Some(Value::Text(t)))
+            }
+        }
+    };
+    let value = match normalised {
+        Err(why) => return Status::Invalid(why),
+        Ok(None) => return Status::Missing,
+        Ok(Some(v)) => v,
+    };
+    for t in Transform::ALL {
+        if let Some(p) = tokens::part_text(&value, t) {
+            sink.set_part(t.index(), p.as_bytes());
+        }
+    }
+    if let Some(seg) = f.segment {
+        let k = f.def.bits_per_token;
+        let start = plan.schema.segments[seg].start_bit;
+        sc.tokens.clear();
+        tokens::tokenise(&value, f.def.tokeniser, sc.tokens);
+        sc.out.clear();
+        for t in sc.tokens.iter() {
+            sc.key.clear();
+            sc.key.push(seg as u8);
+            sc.key.push(k as u8);
+            sc.key.extend_from_slice(t);
+            sc.positions.get(sc.key, sc.out, |o| {
+                let from = o.len();
+                plan.hasher.positions(seg, k, t, o);
+                for p in &mut o[from..] {
+                    *p -= start;
+                }
+            });
+        }
+        for &p in sc.out.iter() {
+            sink.words[(p / 64) as usize] |= 1u64 << (p % 64);
+        }
+    }
+    Status::Present
+}
+
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    ctx: ring::digest::Context,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ctx.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Encodes the CSV file at `input`.
+pub fn encode_csv(
+    input: &Path,
+    key: &LinkageKey,
+    schema: &Schema,
+    map: &ColumnMap,
+    opts: &EncodeOptions<'_>,
+) -> Result<Encoded> {
+    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    let input_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    encode_reader(file, input, input_bytes, key, schema, map, opts)
+}
+
+/// Encodes CSV from any reader; `input` names it in messages.
+pub fn encode_reader(
+    reader: impl Read,
+    input: &Path,
+    input_bytes: u64,
+    key: &LinkageKey,
+    schema: &Schema,
+    map: &ColumnMap,
+    opts: &EncodeOptions<'_>,
+) -> Result<Encoded> {
+    map.check_against(schema)?;
+    let mut hashing = HashingReader {
+        inner: std::io::BufReader::with_capacity(1 << 20, reader),
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+        bytes: 0,
+    };
+    // Look at the first bytes for byte-order marks.
+    let mut head = [0u8; 3];
+    let mut got = 0;
+    while got < 3 {
+        let n = hashing
+            .read(&mut head[got..])
+            .map_err(|e| Error::io(input, e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let head = &head[..got];
+    if got == 0 {
+        return Err(Error::input(
+            input,
+            "is empty: expected a header row followed by data rows",
+        ));
+    }
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err(Error::input(
+            input,
+            "is UTF-16 (it starts with a UTF-16 byte-order mark): export it as UTF-8 or Windows-1252",
+        ));
+    }
+    let has_bom = head == [0xEF, 0xBB, 0xBF];
+    if has_bom && map.encoding == TextEncoding::Windows1252 {
+        return Err(Error::input(
+            input,
+            format!(
+                "starts with a UTF-8 byte-order mark but the column map {} says windows-1252: set \
+                 encoding = \"utf-8\"",
+                map.path.display()
+            ),
+        ));
+    }
+    let prefix: Vec<u8> = if has_bom { Vec::new() } else { head.to_vec() };
+    let chained = std::io::Cursor::new(prefix).chain(&mut hashing);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(map.delimiter)
+        .buffer_capacity(1 << 20)
+        .from_reader(chained);
+
+    let mut header_rec = csv::ByteRecord::new();
+    let csv_err = |e: csv::Error| -> Error {
+        match e.kind() {
+            csv::ErrorKind::Io(_) => Error::input(input, format!("read failed: {e}")),
+            _ => Error::input(input, format!("is not valid CSV: {e}")),
+        }
+    };
+    if !rdr.read_byte_record(&mut header_rec).map_err(csv_err)? {
+        return Err(Error::input(
+            input,
+            "has no header row: expected a header row followed by data rows",
+        ));
+    }
+    let mut decode_buf = String::new();
+    let mut header = Vec::with_capacity(header_rec.len());
+    for (i, h) in header_rec.iter().enumerate() {
+        match decode(map.encoding, h, &mut decode_buf) {
+            Some(s) => header.push(s.trim().to_string()),
+            None => {
+                return Err(Error::input(
+                    input,
+                    format!(
+                        "line 1 (header), column {}: not valid {}{}",
+                        i + 1,
+                        enc_name(map.encoding),
+                        if map.encoding == TextEncoding::Windows1252 {
+                            ""
+                        } else {
+                            "; if the export comes from a legacy system set encoding = \"windows-1252\" in the column map"
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+    // Resolve every named column; report all missing ones at once.
+    let mut wanted: Vec<(&str, Option<usize>)> = vec![(map.record_id.as_str(), None)];
+    for (field, column) in &map.columns {
+        let fi = schema.field_index(field).ok_or_else(|| Error::ColumnMap {
+            path: map.path.clone(),
+            problem: format!("maps unknown field `{field}`"),
+        })?;
+        wanted.push((column.as_str(), Some(fi)));
+    }
+    let mut missing = Vec::new();
+    let mut id_column = 0;
+    let mut sources = Vec::new();
+    for (name, field) in wanted {
+        let hits: Vec<usize> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.as_str() == name)
+            .map(|(i, _)| i)
+            .collect();
+        match (hits.as_slice(), field) {
+            ([i], None) => id_column = *i,
+            ([i], Some(fi)) => sources.push(FieldSource {
+                field: fi,
+                column: *i,
+            }),
+            ([], _) => missing.push(name),
+            _ => {
+                return Err(Error::input(
+                    input,
+                    format!("the header has column `{name}` more than once; rename the duplicates"),
+                ))
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::input(
+            input,
+            missing_column_message(&missing, &header, map),
+        ));
+    }
+    sources.sort_by_key(|s| s.field);
+
+    let unmapped = (0..schema.fields.len())
+        .filter(|i| !sources.iter().any(|s| s.field == *i))
+        .collect();
+    let plan = Plan {
+        schema,
+        map,
+        hasher: Hasher::new(key, schema),
+        sources,
+        header,
+        id_column,
+        today: opts.today,
+        opaque_ids: opts.opaque_ids,
+        unmapped,
+    };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        opts.threads
+    };
+
+    let started = std::time::Instant::now();
+    // Reader on this thread, `threads` workers encoding batches.
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(threads * 2);
+    let batch_rx = Mutex::new(batch_rx);
+    let (out_tx, out_rx) = mpsc::channel::<BatchOut>();
+    // Row buffers go back to the reader for reuse, so steady state allocates nothing per row.
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<csv::ByteRecord>>();
+    let mut rows_read = 0u64;
+    let read_result: Result<()> = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let out_tx = out_tx.clone();
+            let recycle_tx = recycle_tx.clone();
+            let batch_rx = &batch_rx;
+            let plan = &plan;
+            scope.spawn(move || {
+                let mut w = Worker::new(plan);
+                loop {
+                    let next = match batch_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(mut batch) = next else { return };
+                    let out = w.run(&batch);
+                    let _ = recycle_tx.send(std::mem::take(&mut batch.records));
+                    if out_tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        drop(recycle_tx);
+        let mut index = 0;
+        let mut last_progress = 0u64;
+        loop {
+            let mut records = recycle_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
+            records.resize_with(BATCH_ROWS, csv::ByteRecord::new);
+            let mut lines = Vec::with_capacity(BATCH_ROWS);
+            let first_row = rows_read + 1;
+            let mut n = 0;
+            while n < BATCH_ROWS {
+                let rec = &mut records[n];
+                let more = rdr.read_byte_record(rec).map_err(|e| {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    Error::input(input, format!("line {line}: cannot be read as CSV: {e}"))
+                })?;
+                if !more {
+                    break;
+                }
+                lines.push(rec.position().map(|p| p.line()).unwrap_or(0));
+                n += 1;
+                rows_read += 1;
+            }
+            records.truncate(n);
+            if records.is_empty() {
+                break;
+            }
+            if let Some(p) = opts.progress {
+                let pos = rdr.position().byte();
+                if pos - last_progress > (4 << 20) {
+                    p(pos);
+                    last_progress = pos;
+                }
+            }
+            let full = records.len() == BATCH_ROWS;
+            if batch_tx
+                .send(Batch {
+                    index,
+                    first_row,
+                    lines,
+                    records,
+                })
+                .is_err()
+            {
+                break;
+            }
+            index += 1;
+            if !full {
+                break;
+            }
+        }
+        drop(batch_tx);
+        Ok(())
+    });
+    read_result?;
+    drop(rdr);
+    let mut outs: Vec<BatchOut> = out_rx.iter().collect();
+    outs.sort_by_key(|b| b.index);
+    if let Some(p) = opts.progress {
+        p(hashing.bytes);
+    }
+    if rows_read == 0 {
+        return Err(Error::input(
+            input,
+            "has a header row but no data rows: is the export empty?",
+        ));
+    }
+    let input_sha256 = hex::encode(hashing.ctx.finish().as_ref());
+    let read_and_encode = started.elapsed().as_secs_f64();
+
+    // Assemble in row order; duplicates of a record id are rejected (first occurrence wins).
+    // Pass 1 finds duplicates by borrowing the ids; pass 2 moves everything into place and frees
+    // each batch as it goes, so peak memory stays near one copy of the output.
+    let words = schema.words();
+    let nseg = schema.segments.len();
+    let mut duplicate_of: Vec<Vec<Option<u64>>> = Vec::with_capacity(outs.len());
+    let mut kept = 0usize;
+    let mut kept_tokens = 0usize;
+    {
+        let mut seen: FxHashMap<&str, u64> = FxHashMap::with_hasher(Default::default());
+        seen.reserve(rows_read as usize);
+        for b in &outs {
+            let first_row = b.index as u64 * BATCH_ROWS as u64 + 1;
+            let mut dups = vec![None; b.rows.len()];
+            for (k, r) in b.rows.iter().enumerate() {
+                if let RowOut::Encoded {
+                    id,
+                    original_id,
+                    tokens,
+                    ..
+                } = r
+                {
+                    let local_id = original_id.as_deref().unwrap_or(id);
+                    match seen.entry(local_id) {
+                        std::collections::hash_map::Entry::Occupied(e) => dups[k] = Some(*e.get()),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(first_row + k as u64);
+                            kept += 1;
+                            kept_tokens += *tokens as usize;
+                        }
+                    }
+                }
+            }
+            duplicate_of.push(dups);
+        }
+    }
+    let mut records = Records::new(words, nseg);
+    records.ids.reserve(kept);
+    records.filters.reserve(kept * words);
+    records.popcounts.reserve(kept * (nseg + 1));
+    records.token_offsets.reserve(kept);
+    records.tokens.reserve(kept_tokens);
+    let mut rejects = Vec::new();
+    let mut stats = plan.stats_template();
+    let mut seen_refs: FxHashMap<String, ()> = FxHashMap::with_hasher(Default::default());
+    let mut opaque_map = Vec::new();
+    let id_col = plan.header[plan.id_column].clone();
+    for (b, dups) in outs.into_iter().zip(duplicate_of) {
+        for (s, bs) in stats.iter_mut().zip(&b.stats) {
+            s.present += bs.present;
+            s.missing += bs.missing;
+            for (k, v) in &bs.invalid {
+                *s.invalid.entry(k.clone()).or_default() += v;
+            }
+        }
+        let (mut fi, mut ti) = (0usize, 0usize);
+        let first_row = b.index as u64 * BATCH_ROWS as u64 + 1;
+        for (k, r) in b.rows.into_iter().enumerate() {
+            match r {
+                RowOut::Rejected(rej) => rejects.push(rej),
+                RowOut::Encoded {
+                    id,
+                    original_id,
+                    tokens,
+                    line,
+                } => {
+                    let f = &b.filters[fi * words..(fi + 1) * words];
+                    let pc = &b.popcounts[fi * (nseg + 1)..(fi + 1) * (nseg + 1)];
+                    let toks = &b.tokens[ti..ti + tokens as usize];
+                    fi += 1;
+                    ti += tokens as usize;
+                    if let Some(first) = dups[k] {
+                        rejects.push(Reject {
+                            row: first_row + k as u64,
+                            line,
+                            column: Some(id_col.clone()),
+                            field: None,
+                            reason: "duplicate_record_id",
+                            detail: format!("record id already used by row {first}"),
+                        });
+                        continue;
+                    }
+                    if let Some(orig) = original_id {
+                        if seen_refs.insert(id.clone(), ()).is_some() {
+                            return Err(Error::input(
+                                input,
+                                "two record ids map to the same opaque reference (a 64-bit \
+                                 collision); re-run without --opaque-ids and report this",
+                            ));
+                        }
+                        opaque_map.push((id.clone(), orig));
+                    }
+                    records.push(id, f, pc, toks);
+                }
+            }
+        }
+    }
+    rejects.sort_by_key(|r| r.row);
+
+    let mut reject_reasons = BTreeMap::new();
+    for r in &rejects {
+        *reject_reasons.entry(r.reason.to_string()).or_default() += 1;
+    }
+    let mut warnings = Vec::new();
+    for s in &stats {
+        let examined = s.present + s.missing + s.invalid_total();
+        if s.column.is_some() && examined > 0 {
+            let rate = s.invalid_total() as f64 / examined as f64;
+            if rate > 0.2 {
+                let hint = match schema
+                    .fields
+                    .iter()
+                    .find(|f| f.def.name == s.field)
+                    .map(|f| f.def.normaliser)
+                {
+                    Some(Normaliser::Date) => ": check date_formats in the column map",
+                    Some(Normaliser::Sex) => ": check [sex_codes] in the column map",
+                    _ => ": check that the column map points at the right column",
+                };
+                warnings.push(format!(
+                    "field {} (column `{}`) is invalid in {:.1} % of rows{hint}",
+                    s.field,
+                    s.column.as_deref().unwrap_or(""),
+                    rate * 100.0
+                ));
+            }
+        }
+    }
+    let report = EncodeReport {
+        input: input.to_path_buf(),
+        agency: map.agency.clone(),
+        input_bytes: input_bytes.max(hashing.bytes),
+        input_sha256,
+        rows_read,
+        encoded: records.len() as u64,
+        rejected: rejects.len() as u64,
+        reject_reasons,
+        fields: stats,
+        warnings,
+        seconds: StageSeconds {
+            read_and_encode,
+            assemble: started.elapsed().as_secs_f64() - read_and_encode,
+            write: 0.0,
+        },
+    };
+    debug_assert_eq!(report.rows_read, report.encoded + report.rejected);
+
+    Ok(Encoded {
+        records,
+        rejects,
+        report,
+        opaque_map,
+    })
+}
+
+fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) -> String {
+    let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+    let what = if missing.len() == 1 {
+        format!("the header has no column {}", names[0])
+    } else {
+        format!("the header has no columns {}", names.join(", "))
+    };
+    // If the "header" holds values that look like personal data, the file probably has no
+    // header row: say so without echoing the values.
+    let looks_like_data = header.iter().any(|h| {
+        matches!(normalise::postcode(h), Ok(Some(_)))
+            || matches!(normalise::nhs_number(h), Ok(Some(_)))
+            || map.date_formats.iter().any(|f| f.parse(h).is_some())
+    });
+    if looks_like_data {
+        format!(
+            "{what} (named in {}), and the first row looks like data rather than a header: \
+             export the file with a header row",
+            map.path.display()
+        )
+    } else {
+        let found: Vec<String> = header
+            .iter()
+            .map(|h| {
+                let t: String = h.chars().take(40).collect();
+                format!("`{t}`")
+            })
+            .collect();
+        format!(
+            "{what} (named in {}); columns found: {}",
+            map.path.display(),
+            found.join(", ")
+        )
+    }
+}

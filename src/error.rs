@@ -1,0 +1,146 @@
+//! The library's error type.
+//!
+//! Every variant says *where* (file, row, column, field) but never carries a personal value:
+//! error text ends up in tickets and emails. Messages are written for a person and end with the
+//! fix when there is one.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in bloomlink's library code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The output exists and `--force` was not given.
+    #[error("{path} already exists: choose another output or pass --force to replace it")]
+    OutputExists {
+        /// The existing output.
+        path: PathBuf,
+    },
+
+    /// A key file was refused.
+    #[error("key file {path}: {problem}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+
+    /// A linkage schema could not be used.
+    #[error("schema {origin}: {problem}")]
+    Schema {
+        /// The schema file, or `built-in default`.
+        origin: String,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// A column map could not be used.
+    #[error("column map {path}: {problem}")]
+    ColumnMap {
+        /// The column map file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// The input CSV as a whole is unusable (as opposed to single rows, which are rejected).
+    #[error("{path}: {problem}")]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong, naming row/line/column where it applies.
+        problem: String,
+    },
+
+    /// Too many rows were rejected: the export is probably broken.
+    #[error(
+        "{path}: {rejected} of {read} rows rejected ({rate:.2} %), above the limit of {limit:.2} %; \
+         no output written. See the rejects file for row numbers and reasons{hint}"
+    )]
+    TooManyRejects {
+        /// The input file.
+        path: PathBuf,
+        /// Rows rejected.
+        rejected: u64,
+        /// Rows read.
+        read: u64,
+        /// Rejection rate in percent.
+        rate: f64,
+        /// The limit in percent.
+        limit: f64,
+        /// Extra advice (may be empty).
+        hint: String,
+    },
+
+    /// An encoding file is malformed, truncated, altered or of an unsupported version.
+    #[error("encoding file {path}: {problem}")]
+    Format {
+        /// The encoding file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// Invalid options or option combinations.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Shorthand for an [`Error::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for an [`Error::Format`].
+    pub fn format(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Shorthand for an [`Error::Input`].
+    pub fn input(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Input {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Shorthand for an [`Error::Key`].
+    pub fn key(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Key {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The process exit code the command-line tool uses for this error (see README, "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::TooManyRejects { .. } => 3,
+            Error::Key { .. } => 4,
+            Error::Format { .. } => 5,
+            _ => 1,
+        }
+    }
+}

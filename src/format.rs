@@ -1,0 +1,574 @@
+//! The encoding file (`.clk`): writing, and zero-copy reading with full validation.
+//!
+//! Layout (all integers little-endian; see `docs/FORMAT.md`):
+//!
+//! ```text
+//! 0      8   magic "BLOOMLNK"
+//! 8      4   format version (u32)
+//! 12     4   header length H (u32, at most 1 MiB)
+//! 16     H   header (bincode 1.3, fixed-width integers), including the section table
+//!        …   zero padding to a multiple of 64
+//!            sections, each starting at a multiple of 64, zero padding between:
+//!              id_offsets     (n+1) × u64   byte offsets into id_bytes
+//!              id_bytes       UTF-8 row references, concatenated
+//!              filters        n × words × u64
+//!              popcounts      n × (1 + segments) × u16: total, then per segment
+//!              token_offsets  (n+1) × u32   offsets into tokens
+//!              tokens         u64 keyed exact tokens, kind in the top byte
+//! end-32 32  SHA-256 of every byte before it
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::encode::Records;
+use crate::error::{Error, Result};
+use crate::fsutil::{self, Mode, Overwrite};
+use crate::schema::SegmentLayout;
+
+#[cfg(target_endian = "big")]
+compile_error!("bloomlink's encoding files are little-endian and read zero-copy; big-endian hosts are not supported");
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"BLOOMLNK";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest header accepted.
+pub const MAX_HEADER_BYTES: u32 = 1 << 20;
+const ALIGN: u64 = 64;
+const PREAMBLE: u64 = 16;
+const TRAILER: u64 = 32;
+
+/// Where a section lies in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// Byte offset from the start of the file (a multiple of 64).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The section table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sections {
+    /// Row reference offsets.
+    pub id_offsets: Span,
+    /// Row reference bytes.
+    pub id_bytes: Span,
+    /// Filters.
+    pub filters: Span,
+    /// Popcounts.
+    pub popcounts: Span,
+    /// Token offsets.
+    pub token_offsets: Span,
+    /// Tokens.
+    pub tokens: Span,
+}
+
+/// The file header. Holds no personal data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Agency label from the column map.
+    pub agency: String,
+    /// When the file was written (RFC 3339 UTC).
+    pub created: String,
+    /// bloomlink version that wrote it.
+    pub tool_version: String,
+    /// Fingerprint of the linkage key.
+    pub key_fingerprint: String,
+    /// Epoch of the linkage key.
+    pub key_epoch: u32,
+    /// Schema name.
+    pub schema_name: String,
+    /// Schema digest (hex SHA-256).
+    pub schema_digest: String,
+    /// Filter length in bits.
+    pub filter_bits: u32,
+    /// Segment layout.
+    pub segments: Vec<SegmentLayout>,
+    /// Names of the keyed exact token kinds, by kind index.
+    pub token_kinds: Vec<String>,
+    /// Records in the file.
+    pub records: u64,
+    /// Data rows read from the export.
+    pub rows_read: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// SHA-256 of the input export (hex).
+    pub input_sha256: String,
+    /// Whether row references are opaque.
+    pub opaque_ids: bool,
+    /// Section table.
+    pub sections: Sections,
+}
+
+impl Header {
+    /// The header for a file of records encoded from `report` with `key` and `schema`.
+    pub fn for_encoding(
+        key: &crate::key::KeyInfo,
+        schema: &crate::schema::Schema,
+        report: &crate::encode::EncodeReport,
+        opaque_ids: bool,
+    ) -> Header {
+        Header {
+            agency: report.agency.clone(),
+            created: creation_time(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            key_fingerprint: key.fingerprint.clone(),
+            key_epoch: key.epoch,
+            schema_name: schema.def.name.clone(),
+            schema_digest: schema.digest.clone(),
+            filter_bits: schema.def.filter_bits,
+            segments: schema.segments.clone(),
+            token_kinds: schema.tokens.iter().map(|t| t.name.clone()).collect(),
+            records: report.encoded,
+            rows_read: report.rows_read,
+            rows_rejected: report.rejected,
+            input_sha256: report.input_sha256.clone(),
+            opaque_ids,
+            sections: Sections::default(),
+        }
+    }
+
+    /// Filter length in words.
+    pub fn words(&self) -> usize {
+        (self.filter_bits / 64) as usize
+    }
+}
+
+fn bincode_opts() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(u64::from(MAX_HEADER_BYTES))
+        .reject_trailing_bytes()
+}
+
+fn align(x: u64) -> u64 {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// The creation time to record in a new file: `SOURCE_DATE_EPOCH` (seconds since 1970, the
+/// reproducible-builds convention) when set, so that reruns can be byte-identical; otherwise now.
+pub fn creation_time() -> String {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .map(crate::date::rfc3339_from_unix)
+        .unwrap_or_else(crate::date::now_rfc3339)
+}
+
+/// Facts about a written file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Written {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the whole file (hex).
+    pub sha256: String,
+}
+
+/// Writes `records` with `header` (its counts and section table are filled in here) to `path`
+/// atomically.
+pub fn write(
+    path: &Path,
+    header: &Header,
+    records: &Records,
+    overwrite: Overwrite,
+) -> Result<Written> {
+    use bincode::Options;
+    let n = records.len() as u64;
+    let mut h = header.clone();
+    h.records = n;
+    let id_bytes: u64 = records.ids.iter().map(|s| s.len() as u64).sum();
+    if records.tokens.len() > u32::MAX as usize {
+        return Err(Error::Usage("too many tokens for one encoding file".into()));
+    }
+    let header_len = bincode_opts()
+        .serialized_size(&h)
+        .map_err(|e| Error::format(path, format!("header cannot be written: {e}")))?;
+    let mut at = align(PREAMBLE + header_len);
+    let mut span = |len: u64| {
+        let s = Span { offset: at, len };
+        at = align(at + len);
+        s
+    };
+    h.sections = Sections {
+        id_offsets: span((n + 1) * 8),
+        id_bytes: span(id_bytes),
+        filters: span(records.filters.len() as u64 * 8),
+        popcounts: span(records.popcounts.len() as u64 * 2),
+        token_offsets: span((n + 1) * 4),
+        tokens: span(records.tokens.len() as u64 * 8),
+    };
+    let header_bytes = bincode_opts()
+        .serialize(&h)
+        .map_err(|e| Error::format(path, format!("header cannot be written: {e}")))?;
+    debug_assert_eq!(header_bytes.len() as u64, header_len);
+
+    fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
+        let mut hw = HashingWriter {
+            inner: w,
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+            pos: 0,
+        };
+        let io = |e| Error::io(path, e);
+        hw.write_all(MAGIC).map_err(io)?;
+        hw.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+        hw.write_all(&(header_bytes.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        hw.write_all(&header_bytes).map_err(io)?;
+        let s = h.sections;
+        hw.pad_to(s.id_offsets.offset).map_err(io)?;
+        let mut off = 0u64;
+        hw.write_all(&off.to_le_bytes()).map_err(io)?;
+        for id in &records.ids {
+            off += id.len() as u64;
+            hw.write_all(&off.to_le_bytes()).map_err(io)?;
+        }
+        hw.pad_to(s.id_bytes.offset).map_err(io)?;
+        for id in &records.ids {
+            hw.write_all(id.as_bytes()).map_err(io)?;
+        }
+        hw.pad_to(s.filters.offset).map_err(io)?;
+        hw.write_all(bytemuck::cast_slice(&records.filters))
+            .map_err(io)?;
+        hw.pad_to(s.popcounts.offset).map_err(io)?;
+        hw.write_all(bytemuck::cast_slice(&records.popcounts))
+            .map_err(io)?;
+        hw.pad_to(s.token_offsets.offset).map_err(io)?;
+        hw.write_all(bytemuck::cast_slice(&records.token_offsets))
+            .map_err(io)?;
+        hw.pad_to(s.tokens.offset).map_err(io)?;
+        hw.write_all(bytemuck::cast_slice(&records.tokens))
+            .map_err(io)?;
+        let HashingWriter { inner, ctx, pos } = hw;
+        let mut whole = ctx.clone();
+        let trailer = ctx.finish();
+        whole.update(trailer.as_ref());
+        inner.write_all(trailer.as_ref()).map_err(io)?;
+        Ok(Written {
+            bytes: pos + TRAILER,
+            sha256: hex::encode(whole.finish().as_ref()),
+        })
+    })
+}
+
+/// SHA-256 of a whole file (hex), streaming.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
+
+struct HashingWriter<'w, W: Write> {
+    inner: &'w mut W,
+    ctx: ring::digest::Context,
+    pos: u64,
+}
+
+impl<W: Write> HashingWriter<'_, W> {
+    fn pad_to(&mut self, offset: u64) -> std::io::Result<()> {
+        const ZEROS: [u8; 64] = [0; 64];
+        debug_assert!(offset >= self.pos && offset - self.pos < 64);
+        let n = offset.saturating_sub(self.pos) as usize;
+        self.write_all(&ZEROS[..n.min(64)])
+    }
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An opened, validated encoding file, read zero-copy from a memory map.
+pub struct EncodingFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    checksum: [u8; 32],
+}
+
+impl std::fmt::Debug for EncodingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodingFile")
+            .field("path", &self.path)
+            .field("records", &self.header.records)
+            .finish()
+    }
+}
+
+impl EncodingFile {
+    /// Opens and validates `path`: magic, version, checksum over the whole file, header, and
+    /// the consistency of every section. A truncated or altered file is refused.
+    pub fn open(path: &Path) -> Result<EncodingFile> {
+        use bincode::Options;
+        let bad = |p: &str| Error::format(path, p);
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Err(bad("is empty"));
+        }
+        if len < PREAMBLE + TRAILER {
+            return Err(bad(
+                "is too short to be a bloomlink encoding file (truncated?)",
+            ));
+        }
+        let map = crate::mmap::map_readonly(&file).map_err(|e| Error::io(path, e))?;
+        let b: &[u8] = &map;
+        if &b[0..8] != MAGIC {
+            return Err(bad(
+                "is not a bloomlink encoding file (wrong magic bytes); was it produced by `bloomlink encode`?",
+            ));
+        }
+        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::format(
+                path,
+                format!(
+                    "has format version {version}, this bloomlink reads version {FORMAT_VERSION}: \
+                     encode and match with the same bloomlink release"
+                ),
+            ));
+        }
+        let body_end = len - TRAILER;
+        let computed = ring::digest::digest(&ring::digest::SHA256, &b[..body_end as usize]);
+        let mut checksum = [0u8; 32];
+        checksum.copy_from_slice(&b[body_end as usize..]);
+        if computed.as_ref() != checksum {
+            return Err(bad(
+                "is truncated or altered: its SHA-256 checksum does not match. Ask the agency to \
+                 send the file again",
+            ));
+        }
+        let hlen = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if hlen > MAX_HEADER_BYTES || PREAMBLE + u64::from(hlen) > body_end {
+            return Err(bad("has a header length out of range"));
+        }
+        let header: Header = bincode_opts()
+            .deserialize(&b[PREAMBLE as usize..(PREAMBLE + u64::from(hlen)) as usize])
+            .map_err(|e| Error::format(path, format!("has an unreadable header: {e}")))?;
+        validate(&header, b, PREAMBLE + u64::from(hlen), body_end)
+            .map_err(|p| Error::format(path, p))?;
+        Ok(EncodingFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+            checksum,
+        })
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The SHA-256 trailer (identifies the file's content).
+    pub fn checksum_hex(&self) -> String {
+        hex::encode(self.checksum)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.header.records as usize
+    }
+
+    /// True if the file holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.header.records == 0
+    }
+
+    fn section(&self, s: Span) -> &[u8] {
+        &self.map[s.offset as usize..(s.offset + s.len) as usize]
+    }
+
+    /// All filters, `words` per record, contiguous and 64-byte aligned.
+    pub fn filters(&self) -> &[u64] {
+        bytemuck::cast_slice(self.section(self.header.sections.filters))
+    }
+
+    /// Filter of record `i`.
+    pub fn filter(&self, i: usize) -> &[u64] {
+        let w = self.header.words();
+        &self.filters()[i * w..(i + 1) * w]
+    }
+
+    /// All popcounts: per record the total, then per segment.
+    pub fn popcounts(&self) -> &[u16] {
+        bytemuck::cast_slice(self.section(self.header.sections.popcounts))
+    }
+
+    /// Popcounts of record `i` (total, then per segment).
+    pub fn popcounts_of(&self, i: usize) -> &[u16] {
+        let k = 1 + self.header.segments.len();
+        &self.popcounts()[i * k..(i + 1) * k]
+    }
+
+    /// Keyed exact tokens of record `i`.
+    pub fn tokens_of(&self, i: usize) -> &[u64] {
+        let offs: &[u32] = bytemuck::cast_slice(self.section(self.header.sections.token_offsets));
+        let toks: &[u64] = bytemuck::cast_slice(self.section(self.header.sections.tokens));
+        &toks[offs[i] as usize..offs[i + 1] as usize]
+    }
+
+    /// Row reference of record `i`.
+    pub fn row_ref(&self, i: usize) -> &str {
+        let offs: &[u64] = bytemuck::cast_slice(self.section(self.header.sections.id_offsets));
+        let bytes = self.section(self.header.sections.id_bytes);
+        // Validated at open: offsets are monotonic, in range, and every slice is UTF-8.
+        std::str::from_utf8(&bytes[offs[i] as usize..offs[i + 1] as usize]).unwrap_or("")
+    }
+
+    /// Copies everything into owned [`Records`].
+    pub fn to_records(&self) -> Records {
+        let n = self.len();
+        let mut token_offsets = Vec::with_capacity(n + 1);
+        token_offsets.extend_from_slice(bytemuck::cast_slice::<u8, u32>(
+            self.section(self.header.sections.token_offsets),
+        ));
+        Records {
+            words: self.header.words(),
+            segments: self.header.segments.len(),
+            ids: (0..n).map(|i| self.row_ref(i).to_string()).collect(),
+            filters: self.filters().to_vec(),
+            popcounts: self.popcounts().to_vec(),
+            token_offsets,
+            tokens: bytemuck::cast_slice(self.section(self.header.sections.tokens)).to_vec(),
+        }
+    }
+}
+
+fn validate(
+    h: &Header,
+    b: &[u8],
+    header_end: u64,
+    body_end: u64,
+) -> std::result::Result<(), String> {
+    let n = h.records;
+    if h.filter_bits == 0 || !h.filter_bits.is_multiple_of(64) {
+        return Err(format!(
+            "has an invalid filter length of {} bits",
+            h.filter_bits
+        ));
+    }
+    let seg_total: u64 = h.segments.iter().map(|s| u64::from(s.bits)).sum();
+    let mut expect_start = 0u32;
+    for s in &h.segments {
+        if s.start_bit != expect_start || s.bits % 64 != 0 || s.bits == 0 {
+            return Err("has an inconsistent segment layout".into());
+        }
+        expect_start = s.start_bit.saturating_add(s.bits);
+    }
+    if seg_total != u64::from(h.filter_bits) {
+        return Err("has segments that do not cover the filter".into());
+    }
+    if h.token_kinds.len() > 255 {
+        return Err("has too many token kinds".into());
+    }
+    if h.rows_read != n.saturating_add(h.rows_rejected) {
+        return Err("has counts that do not reconcile (rows read ≠ encoded + rejected)".into());
+    }
+    let words = u64::from(h.filter_bits / 64);
+    let nseg = h.segments.len() as u64;
+    let s = &h.sections;
+    let checks = [
+        (
+            "id_offsets",
+            s.id_offsets,
+            n.checked_add(1).and_then(|x| x.checked_mul(8)),
+        ),
+        ("id_bytes", s.id_bytes, None),
+        (
+            "filters",
+            s.filters,
+            n.checked_mul(words).and_then(|x| x.checked_mul(8)),
+        ),
+        (
+            "popcounts",
+            s.popcounts,
+            n.checked_mul(1 + nseg).and_then(|x| x.checked_mul(2)),
+        ),
+        (
+            "token_offsets",
+            s.token_offsets,
+            n.checked_add(1).and_then(|x| x.checked_mul(4)),
+        ),
+        ("tokens", s.tokens, None),
+    ];
+    let mut prev_end = header_end;
+    for (name, span, expected) in checks {
+        if span.offset % ALIGN != 0 || span.offset < prev_end {
+            return Err(format!("has a misplaced {name} section"));
+        }
+        let end = span
+            .offset
+            .checked_add(span.len)
+            .filter(|&e| e <= body_end)
+            .ok_or_else(|| format!("has a {name} section beyond the end of the file"))?;
+        if let Some(exp) = expected {
+            if span.len != exp {
+                return Err(format!("has a {name} section of the wrong size"));
+            }
+        }
+        prev_end = end;
+    }
+    if !s.tokens.len.is_multiple_of(8) {
+        return Err("has a tokens section of the wrong size".into());
+    }
+    let sect = |sp: Span| &b[sp.offset as usize..(sp.offset + sp.len) as usize];
+    let id_offs: &[u64] =
+        bytemuck::try_cast_slice(sect(s.id_offsets)).map_err(|_| "misaligned ids")?;
+    let id_bytes = sect(s.id_bytes);
+    if id_offs.first() != Some(&0) || id_offs.last() != Some(&(id_bytes.len() as u64)) {
+        return Err("has row references out of range".into());
+    }
+    for w in id_offs.windows(2) {
+        if w[0] > w[1] {
+            return Err("has row reference offsets out of order".into());
+        }
+        if std::str::from_utf8(&id_bytes[w[0] as usize..w[1] as usize]).is_err() {
+            return Err("has a row reference that is not UTF-8".into());
+        }
+    }
+    let tok_offs: &[u32] =
+        bytemuck::try_cast_slice(sect(s.token_offsets)).map_err(|_| "misaligned token offsets")?;
+    let toks: &[u64] = bytemuck::try_cast_slice(sect(s.tokens)).map_err(|_| "misaligned tokens")?;
+    if tok_offs.first() != Some(&0) || tok_offs.last().map(|&x| x as usize) != Some(toks.len()) {
+        return Err("has token offsets out of range".into());
+    }
+    if tok_offs.windows(2).any(|w| w[0] > w[1]) {
+        return Err("has token offsets out of order".into());
+    }
+    let kinds = h.token_kinds.len();
+    if toks.iter().any(|&t| crate::tokens::token_kind(t) >= kinds) {
+        return Err("has a token of an unknown kind".into());
+    }
+    let _: &[u64] = bytemuck::try_cast_slice(sect(s.filters)).map_err(|_| "misaligned filters")?;
+    let _: &[u16] =
+        bytemuck::try_cast_slice(sect(s.popcounts)).map_err(|_| "misaligned popcounts")?;
+    Ok(())
+}

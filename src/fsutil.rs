@@ -1,0 +1,170 @@
+//! Writing files safely: atomically (temp file + rename) and, for secrets, owner-only and
+//! never over an existing file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How an atomic write treats an existing destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Refuse with [`Error::OutputExists`].
+    Refuse,
+    /// Replace it.
+    Replace,
+}
+
+/// File permissions for a new file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Readable by the owner only (0600): keys, mapping files.
+    Private,
+    /// The process default (umask).
+    Default,
+}
+
+/// Fails early with [`Error::OutputExists`] if `path` exists and `overwrite` is `Refuse`, and
+/// checks that its directory exists, so that a long job does not fail only at the end.
+pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
+    if overwrite == Overwrite::Refuse && path.exists() {
+        return Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        });
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("directory {} does not exist", dir.display()),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn open_new(path: &Path, mode: Mode) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if mode == Mode::Private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    opts.open(path)
+}
+
+/// Writes `path` atomically: the content goes to a temporary file in the same directory, is
+/// flushed to disk, and only then renamed into place. A crash or error leaves no half-written
+/// output. With [`Overwrite::Refuse`] an existing file is never replaced (checked by a hard link,
+/// so two concurrent writers cannot both win).
+pub fn write_atomic<T>(
+    path: &Path,
+    overwrite: Overwrite,
+    mode: Mode,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<T> {
+    check_output(path, overwrite)?;
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let mut attempt = 0u32;
+    let (tmp, file) = loop {
+        let tmp = dir.join(format!(
+            ".{name}.tmp-{}-{}-{attempt}",
+            std::process::id(),
+            unique_suffix()
+        ));
+        match open_new(&tmp, mode) {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    };
+    let guard = TempGuard(Some(tmp.clone()));
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let value = write(&mut out)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(path, e))?;
+    drop(file);
+    match overwrite {
+        Overwrite::Replace => fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?,
+        Overwrite::Refuse => {
+            fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::OutputExists {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    Error::io(path, e)
+                }
+            })?;
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    guard.disarm();
+    Ok(value)
+}
+
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Removes the temporary file unless disarmed (on error paths and panics).
+struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes a small text file atomically; see [`write_atomic`].
+pub fn write_text_atomic(path: &Path, overwrite: Overwrite, mode: Mode, text: &str) -> Result<()> {
+    write_atomic(path, overwrite, mode, |w| {
+        w.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
+    })
+}
+
+/// True if the file's permissions let group or others read or write it (always false off Unix).
+pub fn is_group_or_world_accessible(meta: &fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}

@@ -1,0 +1,441 @@
+//! Linkage keys: generation, the key file, loading with safety checks, and subkey derivation.
+//!
+//! A linkage key is 256 bits from the operating system's CSPRNG. Its file is text: comment lines
+//! carry the metadata (created, expires, partnership, purpose, epoch, fingerprint) and one line
+//! carries the secret plus a check value. The check value is an HMAC under the secret over the
+//! metadata, so a mangled secret *and* an edited expiry date are both detected.
+//!
+//! The secret lives in a [`Zeroizing`] buffer, is never printed (`Debug` shows the fingerprint
+//! only) and is reachable only through [`LinkageKey::subkey`], which derives per-purpose keys with
+//! HKDF-SHA256.
+
+use std::fmt;
+use std::path::Path;
+
+use ring::{hkdf, hmac, rand::SecureRandom};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::date::{self, Date};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, Mode, Overwrite};
+
+const SECRET_PREFIX: &str = "bloomlink-key-1:";
+const SIGNING_PREFIX: &str = "bloomlink-signing-key";
+const CHECK_LABEL: &[u8] = b"bloomlink key check v1\n";
+const FINGERPRINT_LABEL: &[u8] = b"bloomlink key fingerprint v1";
+const HKDF_SALT: &[u8] = b"bloomlink hkdf salt v1";
+const SECRET_LEN: usize = 32;
+
+/// Public facts about a key. Safe to print, log and store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// When the key was made (RFC 3339, UTC).
+    pub created: String,
+    /// Last day on which the key may be used.
+    pub expires: Date,
+    /// The partnership the key belongs to.
+    pub partnership: String,
+    /// What the key is for (e.g. `safeguarding-linkage`; `demo` for the shipped demo key).
+    pub purpose: String,
+    /// Rotation epoch, starting at 1.
+    pub epoch: u32,
+    /// Short one-way public identifier of the secret (16 hex digits).
+    pub fingerprint: String,
+}
+
+impl KeyInfo {
+    /// True if `today` is after the expiry date.
+    pub fn is_expired(&self, today: Date) -> bool {
+        today > self.expires
+    }
+
+    fn check_message(&self) -> Vec<u8> {
+        let mut m = CHECK_LABEL.to_vec();
+        for (k, v) in self.fields() {
+            m.extend_from_slice(k.as_bytes());
+            m.push(b'=');
+            m.extend_from_slice(v.as_bytes());
+            m.push(b'\n');
+        }
+        m
+    }
+
+    fn fields(&self) -> [(&'static str, String); 5] {
+        [
+            ("created", self.created.clone()),
+            ("expires", self.expires.to_string()),
+            ("partnership", self.partnership.clone()),
+            ("purpose", self.purpose.clone()),
+            ("epoch", self.epoch.to_string()),
+        ]
+    }
+}
+
+/// Options for a new key.
+#[derive(Clone, Debug)]
+pub struct NewKey {
+    /// Partnership name (one line of text).
+    pub partnership: String,
+    /// Purpose label.
+    pub purpose: String,
+    /// Expiry date; `None` means 12 months from today.
+    pub expires: Option<Date>,
+    /// Epoch (1 for a first key).
+    pub epoch: u32,
+}
+
+/// A loaded linkage key. The secret is zeroised on drop and never shown.
+pub struct LinkageKey {
+    secret: Zeroizing<[u8; SECRET_LEN]>,
+    info: KeyInfo,
+}
+
+impl fmt::Debug for LinkageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkageKey")
+            .field("fingerprint", &self.info.fingerprint)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How strictly [`LinkageKey::load`] treats expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Refuse an expired key.
+    Enforce,
+    /// Accept an expired key (explicit user override).
+    Allow,
+}
+
+impl LinkageKey {
+    /// Generates a new key from the operating system's CSPRNG.
+    pub fn generate(opts: &NewKey) -> Result<LinkageKey> {
+        Self::generate_as_of(opts, Date::today_utc())
+    }
+
+    /// Generates a new key as if today were `today` (its creation date and default expiry are
+    /// counted from it). Used to prepare keys ahead of a rotation date, and by tests of expiry.
+    pub fn generate_as_of(opts: &NewKey, today: Date) -> Result<LinkageKey> {
+        let expires = opts.expires.unwrap_or_else(|| today.add_months(12));
+        if expires <= today {
+            return Err(Error::Usage(format!(
+                "expiry date {expires} is not in the future"
+            )));
+        }
+        for (what, v) in [
+            ("partnership", &opts.partnership),
+            ("purpose", &opts.purpose),
+        ] {
+            if v.trim().is_empty() || v.contains(['\n', '\r']) || v.len() > 200 {
+                return Err(Error::Usage(format!(
+                    "{what} must be one non-empty line of at most 200 bytes"
+                )));
+            }
+        }
+        let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+        ring::rand::SystemRandom::new()
+            .fill(&mut secret[..])
+            .map_err(|_| Error::Usage("the operating system's random generator failed".into()))?;
+        let info = KeyInfo {
+            created: if today == Date::today_utc() {
+                date::now_rfc3339()
+            } else {
+                format!("{today}T00:00:00Z")
+            },
+            expires,
+            partnership: opts.partnership.trim().to_string(),
+            purpose: opts.purpose.trim().to_string(),
+            epoch: opts.epoch.max(1),
+            fingerprint: fingerprint(&secret),
+        };
+        Ok(LinkageKey { secret, info })
+    }
+
+    /// The key's public metadata.
+    pub fn info(&self) -> &KeyInfo {
+        &self.info
+    }
+
+    /// The key file text. Contains the secret: write it only with [`LinkageKey::save`].
+    fn to_file_text(&self) -> Zeroizing<String> {
+        let i = &self.info;
+        let mut s = String::new();
+        s.push_str(
+            "# bloomlink linkage key. SECRET: keep it mode 0600, never email or commit it.\n",
+        );
+        s.push_str("# Hand it to agencies out of band. The linkage unit must never hold it.\n");
+        for (k, v) in i.fields() {
+            s.push_str(&format!("# {k}: {v}\n"));
+        }
+        s.push_str(&format!("# fingerprint: {}\n", i.fingerprint));
+        let check = self.check_value();
+        let mut text = Zeroizing::new(s);
+        text.push_str(SECRET_PREFIX);
+        let hex_secret = Zeroizing::new(hex::encode(&self.secret[..]));
+        text.push_str(&hex_secret);
+        text.push(':');
+        text.push_str(&hex::encode(check));
+        text.push('\n');
+        text
+    }
+
+    fn check_value(&self) -> [u8; 8] {
+        let k = hmac::Key::new(hmac::HMAC_SHA256, &self.secret[..]);
+        let tag = hmac::sign(&k, &self.info.check_message());
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&tag.as_ref()[..8]);
+        out
+    }
+
+    /// Writes the key file: mode 0600, never over an existing file, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = self.to_file_text();
+        fsutil::write_text_atomic(path, Overwrite::Refuse, Mode::Private, &text)
+    }
+
+    /// Loads a key file, refusing (with the fix in the message) a file readable by group or
+    /// others, a mangled secret or edited metadata, a signing key, and, unless allowed, an
+    /// expired key.
+    pub fn load(path: &Path, expiry: Expiry) -> Result<LinkageKey> {
+        let key = Self::load_unchecked_expiry(path)?;
+        if expiry == Expiry::Enforce && key.info.is_expired(Date::today_utc()) {
+            return Err(Error::key(
+                path,
+                format!(
+                    "key {} expired on {}: ask the key custodian for the current key \
+                     (or pass --allow-expired, which is recorded)",
+                    key.info.fingerprint, key.info.expires
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Loads a key file with every check except expiry (used by `key show`).
+    pub fn load_unchecked_expiry(path: &Path) -> Result<LinkageKey> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
+            return Err(Error::key(
+                path,
+                format!(
+                    "is accessible by group or others (mode {mode:04o}); a linkage key must be \
+                     private: run `chmod 600 {}`",
+                    path.display()
+                ),
+            ));
+        }
+        if meta.len() > 64 * 1024 {
+            return Err(Error::key(path, "is too large to be a bloomlink key file"));
+        }
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::key(path, "is not a text file; is this really a key file?"))?;
+        parse_key_text(path, text)
+    }
+
+    /// Derives a 256-bit HMAC key for one purpose (`label`) with HKDF-SHA256.
+    pub fn subkey(&self, label: &str) -> hmac::Key {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
+        let prk = salt.extract(&self.secret[..]);
+        let info = [label.as_bytes()];
+        // `expand` fails only if the output is longer than 255 hash lengths; ours is one.
+        match prk.expand(&info, hmac::HMAC_SHA256) {
+            Ok(okm) => hmac::Key::from(okm),
+            Err(_) => unreachable!("HKDF output of one hash length is always valid"),
+        }
+    }
+}
+
+/// Constant-time equality of two check values.
+fn ct_eq(a: &[u8; 8], b: &[u8; 8]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn fingerprint(secret: &[u8; SECRET_LEN]) -> String {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    hex::encode(&hmac::sign(&k, FINGERPRINT_LABEL).as_ref()[..8])
+}
+
+fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
+    let bad = |what: String| Error::key(path, what);
+    let mut created = None;
+    let mut expires = None;
+    let mut partnership = None;
+    let mut purpose = None;
+    let mut epoch = None;
+    let mut stated_fingerprint = None;
+    let mut secret_line = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if let Some(c) = line.strip_prefix('#') {
+            if let Some((k, v)) = c.split_once(':') {
+                let v = v.trim().to_string();
+                match k.trim() {
+                    "created" => created = Some(v),
+                    "expires" => expires = Some(v),
+                    "partnership" => partnership = Some(v),
+                    "purpose" => purpose = Some(v),
+                    "epoch" => epoch = Some(v),
+                    "fingerprint" => stated_fingerprint = Some(v),
+                    _ => {}
+                }
+            }
+        } else if line.trim().is_empty() {
+            continue;
+        } else if line.starts_with(SIGNING_PREFIX) {
+            return Err(bad(
+                "is a signing key, not a linkage key: pass the partnership linkage key to --key"
+                    .into(),
+            ));
+        } else if line.starts_with(SECRET_PREFIX) {
+            if secret_line.is_some() {
+                return Err(bad("has more than one secret line".into()));
+            }
+            secret_line = Some((n + 1, line));
+        } else {
+            return Err(bad(format!(
+                "line {} is neither a comment nor the secret line; is this really a bloomlink \
+                 linkage key?",
+                n + 1
+            )));
+        }
+    }
+    let (line_no, secret_line) = secret_line.ok_or_else(|| {
+        bad("has no secret line (starting `bloomlink-key-1:`); is this really a bloomlink linkage key?".into())
+    })?;
+    let mangled = || {
+        bad(format!(
+            "line {line_no} (the secret) is mangled: it must be `bloomlink-key-1:` + 64 hex digits \
+             + `:` + 16 hex digits. Ask the key custodian for a fresh copy"
+        ))
+    };
+    let rest = &secret_line[SECRET_PREFIX.len()..];
+    let (hex_secret, hex_check) = rest.split_once(':').ok_or_else(mangled)?;
+    if hex_secret.len() != 2 * SECRET_LEN || hex_check.len() != 16 {
+        return Err(mangled());
+    }
+    let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+    hex::decode_to_slice(hex_secret, &mut secret[..]).map_err(|_| mangled())?;
+    let mut check = [0u8; 8];
+    hex::decode_to_slice(hex_check, &mut check).map_err(|_| mangled())?;
+
+    let missing = |what: &str| bad(format!("has no `# {what}:` line"));
+    let expires_text = expires.ok_or_else(|| missing("expires"))?;
+    let info = KeyInfo {
+        created: created.ok_or_else(|| missing("created"))?,
+        expires: Date::parse_iso(&expires_text)
+            .ok_or_else(|| bad("the `# expires:` line is not a YYYY-MM-DD date".into()))?,
+        partnership: partnership.ok_or_else(|| missing("partnership"))?,
+        purpose: purpose.ok_or_else(|| missing("purpose"))?,
+        epoch: epoch
+            .ok_or_else(|| missing("epoch"))?
+            .parse()
+            .map_err(|_| bad("the `# epoch:` line is not a number".into()))?,
+        fingerprint: fingerprint(&secret),
+    };
+    let key = LinkageKey { secret, info };
+    if !ct_eq(&key.check_value(), &check) {
+        return Err(bad(
+            "failed its checksum: the secret line or a metadata line (created, expires, \
+             partnership, purpose, epoch) was altered or mangled in copying. Ask the key \
+             custodian for a fresh copy"
+                .into(),
+        ));
+    }
+    if let Some(fp) = stated_fingerprint {
+        if fp != key.info.fingerprint {
+            return Err(bad(format!(
+                "the `# fingerprint:` line does not match the secret (the secret is {}): the \
+                 file was edited. Ask the key custodian for a fresh copy",
+                key.info.fingerprint
+            )));
+        }
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_key() -> LinkageKey {
+        LinkageKey::generate(&NewKey {
+            partnership: "Test Partnership".into(),
+            purpose: "test".into(),
+            expires: None,
+            epoch: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_through_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        let k = new_key();
+        k.save(&p).unwrap();
+        let back = LinkageKey::load(&p, Expiry::Enforce).unwrap();
+        assert_eq!(back.info(), k.info());
+        assert_eq!(back.secret[..], k.secret[..]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        new_key().save(&p).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        assert!(matches!(
+            new_key().save(&p),
+            Err(Error::OutputExists { .. })
+        ));
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let k = new_key();
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains(&hex::encode(&k.secret[..])));
+        assert!(dbg.contains(&k.info.fingerprint));
+    }
+
+    #[test]
+    fn keys_differ_and_fingerprint_is_short_hex() {
+        let (a, b) = (new_key(), new_key());
+        assert_ne!(a.secret[..], b.secret[..]);
+        assert_ne!(a.info.fingerprint, b.info.fingerprint);
+        assert_eq!(a.info.fingerprint.len(), 16);
+        assert!(a.info.fingerprint.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn edited_expiry_is_detected() {
+        let k = new_key();
+        let text = k.to_file_text();
+        let edited = text.replace(
+            &format!("# expires: {}", k.info.expires),
+            "# expires: 2099-01-01",
+        );
+        let err = parse_key_text(Path::new("k"), &edited).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn subkeys_are_distinct_and_deterministic() {
+        let k = new_key();
+        let t1 = hmac::sign(&k.subkey("a"), b"x");
+        let t2 = hmac::sign(&k.subkey("a"), b"x");
+        let t3 = hmac::sign(&k.subkey("b"), b"x");
+        assert_eq!(t1.as_ref(), t2.as_ref());
+        assert_ne!(t1.as_ref(), t3.as_ref());
+    }
+}

@@ -1,0 +1,25 @@
+//! bloomlink: privacy-preserving record linkage across agencies.
+//!
+//! Agencies turn their exports into keyed Bloom-filter encodings ([`encode`]) with a shared
+//! linkage key ([`key`]) and schema ([`schema`]); the encodings are written to an encoding file
+//! ([`format`]) that carries no raw personal data. The pipeline modules are usable without the
+//! command-line tool.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod colmap;
+pub mod date;
+pub mod encode;
+pub mod error;
+pub mod format;
+pub mod fsutil;
+pub mod key;
+mod mmap;
+pub mod normalise;
+pub mod schema;
+pub mod similarity;
+pub mod synth;
+pub mod tokens;
+
+pub use error::{Error, Result};

@@ -1,0 +1,330 @@
+//! Canonical values, their tokens, and keyed hashing of tokens into filter bits and exact tokens.
+//!
+//! Each filter segment has its own HMAC subkey (HKDF from the linkage key), so the same token in
+//! two fields of one segment sets the same bits (a forename/middle-name swap still matches) and
+//! tokens of different segments are unrelated. Each keyed exact token kind has its own subkey.
+
+use ring::hmac;
+
+use crate::colmap::Sex;
+use crate::date::Date;
+use crate::key::LinkageKey;
+use crate::schema::{Hashing, Schema, Tokeniser, Transform};
+
+/// A normalised field value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Text (names: parts separated by single spaces; identifiers; postcodes `OUT IN`).
+    Text(String),
+    /// A date.
+    Date(Date),
+    /// Sex (never `U`: unknown sex is a missing value).
+    Sex(Sex),
+}
+
+impl Value {
+    /// The canonical text form.
+    pub fn canonical(&self) -> String {
+        match self {
+            Value::Text(s) => s.clone(),
+            Value::Date(d) => d.to_string(),
+            Value::Sex(s) => format!("{s:?}"),
+        }
+    }
+}
+
+/// Appends the tokens of `value` under `tokeniser` to `out` (as bytes; tokens are distinct
+/// strings per tokeniser by construction, e.g. date parts carry a `y:`/`m:` prefix).
+pub fn tokenise(value: &Value, tokeniser: Tokeniser, out: &mut Vec<Vec<u8>>) {
+    match (tokeniser, value) {
+        (Tokeniser::Exact, v) => {
+            let mut t = b"=".to_vec();
+            t.extend_from_slice(v.canonical().as_bytes());
+            out.push(t);
+        }
+        (Tokeniser::Bigrams, Value::Text(s)) => bigrams(s, out),
+        (Tokeniser::DateParts, Value::Date(d)) => {
+            let (lo, hi) = if d.day <= d.month {
+                (d.day, d.month)
+            } else {
+                (d.month, d.day)
+            };
+            for t in [
+                format!("y:{:04}", d.year),
+                format!("m:{:02}", d.month),
+                format!("d:{:02}", d.day),
+                format!("ym:{:04}-{:02}", d.year, d.month),
+                format!("ymd:{d}"),
+                format!("dm:{lo:02}-{hi:02}"),
+            ] {
+                out.push(t.into_bytes());
+            }
+        }
+        (Tokeniser::PostcodeParts, Value::Text(pc)) => {
+            let (outward, inward) = pc.split_once(' ').unwrap_or((pc.as_str(), ""));
+            let area: String = outward
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            let sector_digit: String = inward.chars().take(1).collect();
+            for t in [
+                format!("pc:{outward}{inward}"),
+                format!("sec:{outward} {sector_digit}"),
+                format!("out:{outward}"),
+                format!("area:{area}"),
+            ] {
+                out.push(t.into_bytes());
+            }
+        }
+        // Combinations the schema validation rules out; tokenise the canonical text as exact.
+        (_, v) => {
+            let mut t = b"=".to_vec();
+            t.extend_from_slice(v.canonical().as_bytes());
+            out.push(t);
+        }
+    }
+}
+
+/// Padded bigrams of each space-separated part: `JO ANN` → `_J JO O_ _A AN NN N_`.
+fn bigrams(s: &str, out: &mut Vec<Vec<u8>>) {
+    for part in s.split(' ').filter(|p| !p.is_empty()) {
+        let mut prev = '_';
+        for c in part.chars().chain(std::iter::once('_')) {
+            let mut t = Vec::with_capacity(8);
+            let mut buf = [0u8; 4];
+            t.extend_from_slice(prev.encode_utf8(&mut buf).as_bytes());
+            t.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            out.push(t);
+            prev = c;
+        }
+    }
+}
+
+/// American Soundex of the first part of a name (`ROBERT` → `R163`). Names that do not start
+/// with a Latin letter yield their first four characters instead.
+pub fn soundex(name: &str) -> String {
+    let first = name.split(' ').next().unwrap_or("");
+    let mut chars = first.chars();
+    let Some(c0) = chars.next() else {
+        return String::new();
+    };
+    if !c0.is_ascii_uppercase() {
+        return first.chars().take(4).collect();
+    }
+    let code = |c: char| match c {
+        'B' | 'F' | 'P' | 'V' => b'1',
+        'C' | 'G' | 'J' | 'K' | 'Q' | 'S' | 'X' | 'Z' => b'2',
+        'D' | 'T' => b'3',
+        'L' => b'4',
+        'M' | 'N' => b'5',
+        'R' => b'6',
+        'H' | 'W' => b'h',
+        _ => b'0',
+    };
+    let mut out = vec![c0 as u8];
+    let mut last = code(c0);
+    for c in chars {
+        if out.len() == 4 {
+            break;
+        }
+        let k = code(c);
+        match k {
+            b'h' => continue, // H and W do not separate equal codes
+            b'0' => last = b'0',
+            _ if k != last => {
+                out.push(k);
+                last = k;
+            }
+            _ => {}
+        }
+    }
+    while out.len() < 4 {
+        out.push(b'0');
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The text a token part contributes, or `None` if the transform yields nothing.
+pub fn part_text(value: &Value, transform: Transform) -> Option<String> {
+    match (transform, value) {
+        (Transform::Value, v) => Some(v.canonical()),
+        (Transform::Year, Value::Date(d)) => Some(format!("{:04}", d.year)),
+        (Transform::Initial, Value::Text(s)) => s.chars().next().map(String::from),
+        (Transform::Soundex, Value::Text(s)) => Some(soundex(s)).filter(|s| !s.is_empty()),
+        (Transform::Outward, Value::Text(s)) => s.split(' ').next().map(String::from),
+        _ => None,
+    }
+}
+
+/// Keyed hashing for one schema under one key.
+pub struct Hasher {
+    segment_keys: Vec<hmac::Key>,
+    token_keys: Vec<hmac::Key>,
+    opaque_key: hmac::Key,
+    segments: Vec<(u32, u32)>,
+    hashing: Hashing,
+}
+
+impl Hasher {
+    /// Derives the subkeys for `schema` from `key`.
+    pub fn new(key: &LinkageKey, schema: &Schema) -> Hasher {
+        Hasher {
+            segment_keys: schema
+                .segments
+                .iter()
+                .map(|s| key.subkey(&format!("bloomlink/v1/segment/{}", s.name)))
+                .collect(),
+            token_keys: schema
+                .tokens
+                .iter()
+                .map(|t| key.subkey(&format!("bloomlink/v1/token/{}", t.name)))
+                .collect(),
+            opaque_key: key.subkey("bloomlink/v1/opaque-record-id"),
+            segments: schema
+                .segments
+                .iter()
+                .map(|s| (s.start_bit, s.bits))
+                .collect(),
+            hashing: schema.def.hashing,
+        }
+    }
+
+    /// Appends the `k` filter bit positions (absolute, within the whole filter) of `token` in
+    /// segment `seg` to `out`.
+    pub fn positions(&self, seg: usize, k: u32, token: &[u8], out: &mut Vec<u32>) {
+        let (start, bits) = self.segments[seg];
+        let key = &self.segment_keys[seg];
+        match self.hashing {
+            Hashing::Random => {
+                // Sixteen independent 16-bit values per HMAC block (block b > 0 hashes
+                // token‖0‖b), each mapped to [0, bits) by Lemire's multiply-shift. Segments are
+                // at most 65536 bits; the residual bias is below 0.5 % per position for the
+                // default segment lengths and zero for powers of two.
+                let mut produced = 0u32;
+                let mut block = 0u8;
+                while produced < k {
+                    let tag = if block == 0 {
+                        hmac::sign(key, token)
+                    } else {
+                        let mut ctx = hmac::Context::with_key(key);
+                        ctx.update(token);
+                        ctx.update(&[0, block]);
+                        ctx.sign()
+                    };
+                    for chunk in tag.as_ref().chunks_exact(2) {
+                        if produced == k {
+                            break;
+                        }
+                        let v = u32::from(u16::from_le_bytes([chunk[0], chunk[1]]));
+                        out.push(start + ((v * bits) >> 16));
+                        produced += 1;
+                    }
+                    block = block.wrapping_add(1);
+                }
+            }
+            Hashing::Double => {
+                let tag = hmac::sign(key, token);
+                let t = tag.as_ref();
+                let h1 = u64::from_le_bytes(t[0..8].try_into().unwrap_or_default());
+                let h2 = u64::from_le_bytes(t[8..16].try_into().unwrap_or_default()) | 1;
+                let m = u64::from(bits);
+                for i in 0..u64::from(k) {
+                    out.push(start + (h1.wrapping_add(i.wrapping_mul(h2)) % m) as u32);
+                }
+            }
+        }
+    }
+
+    /// The keyed exact token of kind `kind` over `message` (the transformed part texts joined
+    /// by the byte 0x1F, see [`TOKEN_PART_SEPARATOR`]): the first 56 bits of HMAC(token subkey,
+    /// message), with the kind in the top byte.
+    pub fn exact_token(&self, kind: usize, message: &[u8]) -> u64 {
+        let tag = hmac::sign(&self.token_keys[kind], message);
+        let h = u64::from_le_bytes(tag.as_ref()[0..8].try_into().unwrap_or_default());
+        (h & TOKEN_HASH_MASK) | ((kind as u64) << 56)
+    }
+
+    /// An opaque, stable reference for an agency-local record id (HMAC, 64 bits, hex).
+    pub fn opaque_ref(&self, agency: &str, record_id: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.opaque_key);
+        ctx.update(agency.as_bytes());
+        ctx.update(&[0x1f]);
+        ctx.update(record_id.as_bytes());
+        format!("r{}", hex::encode(&ctx.sign().as_ref()[..8]))
+    }
+}
+
+/// Separates the parts of a keyed exact token's message.
+pub const TOKEN_PART_SEPARATOR: u8 = 0x1f;
+
+/// Mask of the hash bits of a keyed exact token (the top byte holds the token kind).
+pub const TOKEN_HASH_MASK: u64 = (1 << 56) - 1;
+
+/// The token kind stored in a keyed exact token's top byte.
+pub fn token_kind(token: u64) -> usize {
+    (token >> 56) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(v: Value, t: Tokeniser) -> Vec<String> {
+        let mut out = Vec::new();
+        tokenise(&v, t, &mut out);
+        out.into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn padded_bigrams_per_part() {
+        assert_eq!(
+            toks(Value::Text("JO ANN".into()), Tokeniser::Bigrams),
+            ["_J", "JO", "O_", "_A", "AN", "NN", "N_"]
+        );
+        assert_eq!(
+            toks(Value::Text("Ł".into()), Tokeniser::Bigrams),
+            ["_Ł", "Ł_"]
+        );
+    }
+
+    #[test]
+    fn date_parts_survive_day_month_swap() {
+        let a = toks(
+            Value::Date(Date::new(2015, 3, 12).unwrap()),
+            Tokeniser::DateParts,
+        );
+        let b = toks(
+            Value::Date(Date::new(2015, 12, 3).unwrap()),
+            Tokeniser::DateParts,
+        );
+        let shared: Vec<_> = a.iter().filter(|t| b.contains(t)).collect();
+        assert_eq!(shared, ["y:2015", "dm:03-12"]);
+    }
+
+    #[test]
+    fn postcode_parts() {
+        assert_eq!(
+            toks(Value::Text("SW1A 1AA".into()), Tokeniser::PostcodeParts),
+            ["pc:SW1A1AA", "sec:SW1A 1", "out:SW1A", "area:SW"]
+        );
+    }
+
+    #[test]
+    fn soundex_codes() {
+        for (n, s) in [
+            ("ROBERT", "R163"),
+            ("RUPERT", "R163"),
+            ("ASHCRAFT", "A261"),
+            ("TYMCZAK", "T522"),
+            ("PFISTER", "P236"),
+            ("LEE", "L000"),
+            ("O CONNOR", "O000"),
+        ] {
+            assert_eq!(soundex(n), s, "{n}");
+        }
+        assert_eq!(soundex("محمد"), "محمد");
+        assert_eq!(soundex(""), "");
+    }
+}

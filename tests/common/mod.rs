@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies the demo key into `dir` with mode 0600 (git does not keep modes) and returns its path.
+pub fn demo_key(dir: &Path) -> PathBuf {
+    let p = dir.join("demo.key");
+    std::fs::copy(root().join("keys/demo.key"), &p).unwrap();
+    set_mode(&p, 0o600);
+    p
+}
+
+/// Sets a file's Unix mode.
+pub fn set_mode(p: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = (p, mode);
+}
+
+/// The bloomlink binary, with a fixed creation time for reproducible outputs.
+pub fn bloomlink() -> Command {
+    let mut c = Command::cargo_bin("bloomlink").unwrap();
+    c.env("SOURCE_DATE_EPOCH", "1767225600");
+    c
+}
+
+/// A column map for the small hand-written health CSVs used in tests.
+pub const HEALTH_MAP: &str = r#"
+agency = "health"
+record_id = "Patient ID"
+date_formats = ["%d/%m/%Y"]
+[columns]
+nhs_number = "NHS Number"
+given_name = "Forename"
+other_names = "Middle Names"
+family_name = "Surname"
+date_of_birth = "Date of Birth"
+sex = "Gender"
+postcode = "Postcode"
+"#;
+
+/// Header line matching [`HEALTH_MAP`].
+pub const HEALTH_HEADER: &str =
+    "Patient ID,NHS Number,Forename,Middle Names,Surname,Date of Birth,Gender,Postcode\n";
+
+/// A directory with the demo key, the health map and `input` written as `in.csv`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub map: PathBuf,
+    pub input: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(input: &[u8]) -> Fixture {
+        Self::with_map(input, HEALTH_MAP)
+    }
+
+    pub fn with_map(input: &[u8], map: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = demo_key(dir.path());
+        let map_path = dir.path().join("map.toml");
+        std::fs::write(&map_path, map).unwrap();
+        let input_path = dir.path().join("in.csv");
+        std::fs::write(&input_path, input).unwrap();
+        Fixture {
+            dir,
+            key,
+            map: map_path,
+            input: input_path,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `bloomlink encode` on the fixture, writing `out.clk`.
+    pub fn encode(&self) -> Command {
+        let mut c = bloomlink();
+        c.arg("encode")
+            .arg("--key")
+            .arg(&self.key)
+            .arg("--columns")
+            .arg(&self.map)
+            .arg(&self.input)
+            .arg("-o")
+            .arg(self.path("out.clk"))
+            .arg("--quiet");
+        c
+    }
+}

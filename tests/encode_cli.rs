@@ -1,0 +1,438 @@
+//! `bloomlink encode` as a user runs it: good input, every kind of bad input, outputs.
+
+mod common;
+
+use bloomlink::format::EncodingFile;
+use common::*;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+const GOOD: &str = "H1,943 476 5919,Zoë,Mary,O'Brien,12/03/2015,F,sw1a 1aa\n\
+H2,,Jack,,Smith-Jones,01/02/2016,M,LS6 2AB\n\
+H3,,Aisha,,Khan,31/02/2015,F,M1 1AE\n";
+
+fn json_of(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).expect("JSON on stdout")
+}
+
+#[test]
+fn encodes_and_reconciles() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let out = f
+        .encode()
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let j = json_of(&out);
+    let r = &j["report"];
+    assert_eq!(r["rows_read"], 3);
+    assert_eq!(r["encoded"], 3);
+    assert_eq!(r["rejected"], 0);
+    // The date that does not parse is counted as invalid, not fatal to the row.
+    let dob = r["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["field"] == "date_of_birth")
+        .unwrap();
+    assert_eq!(dob["present"], 2);
+    assert_eq!(dob["invalid"]["impossible_date"], 1);
+    let file = EncodingFile::open(&f.path("out.clk")).unwrap();
+    assert_eq!(file.len(), 3);
+    assert_eq!(file.row_ref(0), "H1");
+    assert_eq!(file.header().agency, "health");
+    // The rejects file exists and has only its header.
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert_eq!(rejects.lines().count(), 1);
+}
+
+#[test]
+fn human_summary_names_counts() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    f.encode()
+        .assert()
+        .success()
+        .stdout(contains("rows read 3   encoded 3   rejected 0"))
+        .stderr(contains("DEMO key"));
+}
+
+#[test]
+fn missing_input_file() {
+    let f = Fixture::new(b"");
+    bloomlink()
+        .args(["encode", "--quiet", "--key"])
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(f.path("nope.csv"))
+        .arg("-o")
+        .arg(f.path("x.clk"))
+        .assert()
+        .code(1)
+        .stderr(contains("nope.csv"));
+}
+
+#[test]
+fn missing_column_lists_columns_found() {
+    let f = Fixture::new(b"Patient ID,Forename,Surname\nH1,Jack,Smith\n");
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "no columns `Date of Birth`, `NHS Number`, `Middle Names`, `Postcode`, `Gender`",
+        ))
+        .stderr(contains(
+            "columns found: `Patient ID`, `Forename`, `Surname`",
+        ));
+    assert!(!f.path("out.clk").exists());
+}
+
+#[test]
+fn headerless_export_is_detected_without_echoing_values() {
+    // The first row is data: its values must not appear in the error.
+    let f = Fixture::new(b"H1,9434765919,Jack,,Smith,12/03/2015,M,LS6 2AB\n");
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("looks like data"))
+        .stderr(contains("Smith").not())
+        .stderr(contains("9434765919").not());
+}
+
+#[test]
+fn empty_and_header_only_files() {
+    let f = Fixture::new(b"");
+    f.encode().assert().code(1).stderr(contains("is empty"));
+    let f = Fixture::new(HEALTH_HEADER.as_bytes());
+    f.encode().assert().code(1).stderr(contains("no data rows"));
+    assert!(!f.path("out.clk").exists());
+}
+
+#[test]
+fn wrong_field_count_is_rejected_with_row_and_line() {
+    let input = format!("{HEALTH_HEADER}{GOOD}H4,Jack,Smith\n");
+    let f = Fixture::new(input.as_bytes());
+    f.encode()
+        .arg("--max-reject-rate")
+        .arg("0.5")
+        .assert()
+        .success();
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("4,5,,,wrong_field_count,\"has 3 fields, the header has 8\""),
+        "{rejects}"
+    );
+}
+
+#[test]
+fn too_many_rejects_fails_without_output() {
+    let input = format!("{HEALTH_HEADER}{GOOD}H4,Jack,Smith\n");
+    let f = Fixture::new(input.as_bytes());
+    f.encode()
+        .arg("--max-reject-rate")
+        .arg("0.1")
+        .assert()
+        .code(3)
+        .stderr(contains("1 of 4 rows rejected"));
+    assert!(!f.path("out.clk").exists());
+    // The rejects file is still written so the user can see why.
+    assert!(f.path("out.rejects.csv").exists());
+}
+
+#[test]
+fn invalid_utf8_names_row_and_column_not_value() {
+    let mut input = format!("{HEALTH_HEADER}{GOOD}").into_bytes();
+    input.extend_from_slice(b"H9,,Zo\xeb,,Sm\xefth,12/03/2015,F,M1 1AE\n");
+    let f = Fixture::new(&input);
+    f.encode()
+        .arg("--max-reject-rate")
+        .arg("1")
+        .assert()
+        .success();
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("4,5,Forename,,invalid_encoding"),
+        "{rejects}"
+    );
+    assert!(rejects.contains("windows-1252"), "hint missing: {rejects}");
+    assert!(!rejects.contains("Zo"), "{rejects}");
+}
+
+#[test]
+fn windows_1252_export_encodes_like_utf8() {
+    let utf8 = format!("{HEALTH_HEADER}H1,,Zoë,,Łukasz-Nowak,12/03/2015,F,M1 1AE\n");
+    let a = Fixture::new(utf8.as_bytes());
+    a.encode().assert().success();
+    let legacy = utf8.replace('Ł', "L");
+    let (cp, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&legacy);
+    assert!(!unmappable);
+    assert!(std::str::from_utf8(&cp).is_err(), "really non-UTF-8 bytes");
+    let b = Fixture::with_map(
+        &cp,
+        &HEALTH_MAP.replace("date_formats", "encoding = \"windows-1252\"\ndate_formats"),
+    );
+    b.encode().assert().success();
+    // Demo key, same schema: Zoë and Łukasz fold to the same canonical values either way.
+    let fa = EncodingFile::open(&a.path("out.clk")).unwrap();
+    let fb = EncodingFile::open(&b.path("out.clk")).unwrap();
+    assert_eq!(fa.filter(0), fb.filter(0));
+    assert_eq!(fa.tokens_of(0), fb.tokens_of(0));
+}
+
+#[test]
+fn utf8_bom_is_accepted_and_utf16_refused() {
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    input.extend_from_slice(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    Fixture::new(&input).encode().assert().success();
+
+    let f = Fixture::with_map(
+        &input,
+        &HEALTH_MAP.replace("date_formats", "encoding = \"windows-1252\"\ndate_formats"),
+    );
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("byte-order mark"))
+        .stderr(contains("encoding = \"utf-8\""));
+
+    let f = Fixture::new(b"\xFF\xFEP\x00a\x00");
+    f.encode().assert().code(1).stderr(contains("UTF-16"));
+}
+
+#[test]
+fn quoted_newlines_keep_row_and_line_numbers() {
+    let input =
+        format!("{HEALTH_HEADER}H1,,\"Mary\nJane\",,Smith,12/03/2015,F,M1 1AE\nH2,,Jack,Smith\n");
+    let f = Fixture::new(input.as_bytes());
+    f.encode()
+        .arg("--max-reject-rate")
+        .arg("1")
+        .assert()
+        .success();
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    // Row 2 starts on line 4 because row 1 spans lines 2-3.
+    assert!(rejects.contains("2,4,,,wrong_field_count"), "{rejects}");
+}
+
+#[test]
+fn megabyte_field_is_invalid_not_fatal() {
+    let big = "A".repeat(1 << 20);
+    let input = format!("{HEALTH_HEADER}H1,,{big},,Smith,12/03/2015,F,M1 1AE\n");
+    let f = Fixture::new(input.as_bytes());
+    let out = f
+        .encode()
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let j = json_of(&out);
+    let given = &j["report"]["fields"][0];
+    assert_eq!(given["field"], "given_name");
+    assert_eq!(given["invalid"]["too_long"], 1);
+    assert_eq!(j["report"]["encoded"], 1);
+}
+
+#[test]
+fn duplicate_record_ids_are_rejected() {
+    let input = format!("{HEALTH_HEADER}{GOOD}H1,,Other,,Person,12/03/2015,F,M1 1AE\n");
+    let f = Fixture::new(input.as_bytes());
+    f.encode()
+        .arg("--max-reject-rate")
+        .arg("1")
+        .assert()
+        .success();
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("4,5,Patient ID,,duplicate_record_id,record id already used by row 1"),
+        "{rejects}"
+    );
+    assert_eq!(EncodingFile::open(&f.path("out.clk")).unwrap().len(), 3);
+}
+
+#[test]
+fn existing_output_needs_force() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    f.encode().assert().success();
+    let before = std::fs::read(f.path("out.clk")).unwrap();
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("already exists"));
+    assert_eq!(std::fs::read(f.path("out.clk")).unwrap(), before);
+    f.encode().arg("--force").assert().success();
+}
+
+#[test]
+fn unwritable_output_fails_before_work() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    bloomlink()
+        .args(["encode", "--quiet", "--key"])
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(f.path("no/such/dir/out.clk"))
+        .assert()
+        .code(1)
+        .stderr(contains("does not exist"));
+    // A directory where the output should go.
+    std::fs::create_dir(f.path("adir")).unwrap();
+    bloomlink()
+        .args(["encode", "--quiet", "--force", "--key"])
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(f.path("adir"))
+        .assert()
+        .failure();
+}
+
+#[test]
+fn opaque_ids_replace_record_ids_and_write_private_map() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    f.encode()
+        .arg("--opaque-ids")
+        .arg(f.path("ids.csv"))
+        .assert()
+        .success();
+    let file = EncodingFile::open(&f.path("out.clk")).unwrap();
+    assert!(file.header().opaque_ids);
+    let bytes = std::fs::read(f.path("out.clk")).unwrap();
+    for id in ["H1", "H2", "H3"] {
+        assert!(
+            !bytes.windows(2).any(|w| w == id.as_bytes()),
+            "{id} in file"
+        );
+    }
+    let map = std::fs::read_to_string(f.path("ids.csv")).unwrap();
+    assert!(map.starts_with("opaque_ref,record_id\n"));
+    assert!(map.contains(&format!("{},H1", file.row_ref(0))));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f.path("ids.csv"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn key_problems_are_refused_with_the_fix() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    set_mode(&f.key, 0o644);
+    f.encode().assert().code(4).stderr(contains("chmod 600"));
+    set_mode(&f.key, 0o600);
+
+    // One flipped hex digit in the secret.
+    let text = std::fs::read_to_string(&f.key).unwrap();
+    let secret_at = text.find("bloomlink-key-1:").unwrap() + 20;
+    let mut bytes = text.into_bytes();
+    bytes[secret_at] = if bytes[secret_at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&f.key, &bytes).unwrap();
+    f.encode().assert().code(4).stderr(contains("checksum"));
+}
+
+#[test]
+fn expired_key_needs_override() {
+    use bloomlink::date::Date;
+    use bloomlink::key::{LinkageKey, NewKey};
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let old = LinkageKey::generate_as_of(
+        &NewKey {
+            partnership: "P".into(),
+            purpose: "test".into(),
+            expires: Some(Date::new(2021, 1, 1).unwrap()),
+            epoch: 1,
+        },
+        Date::new(2020, 1, 1).unwrap(),
+    )
+    .unwrap();
+    let kp = f.path("old.key");
+    old.save(&kp).unwrap();
+    let run = || {
+        let mut c = bloomlink();
+        c.args(["encode", "--quiet", "--key"])
+            .arg(&kp)
+            .arg("--columns")
+            .arg(&f.map)
+            .arg(&f.input)
+            .arg("-o")
+            .arg(f.path("old.clk"));
+        c
+    };
+    run()
+        .assert()
+        .code(4)
+        .stderr(contains("expired on 2021-01-01"))
+        .stderr(contains("--allow-expired"));
+    run()
+        .arg("--allow-expired")
+        .assert()
+        .success()
+        .stderr(contains("expired"));
+    bloomlink()
+        .args(["key", "show"])
+        .arg(&kp)
+        .assert()
+        .success()
+        .stdout(contains("EXPIRED"));
+}
+
+#[test]
+fn key_new_never_overwrites_and_show_hides_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.key");
+    bloomlink()
+        .args(["key", "new", "--partnership", "Test", "-o"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(contains("fingerprint"));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let secret = text
+        .lines()
+        .find(|l| l.starts_with("bloomlink-key-1:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    bloomlink()
+        .args(["key", "new", "--partnership", "Test", "-o"])
+        .arg(&p)
+        .assert()
+        .code(1)
+        .stderr(contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    for args in [vec!["key", "show"], vec!["key", "show", "--json"]] {
+        bloomlink()
+            .args(args)
+            .arg(&p)
+            .assert()
+            .success()
+            .stdout(contains(&secret[..16]).not());
+    }
+}
+
+#[test]
+fn unknown_schema_field_in_map_is_explained() {
+    let f = Fixture::with_map(
+        format!("{HEALTH_HEADER}{GOOD}").as_bytes(),
+        "agency = \"x\"\nrecord_id = \"Patient ID\"\n[columns]\nshoe_size = \"Forename\"\n",
+    );
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("shoe_size"))
+        .stderr(contains("family_name"));
+}

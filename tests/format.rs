@@ -1,0 +1,190 @@
+//! The encoding file: round trip, refusal of truncated/altered files, robustness of the reader.
+
+mod common;
+
+use std::path::Path;
+
+use bloomlink::colmap::ColumnMap;
+use bloomlink::encode::{encode_reader, EncodeOptions, Records};
+use bloomlink::format::{self, EncodingFile, Header};
+use bloomlink::fsutil::Overwrite;
+use bloomlink::key::{Expiry, LinkageKey};
+use bloomlink::schema::Schema;
+use common::*;
+use proptest::prelude::*;
+
+fn sample_records() -> (Records, Header) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
+    let schema = Schema::default_uk();
+    let map = ColumnMap::from_toml(HEALTH_MAP, Path::new("map.toml")).unwrap();
+    let csv = format!(
+        "{HEALTH_HEADER}H1,943 476 5919,Zoë,Mary,O'Brien,12/03/2015,F,sw1a 1aa\n\
+         H2,,Jack,,Smith-Jones,01/02/2016,M,LS6 2AB\nH3,,Aisha,,Khan,03/04/2012,F,M1 1AE\n"
+    );
+    let enc = encode_reader(
+        csv.as_bytes(),
+        Path::new("in.csv"),
+        csv.len() as u64,
+        &key,
+        &schema,
+        &map,
+        &EncodeOptions::default(),
+    )
+    .unwrap();
+    let header = Header {
+        agency: "health".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        tool_version: "test".into(),
+        key_fingerprint: key.info().fingerprint.clone(),
+        key_epoch: 1,
+        schema_name: schema.def.name.clone(),
+        schema_digest: schema.digest.clone(),
+        filter_bits: schema.def.filter_bits,
+        segments: schema.segments.clone(),
+        token_kinds: schema.tokens.iter().map(|t| t.name.clone()).collect(),
+        rows_read: enc.report.rows_read,
+        rows_rejected: enc.report.rejected,
+        ..Default::default()
+    };
+    (enc.records, header)
+}
+
+fn written() -> (tempfile::TempDir, std::path::PathBuf, Records) {
+    let (records, header) = sample_records();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.clk");
+    format::write(&p, &header, &records, Overwrite::Refuse).unwrap();
+    (dir, p, records)
+}
+
+#[test]
+fn round_trip_is_exact_and_aligned() {
+    let (_d, p, records) = written();
+    let f = EncodingFile::open(&p).unwrap();
+    assert_eq!(f.to_records(), records);
+    assert_eq!(
+        f.filters().as_ptr() as usize % 64,
+        0,
+        "filters are 64-byte aligned"
+    );
+    assert_eq!(f.header().records, 3);
+    assert_eq!(
+        f.popcounts_of(1)[0] as u32,
+        f.filter(1).iter().map(|w| w.count_ones()).sum::<u32>()
+    );
+    assert_eq!(f.checksum_hex().len(), 64, "trailer is a SHA-256");
+}
+
+#[test]
+fn truncated_file_is_refused() {
+    let (_d, p, _) = written();
+    let bytes = std::fs::read(&p).unwrap();
+    for cut in [1, 31, 32, 100, bytes.len() - 17] {
+        std::fs::write(&p, &bytes[..bytes.len() - cut]).unwrap();
+        let e = EncodingFile::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("truncated or altered") || e.contains("too short"),
+            "cut {cut}: {e}"
+        );
+    }
+}
+
+#[test]
+fn altered_byte_anywhere_is_refused() {
+    let (_d, p, _) = written();
+    let bytes = std::fs::read(&p).unwrap();
+    for at in [20, bytes.len() / 2, bytes.len() - 40, bytes.len() - 1] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x01;
+        std::fs::write(&p, &b).unwrap();
+        let e = EncodingFile::open(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated or altered"), "byte {at}: {e}");
+    }
+}
+
+#[test]
+fn wrong_magic_version_and_empty_are_explained() {
+    let (_d, p, _) = written();
+    let bytes = std::fs::read(&p).unwrap();
+    let mut b = bytes.clone();
+    b[8] = 9;
+    std::fs::write(&p, &b).unwrap();
+    let e = EncodingFile::open(&p).unwrap_err().to_string();
+    assert!(e.contains("format version 9"), "{e}");
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    std::fs::write(&p, &b).unwrap();
+    let e = EncodingFile::open(&p).unwrap_err().to_string();
+    assert!(e.contains("not a bloomlink encoding file"), "{e}");
+    std::fs::write(&p, b"").unwrap();
+    assert!(EncodingFile::open(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("is empty"));
+}
+
+#[test]
+fn inspect_refuses_altered_file_with_exit_5() {
+    let (_d, p, _) = written();
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0xff;
+    std::fs::write(&p, &b).unwrap();
+    bloomlink()
+        .arg("inspect")
+        .arg(&p)
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains("truncated or altered"));
+}
+
+/// Re-forges the SHA-256 trailer after a mutation, so that the structural validation (not the
+/// checksum) is what has to catch the damage.
+fn reforge(b: &mut [u8]) {
+    let n = b.len();
+    let d = ring::digest::digest(&ring::digest::SHA256, &b[..n - 32]);
+    b[n - 32..].copy_from_slice(d.as_ref());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn mutated_files_with_valid_checksum_never_panic(
+        at in 0usize..4096,
+        xor in 1u8..=255,
+        cut in 0usize..64,
+    ) {
+        let (_d, p, _) = written();
+        let mut b = std::fs::read(&p).unwrap();
+        let body = b.len() - 32;
+        let at = at % body;
+        b[at] ^= xor;
+        if cut > 0 && cut < body {
+            b.drain(body - cut..body);
+        }
+        reforge(&mut b);
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(f) = EncodingFile::open(&p) {
+            // Anything accepted must be fully readable without panics.
+            for i in 0..f.len() {
+                let _ = f.filter(i);
+                let _ = f.popcounts_of(i);
+                let _ = f.tokens_of(i);
+                let _ = f.row_ref(i);
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.clk");
+        let mut b = b"BLOOMLNK\x01\x00\x00\x00".to_vec();
+        b.extend_from_slice(&bytes);
+        if b.len() >= 48 { reforge(&mut b); }
+        std::fs::write(&p, &b).unwrap();
+        let _ = EncodingFile::open(&p);
+    }
+}
