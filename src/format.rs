@@ -546,10 +546,11 @@ fn validate(
     if id_offs.first() != Some(&0) || id_offs.last() != Some(&(id_bytes.len() as u64)) {
         return Err("has row references out of range".into());
     }
+    // All offsets are checked to be in order (hence within id_bytes) before any is used.
+    if id_offs.windows(2).any(|w| w[0] > w[1]) {
+        return Err("has row reference offsets out of order".into());
+    }
     for w in id_offs.windows(2) {
-        if w[0] > w[1] {
-            return Err("has row reference offsets out of order".into());
-        }
         if std::str::from_utf8(&id_bytes[w[0] as usize..w[1] as usize]).is_err() {
             return Err("has a row reference that is not UTF-8".into());
         }
