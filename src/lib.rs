@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod key;
+pub mod linkage;
 mod mmap;
 pub mod normalise;
 pub mod schema;

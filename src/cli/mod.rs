@@ -9,6 +9,7 @@ mod demo;
 mod encode;
 mod inspect;
 mod keycmd;
+mod matchcmd;
 mod output;
 mod schemacmd;
 mod synth;
@@ -40,6 +41,8 @@ enum Command {
     Schema(schemacmd::SchemaCommand),
     /// Encode an agency export (CSV) into an encoding file (agency data team).
     Encode(encode::EncodeArgs),
+    /// Link the encoding files of two or more agencies (linkage unit; takes no key).
+    Match(matchcmd::MatchArgs),
     /// Show an encoding file's header, counts and statistics, after checking it.
     Inspect(inspect::InspectArgs),
     /// Generate synthetic health, police and education exports with a truth file.
@@ -61,6 +64,7 @@ pub fn main() -> i32 {
         Command::Schema(c) => schemacmd::run(c),
         Command::Encode(a) => encode::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Match(a) => matchcmd::run(a),
         Command::Synth(a) => synth::run(a),
     };
     match result {

@@ -1,0 +1,352 @@
+//! Scoring candidate pairs: field-level comparison and Fellegi–Sunter weights learned by EM.
+//!
+//! Each pair is compared segment by segment (given names, family name, birth, address: Dice of
+//! the segment's bits, binned into levels; "missing" when either side has no bits there) and on
+//! each evidence token (NHS number, UPN: agree, disagree, or missing). A comparison *pattern* is
+//! the tuple of levels. EM fits a two-class mixture (match / non-match) with per-feature level
+//! probabilities m and u over the pattern counts, without ground truth; every pair gets the
+//! posterior probability of being a match. The threshold is the one maximising the expected F1
+//! under the fitted model, which also gives estimated precision and recall.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::Inputs;
+use crate::similarity::{self, Kernel};
+
+/// Dice level boundaries (lower bounds), from the best level down. Below the last: level 5.
+pub const DICE_LEVELS: [f32; 5] = [0.95, 0.85, 0.75, 0.6, 0.4];
+const SEG_LEVELS: usize = DICE_LEVELS.len() + 2; // + below-last + missing
+const MISSING: u8 = (SEG_LEVELS - 1) as u8;
+const TOKEN_LEVELS: usize = 3; // agree, disagree, missing
+
+/// A pair's comparison pattern: a level per feature.
+pub type Pattern = Vec<u8>;
+
+/// What to compare.
+#[derive(Clone, Debug, Serialize)]
+pub struct Features {
+    /// Segment names, in filter order.
+    pub segments: Vec<String>,
+    /// Token kinds used as evidence (index into the file's token kinds, and name).
+    pub evidence: Vec<(usize, String)>,
+}
+
+impl Features {
+    /// Features for the inputs: every segment, and the named evidence token kinds present.
+    pub fn for_inputs(inputs: &Inputs, evidence: &[String]) -> Features {
+        let h = inputs.files()[0].header();
+        Features {
+            segments: h.segments.iter().map(|s| s.name.clone()).collect(),
+            evidence: h
+                .token_kinds
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| evidence.iter().any(|e| e == *n))
+                .map(|(i, n)| (i, n.clone()))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.segments.len() + self.evidence.len()
+    }
+
+    fn levels(&self, f: usize) -> usize {
+        if f < self.segments.len() {
+            SEG_LEVELS
+        } else {
+            TOKEN_LEVELS
+        }
+    }
+
+    /// Human name of level `l` of feature `f`.
+    pub fn level_name(&self, f: usize, l: usize) -> String {
+        if f < self.segments.len() {
+            match l {
+                l if l < DICE_LEVELS.len() => format!("dice>={}", DICE_LEVELS[l]),
+                l if l == DICE_LEVELS.len() => {
+                    format!("dice<{}", DICE_LEVELS[DICE_LEVELS.len() - 1])
+                }
+                _ => "missing".into(),
+            }
+        } else {
+            ["agree", "disagree", "missing"][l].into()
+        }
+    }
+}
+
+fn dice_level(d: f32) -> u8 {
+    DICE_LEVELS
+        .iter()
+        .position(|&b| d >= b)
+        .unwrap_or(DICE_LEVELS.len()) as u8
+}
+
+/// A scored pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Scored {
+    /// First record (global id).
+    pub a: u32,
+    /// Second record (global id).
+    pub b: u32,
+    /// Whole-filter Dice.
+    pub dice: f32,
+    /// Index into the pattern table.
+    pub pattern: u32,
+}
+
+/// Compares every candidate pair; returns the scored pairs and the distinct patterns.
+pub fn compare(
+    inputs: &Inputs,
+    pairs: &[(u32, u32)],
+    features: &Features,
+    kernel: Kernel,
+    dice_floor: f32,
+) -> (Vec<Scored>, Vec<Pattern>) {
+    let files = inputs.files();
+    let h = files[0].header();
+    let seg_ranges: Vec<std::ops::Range<usize>> = h
+        .segments
+        .iter()
+        .map(|s| (s.start_bit / 64) as usize..((s.start_bit + s.bits) / 64) as usize)
+        .collect();
+    let raw: Vec<(u32, u32, f32, Pattern)> = pairs
+        .par_iter()
+        .filter_map(|&(a, b)| {
+            let (ra, rb) = (inputs.record(a), inputs.record(b));
+            let (fa, fb) = (&files[ra.file as usize], &files[rb.file as usize]);
+            let (ia, ib) = (ra.row as usize, rb.row as usize);
+            let (xa, xb) = (fa.filter(ia), fb.filter(ib));
+            let (pa, pb) = (fa.popcounts_of(ia), fb.popcounts_of(ib));
+            let mut pattern = Vec::with_capacity(features.len());
+            for (s, r) in seg_ranges.iter().enumerate() {
+                let (ca, cb) = (u32::from(pa[1 + s]), u32::from(pb[1 + s]));
+                if ca == 0 || cb == 0 {
+                    pattern.push(MISSING);
+                } else {
+                    let and = similarity::and_popcount(kernel, &xa[r.clone()], &xb[r.clone()]);
+                    pattern.push(dice_level(similarity::dice(and, ca, cb)));
+                }
+            }
+            let (ta, tb) = (fa.tokens_of(ia), fb.tokens_of(ib));
+            let mut identifier_agrees = false;
+            for &(kind, _) in &features.evidence {
+                let x = ta.iter().find(|&&t| crate::tokens::token_kind(t) == kind);
+                let y = tb.iter().find(|&&t| crate::tokens::token_kind(t) == kind);
+                pattern.push(match (x, y) {
+                    (Some(x), Some(y)) if x == y => {
+                        identifier_agrees = true;
+                        0
+                    }
+                    (Some(_), Some(_)) => 1,
+                    _ => 2,
+                });
+            }
+            let and = similarity::and_popcount(kernel, xa, xb);
+            let dice = similarity::dice(and, u32::from(pa[0]), u32::from(pb[0]));
+            (dice >= dice_floor || identifier_agrees).then_some((a, b, dice, pattern))
+        })
+        .collect();
+    let mut index: HashMap<Pattern, u32> = HashMap::new();
+    let mut patterns = Vec::new();
+    let scored = raw
+        .into_iter()
+        .map(|(a, b, dice, p)| {
+            let next = patterns.len() as u32;
+            let id = *index.entry(p.clone()).or_insert_with(|| {
+                patterns.push(p);
+                next
+            });
+            Scored {
+                a,
+                b,
+                dice,
+                pattern: id,
+            }
+        })
+        .collect();
+    (scored, patterns)
+}
+
+/// A fitted Fellegi–Sunter model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Model {
+    /// Share of candidate pairs that are matches.
+    pub lambda: f64,
+    /// P(level | match), per feature.
+    pub m: Vec<Vec<f64>>,
+    /// P(level | non-match), per feature.
+    pub u: Vec<Vec<f64>>,
+    /// EM iterations run.
+    pub iterations: usize,
+}
+
+impl Model {
+    /// Posterior probability of a match for a pattern.
+    pub fn posterior(&self, p: &[u8]) -> f64 {
+        let mut log_ratio = (self.lambda / (1.0 - self.lambda)).ln();
+        for (f, &l) in p.iter().enumerate() {
+            log_ratio += (self.m[f][l as usize] / self.u[f][l as usize]).ln();
+        }
+        1.0 / (1.0 + (-log_ratio).exp())
+    }
+
+    /// The match weight (log2 likelihood ratio) of a pattern.
+    pub fn weight(&self, p: &[u8]) -> f64 {
+        p.iter()
+            .enumerate()
+            .map(|(f, &l)| (self.m[f][l as usize] / self.u[f][l as usize]).log2())
+            .sum()
+    }
+}
+
+/// Fits the model by EM over pattern counts. Deterministic: fixed start, fixed iteration order.
+pub fn fit(
+    features: &Features,
+    patterns: &[Pattern],
+    counts: &[u64],
+    expected_matches: f64,
+) -> Model {
+    let nf = features.len();
+    let total: f64 = counts.iter().sum::<u64>() as f64;
+    let mut m: Vec<Vec<f64>> = (0..nf)
+        .map(|f| {
+            let n = features.levels(f);
+            if f < features.segments.len() {
+                // Matches mostly agree well; missing is as likely as anywhere.
+                let mut v: Vec<f64> = (0..n - 1).map(|l| 0.5f64.powi(l as i32 + 1)).collect();
+                v.push(0.1);
+                normalised(v)
+            } else {
+                normalised(vec![0.6, 0.01, 0.39])
+            }
+        })
+        .collect();
+    let mut u: Vec<Vec<f64>> = (0..nf)
+        .map(|f| {
+            let n = features.levels(f);
+            if f < features.segments.len() {
+                let mut v: Vec<f64> = (0..n - 1)
+                    .map(|l| 0.5f64.powi((n - 2 - l) as i32 + 1))
+                    .collect();
+                v.push(0.1);
+                normalised(v)
+            } else {
+                normalised(vec![0.001, 0.6, 0.399])
+            }
+        })
+        .collect();
+    let mut lambda = (expected_matches / total.max(1.0)).clamp(1e-6, 0.5);
+    let mut iterations = 0;
+    for it in 0..200 {
+        iterations = it + 1;
+        let model = Model {
+            lambda,
+            m: m.clone(),
+            u: u.clone(),
+            iterations,
+        };
+        let mut mm: Vec<Vec<f64>> = (0..nf).map(|f| vec![1e-9; features.levels(f)]).collect();
+        let mut uu = mm.clone();
+        let mut sum_g = 0.0;
+        for (p, &c) in patterns.iter().zip(counts) {
+            let g = model.posterior(p);
+            let c = c as f64;
+            sum_g += g * c;
+            for (f, &l) in p.iter().enumerate() {
+                mm[f][l as usize] += g * c;
+                uu[f][l as usize] += (1.0 - g) * c;
+            }
+        }
+        let new_lambda = (sum_g / total.max(1.0)).clamp(1e-9, 1.0 - 1e-9);
+        let new_m: Vec<Vec<f64>> = mm.into_iter().map(normalised).collect();
+        let new_u: Vec<Vec<f64>> = uu.into_iter().map(normalised).collect();
+        let delta = (new_lambda - lambda).abs()
+            + new_m
+                .iter()
+                .flatten()
+                .zip(m.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>();
+        lambda = new_lambda;
+        m = new_m;
+        u = new_u;
+        if delta < 1e-7 {
+            break;
+        }
+    }
+    Model {
+        lambda,
+        m,
+        u,
+        iterations,
+    }
+}
+
+fn normalised(v: Vec<f64>) -> Vec<f64> {
+    let s: f64 = v.iter().sum();
+    v.into_iter().map(|x| (x / s).max(1e-12)).collect()
+}
+
+/// The chosen operating point.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Operating {
+    /// Posterior at or above which a pair is a match.
+    pub threshold: f64,
+    /// Posterior at or above which a non-match pair goes to clerical review.
+    pub review: f64,
+    /// Estimated precision at the threshold (from the fitted model).
+    pub est_precision: f64,
+    /// Estimated recall at the threshold.
+    pub est_recall: f64,
+    /// Estimated F1.
+    pub est_f1: f64,
+    /// Expected number of true matches among the candidates.
+    pub est_matches: f64,
+}
+
+/// Chooses the threshold maximising expected F1 (or uses `fixed`), and estimates precision and
+/// recall there. `posteriors` must be sorted descending.
+pub fn operating_point(posteriors: &[f64], fixed: Option<f64>, review: Option<f64>) -> Operating {
+    let total_match: f64 = posteriors.iter().sum();
+    let mut best = (0.5, f64::MIN, 0.0, 0.0);
+    let mut tp = 0.0;
+    for (i, &p) in posteriors.iter().enumerate() {
+        tp += p;
+        let predicted = (i + 1) as f64;
+        let prec = tp / predicted;
+        let rec = if total_match > 0.0 {
+            tp / total_match
+        } else {
+            0.0
+        };
+        let f1 = if prec + rec > 0.0 {
+            2.0 * prec * rec / (prec + rec)
+        } else {
+            0.0
+        };
+        let next_differs = posteriors.get(i + 1).is_none_or(|&q| q < p);
+        match fixed {
+            Some(t) if p >= t && next_differs => best = (t, f1, prec, rec),
+            None if next_differs && f1 > best.1 => best = (p, f1, prec, rec),
+            _ => {}
+        }
+    }
+    if let Some(t) = fixed {
+        if best.1 == f64::MIN {
+            best = (t, 0.0, 0.0, 0.0);
+        }
+    }
+    let threshold = best.0;
+    Operating {
+        threshold,
+        review: review.unwrap_or((threshold * 0.2).max(0.05)).min(threshold),
+        est_precision: best.2,
+        est_recall: best.3,
+        est_f1: best.1.max(0.0),
+        est_matches: total_match,
+    }
+}

@@ -1,0 +1,270 @@
+//! `bloomlink match`: refusals, outputs, determinism, and quality on the shipped testdata.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+const AGENCIES: [&str; 3] = ["health", "police", "education"];
+
+fn encode_all(dir: &Path, key: &Path, extra: &[&str]) -> Vec<PathBuf> {
+    AGENCIES
+        .iter()
+        .map(|a| {
+            let out = dir.join(format!("{a}.clk"));
+            bloomlink()
+                .args(["encode", "--quiet", "--key"])
+                .arg(key)
+                .arg("--columns")
+                .arg(root().join(format!("testdata/{a}.toml")))
+                .arg(root().join(format!("testdata/{a}.csv")))
+                .arg("-o")
+                .arg(&out)
+                .args(extra)
+                .assert()
+                .success();
+            out
+        })
+        .collect()
+}
+
+fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
+    bloomlink()
+        .arg("match")
+        .args(files)
+        .arg("-o")
+        .arg(out)
+        .assert()
+}
+
+#[test]
+fn links_testdata_with_high_precision_and_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let out = dir.path().join("out");
+    run_match(&files, &out).success().stdout(contains("links"));
+
+    // Pairwise quality over cross-agency pairs against truth.csv.
+    let truth: HashMap<(String, String), String> =
+        csv::Reader::from_path(root().join("testdata/truth.csv"))
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                ((r[1].to_string(), r[2].to_string()), r[0].to_string())
+            })
+            .collect();
+    let mut links: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in csv::Reader::from_path(out.join("links.csv"))
+        .unwrap()
+        .records()
+    {
+        let r = r.unwrap();
+        assert!(!r[0].is_empty());
+        if &r[4] == "match" {
+            links
+                .entry(r[0].to_string())
+                .or_default()
+                .push((r[1].to_string(), r[2].to_string()));
+        }
+    }
+    let mut predicted = BTreeSet::new();
+    for m in links.values() {
+        let agencies: BTreeSet<&str> = m.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(
+            agencies.len(),
+            m.len(),
+            "at most one record per agency in a link"
+        );
+        for (i, a) in m.iter().enumerate() {
+            for b in &m[i + 1..] {
+                predicted.insert((a.min(b).clone(), a.max(b).clone()));
+            }
+        }
+    }
+    let mut by_entity: HashMap<&str, Vec<&(String, String)>> = HashMap::new();
+    for (k, e) in &truth {
+        by_entity.entry(e.as_str()).or_default().push(k);
+    }
+    let mut true_pairs = BTreeSet::new();
+    for m in by_entity.values() {
+        for (i, a) in m.iter().enumerate() {
+            for b in &m[i + 1..] {
+                if a.0 != b.0 {
+                    true_pairs.insert(((*a).min(*b).clone(), (*a).max(*b).clone()));
+                }
+            }
+        }
+    }
+    let tp = predicted.intersection(&true_pairs).count() as f64;
+    let precision = tp / predicted.len() as f64;
+    let recall = tp / true_pairs.len() as f64;
+    // Floors well below what the matcher reaches (see README), so that a regression fails.
+    assert!(precision > 0.99, "precision {precision}");
+    assert!(recall > 0.94, "recall {recall}");
+
+    // Per-agency files carry ids and link ids only, no scores.
+    let police = std::fs::read_to_string(out.join("links-police.csv")).unwrap();
+    assert!(police.starts_with("record_id,link_id\n"));
+    assert!(police.lines().skip(1).all(|l| l.split(',').count() == 2));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["operating_point"]["est_precision"].as_f64().unwrap() > 0.9);
+    assert_eq!(report["inputs"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn outputs_are_byte_identical_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let mut outs = Vec::new();
+    for threads in ["1", "3"] {
+        let out = dir.path().join(format!("out{threads}"));
+        bloomlink()
+            .env("RAYON_NUM_THREADS", threads)
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        outs.push(out);
+    }
+    for f in [
+        "links.csv",
+        "links-health.csv",
+        "links-police.csv",
+        "links-education.csv",
+    ] {
+        let a = std::fs::read(outs[0].join(f)).unwrap();
+        let b = std::fs::read(outs[1].join(f)).unwrap();
+        assert!(a == b, "{f} differs between thread counts");
+    }
+}
+
+#[test]
+fn refuses_bad_input_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let out = dir.path().join("out");
+    // Zero or one input.
+    bloomlink()
+        .arg("match")
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("at least two"));
+    run_match(&files[..1], &out)
+        .code(2)
+        .stderr(contains("at least two"));
+    // The same agency twice, and the same file twice.
+    let copy = dir.path().join("health-copy.clk");
+    std::fs::copy(&files[0], &copy).unwrap();
+    run_match(&[files[0].clone(), copy.clone()], &out)
+        .code(2)
+        .stderr(contains("both from agency `health`").and(contains("--dedupe")));
+    // A key is refused outright.
+    bloomlink()
+        .arg("match")
+        .args(&files)
+        .arg("--key")
+        .arg(&key)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("never hold the linkage key"));
+    // Threshold out of range.
+    bloomlink()
+        .arg("match")
+        .args(&files)
+        .args(["--threshold", "1.5", "-o"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("between 0 and 1"));
+    // Truncated and empty files.
+    let bytes = std::fs::read(&files[1]).unwrap();
+    let cut = dir.path().join("cut.clk");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    run_match(&[files[0].clone(), cut], &out)
+        .code(5)
+        .stderr(contains("truncated or altered"));
+    let empty = dir.path().join("empty.clk");
+    std::fs::write(&empty, b"").unwrap();
+    run_match(&[files[0].clone(), empty], &out)
+        .code(5)
+        .stderr(contains("is empty"));
+    // Unreadable (missing) file.
+    run_match(&[files[0].clone(), dir.path().join("nope.clk")], &out)
+        .code(1)
+        .stderr(contains("nope.clk"));
+    assert!(!out.exists(), "nothing written on refusal");
+}
+
+#[test]
+fn refuses_different_keys_and_schemas_naming_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let a = encode_all(dir.path(), &key, &[]);
+    let other = dir.path().join("other.key");
+    bloomlink()
+        .args(["key", "new", "--partnership", "Other", "-o"])
+        .arg(&other)
+        .assert()
+        .success();
+    let sub = dir.path().join("b");
+    std::fs::create_dir(&sub).unwrap();
+    let b = encode_all(&sub, &other, &[]);
+    let out = dir.path().join("out");
+    run_match(&[a[0].clone(), b[1].clone()], &out)
+        .code(2)
+        .stderr(
+            contains("different keys")
+                .and(contains("police.clk"))
+                .and(contains("health.clk")),
+        );
+
+    let schema = dir.path().join("schema.toml");
+    let text =
+        bloomlink::schema::DEFAULT_SCHEMA_TOML.replace("bits_per_token = 10", "bits_per_token = 9");
+    std::fs::write(&schema, text).unwrap();
+    let sub = dir.path().join("c");
+    std::fs::create_dir(&sub).unwrap();
+    let c = encode_all(&sub, &key, &["--schema", schema.to_str().unwrap()]);
+    run_match(&[a[0].clone(), c[1].clone()], &out)
+        .code(2)
+        .stderr(contains("different linkage schemas"));
+}
+
+#[test]
+fn existing_output_directory_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    run_match(&files, &out)
+        .code(1)
+        .stderr(contains("already exists"));
+    assert!(out.join("keep.txt").exists());
+    bloomlink()
+        .arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(&out)
+        .arg("--force")
+        .assert()
+        .success();
+    assert!(out.join("links.csv").exists());
+    assert!(!out.join("keep.txt").exists());
+}
