@@ -162,13 +162,33 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
         counts[s.pattern as usize] += 1;
     }
     let sizes: Vec<f64> = inputs.files().iter().map(|f| f.len() as f64).collect();
-    let mut expected = 0.0;
+    let mut max_matches = 0.0;
     for i in 0..sizes.len() {
         for j in i + 1..sizes.len() {
-            expected += 0.8 * sizes[i].min(sizes[j]);
+            max_matches += sizes[i].min(sizes[j]);
+        }
+        if a.dedupe {
+            max_matches += sizes[i] / 2.0;
         }
     }
-    let model = score::fit(&features, &patterns, &counts, expected);
+    let expected = 0.8 * max_matches;
+    // u from random pairs (nearly all non-matches), m and λ by EM.
+    let random = score::random_pairs(&inputs, 200_000, a.dedupe);
+    let (rscored, rpatterns) =
+        score::compare(&inputs, &random, &features, kernel, f32::NEG_INFINITY);
+    let mut rcounts = vec![0u64; rpatterns.len()];
+    for s in &rscored {
+        rcounts[s.pattern as usize] += 1;
+    }
+    let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
+    let model = score::fit(
+        &features,
+        &patterns,
+        &counts,
+        expected,
+        max_matches,
+        Some(&u),
+    );
     let post: Vec<f64> = patterns.iter().map(|p| model.posterior(p)).collect();
     let mut sorted: Vec<f64> = scored.iter().map(|s| post[s.pattern as usize]).collect();
     sorted.sort_by(|x, y| y.total_cmp(x));

@@ -203,12 +203,65 @@ impl Model {
     }
 }
 
-/// Fits the model by EM over pattern counts. Deterministic: fixed start, fixed iteration order.
+/// Smallest probability EM may give a level under the match class: no single disagreement
+/// (a move, a surname change) may be treated as impossible for a true match.
+pub const M_FLOOR: f64 = 0.005;
+
+/// Level frequencies among random pairs: nearly all random pairs are non-matches, so these are
+/// direct estimates of u (as Splink does), free of the EM's tendency to let a "same household"
+/// class pass for the match class.
+pub fn u_from_random_pairs(
+    features: &Features,
+    patterns: &[Pattern],
+    counts: &[u64],
+) -> Vec<Vec<f64>> {
+    let mut u: Vec<Vec<f64>> = (0..features.len())
+        .map(|f| vec![0.5; features.levels(f)])
+        .collect();
+    for (p, &c) in patterns.iter().zip(counts) {
+        for (f, &l) in p.iter().enumerate() {
+            u[f][l as usize] += c as f64;
+        }
+    }
+    u.into_iter().map(normalised).collect()
+}
+
+/// `n` random cross-input pairs of global ids, deterministic for the inputs.
+pub fn random_pairs(inputs: &Inputs, n: usize, within_files: bool) -> Vec<(u32, u32)> {
+    let total = inputs.total() as u64;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ total;
+    let mut next = || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut tries = 0;
+    while out.len() < n && tries < n * 20 {
+        tries += 1;
+        let a = (next() % total) as u32;
+        let b = (next() % total) as u32;
+        if a != b && (within_files || inputs.file_of(a) != inputs.file_of(b)) {
+            out.push((a.min(b), a.max(b)));
+        }
+    }
+    out
+}
+
+/// Fits the model by EM over pattern counts. With `fixed_u`, only m and λ are estimated.
+/// `max_matches` bounds λ: a record matches at most one record of each other input, so there
+/// cannot be more matches than Σ min(nᵢ, nⱼ) over input pairs. Deterministic: fixed start,
+/// fixed iteration order.
 pub fn fit(
     features: &Features,
     patterns: &[Pattern],
     counts: &[u64],
     expected_matches: f64,
+    max_matches: f64,
+    fixed_u: Option<&[Vec<f64>]>,
 ) -> Model {
     let nf = features.len();
     let total: f64 = counts.iter().sum::<u64>() as f64;
@@ -239,6 +292,9 @@ pub fn fit(
             }
         })
         .collect();
+    if let Some(fu) = fixed_u {
+        u = fu.to_vec();
+    }
     let mut lambda = (expected_matches / total.max(1.0)).clamp(1e-6, 0.5);
     let mut iterations = 0;
     for it in 0..200 {
@@ -261,9 +317,13 @@ pub fn fit(
                 uu[f][l as usize] += (1.0 - g) * c;
             }
         }
-        let new_lambda = (sum_g / total.max(1.0)).clamp(1e-9, 1.0 - 1e-9);
-        let new_m: Vec<Vec<f64>> = mm.into_iter().map(normalised).collect();
-        let new_u: Vec<Vec<f64>> = uu.into_iter().map(normalised).collect();
+        let cap = (max_matches / total.max(1.0)).clamp(1e-9, 1.0 - 1e-9);
+        let new_lambda = (sum_g / total.max(1.0)).clamp(1e-9, cap);
+        let new_m: Vec<Vec<f64>> = mm.into_iter().map(|v| floored(normalised(v))).collect();
+        let new_u: Vec<Vec<f64>> = match fixed_u {
+            Some(fu) => fu.to_vec(),
+            None => uu.into_iter().map(normalised).collect(),
+        };
         let delta = (new_lambda - lambda).abs()
             + new_m
                 .iter()
@@ -284,6 +344,11 @@ pub fn fit(
         u,
         iterations,
     }
+}
+
+/// Raises every level to at least [`M_FLOOR`] and renormalises.
+fn floored(v: Vec<f64>) -> Vec<f64> {
+    normalised(v.into_iter().map(|x| x.max(M_FLOOR)).collect())
 }
 
 fn normalised(v: Vec<f64>) -> Vec<f64> {
