@@ -98,11 +98,22 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
          references only."
             .into(),
     )?;
-    say(
-        "\n4. Matching the encodings (the linkage unit, without the key) arrives with the match \
-         command."
-            .into(),
-    )?;
+    say("\n4. The linkage unit links the three encodings, without the key.\n".into())?;
+    let out = dir.join("links");
+    super::matchcmd::run(super::matchcmd::MatchArgs::for_demo(
+        ["health", "police", "education"]
+            .iter()
+            .map(|a| dir.join(format!("{a}.clk")))
+            .collect(),
+        out.clone(),
+    ))?;
+    say(format!(
+        "\n5. Each agency gets back links-<agency>.csv (its own record ids → link ids). The \
+         synthetic population's truth file lets us check the result:\n   bloomlink evaluate \
+         --truth {} {}",
+        data.join("truth.csv").display(),
+        out.join("links.csv").display()
+    ))?;
     if a.keep.is_none() {
         say(
             "\nThe working directory is removed now; pass --keep DIR to look at the files.".into(),

@@ -66,6 +66,26 @@ pub struct MatchArgs {
     pub key: Option<PathBuf>,
 }
 
+impl MatchArgs {
+    /// The defaults, for `demo`.
+    pub fn for_demo(inputs: Vec<PathBuf>, output: PathBuf) -> MatchArgs {
+        MatchArgs {
+            inputs,
+            output,
+            force: true,
+            dedupe: false,
+            threshold: None,
+            review: None,
+            candidates: CandidateMethod::Auto,
+            max_block: 500,
+            evidence_tokens: vec!["nhs".into(), "upn".into()],
+            include_unlinked: false,
+            json: false,
+            key: None,
+        }
+    }
+}
+
 fn parse_prob(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
