@@ -113,7 +113,10 @@ pub fn compare(
         .iter()
         .map(|s| (s.start_bit / 64) as usize..((s.start_bit + s.bits) / 64) as usize)
         .collect();
-    let raw: Vec<(u32, u32, f32, Pattern)> = pairs
+    // Levels are packed 3 bits per feature into a u64 code while comparing (no allocation per
+    // pair), then mapped to dense pattern ids.
+    assert!(features.len() <= 21, "at most 21 features");
+    let raw: Vec<(u32, u32, f32, u64)> = pairs
         .par_iter()
         .filter_map(|&(a, b)| {
             let (ra, rb) = (inputs.record(a), inputs.record(b));
@@ -121,43 +124,53 @@ pub fn compare(
             let (ia, ib) = (ra.row as usize, rb.row as usize);
             let (xa, xb) = (fa.filter(ia), fb.filter(ib));
             let (pa, pb) = (fa.popcounts_of(ia), fb.popcounts_of(ib));
-            let mut pattern = Vec::with_capacity(features.len());
+            let mut code = 0u64;
+            let mut shift = 0;
             for (s, r) in seg_ranges.iter().enumerate() {
                 let (ca, cb) = (u32::from(pa[1 + s]), u32::from(pb[1 + s]));
-                if ca == 0 || cb == 0 {
-                    pattern.push(MISSING);
+                let level = if ca == 0 || cb == 0 {
+                    MISSING
                 } else {
                     let and = similarity::and_popcount(kernel, &xa[r.clone()], &xb[r.clone()]);
-                    pattern.push(dice_level(similarity::dice(and, ca, cb)));
-                }
+                    dice_level(similarity::dice(and, ca, cb))
+                };
+                code |= u64::from(level) << shift;
+                shift += 3;
             }
             let (ta, tb) = (fa.tokens_of(ia), fb.tokens_of(ib));
             let mut identifier_agrees = false;
             for &(kind, _) in &features.evidence {
-                let x = ta.iter().find(|&&t| crate::tokens::token_kind(t) == kind);
-                let y = tb.iter().find(|&&t| crate::tokens::token_kind(t) == kind);
-                pattern.push(match (x, y) {
+                // Tokens are sorted and carry their kind in the top byte.
+                let find = |ts: &[u64]| {
+                    ts.iter()
+                        .copied()
+                        .find(|&t| crate::tokens::token_kind(t) == kind)
+                };
+                let level = match (find(ta), find(tb)) {
                     (Some(x), Some(y)) if x == y => {
                         identifier_agrees = true;
-                        0
+                        0u64
                     }
                     (Some(_), Some(_)) => 1,
                     _ => 2,
-                });
+                };
+                code |= level << shift;
+                shift += 3;
             }
             let and = similarity::and_popcount(kernel, xa, xb);
             let dice = similarity::dice(and, u32::from(pa[0]), u32::from(pb[0]));
-            (dice >= dice_floor || identifier_agrees).then_some((a, b, dice, pattern))
+            (dice >= dice_floor || identifier_agrees).then_some((a, b, dice, code))
         })
         .collect();
-    let mut index: HashMap<Pattern, u32> = HashMap::new();
+    let nf = features.len();
+    let mut index: HashMap<u64, u32> = HashMap::new();
     let mut patterns = Vec::new();
     let scored = raw
         .into_iter()
-        .map(|(a, b, dice, p)| {
+        .map(|(a, b, dice, code)| {
             let next = patterns.len() as u32;
-            let id = *index.entry(p.clone()).or_insert_with(|| {
-                patterns.push(p);
+            let id = *index.entry(code).or_insert_with(|| {
+                patterns.push((0..nf).map(|f| ((code >> (3 * f)) & 7) as u8).collect());
                 next
             });
             Scored {
