@@ -123,6 +123,8 @@ struct Report {
     candidates: block::Candidates,
     pairs_scored: u64,
     distinct_patterns: usize,
+    anchor_pairs: u64,
+    m_source: &'static str,
     model: score::Model,
     features: Features,
     operating_point: score::Operating,
@@ -201,6 +203,7 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
         rcounts[s.pattern as usize] += 1;
     }
     let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
+    let (fixed_m, anchors) = score::m_from_anchors(&features, &patterns, &counts);
     let model = score::fit(
         &features,
         &patterns,
@@ -208,6 +211,7 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
         expected,
         max_matches,
         Some(&u),
+        &fixed_m,
     );
     let post: Vec<f64> = patterns.iter().map(|p| model.posterior(p)).collect();
     let mut sorted: Vec<f64> = scored.iter().map(|s| post[s.pattern as usize]).collect();
@@ -358,6 +362,12 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
         kernel: kernel.name(),
         pairs_scored: scored.len() as u64,
         distinct_patterns: patterns.len(),
+        anchor_pairs: anchors,
+        m_source: if anchors >= score::MIN_ANCHORS {
+            "segments: anchor pairs agreeing on an identifier token; identifiers: EM"
+        } else {
+            "EM (too few anchor pairs)"
+        },
         candidates: cands,
         model,
         features,

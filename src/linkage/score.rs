@@ -239,6 +239,38 @@ pub fn u_from_random_pairs(
     u.into_iter().map(normalised).collect()
 }
 
+/// Fewest anchor pairs for their level frequencies to be used as m.
+pub const MIN_ANCHORS: u64 = 30;
+
+/// m for the segment features from *anchor* pairs: candidates that agree on an identifier
+/// token (the same keyed NHS number or UPN) are near-certain matches, so their level
+/// frequencies estimate m directly. Returns `None` per feature when anchors are too few (EM then
+/// fits that feature's m). Evidence features are left to EM (anchors agree on them by choice).
+pub fn m_from_anchors(
+    features: &Features,
+    patterns: &[Pattern],
+    counts: &[u64],
+) -> (Vec<Option<Vec<f64>>>, u64) {
+    let nseg = features.segments.len();
+    let mut acc: Vec<Vec<f64>> = (0..nseg).map(|f| vec![0.5; features.levels(f)]).collect();
+    let mut anchors = 0u64;
+    for (p, &c) in patterns.iter().zip(counts) {
+        if p[nseg..].contains(&0) {
+            anchors += c;
+            for f in 0..nseg {
+                acc[f][p[f] as usize] += c as f64;
+            }
+        }
+    }
+    let mut out: Vec<Option<Vec<f64>>> = vec![None; features.len()];
+    if anchors >= MIN_ANCHORS {
+        for (f, v) in acc.into_iter().enumerate() {
+            out[f] = Some(floored(normalised(v)));
+        }
+    }
+    (out, anchors)
+}
+
 /// `n` random cross-input pairs of global ids, deterministic for the inputs.
 pub fn random_pairs(inputs: &Inputs, n: usize, within_files: bool) -> Vec<(u32, u32)> {
     let total = inputs.total() as u64;
@@ -275,6 +307,7 @@ pub fn fit(
     expected_matches: f64,
     max_matches: f64,
     fixed_u: Option<&[Vec<f64>]>,
+    fixed_m: &[Option<Vec<f64>>],
 ) -> Model {
     let nf = features.len();
     let total: f64 = counts.iter().sum::<u64>() as f64;
@@ -308,6 +341,11 @@ pub fn fit(
     if let Some(fu) = fixed_u {
         u = fu.to_vec();
     }
+    for (f, fm) in fixed_m.iter().enumerate() {
+        if let Some(v) = fm {
+            m[f] = v.clone();
+        }
+    }
     let mut lambda = (expected_matches / total.max(1.0)).clamp(1e-6, 0.5);
     let mut iterations = 0;
     for it in 0..200 {
@@ -332,7 +370,14 @@ pub fn fit(
         }
         let cap = (max_matches / total.max(1.0)).clamp(1e-9, 1.0 - 1e-9);
         let new_lambda = (sum_g / total.max(1.0)).clamp(1e-9, cap);
-        let new_m: Vec<Vec<f64>> = mm.into_iter().map(|v| floored(normalised(v))).collect();
+        let new_m: Vec<Vec<f64>> = mm
+            .into_iter()
+            .enumerate()
+            .map(|(f, v)| match fixed_m.get(f).and_then(|x| x.as_ref()) {
+                Some(fm) => fm.clone(),
+                None => floored(normalised(v)),
+            })
+            .collect();
         let new_u: Vec<Vec<f64>> = match fixed_u {
             Some(fu) => fu.to_vec(),
             None => uu.into_iter().map(normalised).collect(),
