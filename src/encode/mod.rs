@@ -11,8 +11,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
+use blocks::{Block, BlockReader, Rec, RecordParser};
 use cache::{FieldCache, PositionCache, Sink, Slot, Status, TokenCache};
 
+mod blocks;
 mod cache;
 
 type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
@@ -28,7 +30,8 @@ use crate::tokens::{self, Hasher, Value};
 
 /// Longest record id accepted, in bytes.
 pub const MAX_RECORD_ID_BYTES: usize = 256;
-const BATCH_ROWS: usize = 4096;
+/// Most rows given room in the shared output space up front (more rows still work).
+const MAX_SHARED_ROWS: usize = 1 << 26;
 
 /// The encoded records of one export, in input row order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,23 +71,6 @@ impl Records {
     /// Tokens of record `i`.
     pub fn tokens_of(&self, i: usize) -> &[u64] {
         &self.tokens[self.token_offsets[i] as usize..self.token_offsets[i + 1] as usize]
-    }
-
-    fn new(words: usize, segments: usize) -> Records {
-        Records {
-            words,
-            segments,
-            token_offsets: vec![0],
-            ..Default::default()
-        }
-    }
-
-    fn push(&mut self, id: String, filter: &[u64], popcounts: &[u16], tokens: &[u64]) {
-        self.ids.push(id);
-        self.filters.extend_from_slice(filter);
-        self.popcounts.extend_from_slice(popcounts);
-        self.tokens.extend_from_slice(tokens);
-        self.token_offsets.push(self.tokens.len() as u32);
     }
 }
 
@@ -252,32 +238,47 @@ struct Worker<'p, 'a> {
     decode_buf: String,
 }
 
-/// A batch of raw rows from the reader.
-struct Batch {
+/// A block of raw rows from the reader, and where its encoded rows go.
+struct Job<'o> {
     index: usize,
     first_row: u64,
-    lines: Vec<u64>,
-    records: Vec<csv::ByteRecord>,
+    block: Block,
+    dest: Option<Dest<'o>>,
 }
 
-/// A batch after encoding.
-struct BatchOut {
-    index: usize,
-    rows: Vec<RowOut>,
+/// Output space for the encoded rows of one block (room for every row of the block), written
+/// from the start: encoded rows are contiguous, rejected rows take no room.
+struct Dest<'o> {
+    filters: &'o mut [u64],
+    popcounts: &'o mut [u16],
+    tokens: &'o mut [u64],
+}
+
+/// Output space a block brought itself, when the shared output was full.
+struct OwnDest {
     filters: Vec<u64>,
     popcounts: Vec<u16>,
     tokens: Vec<u64>,
-    stats: Vec<FieldStats>,
 }
 
-enum RowOut {
-    Encoded {
-        id: String,
-        original_id: Option<String>,
-        tokens: u32,
-        line: u64,
-    },
-    Rejected(Reject),
+/// A block after encoding.
+struct BlockOut {
+    index: usize,
+    first_row: u64,
+    /// Rows in the block (encoded + rejected).
+    rows: usize,
+    /// Per encoded row: row reference, original id (opaque ids), row offset in the block,
+    /// line, token count.
+    ids: Vec<String>,
+    original_ids: Vec<String>,
+    offsets: Vec<u32>,
+    lines: Vec<u64>,
+    token_counts: Vec<u8>,
+    /// Tokens written (contiguous from the start of the block's token space).
+    tokens: usize,
+    rejects: Vec<Reject>,
+    stats: Vec<FieldStats>,
+    own: Option<OwnDest>,
 }
 
 impl<'p, 'a> Worker<'p, 'a> {
@@ -314,49 +315,102 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    fn run(&mut self, batch: &Batch) -> BatchOut {
+    /// Encodes a block; also returns the block's buffer for reuse.
+    fn run(&mut self, job: Job<'_>, parser: &mut RecordParser) -> (BlockOut, Vec<u8>) {
         let plan = self.plan;
         let words = plan.schema.words();
         let nseg = plan.schema.segments.len();
-        let mut out = BatchOut {
-            index: batch.index,
-            rows: Vec::with_capacity(batch.records.len()),
-            filters: Vec::with_capacity(batch.records.len() * words),
-            popcounts: Vec::with_capacity(batch.records.len() * (nseg + 1)),
-            tokens: Vec::new(),
-            stats: plan.stats_template(),
-        };
-        let mut filter = vec![0u64; words];
-        let mut row_tokens: Vec<u64> = Vec::new();
-        for (k, rec) in batch.records.iter().enumerate() {
-            let row = batch.first_row + k as u64;
-            let line = batch.lines[k];
-            match self.encode_row(rec, row, line, &mut filter, &mut row_tokens, &mut out.stats) {
-                Ok((id, original_id)) => {
-                    out.filters.extend_from_slice(&filter);
-                    let total: u32 = filter.iter().map(|w| w.count_ones()).sum();
-                    out.popcounts.push(total as u16);
-                    for s in &plan.schema.segments {
-                        let c: u32 = filter[s.word_range()].iter().map(|w| w.count_ones()).sum();
-                        out.popcounts.push(c as u16);
-                    }
-                    out.tokens.extend_from_slice(&row_tokens);
-                    out.rows.push(RowOut::Encoded {
-                        id,
-                        original_id,
-                        tokens: row_tokens.len() as u32,
-                        line,
-                    });
+        let ntok = plan.schema.tokens.len();
+        let Job {
+            index,
+            first_row,
+            block,
+            dest,
+        } = job;
+        let n = block.rows;
+        let mut own = None;
+        let dest = match dest {
+            Some(d) => d,
+            None => {
+                let o = own.insert(OwnDest {
+                    filters: vec![0; n * words],
+                    popcounts: vec![0; n * (nseg + 1)],
+                    tokens: vec![0; n * ntok],
+                });
+                Dest {
+                    filters: &mut o.filters,
+                    popcounts: &mut o.popcounts,
+                    tokens: &mut o.tokens,
                 }
-                Err(r) => out.rows.push(RowOut::Rejected(r)),
+            }
+        };
+        let mut out = BlockOut {
+            index,
+            first_row,
+            rows: 0,
+            ids: Vec::with_capacity(n),
+            original_ids: Vec::new(),
+            offsets: Vec::with_capacity(n),
+            lines: Vec::with_capacity(n),
+            token_counts: Vec::with_capacity(n),
+            tokens: 0,
+            rejects: Vec::new(),
+            stats: plan.stats_template(),
+            own: None,
+        };
+        let mut row_tokens: Vec<u64> = Vec::new();
+        parser.start(plan.map.delimiter, block.first_line);
+        let data = &block.data[..block.len];
+        let mut at = 0;
+        let mut e = 0usize;
+        loop {
+            let line = parser.line();
+            let (used, rec) = parser.next(&data[at..], block.last);
+            at += used;
+            let Some(rec) = rec else { break };
+            let k = out.rows;
+            out.rows += 1;
+            // The reader counted the block's rows with the same parser: room is always there.
+            let (Some(filter), Some(pcs)) = (
+                dest.filters.get_mut(e * words..(e + 1) * words),
+                dest.popcounts.get_mut(e * (nseg + 1)..(e + 1) * (nseg + 1)),
+            ) else {
+                break;
+            };
+            let row = first_row + k as u64;
+            match self.encode_row(&rec, row, line, filter, &mut row_tokens, &mut out.stats) {
+                Ok((id, original_id)) => {
+                    pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
+                    for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.segments) {
+                        *p = filter[s.word_range()]
+                            .iter()
+                            .map(|w| w.count_ones())
+                            .sum::<u32>() as u16;
+                    }
+                    let t = out.tokens;
+                    if let Some(d) = dest.tokens.get_mut(t..t + row_tokens.len()) {
+                        d.copy_from_slice(&row_tokens);
+                    }
+                    out.tokens += row_tokens.len();
+                    out.ids.push(id);
+                    if let Some(o) = original_id {
+                        out.original_ids.push(o);
+                    }
+                    out.offsets.push(k as u32);
+                    out.lines.push(line);
+                    out.token_counts.push(row_tokens.len() as u8);
+                    e += 1;
+                }
+                Err(r) => out.rejects.push(r),
             }
         }
-        out
+        out.own = own;
+        (out, block.data)
     }
 
     fn encode_row(
         &mut self,
-        rec: &csv::ByteRecord,
+        rec: &Rec<'_>,
         row: u64,
         line: u64,
         filter: &mut [u64],
@@ -386,7 +440,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         let id_col = plan.header[plan.id_column].as_str();
         let id = match decode(
             plan.map.encoding,
-            &rec[plan.id_column],
+            rec.get(plan.id_column),
             &mut self.decode_buf,
         ) {
             Some(s) => s.trim().to_string(),
@@ -422,7 +476,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         let mut in_filter = 0u32;
         for src in &plan.sources {
             let fi = src.field;
-            let raw = &rec[src.column];
+            let raw = rec.get(src.column);
             let Worker {
                 fields,
                 positions,
@@ -697,7 +751,7 @@ pub fn encode_reader(
 ) -> Result<Encoded> {
     map.check_against(schema)?;
     let mut hashing = HashingReader {
-        inner: std::io::BufReader::with_capacity(1 << 20, reader),
+        inner: reader,
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         bytes: 0,
     };
@@ -738,30 +792,20 @@ pub fn encode_reader(
         ));
     }
     let prefix: Vec<u8> = if has_bom { Vec::new() } else { head.to_vec() };
-    let chained = std::io::Cursor::new(prefix).chain(&mut hashing);
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(map.delimiter)
-        .buffer_capacity(1 << 20)
-        .from_reader(chained);
-
-    let mut header_rec = csv::ByteRecord::new();
-    let csv_err = |e: csv::Error| -> Error {
-        match e.kind() {
-            csv::ErrorKind::Io(_) => Error::input(input, format!("read failed: {e}")),
-            _ => Error::input(input, format!("is not valid CSV: {e}")),
-        }
-    };
-    if !rdr.read_byte_record(&mut header_rec).map_err(csv_err)? {
+    let mut blocks = BlockReader::new(&mut hashing, map.delimiter, prefix, 1);
+    let Some(header_rec) = blocks
+        .read_header()
+        .map_err(|e| Error::input(input, format!("read failed: {e}")))?
+    else {
         return Err(Error::input(
             input,
             "has no header row: expected a header row followed by data rows",
         ));
-    }
+    };
     let mut decode_buf = String::new();
     let mut header = Vec::with_capacity(header_rec.len());
     for (i, h) in header_rec.iter().enumerate() {
+        let h = h.as_slice();
         match decode(map.encoding, h, &mut decode_buf) {
             Some(s) => header.push(s.trim().to_string()),
             None => {
@@ -846,29 +890,51 @@ pub fn encode_reader(
     };
 
     let started = std::time::Instant::now();
-    // Reader on this thread, `threads` workers encoding batches.
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(threads * 2);
-    let batch_rx = Mutex::new(batch_rx);
-    let (out_tx, out_rx) = mpsc::channel::<BatchOut>();
-    // Row buffers go back to the reader for reuse, so steady state allocates nothing per row.
-    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<csv::ByteRecord>>();
+    let read_err =
+        |e: std::io::Error| Error::input(input, format!("line 0: cannot be read as CSV: {e}"));
+    let words = schema.words();
+    let nseg = schema.segments.len();
+    let ntok = schema.tokens.len();
+
+    // Encoded rows are written straight into output space sized from the first block's rows
+    // per byte (untouched space costs no memory); blocks past it bring their own.
+    let first = blocks.next_block(Vec::new()).map_err(read_err)?;
+    let room = match &first {
+        Some(b) if b.rows > 0 && b.len > 0 => {
+            let est = input_bytes as f64 / b.len as f64 * b.rows as f64 * 1.25;
+            (est.min(MAX_SHARED_ROWS as f64) as usize).max(b.rows)
+        }
+        _ => 0,
+    };
+    let mut filters = vec![0u64; room * words];
+    let mut popcounts = vec![0u16; room * (nseg + 1)];
+    let mut tokens = vec![0u64; room * ntok];
+
+    // Reader on this thread, `threads` workers encoding blocks.
+    let (out_tx, out_rx) = mpsc::channel::<BlockOut>();
+    // Block buffers go back to the reader for reuse.
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
     let mut rows_read = 0u64;
+    let mut block_rows: Vec<usize> = Vec::new();
     let read_result: Result<()> = std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job<'_>>(threads * 2);
+        let job_rx = std::sync::Arc::new(Mutex::new(job_rx));
         for _ in 0..threads {
             let out_tx = out_tx.clone();
             let recycle_tx = recycle_tx.clone();
-            let batch_rx = &batch_rx;
+            let job_rx = job_rx.clone();
             let plan = &plan;
             scope.spawn(move || {
                 let mut w = Worker::new(plan);
+                let mut parser = RecordParser::new(plan.map.delimiter);
                 loop {
-                    let next = match batch_rx.lock() {
+                    let next = match job_rx.lock() {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
-                    let Ok(mut batch) = next else { return };
-                    let out = w.run(&batch);
-                    let _ = recycle_tx.send(std::mem::take(&mut batch.records));
+                    let Ok(job) = next else { return };
+                    let (out, data) = w.run(job, &mut parser);
+                    let _ = recycle_tx.send(data);
                     if out_tx.send(out).is_err() {
                         return;
                     }
@@ -876,64 +942,68 @@ pub fn encode_reader(
             });
         }
         drop(out_tx);
-        drop(recycle_tx);
         let mut index = 0;
         let mut last_progress = 0u64;
-        loop {
-            let mut records = recycle_rx
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(BATCH_ROWS));
-            records.resize_with(BATCH_ROWS, csv::ByteRecord::new);
-            let mut lines = Vec::with_capacity(BATCH_ROWS);
+        let (mut rest_f, mut rest_p, mut rest_t) = (
+            filters.as_mut_slice(),
+            popcounts.as_mut_slice(),
+            tokens.as_mut_slice(),
+        );
+        let mut shared = true;
+        let mut next = first;
+        while let Some(block) = next.take() {
+            let n = block.rows;
+            let last = block.last;
+            shared &= n * words <= rest_f.len()
+                && n * (nseg + 1) <= rest_p.len()
+                && n * ntok <= rest_t.len();
+            let dest = if shared {
+                let (f, rf) = std::mem::take(&mut rest_f).split_at_mut(n * words);
+                let (p, rp) = std::mem::take(&mut rest_p).split_at_mut(n * (nseg + 1));
+                let (t, rt) = std::mem::take(&mut rest_t).split_at_mut(n * ntok);
+                (rest_f, rest_p, rest_t) = (rf, rp, rt);
+                Some(Dest {
+                    filters: f,
+                    popcounts: p,
+                    tokens: t,
+                })
+            } else {
+                None
+            };
             let first_row = rows_read + 1;
-            let mut n = 0;
-            while n < BATCH_ROWS {
-                let rec = &mut records[n];
-                let more = rdr.read_byte_record(rec).map_err(|e| {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    Error::input(input, format!("line {line}: cannot be read as CSV: {e}"))
-                })?;
-                if !more {
-                    break;
-                }
-                lines.push(rec.position().map(|p| p.line()).unwrap_or(0));
-                n += 1;
-                rows_read += 1;
-            }
-            records.truncate(n);
-            if records.is_empty() {
-                break;
-            }
-            if let Some(p) = opts.progress {
-                let pos = rdr.position().byte();
-                if pos - last_progress > (4 << 20) {
-                    p(pos);
-                    last_progress = pos;
-                }
-            }
-            let full = records.len() == BATCH_ROWS;
-            if batch_tx
-                .send(Batch {
+            rows_read += n as u64;
+            block_rows.push(n);
+            if job_tx
+                .send(Job {
                     index,
                     first_row,
-                    lines,
-                    records,
+                    block,
+                    dest,
                 })
                 .is_err()
             {
                 break;
             }
             index += 1;
-            if !full {
+            if let Some(p) = opts.progress {
+                if blocks.bytes - last_progress > (4 << 20) {
+                    p(blocks.bytes);
+                    last_progress = blocks.bytes;
+                }
+            }
+            if last {
                 break;
             }
+            let buf = recycle_rx.try_recv().unwrap_or_default();
+            next = blocks.next_block(buf).map_err(read_err)?;
         }
-        drop(batch_tx);
+        drop(job_tx);
         Ok(())
     });
+    drop(recycle_tx);
     read_result?;
-    drop(rdr);
-    let mut outs: Vec<BatchOut> = out_rx.iter().collect();
+    drop(blocks);
+    let mut outs: Vec<BlockOut> = out_rx.iter().collect();
     outs.sort_by_key(|b| b.index);
     if let Some(p) = opts.progress {
         p(hashing.bytes);
@@ -944,56 +1014,54 @@ pub fn encode_reader(
             "has a header row but no data rows: is the export empty?",
         ));
     }
+    if outs.len() != block_rows.len() || outs.iter().zip(&block_rows).any(|(o, &n)| o.rows != n) {
+        return Err(Error::input(
+            input,
+            "internal error: rows were lost between reading and encoding; please report this",
+        ));
+    }
     let input_sha256 = hex::encode(hashing.ctx.finish().as_ref());
     let read_and_encode = started.elapsed().as_secs_f64();
 
     // Assemble in row order; duplicates of a record id are rejected (first occurrence wins).
-    // Pass 1 finds duplicates by borrowing the ids; pass 2 moves everything into place and frees
-    // each batch as it goes, so peak memory stays near one copy of the output.
-    let words = schema.words();
-    let nseg = schema.segments.len();
-    let mut duplicate_of: Vec<Vec<Option<u64>>> = Vec::with_capacity(outs.len());
     let mut kept = 0usize;
-    let mut kept_tokens = 0usize;
+    let mut duplicate_of: Vec<Vec<(usize, u64)>> = Vec::with_capacity(outs.len());
     {
         let mut seen: FxHashMap<&str, u64> = FxHashMap::with_hasher(Default::default());
         seen.reserve(rows_read as usize);
         for b in &outs {
-            let first_row = b.index as u64 * BATCH_ROWS as u64 + 1;
-            let mut dups = vec![None; b.rows.len()];
-            for (k, r) in b.rows.iter().enumerate() {
-                if let RowOut::Encoded {
-                    id,
-                    original_id,
-                    tokens,
-                    ..
-                } = r
-                {
-                    let local_id = original_id.as_deref().unwrap_or(id);
-                    match seen.entry(local_id) {
-                        std::collections::hash_map::Entry::Occupied(e) => dups[k] = Some(*e.get()),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(first_row + k as u64);
-                            kept += 1;
-                            kept_tokens += *tokens as usize;
-                        }
+            let mut dups = Vec::new();
+            for (e, id) in b.ids.iter().enumerate() {
+                let local_id = if plan.opaque_ids {
+                    b.original_ids[e].as_str()
+                } else {
+                    id.as_str()
+                };
+                let row = b.first_row + u64::from(b.offsets[e]);
+                match seen.entry(local_id) {
+                    std::collections::hash_map::Entry::Occupied(o) => dups.push((e, *o.get())),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(row);
+                        kept += 1;
                     }
                 }
             }
             duplicate_of.push(dups);
         }
     }
-    let mut records = Records::new(words, nseg);
-    records.ids.reserve(kept);
-    records.filters.reserve(kept * words);
-    records.popcounts.reserve(kept * (nseg + 1));
-    records.token_offsets.reserve(kept);
-    records.tokens.reserve(kept_tokens);
+
+    // Move kept rows down into place (nothing moves when no row was rejected).
+    let mut ids = Vec::with_capacity(kept);
+    let mut token_offsets = Vec::with_capacity(kept + 1);
+    token_offsets.push(0u32);
     let mut rejects = Vec::new();
     let mut stats = plan.stats_template();
     let mut seen_refs: FxHashMap<String, ()> = FxHashMap::with_hasher(Default::default());
     let mut opaque_map = Vec::new();
     let id_col = plan.header[plan.id_column].clone();
+    let (mut j, mut tj) = (0usize, 0usize); // rows and tokens kept so far
+    let (mut region_rows, mut shared_done) = (0usize, false);
+    let pw = nseg + 1;
     for (b, dups) in outs.into_iter().zip(duplicate_of) {
         for (s, bs) in stats.iter_mut().zip(&b.stats) {
             s.present += bs.present;
@@ -1002,48 +1070,96 @@ pub fn encode_reader(
                 *s.invalid.entry(k.clone()).or_default() += v;
             }
         }
-        let (mut fi, mut ti) = (0usize, 0usize);
-        let first_row = b.index as u64 * BATCH_ROWS as u64 + 1;
-        for (k, r) in b.rows.into_iter().enumerate() {
-            match r {
-                RowOut::Rejected(rej) => rejects.push(rej),
-                RowOut::Encoded {
-                    id,
-                    original_id,
-                    tokens,
-                    line,
-                } => {
-                    let f = &b.filters[fi * words..(fi + 1) * words];
-                    let pc = &b.popcounts[fi * (nseg + 1)..(fi + 1) * (nseg + 1)];
-                    let toks = &b.tokens[ti..ti + tokens as usize];
-                    fi += 1;
-                    ti += tokens as usize;
-                    if let Some(first) = dups[k] {
-                        rejects.push(Reject {
-                            row: first_row + k as u64,
-                            line,
-                            column: Some(id_col.clone()),
-                            field: None,
-                            reason: "duplicate_record_id",
-                            detail: format!("record id already used by row {first}"),
-                        });
-                        continue;
+        rejects.extend(b.rejects);
+        let BlockOut {
+            rows,
+            ids: bids,
+            original_ids,
+            offsets,
+            lines,
+            token_counts,
+            own,
+            first_row,
+            ..
+        } = b;
+        if own.is_some() && !shared_done {
+            filters.truncate(j * words);
+            popcounts.truncate(j * pw);
+            tokens.truncate(tj);
+            shared_done = true;
+        }
+        let mut dup_iter = dups.into_iter().peekable();
+        let mut originals = original_ids.into_iter();
+        let mut t_src = 0usize; // token offset within the block's token space
+        for (e, id) in bids.into_iter().enumerate() {
+            let tc = usize::from(token_counts[e]);
+            let original = if plan.opaque_ids {
+                originals.next()
+            } else {
+                None
+            };
+            if let Some((_, first)) = dup_iter.next_if(|&(de, _)| de == e) {
+                rejects.push(Reject {
+                    row: first_row + u64::from(offsets[e]),
+                    line: lines[e],
+                    column: Some(id_col.clone()),
+                    field: None,
+                    reason: "duplicate_record_id",
+                    detail: format!("record id already used by row {first}"),
+                });
+                t_src += tc;
+                continue;
+            }
+            if let Some(orig) = original {
+                if seen_refs.insert(id.clone(), ()).is_some() {
+                    return Err(Error::input(
+                        input,
+                        "two record ids map to the same opaque reference (a 64-bit \
+                         collision); re-run without --opaque-ids and report this",
+                    ));
+                }
+                opaque_map.push((id.clone(), orig));
+            }
+            match &own {
+                None => {
+                    let src = region_rows + e;
+                    if src != j {
+                        filters.copy_within(src * words..(src + 1) * words, j * words);
+                        popcounts.copy_within(src * pw..(src + 1) * pw, j * pw);
                     }
-                    if let Some(orig) = original_id {
-                        if seen_refs.insert(id.clone(), ()).is_some() {
-                            return Err(Error::input(
-                                input,
-                                "two record ids map to the same opaque reference (a 64-bit \
-                                 collision); re-run without --opaque-ids and report this",
-                            ));
-                        }
-                        opaque_map.push((id.clone(), orig));
+                    let ts = region_rows * ntok + t_src;
+                    if ts != tj {
+                        tokens.copy_within(ts..ts + tc, tj);
                     }
-                    records.push(id, f, pc, toks);
+                }
+                Some(o) => {
+                    filters.extend_from_slice(&o.filters[e * words..(e + 1) * words]);
+                    popcounts.extend_from_slice(&o.popcounts[e * pw..(e + 1) * pw]);
+                    tokens.extend_from_slice(&o.tokens[t_src..t_src + tc]);
                 }
             }
+            t_src += tc;
+            j += 1;
+            tj += tc;
+            ids.push(id);
+            token_offsets.push(tj as u32);
         }
+        region_rows += rows;
     }
+    if !shared_done {
+        filters.truncate(j * words);
+        popcounts.truncate(j * pw);
+        tokens.truncate(tj);
+    }
+    let records = Records {
+        words,
+        segments: nseg,
+        ids,
+        filters,
+        popcounts,
+        token_offsets,
+        tokens,
+    };
     rejects.sort_by_key(|r| r.row);
 
     let mut reject_reasons = BTreeMap::new();
