@@ -148,7 +148,7 @@ fn reforge(b: &mut [u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn mutated_files_with_valid_checksum_never_panic(
