@@ -12,6 +12,7 @@ pub mod colmap;
 pub mod date;
 pub mod encode;
 pub mod error;
+pub mod evaluate;
 pub mod format;
 pub mod fsutil;
 pub mod key;

@@ -12,9 +12,15 @@
 //! | `police.csv` | Windows-1252 | LF | `PERSON_REF,SURNAME,FIRST_NAME,MIDDLE_NAME,DOB,SEX,POSTCODE,NHS_NO` |
 //! | `education.csv` | UTF-8 with BOM | CRLF | `Pupil ID,UPN,Legal Forename,Middle Name(s),Legal Surname,Preferred Surname,DOB,Sex,Postcode` |
 //! | `truth.csv` | UTF-8 | LF | `entity_id,agency,record_id` |
+//! | `twins.csv` | UTF-8 | LF | `entity_a,entity_b` |
 //!
 //! plus one column map per agency (`health.toml`, `police.toml`,
 //! `education.toml`) telling the encoder how to read each export.
+//! `truth.csv` gives every record's true entity (child); `twins.csv` has one
+//! row per unordered pair of children born in the same multiple birth
+//! (`entity_a` < `entity_b`, sorted; a set of triplets gives three rows),
+//! whether or not an agency holds a record of them, for measuring false
+//! merges of twins.
 //!
 //! Records are corrupted the way real ones are (nicknames, typos, swapped
 //! names, changed surnames, swapped day/month, stale addresses, missing and
@@ -204,7 +210,7 @@ pub struct SynthSummary {
     pub rows: Vec<(String, usize)>,
     /// Pairs of children born in the same multiple birth (a set of triplets counts 3 pairs).
     pub twins_pairs: usize,
-    /// Every file written: the three exports, `truth.csv`, the three column maps.
+    /// Every file written: the three exports, `truth.csv`, `twins.csv`, the three column maps.
     pub files: Vec<PathBuf>,
 }
 
@@ -265,10 +271,12 @@ pub const EDUCATION_HEADERS: [&str; 9] = [
 ];
 /// Header of `truth.csv`.
 pub const TRUTH_HEADERS: [&str; 3] = ["entity_id", "agency", "record_id"];
+/// Header of `twins.csv`.
+pub const TWINS_HEADERS: [&str; 2] = ["entity_a", "entity_b"];
 
 /// Generates a synthetic population of `cfg.children` children and writes
-/// `health.csv`, `police.csv`, `education.csv`, `truth.csv` and the column
-/// maps `health.toml`, `police.toml`, `education.toml` into `out_dir`
+/// `health.csv`, `police.csv`, `education.csv`, `truth.csv`, `twins.csv` and
+/// the column maps `health.toml`, `police.toml`, `education.toml` into `out_dir`
 /// (created if missing; existing files are overwritten).
 pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthSummary, SynthError> {
     let as_of = validate(cfg)?;
@@ -277,7 +285,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthSummary, Synth
     let pop = Population::build(cfg, as_of, &tables);
 
     let mut truth: Vec<(u32, u8, String)> = Vec::with_capacity(cfg.children * 17 / 10 + 16);
-    let mut files = Vec::with_capacity(7);
+    let mut files = Vec::with_capacity(8);
     let mut rows = Vec::with_capacity(3);
     for agency in [Agency::Health, Agency::Police, Agency::Education] {
         let mut rng = stream_rng(cfg.seed, 100 + agency as u64);
@@ -289,6 +297,9 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<SynthSummary, Synth
     let truth_path = out_dir.join("truth.csv");
     write_truth(&pop, &mut truth, &truth_path)?;
     files.push(truth_path);
+    let twins_path = out_dir.join("twins.csv");
+    write_twins(&pop, &twins_path)?;
+    files.push(twins_path);
     files.extend(write_column_maps(out_dir)?);
 
     Ok(SynthSummary {
@@ -957,6 +968,9 @@ struct Population {
     children: Vec<Child>,
     postcodes: Vec<String>,
     twin_pairs: usize,
+    /// `(first child, children)` of every multiple birth, in child order; the
+    /// children of one birth are consecutive.
+    multiple_births: Vec<(u32, u8)>,
     as_of: i32,
     entity_width: usize,
 }
@@ -1070,6 +1084,7 @@ impl Population {
         let mut households: Vec<Household> = Vec::with_capacity(est_households);
         let mut children: Vec<Child> = Vec::with_capacity(n);
         let mut twin_pairs = 0usize;
+        let mut multiple_births: Vec<(u32, u8)> = Vec::new();
         let mut used: Vec<&'static str> = Vec::with_capacity(8);
         while children.len() < n {
             let culture = t.culture_pick.sample(&mut rng) as u8;
@@ -1180,6 +1195,9 @@ impl Population {
                     });
                 }
                 twin_pairs += mult * (mult - 1) / 2;
+                if mult > 1 {
+                    multiple_births.push((birth_start as u32, mult as u8));
+                }
             }
             if children.len() > first_child {
                 households.push(Household {
@@ -1293,6 +1311,7 @@ impl Population {
             children,
             postcodes,
             twin_pairs,
+            multiple_births,
             as_of,
             entity_width,
         }
@@ -2268,6 +2287,24 @@ fn write_truth(
     out.flush().map_err(|e| io_err(path, e))
 }
 
+/// Writes `twins.csv`: one row per unordered pair of children of the same
+/// multiple birth, smaller entity id first, rows sorted (entity ids are
+/// fixed-width, so text order is child order).
+fn write_twins(pop: &Population, path: &Path) -> Result<(), SynthError> {
+    let mut text: Vec<u8> = Vec::with_capacity(32 + pop.twin_pairs * 20);
+    push_row(&mut text, &TWINS_HEADERS, b"\n");
+    let w = pop.entity_width;
+    for &(first, mult) in &pop.multiple_births {
+        let last = first + u32::from(mult);
+        for a in first..last {
+            for b in a + 1..last {
+                writeln!(text, "E{:0w$},E{:0w$}", a + 1, b + 1).map_err(|e| io_err(path, e))?;
+            }
+        }
+    }
+    fs::write(path, &text).map_err(|e| io_err(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2507,7 +2544,8 @@ mod tests {
         for n in [0, 1, 2, 5] {
             let out = run(&SynthConfig::new(n, 5));
             assert_eq!(out.summary.children, n);
-            assert_eq!(out.summary.files.len(), 7);
+            assert_eq!(out.summary.files.len(), 8);
+            assert!(out.bytes["twins.csv"].starts_with(b"entity_a,entity_b\n"));
             let truth = parse_csv(std::str::from_utf8(&out.bytes["truth.csv"]).unwrap());
             let rows: usize = out.summary.rows.iter().map(|r| r.1).sum();
             assert_eq!(truth.len() - 1, rows);
@@ -2823,6 +2861,17 @@ mod tests {
         let twin_sets: Vec<&Vec<&Child>> = births.values().filter(|v| v.len() > 1).collect();
         let pairs: usize = twin_sets.iter().map(|v| v.len() * (v.len() - 1) / 2).sum();
         assert_eq!(pairs, s.twins_pairs);
+        // twins.csv lists exactly those pairs, smaller id first, sorted.
+        let twins = parse_csv(std::str::from_utf8(&out.bytes["twins.csv"]).unwrap());
+        assert_eq!(twins[0], TWINS_HEADERS);
+        assert_eq!(twins.len() - 1, s.twins_pairs);
+        assert!(twins[1..].windows(2).all(|w| w[0] < w[1]));
+        for r in &twins[1..] {
+            assert!(r[0] < r[1], "{r:?}");
+            let child = |e: &str| &pop.children[e[1..].parse::<usize>().unwrap() - 1];
+            let (a, b) = (child(&r[0]), child(&r[1]));
+            assert_eq!((a.hh, a.dob), (b.hh, b.dob), "{r:?}");
+        }
         assert!(twin_sets.iter().all(|v| v[0].given != v[1].given));
         let twin_children: usize = twin_sets.iter().map(|v| v.len()).sum();
         let twin_share = twin_children as f64 / n;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod encode;
+mod evaluate;
 mod inspect;
 mod keycmd;
 mod matchcmd;
@@ -43,6 +44,8 @@ enum Command {
     Encode(encode::EncodeArgs),
     /// Link the encoding files of two or more agencies (linkage unit; takes no key).
     Match(matchcmd::MatchArgs),
+    /// Measure a link table against a truth file: precision, recall, F1, cluster exactness, twins.
+    Evaluate(evaluate::EvaluateArgs),
     /// Show an encoding file's header, counts and statistics, after checking it.
     Inspect(inspect::InspectArgs),
     /// Generate synthetic health, police and education exports with a truth file.
@@ -63,6 +66,7 @@ pub fn main() -> i32 {
         Command::Key(c) => keycmd::run(c),
         Command::Schema(c) => schemacmd::run(c),
         Command::Encode(a) => encode::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Match(a) => matchcmd::run(a),
         Command::Synth(a) => synth::run(a),
