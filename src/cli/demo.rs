@@ -107,12 +107,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             .collect(),
         out.clone(),
     ))?;
-    say(format!(
-        "\n5. Each agency gets back links-<agency>.csv (its own record ids → link ids). The \
-         synthetic population's truth file lets us check the result:\n   bloomlink evaluate \
-         --truth {} {}",
-        data.join("truth.csv").display(),
-        out.join("links.csv").display()
+    say(
+        "\n5. Each agency gets back links-<agency>.csv (its own record ids → link ids). Here, \
+         and only here, a truth file exists, so we can measure the result:\n"
+            .into(),
+    )?;
+    super::evaluate::run(super::evaluate::EvaluateArgs::for_demo(
+        data.join("truth.csv"),
+        out.join("links.csv"),
+        data.join("twins.csv"),
     ))?;
     if a.keep.is_none() {
         say(

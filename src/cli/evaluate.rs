@@ -31,6 +31,19 @@ pub struct EvaluateArgs {
     pub json: bool,
 }
 
+impl EvaluateArgs {
+    /// Default evaluation with a twins file, for `demo`.
+    pub fn for_demo(truth: PathBuf, links: PathBuf, twins: PathBuf) -> EvaluateArgs {
+        EvaluateArgs {
+            links,
+            truth,
+            twins: Some(twins),
+            status: Status::Match,
+            json: false,
+        }
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Links of status `match` only.

@@ -65,8 +65,8 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         ));
     }
     t.push_str(&format!(
-        "  twin pairs {}\n  truth file truth.csv (entity_id,agency,record_id); column maps \
-         health.toml, police.toml, education.toml\n  All names, dates, postcodes and identifiers \
+        "  twin pairs {}\n  truth file truth.csv (entity_id,agency,record_id), twins.csv \
+         (entity_a,entity_b); column maps health.toml, police.toml, education.toml\n  All names, dates, postcodes and identifiers \
          are fictitious.\n",
         thousands(s.twins_pairs as u64)
     ));
