@@ -1019,4 +1019,25 @@ mod tests {
         assert!(verify(&log, Some(&v.head)).is_ok());
         assert!(verify(&log, Some(GENESIS)).is_err());
     }
+
+    /// Floats (thresholds, rates) must survive parse and re-serialisation bit for bit, or a
+    /// verify would call an untouched entry edited.
+    #[test]
+    fn floats_round_trip_through_the_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("f.jsonl");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20 {
+            let mut ev = Event::new("test.float");
+            for j in 0..50 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let f = (x >> 11) as f64 / (1u64 << 53) as f64;
+                ev.counts.insert(format!("f{j}"), f.into());
+            }
+            append(&log, &ev).expect("append");
+        }
+        assert_eq!(verify(&log, None).expect("verify").entries, 20);
+    }
 }

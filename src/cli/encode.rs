@@ -90,6 +90,8 @@ struct Summary<'a> {
 
 pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     let log = super::auditcmd::log_path(audit_log, &a.output);
+    // A missing output directory is reported as such, not as an unwritable audit log.
+    bloomlink::fsutil::check_output(&a.output, bloomlink::fsutil::Overwrite::Replace)?;
     super::auditcmd::precheck(&log)?;
     let mut ev = Event::new("encode");
     ev.inputs.push(FileRef {

@@ -71,6 +71,8 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
     match cmd {
         KeyCommand::New { ref output, .. } => {
             let log = super::auditcmd::log_path(audit_log, output);
+            // A missing output directory is reported as such, not as an unwritable audit log.
+            bloomlink::fsutil::check_output(output, bloomlink::fsutil::Overwrite::Replace)?;
             super::auditcmd::precheck(&log)?;
             let mut ev = Event::new("key.new");
             ev.outputs.push(key_file(output));
