@@ -98,6 +98,31 @@ pub enum Error {
     /// Invalid options or option combinations.
     #[error("{0}")]
     Usage(String),
+
+    /// The audit log cannot be appended to (it exists but its end is not a complete entry).
+    #[error("audit log {path}: {problem}")]
+    AuditWrite {
+        /// The audit log.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
+    /// An audit log's hash chain is broken: an entry was edited, removed, reordered, truncated
+    /// or appended from another log.
+    #[error("audit log {path}: line {line}{}: {kind}: {problem}", seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
+    AuditChain {
+        /// The audit log.
+        path: PathBuf,
+        /// Line number (from 1) of the first bad entry.
+        line: usize,
+        /// Its sequence number, when readable.
+        seq: Option<u64>,
+        /// `edited`, `removed`, `reordered`, `truncated`, `foreign` or `malformed`.
+        kind: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl Error {
@@ -140,6 +165,7 @@ impl Error {
             Error::TooManyRejects { .. } => 3,
             Error::Key { .. } => 4,
             Error::Format { .. } => 5,
+            Error::AuditChain { .. } => 6,
             _ => 1,
         }
     }

@@ -235,6 +235,23 @@ impl LinkageKey {
         parse_key_text(path, text)
     }
 
+    /// The fingerprint a key file *claims* in its `# fingerprint:` comment line, read without
+    /// loading or checking the secret (for recording a refused key in the audit log). Not
+    /// verified: a mangled or forged file can claim anything.
+    pub fn claimed_fingerprint(path: &Path) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        if meta.len() > 64 * 1024 {
+            return None;
+        }
+        let bytes = Zeroizing::new(std::fs::read(path).ok()?);
+        let text = std::str::from_utf8(&bytes).ok()?;
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# fingerprint:"))
+            .map(str::trim)
+            .find(|f| !f.is_empty() && f.len() <= 64 && f.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+    }
+
     /// Derives a 256-bit HMAC key for one purpose (`label`) with HKDF-SHA256.
     pub fn subkey(&self, label: &str) -> hmac::Key {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod colmap;
 pub mod date;
 pub mod encode;

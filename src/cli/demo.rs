@@ -100,13 +100,16 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     )?;
     say("\n4. The linkage unit links the three encodings, without the key.\n".into())?;
     let out = dir.join("links");
-    super::matchcmd::run(super::matchcmd::MatchArgs::for_demo(
-        ["health", "police", "education"]
-            .iter()
-            .map(|a| dir.join(format!("{a}.clk")))
-            .collect(),
-        out.clone(),
-    ))?;
+    super::matchcmd::run(
+        super::matchcmd::MatchArgs::for_demo(
+            ["health", "police", "education"]
+                .iter()
+                .map(|a| dir.join(format!("{a}.clk")))
+                .collect(),
+            out.clone(),
+        ),
+        Some(&dir.join(bloomlink::audit::DEFAULT_FILE_NAME)),
+    )?;
     say(
         "\n5. Each agency gets back links-<agency>.csv (its own record ids → link ids). Here, \
          and only here, a truth file exists, so we can measure the result:\n"

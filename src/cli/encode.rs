@@ -1,10 +1,11 @@
 //! `bloomlink encode`
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use bloomlink::audit::{Event, FileRef};
 use bloomlink::colmap::ColumnMap;
 use bloomlink::date::Date;
 use bloomlink::encode::{self, EncodeOptions, EncodeReport, Reject};
@@ -87,7 +88,40 @@ struct Summary<'a> {
     report: &'a EncodeReport,
 }
 
-pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
+pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    let log = super::auditcmd::log_path(audit_log, &a.output);
+    // A missing output directory is reported as such, not as an unwritable audit log.
+    bloomlink::fsutil::check_output(&a.output, bloomlink::fsutil::Overwrite::Replace)?;
+    super::auditcmd::precheck(&log)?;
+    let mut ev = Event::new("encode");
+    ev.inputs.push(FileRef {
+        path: a.input.display().to_string(),
+        ..FileRef::default()
+    });
+    let o = &mut ev.options;
+    o.insert("allow_expired".into(), a.allow_expired.into());
+    o.insert("force".into(), a.force.into());
+    o.insert("max_reject_rate".into(), a.max_reject_rate.into());
+    o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
+    o.insert(
+        "schema".into(),
+        a.schema
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in".into())
+            .into(),
+    );
+    o.insert("columns".into(), a.columns.display().to_string().into());
+    let result = encode(&a, &mut ev);
+    if result.is_err() && ev.key_fingerprint.is_none() {
+        ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.key);
+    }
+    let text = super::auditcmd::record(&log, ev, result)?;
+    output::print(&text)
+}
+
+/// Does the encode, noting in `ev` what the audit entry needs; returns the text to print.
+fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
     let start = Instant::now();
     let overwrite = if a.force {
         Overwrite::Replace
@@ -119,11 +153,17 @@ pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
     let key = LinkageKey::load(&a.key, expiry)?;
     let today = Date::today_utc();
     let expired_override = key.info().is_expired(today);
+    ev.key_fingerprint = Some(key.info().fingerprint.clone());
+    ev.key_epoch = Some(key.info().epoch);
+    ev.options
+        .insert("key_expired_override".into(), expired_override.into());
     let schema = match &a.schema {
         Some(p) => Schema::load(p)?,
         None => Schema::default_uk(),
     };
+    ev.schema_digest = Some(schema.digest.clone());
     let map = ColumnMap::load(&a.columns)?;
+    ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;
     if key.info().purpose == "demo" && !a.json {
         eprintln!(
@@ -153,7 +193,16 @@ pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
     let mut encoded = encoded?;
 
     let report = &encoded.report;
+    ev.inputs[0].sha256 = Some(report.input_sha256.clone());
+    for (k, v) in [
+        ("rows_read", report.rows_read),
+        ("encoded", report.encoded),
+        ("rejected", report.rejected),
+    ] {
+        ev.counts.insert(k.into(), v.into());
+    }
     write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
+    ev.outputs.push(FileRef::hashed(&rejects_path));
     let rate = if report.rows_read == 0 {
         0.0
     } else {
@@ -196,9 +245,12 @@ pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
             Ok(())
         })
         .with_context(|| "cannot write the opaque id map")?;
+        ev.outputs.push(FileRef::hashed(m));
     }
     let write_start = Instant::now();
     let written = format::write(&a.output, &header, &encoded.records, overwrite)?;
+    ev.outputs
+        .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
     encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
     let report = &encoded.report;
     let secs = start.elapsed().as_secs_f64();
@@ -217,9 +269,9 @@ pub fn run(a: EncodeArgs) -> anyhow::Result<()> {
         report,
     };
     if a.json {
-        output::print_json(&summary)
+        Ok(serde_json::to_string_pretty(&summary)? + "\n")
     } else {
-        output::print(&human_summary(&summary))
+        Ok(human_summary(&summary))
     }
 }
 

@@ -1,10 +1,11 @@
 //! `bloomlink key …`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bloomlink::audit::{Event, FileRef, KeyFacts};
 use bloomlink::date::Date;
-use bloomlink::key::{LinkageKey, NewKey};
+use bloomlink::key::{KeyInfo, LinkageKey, NewKey};
 use clap::Subcommand;
 
 use super::output;
@@ -43,7 +44,69 @@ fn parse_date(s: &str) -> Result<Date, String> {
     Date::parse_iso(s).ok_or_else(|| "expected a date as YYYY-MM-DD".to_string())
 }
 
-pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
+fn facts(info: &KeyInfo) -> KeyFacts {
+    KeyFacts {
+        partnership: info.partnership.clone(),
+        purpose: info.purpose.clone(),
+        created: info.created.clone(),
+        expires: info.expires.to_string(),
+    }
+}
+
+fn note_key(ev: &mut Event, info: &KeyInfo) {
+    ev.key_fingerprint = Some(info.fingerprint.clone());
+    ev.key_epoch = Some(info.epoch);
+    ev.key_info = Some(facts(info));
+}
+
+/// A key file in the log: its path only (no digest of a file holding the secret).
+fn key_file(path: &Path) -> FileRef {
+    FileRef {
+        path: path.display().to_string(),
+        ..FileRef::default()
+    }
+}
+
+pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    match cmd {
+        KeyCommand::New { ref output, .. } => {
+            let log = super::auditcmd::log_path(audit_log, output);
+            // A missing output directory is reported as such, not as an unwritable audit log.
+            bloomlink::fsutil::check_output(output, bloomlink::fsutil::Overwrite::Replace)?;
+            super::auditcmd::precheck(&log)?;
+            let mut ev = Event::new("key.new");
+            ev.outputs.push(key_file(output));
+            let result = run_key(cmd, &mut ev);
+            super::auditcmd::record(&log, ev, result)
+        }
+        KeyCommand::Show { ref file, .. } => {
+            // Showing a key does not change anything: a log that cannot be written is a warning.
+            let log = super::auditcmd::log_path(audit_log, file);
+            let mut ev = Event::new("key.show");
+            ev.inputs.push(key_file(file));
+            let path = file.clone();
+            let result = run_key(cmd, &mut ev);
+            if result.is_err() {
+                ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&path);
+            }
+            match result {
+                Ok(()) => {
+                    if let Err(e) = bloomlink::audit::append(&log, &ev) {
+                        eprintln!(
+                            "warning: this key show could not be recorded in the audit log {}: \
+                             {e}",
+                            log.display()
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => super::auditcmd::record(&log, ev, Err(e)),
+            }
+        }
+    }
+}
+
+fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
     match cmd {
         KeyCommand::New {
             output: path,
@@ -60,6 +123,7 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
             })?;
             key.save(&path)?;
             let info = key.info();
+            note_key(ev, info);
             if json {
                 output::print_json(&serde_json::json!({ "file": path, "key": info }))
             } else {
@@ -78,6 +142,7 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
             let key = LinkageKey::load_unchecked_expiry(&file)
                 .with_context(|| "cannot show the key".to_string())?;
             let info = key.info();
+            note_key(ev, info);
             let today = Date::today_utc();
             let status = if info.is_expired(today) {
                 format!("EXPIRED on {}", info.expires)

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bloomlink::audit::{Event, FileRef};
+use bloomlink::format::EncodingFile;
 use bloomlink::linkage::block::{self, BlockOptions, Method};
 use bloomlink::linkage::cluster::{self, Edge, Status};
 use bloomlink::linkage::score::{self, Features};
@@ -140,7 +142,65 @@ struct Report {
     seconds: Seconds,
 }
 
-pub fn run(a: MatchArgs) -> anyhow::Result<()> {
+pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    let log = super::auditcmd::log_path(audit_log, &a.output);
+    // A missing output directory is reported as such, not as an unwritable audit log.
+    bloomlink::fsutil::check_output(&a.output, bloomlink::fsutil::Overwrite::Replace)?;
+    super::auditcmd::precheck(&log)?;
+    let mut ev = Event::new("match");
+    let o = &mut ev.options;
+    o.insert("threshold".into(), a.threshold.into());
+    o.insert("review".into(), a.review.into());
+    o.insert("dedupe".into(), a.dedupe.into());
+    o.insert("force".into(), a.force.into());
+    o.insert(
+        "candidates".into(),
+        format!("{:?}", a.candidates).to_lowercase().into(),
+    );
+    o.insert("max_block".into(), a.max_block.into());
+    o.insert("evidence_tokens".into(), a.evidence_tokens.clone().into());
+    o.insert("include_unlinked".into(), a.include_unlinked.into());
+    o.insert("key_given".into(), a.key.is_some().into());
+    ev.inputs = a.inputs.iter().map(|p| FileRef::hashed(p)).collect();
+    let result = link(&a, &mut ev);
+    if result.is_err() {
+        // Best effort: which agencies and keys the refused inputs claim.
+        for (r, p) in ev.inputs.iter_mut().zip(&a.inputs) {
+            if r.key_fingerprint.is_none() {
+                if let Ok(f) = EncodingFile::open(p) {
+                    note_input(r, &f);
+                }
+            }
+        }
+    }
+    note_common_key(&mut ev);
+    let text = super::auditcmd::record(&log, ev, result)?;
+    output::print(&text)
+}
+
+fn note_input(r: &mut FileRef, f: &EncodingFile) {
+    r.agency = Some(f.header().agency.clone());
+    r.key_fingerprint = Some(f.header().key_fingerprint.clone());
+    r.key_epoch = Some(f.header().key_epoch);
+}
+
+/// Sets the entry's key and schema when all inputs agree on them.
+fn note_common_key(ev: &mut Event) {
+    let fps: std::collections::BTreeSet<(&str, u32)> = ev
+        .inputs
+        .iter()
+        .filter_map(|i| Some((i.key_fingerprint.as_deref()?, i.key_epoch?)))
+        .collect();
+    if fps.len() == 1 {
+        if let Some((fp, epoch)) = fps.into_iter().next() {
+            ev.key_fingerprint = Some(fp.to_string());
+            ev.key_epoch = Some(epoch);
+        }
+    }
+}
+
+/// Runs the match job, noting in `ev` what the audit entry needs; returns the text to print.
+fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     if a.key.is_some() {
         return Err(Error::Usage(
             "match takes no key: the linkage unit must never hold the linkage key (whoever has \
@@ -152,9 +212,26 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut secs = Seconds::default();
     if a.output.exists() && !a.force {
-        return Err(Error::OutputExists { path: a.output }.into());
+        return Err(Error::OutputExists {
+            path: a.output.clone(),
+        }
+        .into());
     }
     let inputs = Inputs::open(&a.inputs, InputPolicy { dedupe: a.dedupe })?;
+    for f in inputs.files() {
+        if let Some(r) = ev
+            .inputs
+            .iter_mut()
+            .zip(&a.inputs)
+            .find(|(_, p)| p.as_path() == f.path())
+            .map(|(r, _)| r)
+        {
+            note_input(r, f);
+        }
+        if ev.schema_digest.is_none() {
+            ev.schema_digest = Some(f.header().schema_digest.clone());
+        }
+    }
     secs.open = t0.elapsed().as_secs_f64();
     let kernel = Kernel::detect();
 
@@ -467,10 +544,42 @@ pub fn run(a: MatchArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, &a.output).map_err(|e| Error::io(&a.output, e))?;
 
+    let mut names = vec!["links.csv".to_string()];
+    let agencies: std::collections::BTreeSet<&str> = inputs
+        .files()
+        .iter()
+        .map(|f| f.header().agency.as_str())
+        .collect();
+    names.extend(agencies.iter().map(|ag| format!("links-{ag}.csv")));
+    names.push("report.json".into());
+    ev.outputs = names
+        .iter()
+        .map(|n| FileRef::hashed(&a.output.join(n)))
+        .collect();
+    let c = &mut ev.counts;
+    c.insert("inputs".into(), report.inputs.len().into());
+    c.insert("records".into(), (inputs.total() as u64).into());
+    c.insert(
+        "candidate_pairs".into(),
+        (report.candidates.pairs.len() as u64).into(),
+    );
+    c.insert("pairs_scored".into(), report.pairs_scored.into());
+    c.insert("links".into(), report.links.into());
+    c.insert("records_in_review".into(), report.records_in_review.into());
+    c.insert(
+        "conflicting_pairs_refused".into(),
+        report.conflicting_pairs_refused.into(),
+    );
+    c.insert(
+        "threshold_used".into(),
+        report.operating_point.threshold.into(),
+    );
+    c.insert("review_used".into(), report.operating_point.review.into());
+
     if a.json {
-        return output::print_json(&report);
+        return Ok(serde_json::to_string_pretty(&report)? + "\n");
     }
-    output::print(&summary(&report, &a.output))
+    Ok(summary(&report, &a.output))
 }
 
 fn job_salt(inputs: &Inputs) -> Vec<u8> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod auditcmd;
 mod demo;
 mod encode;
 mod evaluate;
@@ -23,9 +24,13 @@ mod synth;
 #[command(name = "bloomlink", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows, \
-4 key refused, 5 encoding file refused.\nDocs: README.md and docs/ in the source tree."
+4 key refused, 5 encoding file refused, 6 audit log chain broken.\nDocs: README.md and docs/ in the source tree."
 )]
 pub struct Cli {
+    /// Audit log to append this command's entry to [env: BLOOMLINK_AUDIT_LOG; default:
+    /// bloomlink-audit.jsonl next to the command's main output].
+    #[arg(long, global = true, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +53,9 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Show an encoding file's header, counts and statistics, after checking it.
     Inspect(inspect::InspectArgs),
+    /// Verify, checkpoint and report on an audit log (IG lead).
+    #[command(subcommand)]
+    Audit(auditcmd::AuditCommand),
     /// Generate synthetic health, police and education exports with a truth file.
     Synth(synth::SynthArgs),
 }
@@ -61,14 +69,16 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    let log = cli.audit_log.as_deref();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
-        Command::Key(c) => keycmd::run(c),
+        Command::Key(c) => keycmd::run(c, log),
         Command::Schema(c) => schemacmd::run(c),
-        Command::Encode(a) => encode::run(a),
+        Command::Encode(a) => encode::run(a, log),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Inspect(a) => inspect::run(a),
-        Command::Match(a) => matchcmd::run(a),
+        Command::Match(a) => matchcmd::run(a, log),
+        Command::Audit(c) => auditcmd::run(c),
         Command::Synth(a) => synth::run(a),
     };
     match result {

@@ -33,6 +33,8 @@ pub fn set_mode(p: &Path, mode: u32) {
 pub fn bloomlink() -> Command {
     let mut c = Command::cargo_bin("bloomlink").unwrap();
     c.env("SOURCE_DATE_EPOCH", "1767225600");
+    // Tests write their audit entries next to their outputs, never to a log set by the caller.
+    c.env_remove("BLOOMLINK_AUDIT_LOG");
     c
 }
 

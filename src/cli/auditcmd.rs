@@ -1,0 +1,283 @@
+//! `bloomlink audit …`, and the helpers the other commands use to write their audit entries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bloomlink::audit::{self, Event, KeyReport, Notable, Outcome};
+use bloomlink::date::Date;
+use clap::Subcommand;
+
+use super::output::{self, thousands};
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute a log's hash chain: OK (exit 0), or the first bad entry (exit 6).
+    Verify {
+        /// The audit log.
+        log: PathBuf,
+        /// A head hash recorded earlier by `audit checkpoint`: it must still be in the log.
+        #[arg(long, value_name = "HASH")]
+        checkpoint: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the log, append an `audit.checkpoint` entry and print the new head hash, entry
+    /// count and time, to be recorded outside the log.
+    Checkpoint {
+        /// The audit log.
+        log: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per key: partnership, purpose, epoch, expiry; which agencies encoded with it, how many
+    /// rows, when; which match jobs used it; every refusal and override.
+    Report {
+        /// The audit log.
+        log: PathBuf,
+        /// Only activity on or after this day (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        since: Option<Date>,
+        /// Complete report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    Date::parse_iso(s).ok_or_else(|| "expected a date as YYYY-MM-DD".to_string())
+}
+
+/// Where a command's entry goes: `--audit-log`, else `$BLOOMLINK_AUDIT_LOG`, else next to the
+/// main output.
+pub fn log_path(explicit: Option<&Path>, main_output: &Path) -> PathBuf {
+    audit::resolve_path(explicit, &audit::dir_of(main_output))
+}
+
+/// Checks before any work that the log can be appended to.
+pub fn precheck(log: &Path) -> anyhow::Result<()> {
+    audit::check_appendable(log).with_context(|| {
+        format!(
+            "cannot write the audit log {} (set --audit-log or {}); nothing was done",
+            log.display(),
+            audit::ENV_VAR
+        )
+    })
+}
+
+/// Records the outcome of a command: on success the entry must be written (an error
+/// otherwise); on failure the refusal is recorded (a failure to do so is reported on stderr)
+/// and the command's own error is returned.
+pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    match result {
+        Ok(v) => {
+            audit::append(log, &ev).with_context(|| {
+                format!(
+                    "the {} completed but its audit entry could not be written to {}",
+                    ev.action,
+                    log.display()
+                )
+            })?;
+            Ok(v)
+        }
+        Err(e) => {
+            ev.refuse(format!("{e:#}"));
+            if let Err(le) = audit::append(log, &ev) {
+                eprintln!(
+                    "error: the refusal could not be recorded in the audit log {}: {le}",
+                    log.display()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify {
+            log,
+            checkpoint,
+            json,
+        } => {
+            let v = audit::verify(&log, checkpoint.as_deref())?;
+            if json {
+                output::print_json(&v)
+            } else {
+                output::print(&format!("OK: {} entries, head {}\n", v.entries, v.head))
+            }
+        }
+        AuditCommand::Checkpoint { log, json } => {
+            let before = audit::verify(&log, None)?;
+            let mut ev = Event::new("audit.checkpoint");
+            ev.counts
+                .insert("entries_before".into(), before.entries.into());
+            ev.options
+                .insert("head_before".into(), before.head.clone().into());
+            let entry = audit::append(&log, &ev)?;
+            let entries = entry.seq + 1;
+            if json {
+                output::print_json(&serde_json::json!({
+                    "log": log, "head": entry.hash, "entries": entries, "time": entry.time,
+                }))
+            } else {
+                output::print(&format!(
+                    "Checkpoint of {}\n  head     {}\n  entries  {}\n  time     {}\nRecord \
+                     these three lines outside the log (e.g. in the IG register). Later, \
+                     `bloomlink audit verify {} --checkpoint {}` proves the log up to this \
+                     point was not edited, truncated or rewritten since.\n",
+                    log.display(),
+                    entry.hash,
+                    entries,
+                    entry.time,
+                    log.display(),
+                    entry.hash
+                ))
+            }
+        }
+        AuditCommand::Report { log, since, json } => {
+            let chain = audit::verify(&log, None);
+            let entries = audit::read_entries(&log)?;
+            let since = since.map(|d| d.to_string());
+            let rep = audit::report(&entries, since.as_deref(), Date::today_utc());
+            let chain_note = match &chain {
+                Ok(v) => format!("chain OK, {} entries, head {}", v.entries, v.head),
+                Err(e) => format!("CHAIN BROKEN, do not rely on this report: {e}"),
+            };
+            if json {
+                return output::print_json(&serde_json::json!({
+                    "log": log,
+                    "chain": chain.as_ref().map(|_| "ok").unwrap_or("broken"),
+                    "chain_problem": chain.as_ref().err().map(|e| e.to_string()),
+                    "report": rep,
+                }));
+            }
+            output::print(&human_report(&log, &chain_note, &rep))
+        }
+    }
+}
+
+fn day(time: &str) -> &str {
+    time.get(..10).unwrap_or(time)
+}
+
+fn line_of(n: &Notable) -> String {
+    format!(
+        "    {} seq {:<5} {:<16} {}{}: {}\n",
+        day(&n.time),
+        n.seq,
+        n.action,
+        n.agency
+            .as_deref()
+            .map(|a| format!("{a}, "))
+            .unwrap_or_default(),
+        n.user,
+        n.what
+    )
+}
+
+fn human_key(k: &KeyReport) -> String {
+    let mut t = format!("Key {}", k.fingerprint);
+    match &k.info {
+        Some(i) => t.push_str(&format!(
+            "  {} · purpose {} · epoch {} · expires {} ({})\n",
+            i.partnership,
+            i.purpose,
+            k.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
+            i.expires,
+            k.status
+        )),
+        None => t.push_str(&format!(
+            "  epoch {} · partnership and expiry not in this log (no key new/show entry)\n",
+            k.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into())
+        )),
+    }
+    if k.agencies.is_empty() {
+        t.push_str("  encoded by: nobody (no completed encode)\n");
+    } else {
+        t.push_str("  encoded by:\n");
+        for (ag, u) in &k.agencies {
+            t.push_str(&format!(
+                "    {ag:<12} {:>3} run{}  {:>10} rows  {} … {}\n",
+                u.encodes,
+                if u.encodes == 1 { " " } else { "s" },
+                thousands(u.rows_encoded),
+                u.first.as_deref().map(day).unwrap_or("?"),
+                u.last.as_deref().map(day).unwrap_or("?"),
+            ));
+        }
+    }
+    let done: Vec<_> = k
+        .matches
+        .iter()
+        .filter(|m| m.outcome == Outcome::Done)
+        .collect();
+    if !done.is_empty() {
+        t.push_str(&format!("  match jobs: {}\n", done.len()));
+        for m in done.iter().rev().take(5).rev() {
+            t.push_str(&format!(
+                "    {} seq {:<5} {} → {} links\n",
+                day(&m.time),
+                m.seq,
+                m.agencies.join(" + "),
+                m.counts
+                    .get("links")
+                    .and_then(|v| v.as_u64())
+                    .map(thousands)
+                    .unwrap_or_else(|| "?".into())
+            ));
+        }
+        if done.len() > 5 {
+            t.push_str(&format!("    … {} earlier (see --json)\n", done.len() - 5));
+        }
+    }
+    for (what, list) in [("refusals", &k.refusals), ("overrides", &k.overrides)] {
+        if list.is_empty() {
+            t.push_str(&format!("  {what}: none\n"));
+        } else {
+            t.push_str(&format!("  {what}: {}\n", list.len()));
+            for n in list {
+                t.push_str(&line_of(n));
+            }
+        }
+    }
+    t
+}
+
+fn human_report(log: &Path, chain: &str, rep: &audit::Report) -> String {
+    let mut t = format!("Audit report for {} ({chain})\n", log.display());
+    t.push_str(&format!(
+        "  {} of {} entries{}; status as of {}\n\n",
+        rep.entries,
+        rep.entries_total,
+        rep.since
+            .as_deref()
+            .map(|s| format!(" since {s}"))
+            .unwrap_or_default(),
+        rep.as_of
+    ));
+    for k in &rep.keys {
+        t.push_str(&human_key(k));
+        t.push('\n');
+    }
+    if !rep.refusals_without_key.is_empty() {
+        t.push_str(&format!(
+            "Refusals with no key known: {}\n",
+            rep.refusals_without_key.len()
+        ));
+        for n in &rep.refusals_without_key {
+            t.push_str(&line_of(n));
+        }
+    }
+    match rep.checkpoints.last() {
+        Some(c) => t.push_str(&format!(
+            "Checkpoints: {}, last {} by {}\n",
+            rep.checkpoints.len(),
+            c.time,
+            c.user
+        )),
+        None => t.push_str("Checkpoints: none (run `bloomlink audit checkpoint`)\n"),
+    }
+    t
+}
