@@ -4,22 +4,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bloomlink::audit;
-use bloomlink::colmap::{ColumnMap, TextEncoding};
 use common::*;
 use predicates::prelude::*;
 use predicates::str::contains;
 
 const AGENCIES: [&str; 3] = ["health", "police", "education"];
 const LOG: &str = "bloomlink-audit.jsonl";
-
-fn testdata(name: &str) -> PathBuf {
-    root().join("testdata").join(name)
-}
 
 fn encode_cmd(key: &Path, agency: &str, out: &Path) -> assert_cmd::Command {
     let mut c = bloomlink();
@@ -333,37 +327,6 @@ fn concurrent_writers_never_interleave() {
         t.join().unwrap();
     }
     verify(&log).success().stdout(contains("OK: 400 entries"));
-}
-
-/// Every personal value of an export (all mapped columns except the record id), in raw and
-/// upper-case form (as in tests/testdata.rs).
-fn personal_values(agency: &str) -> BTreeSet<String> {
-    let map = ColumnMap::load(&testdata(&format!("{agency}.toml"))).unwrap();
-    let bytes = std::fs::read(testdata(&format!("{agency}.csv"))).unwrap();
-    let text = match map.encoding {
-        TextEncoding::Windows1252 => encoding_rs::WINDOWS_1252.decode(&bytes).0.into_owned(),
-        _ => String::from_utf8(bytes).unwrap(),
-    };
-    let mut rdr = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
-    let header = rdr.headers().unwrap().clone();
-    let cols: Vec<usize> = map
-        .columns
-        .values()
-        .map(|c| header.iter().position(|h| h == c).unwrap())
-        .collect();
-    let mut out = BTreeSet::new();
-    for rec in rdr.records() {
-        let rec = rec.unwrap();
-        for &c in &cols {
-            let v = rec[c].trim();
-            if v.len() >= 5 {
-                out.insert(v.to_string());
-                out.insert(v.to_uppercase());
-                out.insert(v.replace(' ', ""));
-            }
-        }
-    }
-    out
 }
 
 #[test]

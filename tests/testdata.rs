@@ -4,16 +4,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use bloomlink::colmap::{ColumnMap, TextEncoding};
 use common::*;
 
 const AGENCIES: [&str; 3] = ["health", "police", "education"];
-
-fn testdata(name: &str) -> PathBuf {
-    root().join("testdata").join(name)
-}
 
 fn encode(dir: &Path, key: &Path, agency: &str, out: &str, extra: &[&str]) -> serde_json::Value {
     let o = bloomlink()
@@ -33,48 +28,10 @@ fn encode(dir: &Path, key: &Path, agency: &str, out: &str, extra: &[&str]) -> se
     serde_json::from_slice(&o).unwrap()
 }
 
-/// Every personal value of an export (all mapped columns except the record id), as decoded
-/// text, in raw and upper-case form.
-fn personal_values(agency: &str) -> BTreeSet<String> {
-    let map = ColumnMap::load(&testdata(&format!("{agency}.toml"))).unwrap();
-    let bytes = std::fs::read(testdata(&format!("{agency}.csv"))).unwrap();
-    let text = match map.encoding {
-        TextEncoding::Windows1252 => encoding_rs::WINDOWS_1252.decode(&bytes).0.into_owned(),
-        _ => String::from_utf8(bytes).unwrap(),
-    };
-    let mut rdr = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
-    let header = rdr.headers().unwrap().clone();
-    let cols: Vec<usize> = map
-        .columns
-        .values()
-        .map(|c| header.iter().position(|h| h == c).unwrap())
-        .collect();
-    let mut out = BTreeSet::new();
-    for rec in rdr.records() {
-        let rec = rec.unwrap();
-        for &c in &cols {
-            let v = rec[c].trim();
-            // Short values (sex codes, 3-letter names) would match random bytes by chance.
-            if v.len() >= 5 {
-                out.insert(v.to_string());
-                out.insert(v.to_uppercase());
-                out.insert(v.replace(' ', ""));
-            }
-        }
-    }
-    out
-}
-
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     aho_corasick::AhoCorasick::new([needle])
         .unwrap()
         .is_match(hay)
-}
-
-/// The first of `needles` found in `hay`, by length only (never print a value).
-fn any_found(hay: &[u8], needles: &BTreeSet<String>) -> Option<usize> {
-    let ac = aho_corasick::AhoCorasick::new(needles).unwrap();
-    ac.find(hay).map(|m| m.len())
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -103,4 +104,49 @@ impl Fixture {
             .arg("--quiet");
         c
     }
+}
+
+/// A file of the shipped testdata.
+pub fn testdata(name: &str) -> PathBuf {
+    root().join("testdata").join(name)
+}
+
+/// Every personal value of an export (all mapped columns except the record id), as decoded
+/// text, in raw and upper-case form.
+pub fn personal_values(agency: &str) -> BTreeSet<String> {
+    let map = bloomlink::colmap::ColumnMap::load(&testdata(&format!("{agency}.toml"))).unwrap();
+    let bytes = std::fs::read(testdata(&format!("{agency}.csv"))).unwrap();
+    let text = match map.encoding {
+        bloomlink::colmap::TextEncoding::Windows1252 => {
+            encoding_rs::WINDOWS_1252.decode(&bytes).0.into_owned()
+        }
+        _ => String::from_utf8(bytes).unwrap(),
+    };
+    let mut rdr = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    let header = rdr.headers().unwrap().clone();
+    let cols: Vec<usize> = map
+        .columns
+        .values()
+        .map(|c| header.iter().position(|h| h == c).unwrap())
+        .collect();
+    let mut out = BTreeSet::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        for &c in &cols {
+            let v = rec[c].trim();
+            // Short values (sex codes, 3-letter names) would match random bytes by chance.
+            if v.len() >= 5 {
+                out.insert(v.to_string());
+                out.insert(v.to_uppercase());
+                out.insert(v.replace(' ', ""));
+            }
+        }
+    }
+    out
+}
+
+/// The first of `needles` found in `hay`, by length only (never print a value).
+pub fn any_found(hay: &[u8], needles: &BTreeSet<String>) -> Option<usize> {
+    let ac = aho_corasick::AhoCorasick::new(needles).unwrap();
+    ac.find(hay).map(|m| m.len())
 }
