@@ -240,7 +240,7 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
             let io = |e| Error::io(m, e);
             writeln!(w, "opaque_ref,record_id").map_err(io)?;
             for (r, id) in &encoded.opaque_map {
-                writeln!(w, "{},{}", r, csv_field(id)).map_err(io)?;
+                writeln!(w, "{},{}", r, output::csv_field(id)).map_err(io)?;
             }
             Ok(())
         })
@@ -275,14 +275,6 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {
     fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
         let io = |e| Error::io(path, e);
@@ -293,10 +285,10 @@ fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> an
                 "{},{},{},{},{},{}",
                 r.row,
                 r.line,
-                csv_field(r.column.as_deref().unwrap_or("")),
-                csv_field(r.field.as_deref().unwrap_or("")),
+                output::csv_field(r.column.as_deref().unwrap_or("")),
+                output::csv_field(r.field.as_deref().unwrap_or("")),
                 r.reason,
-                csv_field(&r.detail)
+                output::csv_field(&r.detail)
             )
             .map_err(io)?;
         }

@@ -494,7 +494,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
                 "{},{},{},{},{}",
                 r.link_id,
                 r.agency,
-                csv_field(&r.record_id),
+                output::csv_field(&r.record_id),
                 r.score.map(|s| format!("{s:.4}")).unwrap_or_default(),
                 match r.status {
                     Some(Status::Match) => "match",
@@ -521,7 +521,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
             list.sort();
             list.dedup();
             for (id, link) in list {
-                writeln!(w, "{},{link}", csv_field(id)).map_err(io(&p))?;
+                writeln!(w, "{},{link}", output::csv_field(id)).map_err(io(&p))?;
             }
             w.flush().map_err(io(&p))?;
             w.get_ref().sync_all().map_err(io(&p))?;
@@ -605,14 +605,6 @@ fn link_id(salt: &[u8], keys: &[(String, String, u32)]) -> String {
         ctx.update(&[0x1e]);
     }
     format!("L{}", hex::encode(&ctx.finish().as_ref()[..10]))
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 fn summary(r: &Report, out: &Path) -> String {

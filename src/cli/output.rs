@@ -57,3 +57,12 @@ pub fn pct(part: u64, whole: u64) -> f64 {
         100.0 * part as f64 / whole as f64
     }
 }
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
