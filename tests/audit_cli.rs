@@ -272,15 +272,11 @@ fn a_log_from_another_machine_appended_is_named() {
 fn checkpoint_detects_a_truncation_at_a_line_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let log = copy_log(dir.path());
-    let out = bloomlink()
-        .args(["audit", "checkpoint", "--json"])
-        .arg(&log)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let cp: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let cp: serde_json::Value = success_json(
+        bloomlink()
+            .args(["audit", "checkpoint", "--json"])
+            .arg(&log),
+    );
     assert_eq!(cp["entries"], 6);
     let head = cp["head"].as_str().unwrap().to_string();
     let l = lines(&log);
@@ -439,15 +435,8 @@ fn report_answers_per_key() {
                 .and(contains("match jobs: 1"))
                 .and(contains("chain OK")),
         );
-    let out = bloomlink()
-        .args(["audit", "report", "--json"])
-        .arg(log)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let j: serde_json::Value =
+        success_json(bloomlink().args(["audit", "report", "--json"]).arg(log));
     let keys = j["report"]["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];

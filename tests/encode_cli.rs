@@ -11,22 +11,10 @@ const GOOD: &str = "H1,943 476 5919,Zoë,Mary,O'Brien,12/03/2015,F,sw1a 1aa\n\
 H2,,Jack,,Smith-Jones,01/02/2016,M,LS6 2AB\n\
 H3,,Aisha,,Khan,31/02/2015,F,M1 1AE\n";
 
-fn json_of(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).expect("JSON on stdout")
-}
-
 #[test]
 fn encodes_and_reconciles() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
-    let out = f
-        .encode()
-        .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let j = json_of(&out);
+    let j = success_json(f.encode().arg("--json"));
     let r = &j["report"];
     assert_eq!(r["rows_read"], 3);
     assert_eq!(r["encoded"], 3);
@@ -222,15 +210,7 @@ fn megabyte_field_is_invalid_not_fatal() {
     let big = "A".repeat(1 << 20);
     let input = format!("{HEALTH_HEADER}H1,,{big},,Smith,12/03/2015,F,M1 1AE\n");
     let f = Fixture::new(input.as_bytes());
-    let out = f
-        .encode()
-        .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let j = json_of(&out);
+    let j = success_json(f.encode().arg("--json"));
     let given = &j["report"]["fields"][0];
     assert_eq!(given["field"], "given_name");
     assert_eq!(given["invalid"]["too_long"], 1);

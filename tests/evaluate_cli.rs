@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
-use common::bloomlink;
+use common::{bloomlink, success_json};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -123,16 +123,7 @@ impl Files {
     }
 
     fn json(&self, links: &PathBuf, extra: &[&str]) -> Value {
-        let out = self
-            .evaluate(links)
-            .arg("--json")
-            .args(extra)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        serde_json::from_slice(&out).unwrap()
+        success_json(self.evaluate(links).arg("--json").args(extra))
     }
 
     /// Runs `evaluate` expecting failure (exit 1) and returns stderr.
@@ -550,20 +541,16 @@ fn synth_twins_file_evaluates() {
         rows.push_str(&format!("L{e},{a},{r},1.0,match\n"));
     }
     let links = f.write("synth-links.csv", &rows);
-    let out_json = bloomlink()
-        .arg("evaluate")
-        .arg("--truth")
-        .arg(out.join("truth.csv"))
-        .arg("--twins")
-        .arg(out.join("twins.csv"))
-        .arg(&links)
-        .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let j: Value = serde_json::from_slice(&out_json).unwrap();
+    let j: Value = success_json(
+        bloomlink()
+            .arg("evaluate")
+            .arg("--truth")
+            .arg(out.join("truth.csv"))
+            .arg("--twins")
+            .arg(out.join("twins.csv"))
+            .arg(&links)
+            .arg("--json"),
+    );
     assert!(close(&j["overall"]["f1"], 1.0));
     assert_eq!(j["clusters"]["exact"], j["clusters"]["entities"]);
     assert_eq!(j["twins"]["twin_false_merges"], 0);

@@ -11,21 +11,17 @@ use common::*;
 const AGENCIES: [&str; 3] = ["health", "police", "education"];
 
 fn encode(dir: &Path, key: &Path, agency: &str, out: &str, extra: &[&str]) -> serde_json::Value {
-    let o = bloomlink()
-        .args(["encode", "--quiet", "--json", "--key"])
-        .arg(key)
-        .arg("--columns")
-        .arg(testdata(&format!("{agency}.toml")))
-        .arg(testdata(&format!("{agency}.csv")))
-        .arg("-o")
-        .arg(dir.join(out))
-        .args(extra)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&o).unwrap()
+    success_json(
+        bloomlink()
+            .args(["encode", "--quiet", "--json", "--key"])
+            .arg(key)
+            .arg("--columns")
+            .arg(testdata(&format!("{agency}.toml")))
+            .arg(testdata(&format!("{agency}.csv")))
+            .arg("-o")
+            .arg(dir.join(out))
+            .args(extra),
+    )
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -150,3 +150,9 @@ pub fn any_found(hay: &[u8], needles: &BTreeSet<String>) -> Option<usize> {
     let ac = aho_corasick::AhoCorasick::new(needles).unwrap();
     ac.find(hay).map(|m| m.len())
 }
+
+/// Runs `cmd`, expects success, and parses its standard output as JSON.
+pub fn success_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).expect("JSON on stdout")
+}
