@@ -195,7 +195,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
         evidence_tokens: a.evidence_tokens.clone(),
         include_unlinked: a.include_unlinked,
     };
-    let mut outcome = job::run(&inputs, &opts, Kernel::detect());
+    let mut outcome = job::run(&inputs, &opts, Kernel::detect())?;
     outcome.report.seconds.open = opened;
     outcome.report.seconds.total += opened;
     job::write_outputs(&a.output, &inputs, &mut outcome)?;
@@ -208,10 +208,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     let c = &mut ev.counts;
     c.insert("inputs".into(), report.inputs.len().into());
     c.insert("records".into(), (inputs.total() as u64).into());
-    c.insert(
-        "candidate_pairs".into(),
-        (report.candidates.pairs.len() as u64).into(),
-    );
+    c.insert("candidate_pairs".into(), report.candidate_pairs.into());
     c.insert("pairs_scored".into(), report.pairs_scored.into());
     c.insert("links".into(), report.links.into());
     c.insert("records_in_review".into(), report.records_in_review.into());
@@ -244,7 +241,7 @@ fn summary(r: &Report, out: &Path) -> String {
     let c = &r.candidates;
     t.push_str(&format!(
         "  candidates   {} pairs ({}), {} scored above the floor, {} patterns, kernel {}\n",
-        thousands(c.pairs.len() as u64),
+        thousands(r.candidate_pairs),
         if c.exhaustive {
             "exhaustive"
         } else {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::block::{self, BlockOptions, Method};
 use super::cluster::{self, Edge, Status};
-use super::score::{self, Features};
+use super::score::{self, Comparer, FastMap, Features};
 use super::Inputs;
 use crate::error::{Error, Result};
 use crate::fsutil::csv_field;
@@ -102,10 +102,14 @@ pub struct Report {
     pub kernel: &'static str,
     /// How candidates were found.
     pub candidates: block::Candidates,
+    /// Distinct candidate pairs.
+    pub candidate_pairs: u64,
     /// Pairs scored (candidates above the Dice floor or sharing an identifier).
     pub pairs_scored: u64,
     /// Distinct comparison patterns.
     pub distinct_patterns: usize,
+    /// Share of the candidate pairs the model was fitted on (1 unless the job is very large).
+    pub fit_sample_share: f64,
     /// Pairs agreeing on an identifier token, used to estimate m for the segments.
     pub anchor_pairs: u64,
     /// Where the m-probabilities came from.
@@ -139,6 +143,52 @@ pub struct Report {
     pub seconds: Seconds,
 }
 
+/// What the first pass over the candidates gathers.
+#[derive(Default)]
+struct Pass1 {
+    visited: u64,
+    codes: FastMap<u64, u64>,
+    dice_hist: [u64; 20],
+}
+
+/// What the second pass gathers: exact counts, and the pairs kept for clustering.
+#[derive(Default)]
+struct Pass2 {
+    visited: u64,
+    codes: FastMap<u64, u64>,
+    dice_hist: [u64; 20],
+    edges: Vec<Edge>,
+}
+
+impl Pass2 {
+    fn merge(mut self, mut other: Pass2) -> Pass2 {
+        self.visited += other.visited;
+        self.codes = score::merge_counts(self.codes, other.codes);
+        for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
+            *x += y;
+        }
+        if self.edges.len() < other.edges.len() {
+            std::mem::swap(&mut self.edges, &mut other.edges);
+        }
+        self.edges.append(&mut other.edges);
+        self
+    }
+}
+
+/// Above this many proposed candidate pairs, the model is fitted on a sample of them.
+pub const FIT_SAMPLE_PAIRS: u64 = 30_000_000;
+
+impl Pass1 {
+    fn merge(mut self, other: Pass1) -> Pass1 {
+        self.visited += other.visited;
+        self.codes = score::merge_counts(self.codes, other.codes);
+        for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
+            *x += y;
+        }
+        self
+    }
+}
+
 /// One row of `links.csv`.
 #[derive(Clone, Debug)]
 pub struct LinkRow {
@@ -165,8 +215,27 @@ pub struct Outcome {
 
 /// Runs a match job on opened inputs. Deterministic: the same inputs and options give the same
 /// outcome whatever the thread count.
-pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
+pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outcome> {
     let t0 = Instant::now();
+    let first = &inputs.files()[0];
+    if first.header().segments.len() > score::MAX_SEGMENTS {
+        return Err(Error::format(
+            first.path(),
+            format!(
+                "has {} filter segments; the matcher compares at most {}",
+                first.header().segments.len(),
+                score::MAX_SEGMENTS
+            ),
+        ));
+    }
+    let features = Features::for_inputs(inputs, &opts.evidence_tokens);
+    if features.evidence.len() > score::MAX_EVIDENCE {
+        return Err(Error::Usage(format!(
+            "--evidence-tokens names {} token kinds; at most {} can be used as evidence",
+            features.evidence.len(),
+            score::MAX_EVIDENCE
+        )));
+    }
     let mut secs = Seconds::default();
 
     let t = Instant::now();
@@ -176,20 +245,40 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
         within_files: opts.dedupe,
         ..Default::default()
     };
-    let cands = block::candidates(inputs, &bopts, kernel);
+    let plan = block::Plan::new(inputs, &bopts, kernel);
     secs.candidates = t.elapsed().as_secs_f64();
 
+    // Pass 1: fit the model on the comparison patterns of the candidates: all of them for an
+    // ordinary job; for a very large one, a deterministic sample of blocks holding about
+    // FIT_SAMPLE_PAIRS pairs, its counts scaled up (EM needs pattern frequencies, not every pair).
     let t = Instant::now();
-    let features = Features::for_inputs(inputs, &opts.evidence_tokens);
-    let (scored, patterns) =
-        score::compare(inputs, &cands.pairs, &features, kernel, bopts.dice_floor);
+    let cmp = Comparer::new(inputs, &features, kernel, bopts.dice_floor);
+    let every = plan.proposed().div_ceil(FIT_SAMPLE_PAIRS).max(1);
+    let share = plan.sample_share(every);
+    let count_codes = |every: u64| {
+        plan.scan(
+            every,
+            Pass1::default,
+            |g| cmp.view(g),
+            |acc, a, b| {
+                acc.visited += 1;
+                if let Some((dice, code)) = cmp.compare(a, b) {
+                    *acc.codes.entry(code).or_default() += 1;
+                    acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
+                }
+            },
+            Pass1::merge,
+        )
+    };
+    let sample = count_codes(every);
+    let (patterns, counts, index) = score::patterns_from_codes(&features, &sample.codes);
+    let scaled: Vec<u64> = counts
+        .iter()
+        .map(|&n| (n as f64 / share.max(1e-12)).round() as u64)
+        .collect();
     secs.compare = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut counts = vec![0u64; patterns.len()];
-    for s in &scored {
-        counts[s.pattern as usize] += 1;
-    }
     let sizes: Vec<f64> = inputs.files().iter().map(|f| f.len() as f64).collect();
     let mut max_matches = 0.0;
     for i in 0..sizes.len() {
@@ -203,51 +292,85 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
     let expected = 0.8 * max_matches;
     // u from random pairs (nearly all non-matches), m and λ by EM.
     let random = score::random_pairs(inputs, 200_000, opts.dedupe);
-    let (rscored, rpatterns) =
-        score::compare(inputs, &random, &features, kernel, f32::NEG_INFINITY);
-    let mut rcounts = vec![0u64; rpatterns.len()];
-    for s in &rscored {
-        rcounts[s.pattern as usize] += 1;
-    }
+    let (rpatterns, rcounts) =
+        score::pattern_counts(inputs, &random, &features, kernel, f32::NEG_INFINITY);
     let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
-    let (fixed_m, anchors) = score::m_from_anchors(&features, &patterns, &counts);
+    let (fixed_m, anchors) = score::m_from_anchors(&features, &patterns, &scaled);
     let model = score::fit(
         &features,
         &patterns,
-        &counts,
+        &scaled,
         expected,
         max_matches,
         Some(&u),
         &fixed_m,
     );
-    let post: Vec<f64> = patterns.iter().map(|p| model.posterior(p)).collect();
-    let mut sorted: Vec<f64> = scored.iter().map(|s| post[s.pattern as usize]).collect();
-    sorted.sort_by(|x, y| y.total_cmp(x));
-    let op = score::operating_point(&sorted, opts.threshold, opts.review);
     secs.fit = t.elapsed().as_secs_f64();
 
-    let mut post_hist = vec![0u64; 20];
-    let mut dice_hist = vec![0u64; 20];
-    for s in &scored {
-        let p = post[s.pattern as usize];
-        post_hist[((p * 20.0) as usize).min(19)] += 1;
-        dice_hist[((s.dice * 20.0) as usize).min(19)] += 1;
-    }
-
+    // Pass 2: every candidate pair again; exact pattern counts for the operating point and the
+    // report, and the pairs that may matter (posterior at or above any possible review bound)
+    // kept for clustering.
     let t = Instant::now();
-    let edges: Vec<Edge> = scored
+    let keep_floor = 0.05f64
+        .min(opts.review.unwrap_or(1.0))
+        .min(opts.threshold.unwrap_or(1.0));
+    let posterior_of = |code: u64| -> f64 {
+        match index.get(&code) {
+            Some(&i) => model.posterior(&patterns[i as usize]),
+            // A pattern the sample did not see.
+            None => model.posterior(&score::pattern_of(&features, code)),
+        }
+    };
+    let cached: FastMap<u64, f64> = index.keys().map(|&c| (c, posterior_of(c))).collect();
+    let pass2 = plan.scan(
+        1,
+        Pass2::default,
+        |g| cmp.view(g),
+        |acc, a, b| {
+            acc.visited += 1;
+            if let Some((dice, code)) = cmp.compare(a, b) {
+                *acc.codes.entry(code).or_default() += 1;
+                acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
+                let p = cached
+                    .get(&code)
+                    .copied()
+                    .unwrap_or_else(|| posterior_of(code));
+                if p >= keep_floor {
+                    acc.edges.push(Edge {
+                        a: a.g,
+                        b: b.g,
+                        p,
+                        dice,
+                    });
+                }
+            }
+        },
+        Pass2::merge,
+    );
+    let mut weighted: Vec<(f64, u64)> = pass2
+        .codes
         .iter()
-        .map(|s| Edge {
-            a: s.a,
-            b: s.b,
-            p: post[s.pattern as usize],
-            dice: s.dice,
+        .map(|(&c, &n)| {
+            (
+                cached.get(&c).copied().unwrap_or_else(|| posterior_of(c)),
+                n,
+            )
         })
         .collect();
-    drop(scored);
+    weighted.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let op = score::operating_point(&weighted, opts.threshold, opts.review);
+    let mut post_hist = vec![0u64; 20];
+    for &(p, n) in &weighted {
+        post_hist[((p * 20.0) as usize).min(19)] += n;
+    }
+    let pairs_scored: u64 = pass2.codes.values().sum();
+    let distinct_patterns = pass2.codes.len();
+    secs.compare += t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
     let clusters = cluster::cluster(
         inputs.total(),
-        edges,
+        pass2.edges,
         op.threshold,
         op.review,
         |g| inputs.file_of(g),
@@ -276,15 +399,17 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
             })
             .collect(),
         kernel: kernel.name(),
-        pairs_scored: sorted.len() as u64,
-        distinct_patterns: patterns.len(),
+        candidate_pairs: pass2.visited,
+        pairs_scored,
+        distinct_patterns,
+        fit_sample_share: share,
         anchor_pairs: anchors,
         m_source: if anchors >= score::MIN_ANCHORS {
             "segments: anchor pairs agreeing on an identifier token; identifiers: EM"
         } else {
             "EM (too few anchor pairs)"
         },
-        candidates: cands,
+        candidates: plan.stats().clone(),
         model,
         features,
         operating_point: op,
@@ -300,13 +425,13 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
         conflicting_pairs_refused: clusters.conflicts,
         review_merges_skipped: clusters.review_merges_skipped,
         posterior_histogram: post_hist,
-        dice_histogram: dice_hist,
+        dice_histogram: pass2.dice_hist.to_vec(),
         seconds: secs,
     };
-    Outcome {
+    Ok(Outcome {
         report,
         rows: table.rows,
-    }
+    })
 }
 
 struct Table {
