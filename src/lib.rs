@@ -21,6 +21,7 @@ pub mod linkage;
 mod mmap;
 pub mod normalise;
 pub mod schema;
+pub mod signing;
 pub mod similarity;
 pub mod synth;
 pub mod tokens;
