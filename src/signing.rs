@@ -181,7 +181,8 @@ impl SigningKey {
 
     fn to_file_text(&self) -> Zeroizing<String> {
         let i = &self.info;
-        let mut text = Zeroizing::new(String::new());
+        // Reserved up front so that no reallocation leaves a copy of the secret behind.
+        let mut text = Zeroizing::new(String::with_capacity(2048));
         text.push_str(
             "# bloomlink signing key (Ed25519). SECRET: keep it mode 0600 at the agency, never \
              send it anywhere.\n# Publish the public key instead: bloomlink signing-key public \
