@@ -1101,8 +1101,11 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
                 .as_ref()
                 .map(|s| format!(", signed by {} key {}", s.agency, s.fingerprint))
                 .unwrap_or_default();
-            rep.checkpoints
-                .push(notable(e, format!("checkpoint after head {head}{signed}")));
+            let what = match e.outcome {
+                Outcome::Done => format!("checkpoint after head {head}{signed}"),
+                Outcome::Refused => format!("refused: {}", e.reason.clone().unwrap_or_default()),
+            };
+            rep.checkpoints.push(notable(e, what));
             continue;
         }
         if e.action.starts_with("signing-key.") {

@@ -607,6 +607,12 @@ fn signed_files_verify_against_the_trust_file_and_are_matched() {
     let e = s.last_entry();
     assert_eq!(e["action"], "match");
     assert_eq!(e["outcome"], "done");
+    // Which trust file decided is on record.
+    let trust_sha = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &std::fs::read(&trust).unwrap(),
+    ));
+    assert_eq!(e["options"]["trust_sha256"], trust_sha.as_str());
     for i in e["inputs"].as_array().unwrap() {
         assert_eq!(i["signature"], "verified");
         assert_eq!(i["signer"]["agency"], i["agency"]);
@@ -864,6 +870,21 @@ fn a_signed_checkpoint_proves_the_log_was_not_rewritten() {
         .arg(s.path("k0.key"))
         .assert()
         .success();
+    verify_cp(&trust).assert().success();
+    // A refused signing key is recorded, and no checkpoint is made.
+    bloomlink()
+        .args(["audit", "checkpoint", "--sign-with"])
+        .arg(&s.key)
+        .arg("-o")
+        .arg(s.path("cp2.json"))
+        .arg(&log)
+        .assert()
+        .code(4)
+        .stderr(contains("is a linkage key"));
+    assert!(!s.path("cp2.json").exists());
+    let last = log_entries(&log).pop().unwrap();
+    assert_eq!(last["action"], "audit.checkpoint");
+    assert_eq!(last["outcome"], "refused");
     verify_cp(&trust).assert().success();
     // A signed checkpoint needs a trust file.
     bloomlink()

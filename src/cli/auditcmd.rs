@@ -156,19 +156,24 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             json,
         } => {
             let before = audit::verify(&log, None)?;
-            let signer = sign_with
-                .as_deref()
-                .map(SigningKey::load)
-                .transpose()
-                .with_context(|| "cannot sign the checkpoint".to_string())?;
-            if let Some(p) = &cp_out {
-                fsutil::check_output(p, Overwrite::Refuse)?;
-            }
             let mut ev = Event::new("audit.checkpoint");
             ev.counts
                 .insert("entries_before".into(), before.entries.into());
             ev.options
                 .insert("head_before".into(), before.head.clone().into());
+            ev.options
+                .insert("signed".into(), sign_with.is_some().into());
+            // A refused signing key (readable by others, corrupted, a linkage key) is recorded.
+            let signer = match sign_with.as_deref().map(SigningKey::load).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context("cannot sign the checkpoint");
+                    return record(&log, ev, Err(e));
+                }
+            };
+            if let Some(p) = &cp_out {
+                fsutil::check_output(p, Overwrite::Refuse)?;
+            }
             ev.signer = signer.as_ref().map(|k| SignerRef::of(k.info()));
             let entry = audit::append(&log, &ev)?;
             let entries = entry.seq + 1;

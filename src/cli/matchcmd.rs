@@ -178,6 +178,13 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
         "trust".into(),
         a.trust.as_ref().map(|p| p.display().to_string()).into(),
     );
+    o.insert(
+        "trust_sha256".into(),
+        a.trust
+            .as_ref()
+            .and_then(|p| bloomlink::audit::sha256_file(p).ok())
+            .into(),
+    );
     o.insert("allow_unsigned".into(), a.allow_unsigned.into());
     ev.inputs = a.inputs.iter().map(|p| FileRef::hashed(p)).collect();
     let result = link(&a, &mut ev);
