@@ -922,6 +922,9 @@ pub struct MatchUse {
     pub host: String,
     /// Agencies of the inputs.
     pub agencies: Vec<String>,
+    /// Per input agency, its signature as checked against the trust file (`verified`,
+    /// `allowed-unsigned`, `refused`); empty when the job ran without `--trust`.
+    pub signatures: BTreeMap<String, String>,
     /// Counts (links, records, …).
     pub counts: Map<String, Value>,
     /// Outcome.
@@ -1189,6 +1192,11 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
                         user: e.user.clone(),
                         host: e.host.clone(),
                         agencies,
+                        signatures: e
+                            .inputs
+                            .iter()
+                            .filter_map(|i| Some((i.agency.clone()?, i.signature.clone()?)))
+                            .collect(),
                         counts: e.counts.clone(),
                         outcome: e.outcome,
                     });

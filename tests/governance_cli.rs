@@ -675,7 +675,20 @@ fn unsigned_inputs_are_refused_unless_allowed_and_the_allowance_is_recorded() {
     assert_eq!(e["outcome"], "done");
     assert_eq!(e["options"]["allow_unsigned"], true);
     assert_eq!(e["inputs"][1]["signature"], "allowed-unsigned");
+    bloomlink()
+        .args(["audit", "report"])
+        .arg(s.log())
+        .assert()
+        .success()
+        .stdout(contains(
+            "signatures: health verified, police allowed-unsigned",
+        ));
     let j = success_json(bloomlink().args(["audit", "report", "--json"]).arg(s.log()));
+    let m = j["report"]["keys"][0]["matches"].as_array().unwrap();
+    assert_eq!(
+        m.last().unwrap()["signatures"]["police"],
+        "allowed-unsigned"
+    );
     let overrides = j["report"]["keys"][0]["overrides"].as_array().unwrap();
     assert!(overrides
         .iter()

@@ -259,6 +259,19 @@ fn line_of(n: &Notable) -> String {
     )
 }
 
+/// ", signatures verified" when every input verified; otherwise each agency's status; nothing
+/// for a job run without --trust.
+fn signatures_note(sigs: &std::collections::BTreeMap<String, String>) -> String {
+    if sigs.is_empty() {
+        ", signatures not checked".into()
+    } else if sigs.values().all(|s| s == "verified") {
+        ", signatures verified".into()
+    } else {
+        let list: Vec<String> = sigs.iter().map(|(a, s)| format!("{a} {s}")).collect();
+        format!(", signatures: {}", list.join(", "))
+    }
+}
+
 fn human_key(k: &KeyReport) -> String {
     let mut t = format!("Key {}", k.fingerprint);
     match &k.info {
@@ -307,7 +320,7 @@ fn human_key(k: &KeyReport) -> String {
         t.push_str(&format!("  match jobs: {}\n", done.len()));
         for m in done.iter().rev().take(5).rev() {
             t.push_str(&format!(
-                "    {} seq {:<5} {} → {} links\n",
+                "    {} seq {:<5} {} → {} links{}\n",
                 day(&m.time),
                 m.seq,
                 m.agencies.join(" + "),
@@ -315,7 +328,8 @@ fn human_key(k: &KeyReport) -> String {
                     .get("links")
                     .and_then(|v| v.as_u64())
                     .map(thousands)
-                    .unwrap_or_else(|| "?".into())
+                    .unwrap_or_else(|| "?".into()),
+                signatures_note(&m.signatures)
             ));
         }
         if done.len() > 5 {
