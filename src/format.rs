@@ -155,7 +155,7 @@ fn sha256_of(parts: &mut dyn FnMut(&mut ring::digest::Context)) -> [u8; 32] {
     out
 }
 
-/// SHA-256 of each section's bytes as [`write`] lays them out, computed from the records.
+/// SHA-256 of each section's bytes as [`write()`] lays them out, computed from the records.
 fn section_digests(records: &Records) -> [[u8; 32]; 6] {
     [
         sha256_of(&mut |c| {
@@ -288,7 +288,7 @@ pub fn write(
     write_with(path, header, records, overwrite, None)
 }
 
-/// [`write`], signed with `signer` when given (format version 2). The signer's agency must be
+/// [`write()`], signed with `signer` when given (format version 2). The signer's agency must be
 /// the header's agency.
 pub fn write_with(
     path: &Path,
