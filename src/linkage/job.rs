@@ -1,0 +1,540 @@
+//! A whole match job: candidates → comparison → model fit → clustering → link table, and the
+//! output directory (`links.csv`, `links-<agency>.csv`, `report.json`) written atomically.
+//!
+//! [`run`] is the library entry point the CLI calls; it knows nothing of the command line, the
+//! terminal or the audit log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::block::{self, BlockOptions, Method};
+use super::cluster::{self, Edge, Status};
+use super::score::{self, Features};
+use super::Inputs;
+use crate::error::{Error, Result};
+use crate::fsutil::csv_field;
+use crate::similarity::Kernel;
+
+/// Options of a match job.
+#[derive(Clone, Debug)]
+pub struct MatchOptions {
+    /// Allow several files of one agency and several records of one input per link.
+    pub dedupe: bool,
+    /// Fixed match threshold on the posterior probability (`None`: chosen from the data).
+    pub threshold: Option<f64>,
+    /// Fixed lower bound of the review band (`None`: derived from the threshold).
+    pub review: Option<f64>,
+    /// How candidate pairs are found.
+    pub method: Method,
+    /// Keyed-token blocks with more records than this are skipped.
+    pub max_block: usize,
+    /// Token kinds used as identifier evidence (agree / disagree).
+    pub evidence_tokens: Vec<String>,
+    /// Also list records that link to nothing (with an empty link id).
+    pub include_unlinked: bool,
+}
+
+impl Default for MatchOptions {
+    fn default() -> Self {
+        MatchOptions {
+            dedupe: false,
+            threshold: None,
+            review: None,
+            method: Method::Auto,
+            max_block: BlockOptions::default().max_block,
+            evidence_tokens: vec!["nhs".into(), "upn".into()],
+            include_unlinked: false,
+        }
+    }
+}
+
+/// One input as described in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputInfo {
+    /// Path as given.
+    pub file: PathBuf,
+    /// Agency label from the file header.
+    pub agency: String,
+    /// Records in the file.
+    pub records: usize,
+    /// Key fingerprint from the header.
+    pub key_fingerprint: String,
+    /// Key epoch from the header.
+    pub key_epoch: u32,
+    /// Schema digest from the header.
+    pub schema_digest: String,
+    /// The file's SHA-256 trailer.
+    pub checksum_sha256: String,
+}
+
+/// Wall-clock seconds per stage.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Seconds {
+    /// Opening and validating the inputs (filled in by the caller, which opens them).
+    pub open: f64,
+    /// Candidate generation.
+    pub candidates: f64,
+    /// Field-level comparison of the candidate pairs.
+    pub compare: f64,
+    /// Model fit and operating point.
+    pub fit: f64,
+    /// Clustering.
+    pub cluster: f64,
+    /// Building the link table and writing the outputs.
+    pub write: f64,
+    /// Whole job.
+    pub total: f64,
+}
+
+/// `report.json`: everything about a job except the links themselves. It holds no score of any
+/// single pair, only aggregates (histograms), so it can be shared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Tool version.
+    pub bloomlink_version: &'static str,
+    /// The inputs.
+    pub inputs: Vec<InputInfo>,
+    /// Dice kernel used.
+    pub kernel: &'static str,
+    /// How candidates were found.
+    pub candidates: block::Candidates,
+    /// Pairs scored (candidates above the Dice floor or sharing an identifier).
+    pub pairs_scored: u64,
+    /// Distinct comparison patterns.
+    pub distinct_patterns: usize,
+    /// Pairs agreeing on an identifier token, used to estimate m for the segments.
+    pub anchor_pairs: u64,
+    /// Where the m-probabilities came from.
+    pub m_source: &'static str,
+    /// The fitted Fellegi–Sunter model.
+    pub model: score::Model,
+    /// The comparison features.
+    pub features: Features,
+    /// Threshold, review band and the model's own estimates of precision and recall.
+    pub operating_point: score::Operating,
+    /// Whether the threshold was given or estimated.
+    pub threshold_source: &'static str,
+    /// Links (groups of two or more records).
+    pub links: u64,
+    /// Records linked, per agency.
+    pub records_linked: BTreeMap<String, u64>,
+    /// Linked records whose best edge is in the review band.
+    pub records_in_review: u64,
+    /// Links joining each pair of agencies.
+    pub links_per_agency_pair: BTreeMap<String, u64>,
+    /// Pairs above the threshold refused because they would put two records of one input in
+    /// one link.
+    pub conflicting_pairs_refused: u64,
+    /// Review-band edges not used because both records were already linked.
+    pub review_merges_skipped: u64,
+    /// Scored pairs per posterior-probability bin (20 bins of 0.05).
+    pub posterior_histogram: Vec<u64>,
+    /// Scored pairs per whole-filter Dice bin (20 bins of 0.05).
+    pub dice_histogram: Vec<u64>,
+    /// Time per stage.
+    pub seconds: Seconds,
+    /// Per input, its signature as checked against a trust file (`match --trust`; set by the
+    /// caller, absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Vec<crate::signing::InputSignature>>,
+}
+
+/// One row of `links.csv`.
+#[derive(Clone, Debug)]
+pub struct LinkRow {
+    /// Opaque link id; empty for an unlinked record.
+    pub link_id: String,
+    /// Agency label.
+    pub agency: String,
+    /// The agency's row reference.
+    pub record_id: String,
+    /// Posterior probability of the record's best edge in the link.
+    pub score: Option<f64>,
+    /// Match or review.
+    pub status: Option<Status>,
+}
+
+/// The result of [`run`].
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+    /// The link table, sorted by link id, agency, record id (unlinked rows last).
+    pub rows: Vec<LinkRow>,
+}
+
+/// Runs a match job on opened inputs. Deterministic: the same inputs and options give the same
+/// outcome whatever the thread count.
+pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Outcome {
+    let t0 = Instant::now();
+    let mut secs = Seconds::default();
+
+    let t = Instant::now();
+    let bopts = BlockOptions {
+        method: opts.method,
+        max_block: opts.max_block,
+        within_files: opts.dedupe,
+        ..Default::default()
+    };
+    let cands = block::candidates(inputs, &bopts, kernel);
+    secs.candidates = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let features = Features::for_inputs(inputs, &opts.evidence_tokens);
+    let (scored, patterns) =
+        score::compare(inputs, &cands.pairs, &features, kernel, bopts.dice_floor);
+    secs.compare = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut counts = vec![0u64; patterns.len()];
+    for s in &scored {
+        counts[s.pattern as usize] += 1;
+    }
+    let sizes: Vec<f64> = inputs.files().iter().map(|f| f.len() as f64).collect();
+    let mut max_matches = 0.0;
+    for i in 0..sizes.len() {
+        for j in i + 1..sizes.len() {
+            max_matches += sizes[i].min(sizes[j]);
+        }
+        if opts.dedupe {
+            max_matches += sizes[i] / 2.0;
+        }
+    }
+    let expected = 0.8 * max_matches;
+    // u from random pairs (nearly all non-matches), m and λ by EM.
+    let random = score::random_pairs(inputs, 200_000, opts.dedupe);
+    let (rscored, rpatterns) =
+        score::compare(inputs, &random, &features, kernel, f32::NEG_INFINITY);
+    let mut rcounts = vec![0u64; rpatterns.len()];
+    for s in &rscored {
+        rcounts[s.pattern as usize] += 1;
+    }
+    let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
+    let (fixed_m, anchors) = score::m_from_anchors(&features, &patterns, &counts);
+    let model = score::fit(
+        &features,
+        &patterns,
+        &counts,
+        expected,
+        max_matches,
+        Some(&u),
+        &fixed_m,
+    );
+    let post: Vec<f64> = patterns.iter().map(|p| model.posterior(p)).collect();
+    let mut sorted: Vec<f64> = scored.iter().map(|s| post[s.pattern as usize]).collect();
+    sorted.sort_by(|x, y| y.total_cmp(x));
+    let op = score::operating_point(&sorted, opts.threshold, opts.review);
+    secs.fit = t.elapsed().as_secs_f64();
+
+    let mut post_hist = vec![0u64; 20];
+    let mut dice_hist = vec![0u64; 20];
+    for s in &scored {
+        let p = post[s.pattern as usize];
+        post_hist[((p * 20.0) as usize).min(19)] += 1;
+        dice_hist[((s.dice * 20.0) as usize).min(19)] += 1;
+    }
+
+    let t = Instant::now();
+    let edges: Vec<Edge> = scored
+        .iter()
+        .map(|s| Edge {
+            a: s.a,
+            b: s.b,
+            p: post[s.pattern as usize],
+            dice: s.dice,
+        })
+        .collect();
+    drop(scored);
+    let clusters = cluster::cluster(
+        inputs.total(),
+        edges,
+        op.threshold,
+        op.review,
+        |g| inputs.file_of(g),
+        opts.dedupe,
+    );
+    secs.cluster = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let table = link_table(inputs, &clusters, opts.include_unlinked);
+    secs.write = t.elapsed().as_secs_f64();
+    secs.total = t0.elapsed().as_secs_f64();
+
+    let report = Report {
+        bloomlink_version: env!("CARGO_PKG_VERSION"),
+        inputs: inputs
+            .files()
+            .iter()
+            .map(|f| InputInfo {
+                file: f.path().to_path_buf(),
+                agency: f.header().agency.clone(),
+                records: f.len(),
+                key_fingerprint: f.header().key_fingerprint.clone(),
+                key_epoch: f.header().key_epoch,
+                schema_digest: f.header().schema_digest.clone(),
+                checksum_sha256: f.checksum_hex(),
+            })
+            .collect(),
+        kernel: kernel.name(),
+        pairs_scored: sorted.len() as u64,
+        distinct_patterns: patterns.len(),
+        anchor_pairs: anchors,
+        m_source: if anchors >= score::MIN_ANCHORS {
+            "segments: anchor pairs agreeing on an identifier token; identifiers: EM"
+        } else {
+            "EM (too few anchor pairs)"
+        },
+        candidates: cands,
+        model,
+        features,
+        operating_point: op,
+        threshold_source: if opts.threshold.is_some() {
+            "--threshold"
+        } else {
+            "estimated (maximum expected F1 under the fitted model)"
+        },
+        links: table.links,
+        records_linked: table.linked_per_agency,
+        records_in_review: table.in_review,
+        links_per_agency_pair: table.per_pair,
+        conflicting_pairs_refused: clusters.conflicts,
+        review_merges_skipped: clusters.review_merges_skipped,
+        posterior_histogram: post_hist,
+        dice_histogram: dice_hist,
+        seconds: secs,
+        signatures: None,
+    };
+    Outcome {
+        report,
+        rows: table.rows,
+    }
+}
+
+struct Table {
+    rows: Vec<LinkRow>,
+    links: u64,
+    in_review: u64,
+    per_pair: BTreeMap<String, u64>,
+    linked_per_agency: BTreeMap<String, u64>,
+}
+
+fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: bool) -> Table {
+    let salt = job_salt(inputs);
+    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+    for g in 0..inputs.total() as u32 {
+        if clusters.linked[g as usize].is_some() {
+            members
+                .entry(clusters.root[g as usize])
+                .or_default()
+                .push(g);
+        }
+    }
+    let key_of = |g: u32| {
+        let r = inputs.record(g);
+        let f = &inputs.files()[r.file as usize];
+        (
+            f.header().agency.clone(),
+            f.row_ref(r.row as usize).to_string(),
+        )
+    };
+    let mut t = Table {
+        rows: Vec::new(),
+        links: 0,
+        in_review: 0,
+        per_pair: BTreeMap::new(),
+        linked_per_agency: BTreeMap::new(),
+    };
+    for group in members.values() {
+        if group.len() < 2 {
+            continue;
+        }
+        t.links += 1;
+        let mut keys: Vec<(String, String, u32)> = group
+            .iter()
+            .map(|&g| {
+                let (ag, id) = key_of(g);
+                (ag, id, g)
+            })
+            .collect();
+        keys.sort();
+        let link_id = link_id(&salt, &keys);
+        let ags: Vec<&str> = keys
+            .iter()
+            .map(|k| k.0.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for i in 0..ags.len() {
+            for j in i + 1..ags.len() {
+                *t.per_pair
+                    .entry(format!("{}–{}", ags[i], ags[j]))
+                    .or_default() += 1;
+            }
+        }
+        for (ag, id, g) in keys {
+            let (score, status) = clusters.linked[g as usize].unwrap_or((0.0, Status::Match));
+            if status == Status::Review {
+                t.in_review += 1;
+            }
+            *t.linked_per_agency.entry(ag.clone()).or_default() += 1;
+            t.rows.push(LinkRow {
+                link_id: link_id.clone(),
+                agency: ag,
+                record_id: id,
+                score: Some(score),
+                status: Some(status),
+            });
+        }
+    }
+    if include_unlinked {
+        for g in 0..inputs.total() as u32 {
+            let linked = clusters.linked[g as usize].is_some()
+                && members
+                    .get(&clusters.root[g as usize])
+                    .is_some_and(|m| m.len() > 1);
+            if !linked {
+                let (ag, id) = key_of(g);
+                t.rows.push(LinkRow {
+                    link_id: String::new(),
+                    agency: ag,
+                    record_id: id,
+                    score: None,
+                    status: None,
+                });
+            }
+        }
+    }
+    t.rows.sort_by(|x, y| {
+        (x.link_id.is_empty(), &x.link_id, &x.agency, &x.record_id).cmp(&(
+            y.link_id.is_empty(),
+            &y.link_id,
+            &y.agency,
+            &y.record_id,
+        ))
+    });
+    t
+}
+
+/// Names of the files [`write_outputs`] writes into the output directory.
+pub fn output_names(inputs: &Inputs) -> Vec<String> {
+    let mut names = vec!["links.csv".to_string()];
+    let agencies: BTreeSet<&str> = inputs
+        .files()
+        .iter()
+        .map(|f| f.header().agency.as_str())
+        .collect();
+    names.extend(agencies.iter().map(|ag| format!("links-{ag}.csv")));
+    names.push("report.json".into());
+    names
+}
+
+/// Writes `links.csv`, one `links-<agency>.csv` per agency (record id → link id, no scores) and
+/// `report.json` into a fresh directory beside `out`, then renames it into place (replacing an
+/// existing `out`: the caller decides whether that is allowed).
+pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Result<()> {
+    let t = Instant::now();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "links".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = write_into(&tmp, inputs, outcome, t);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+}
+
+fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(&p, e)
+    };
+    let lp = dir.join("links.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&lp).map_err(io(&lp))?);
+    writeln!(w, "link_id,agency,record_id,score,status").map_err(io(&lp))?;
+    let mut per_agency: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for r in &outcome.rows {
+        writeln!(
+            w,
+            "{},{},{},{},{}",
+            r.link_id,
+            r.agency,
+            csv_field(&r.record_id),
+            r.score.map(|s| format!("{s:.4}")).unwrap_or_default(),
+            match r.status {
+                Some(Status::Match) => "match",
+                Some(Status::Review) => "review",
+                None => "",
+            }
+        )
+        .map_err(io(&lp))?;
+        if !r.link_id.is_empty() {
+            per_agency
+                .entry(&r.agency)
+                .or_default()
+                .push((&r.record_id, &r.link_id));
+        }
+    }
+    w.flush().map_err(io(&lp))?;
+    w.get_ref().sync_all().map_err(io(&lp))?;
+    for f in inputs.files() {
+        let ag = f.header().agency.as_str();
+        let p = dir.join(format!("links-{ag}.csv"));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io(&p))?);
+        writeln!(w, "record_id,link_id").map_err(io(&p))?;
+        let mut list = per_agency.get(ag).cloned().unwrap_or_default();
+        list.sort();
+        list.dedup();
+        for (id, link) in list {
+            writeln!(w, "{},{link}", csv_field(id)).map_err(io(&p))?;
+        }
+        w.flush().map_err(io(&p))?;
+        w.get_ref().sync_all().map_err(io(&p))?;
+    }
+    let report = &mut outcome.report;
+    report.seconds.write += t.elapsed().as_secs_f64();
+    report.seconds.total += t.elapsed().as_secs_f64();
+    let rp = dir.join("report.json");
+    let json = serde_json::to_string_pretty(report).expect("the report serialises") + "\n";
+    std::fs::write(&rp, json).map_err(io(&rp))
+}
+
+fn job_salt(inputs: &Inputs) -> Vec<u8> {
+    let mut sums: Vec<String> = inputs.files().iter().map(|f| f.checksum_hex()).collect();
+    sums.sort();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"bloomlink link id salt v1");
+    for s in sums {
+        ctx.update(s.as_bytes());
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// An opaque link id: a hash of the job's inputs and the link's members, which reveals nothing
+/// about the records to anyone without all the input files.
+fn link_id(salt: &[u8], keys: &[(String, String, u32)]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(salt);
+    for (ag, id, _) in keys {
+        ctx.update(ag.as_bytes());
+        ctx.update(&[0x1f]);
+        ctx.update(id.as_bytes());
+        ctx.update(&[0x1e]);
+    }
+    format!("L{}", hex::encode(&ctx.finish().as_ref()[..10]))
+}
