@@ -95,8 +95,9 @@ pub enum Error {
         problem: String,
     },
 
-    /// An encoding file's signature was refused: unsigned, signed by an unknown or untrusted
-    /// key, labelled as another agency than its signer, or not matching its content.
+    /// An encoding file was refused by the trust check: unsigned, signed by an unknown or
+    /// untrusted key, labelled as another agency than its signer, not matching its content, or
+    /// made with another linkage key than the one the trust file names.
     #[error("encoding file {path}: {problem}")]
     Signature {
         /// The encoding file.

@@ -347,23 +347,37 @@ pub(crate) fn is_public_key_line(line: &str) -> bool {
     line.contains(&format!("\"{PUBLIC_PREFIX}"))
 }
 
-/// The trust file: which public key each agency signs with.
+/// The trust file: which public key each agency signs with and, optionally, the fingerprint of
+/// the partnership's current linkage key (public), so that encodings made with a retired or
+/// otherwise wrong key are refused at the linkage unit too.
 ///
 /// ```toml
 /// [agencies]
 /// health = "ed25519:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"
 /// police = "ed25519:…"
+///
+/// [linkage_key]                       # optional
+/// fingerprint = "0c1d2e3f40516273"    # `bloomlink key show` of the current key
 /// ```
 #[derive(Clone, Debug)]
 pub struct Trust {
     path: PathBuf,
     agencies: BTreeMap<String, PublicKey>,
+    linkage_key: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrustFile {
     agencies: BTreeMap<String, String>,
+    #[serde(default)]
+    linkage_key: Option<LinkageKeyPin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkageKeyPin {
+    fingerprint: String,
 }
 
 impl Trust {
@@ -411,10 +425,31 @@ impl Trust {
             }
             agencies.insert(agency, pk);
         }
+        let linkage_key = match f.linkage_key {
+            None => None,
+            Some(pin) => {
+                let fp = pin.fingerprint.trim().to_ascii_lowercase();
+                if fp.len() != 16 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(
+                        "[linkage_key] fingerprint must be the 16 hex digits `bloomlink key show` \
+                         prints"
+                            .into(),
+                    ));
+                }
+                Some(fp)
+            }
+        };
         Ok(Trust {
             path: path.to_path_buf(),
             agencies,
+            linkage_key,
         })
+    }
+
+    /// The fingerprint of the linkage key inputs must have been made with, if the trust file
+    /// names one.
+    pub fn linkage_key(&self) -> Option<&str> {
+        self.linkage_key.as_deref()
     }
 
     /// The trust file's path.
@@ -530,13 +565,26 @@ pub fn embedded(f: &EncodingFile) -> Option<EmbeddedSignature> {
 }
 
 /// Checks one encoding file against `trust`: it must be signed (unless `unsigned` allows it), by
-/// the trusted key of the agency named in its header, and the signature must verify.
+/// the trusted key of the agency named in its header, and the signature must verify; if the
+/// trust file names the current linkage key, the file must have been made with it.
 pub fn check_file(f: &EncodingFile, trust: &Trust, unsigned: Unsigned) -> Result<InputSignature> {
     let agency = f.header().agency.clone();
     let refuse = |problem: String| Error::Signature {
         path: f.path().to_path_buf(),
         problem,
     };
+    if let Some(fp) = trust.linkage_key() {
+        let h = f.header();
+        if h.key_fingerprint != fp {
+            return Err(refuse(format!(
+                "was encoded with linkage key {} (epoch {}), not the partnership's current key \
+                 {fp} named in the trust file {}: ask {agency} to re-encode with the current key",
+                h.key_fingerprint,
+                h.key_epoch,
+                trust.path().display()
+            )));
+        }
+    }
     let Some(sig) = embedded(f) else {
         return match unsigned {
             Unsigned::Allow => Ok(InputSignature {

@@ -823,6 +823,73 @@ fn a_file_signed_by_one_agency_but_labelled_as_another_is_refused() {
         );
 }
 
+#[test]
+fn a_trust_file_naming_the_current_linkage_key_refuses_encodings_made_with_another() {
+    let s = Setup::new();
+    let hk = s.signing_key("health", "health.sig");
+    let pk = s.signing_key("police", "police.sig");
+    let trust = s.trust(&[&hk, &pk]);
+    // The custodian rotated from the demo key (epoch 1) to epoch 2.
+    let next = s.path("next.key");
+    bloomlink()
+        .args(["key", "rotate"])
+        .arg(&s.key)
+        .arg("-o")
+        .arg(&next)
+        .assert()
+        .success();
+    let j = success_json(bloomlink().args(["key", "show", "--json"]).arg(&next));
+    let fp = j["key"]["fingerprint"].as_str().unwrap().to_string();
+    let mut text = std::fs::read_to_string(&trust).unwrap();
+    text.push_str(&format!("\n[linkage_key]\nfingerprint = \"{fp}\"\n"));
+    std::fs::write(&trust, text).unwrap();
+    // Health moved to the new key; police still encodes with the old one.
+    s.encode_with(&next, "health", "health.clk")
+        .arg("--sign-with")
+        .arg(&hk)
+        .assert()
+        .success();
+    let p = s.signed("police", &pk, "police.clk");
+    let h = s.path("health.clk");
+    bloomlink()
+        .arg("inspect")
+        .arg(&h)
+        .arg("--trust")
+        .arg(&trust)
+        .assert()
+        .success();
+    bloomlink()
+        .arg("inspect")
+        .arg(&p)
+        .arg("--trust")
+        .arg(&trust)
+        .assert()
+        .code(5)
+        .stderr(contains("police.clk").and(contains("not the partnership's current key")));
+    // Police re-encodes with the current key: accepted.
+    s.encode_with(&next, "police", "police2.clk")
+        .arg("--sign-with")
+        .arg(&pk)
+        .assert()
+        .success();
+    s.match_cmd(&[&h, &s.path("police2.clk")], "links")
+        .arg("--trust")
+        .arg(&trust)
+        .assert()
+        .success();
+    // A malformed pin is refused.
+    let text = std::fs::read_to_string(&trust).unwrap();
+    std::fs::write(&trust, text.replace(&fp, "xyz")).unwrap();
+    bloomlink()
+        .arg("inspect")
+        .arg(&h)
+        .arg("--trust")
+        .arg(&trust)
+        .assert()
+        .code(1)
+        .stderr(contains("trust file").and(contains("16 hex digits")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The audit log: signed checkpoints, foreign entries, concurrent writers.
 
