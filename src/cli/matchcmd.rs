@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bloomlink::audit::{Event, FileRef};
+use bloomlink::audit::{Event, FileRef, SignerRef};
 use bloomlink::format::EncodingFile;
 use bloomlink::linkage::block::Method;
 use bloomlink::linkage::job::{self, MatchOptions, Report};
 use bloomlink::linkage::{InputPolicy, Inputs};
+use bloomlink::signing::{self, InputSignature, Trust, Unsigned};
 use bloomlink::similarity::Kernel;
 use bloomlink::Error;
 use clap::{Args, ValueEnum};
@@ -59,6 +60,13 @@ pub struct MatchArgs {
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Trust file (agency → public signing key): every input must be signed with its agency's
+    /// trusted key, or the job is refused (exit 5).
+    #[arg(long, value_name = "TRUST.toml")]
+    pub trust: Option<PathBuf>,
+    /// With --trust: accept unsigned inputs (recorded in the audit log and report.json).
+    #[arg(long, requires = "trust")]
+    pub allow_unsigned: bool,
     /// Refused: the linkage unit must never hold the key.
     #[arg(long, hide = true, value_name = "KEY")]
     pub key: Option<PathBuf>,
@@ -79,6 +87,8 @@ impl MatchArgs {
             evidence_tokens: vec!["nhs".into(), "upn".into()],
             include_unlinked: false,
             json: false,
+            trust: None,
+            allow_unsigned: false,
             key: None,
         }
     }
@@ -110,6 +120,18 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("evidence_tokens".into(), a.evidence_tokens.clone().into());
     o.insert("include_unlinked".into(), a.include_unlinked.into());
     o.insert("key_given".into(), a.key.is_some().into());
+    o.insert(
+        "trust".into(),
+        a.trust.as_ref().map(|p| p.display().to_string()).into(),
+    );
+    o.insert(
+        "trust_sha256".into(),
+        a.trust
+            .as_ref()
+            .and_then(|p| bloomlink::audit::sha256_file(p).ok())
+            .into(),
+    );
+    o.insert("allow_unsigned".into(), a.allow_unsigned.into());
     ev.inputs = a.inputs.iter().map(|p| FileRef::hashed(p)).collect();
     let result = link(&a, &mut ev);
     if result.is_err() {
@@ -180,6 +202,10 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
             ev.schema_digest = Some(f.header().schema_digest.clone());
         }
     }
+    let signatures = match &a.trust {
+        Some(t) => Some(check_signatures(t, a.allow_unsigned, &inputs, ev)?),
+        None => None,
+    };
     let opened = t0.elapsed().as_secs_f64();
 
     let opts = MatchOptions {
@@ -198,6 +224,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     let mut outcome = job::run(&inputs, &opts, Kernel::detect())?;
     outcome.report.seconds.open = opened;
     outcome.report.seconds.total += opened;
+    outcome.report.signatures = signatures;
     job::write_outputs(&a.output, &inputs, &mut outcome)?;
     let report = &outcome.report;
 
@@ -226,6 +253,39 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
         return Ok(serde_json::to_string_pretty(report)? + "\n");
     }
     Ok(summary(report, &a.output))
+}
+
+/// Verifies every input's signature against the trust file (the library decides); notes each
+/// input's outcome and signer in the audit entry.
+fn check_signatures(
+    trust: &Path,
+    allow_unsigned: bool,
+    inputs: &Inputs,
+    ev: &mut Event,
+) -> anyhow::Result<Vec<InputSignature>> {
+    let trust = Trust::load(trust)?;
+    let unsigned = if allow_unsigned {
+        Unsigned::Allow
+    } else {
+        Unsigned::Refuse
+    };
+    let mut out = Vec::new();
+    for f in inputs.files() {
+        let result = signing::check_file(f, &trust, unsigned);
+        let path = f.path().display().to_string();
+        if let Some(r) = ev.inputs.iter_mut().find(|r| r.path == path) {
+            r.signer = signing::embedded(f).map(|s| SignerRef {
+                agency: s.agency,
+                fingerprint: s.fingerprint,
+            });
+            r.signature = Some(match &result {
+                Ok(s) => s.status.label().to_string(),
+                Err(_) => "refused".to_string(),
+            });
+        }
+        out.push(result?);
+    }
+    Ok(out)
 }
 
 fn summary(r: &Report, out: &Path) -> String {
@@ -268,6 +328,13 @@ fn summary(r: &Report, out: &Path) -> String {
     ));
     for (pair, n) in &r.links_per_agency_pair {
         t.push_str(&format!("    {pair:<24} {:>10} links\n", thousands(*n)));
+    }
+    if let Some(sigs) = &r.signatures {
+        let list: Vec<String> = sigs
+            .iter()
+            .map(|s| format!("{} {}", s.agency, s.status.label()))
+            .collect();
+        t.push_str(&format!("  signatures   {}\n", list.join(", ")));
     }
     let s = &r.seconds;
     t.push_str(&format!(

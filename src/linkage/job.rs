@@ -141,6 +141,10 @@ pub struct Report {
     pub dice_histogram: Vec<u64>,
     /// Time per stage.
     pub seconds: Seconds,
+    /// Per input, its signature as checked against a trust file (`match --trust`; set by the
+    /// caller, absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Vec<crate::signing::InputSignature>>,
 }
 
 /// What the first pass over the candidates gathers.
@@ -427,6 +431,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         posterior_histogram: post_hist,
         dice_histogram: pass2.dice_hist.to_vec(),
         seconds: secs,
+        signatures: None,
     };
     Ok(Outcome {
         report,
