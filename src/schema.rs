@@ -829,4 +829,120 @@ mod tests {
         let err = Schema::from_toml("name = 1", "x").unwrap_err().to_string();
         assert!(err.starts_with("schema x:"), "{err}");
     }
+
+    fn hardened(h: &str) -> Result<Schema> {
+        Schema::from_toml(
+            &format!("{DEFAULT_SCHEMA_TOML}\n[hardening]\n{h}\n"),
+            "h.toml",
+        )
+    }
+
+    #[test]
+    fn hardening_is_in_the_digest_and_empty_hardening_is_not() {
+        let d = Schema::default_uk();
+        assert_eq!(hardened("").unwrap().digest, d.digest);
+        assert_eq!(hardened("balance = false").unwrap().digest, d.digest);
+        let mut digests = std::collections::BTreeSet::new();
+        for h in [
+            "balance = true",
+            "blip = { flip_probability = 0.05 }",
+            "blip = { flip_probability = 0.1 }",
+            "diffusion = { t = 5 }",
+            "diffusion = { t = 5, output_factor = 2 }",
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"] }",
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"], when_missing = \"skip\" }",
+        ] {
+            let s = hardened(h).unwrap();
+            assert_ne!(s.digest, d.digest, "{h}");
+            assert!(digests.insert(s.digest.clone()), "{h}: digest not unique");
+            assert!(s.weaknesses().iter().all(|w| !w.contains("no hardening")));
+        }
+        assert!(d.weaknesses().iter().any(|w| w.contains("no hardening")));
+        // An explicit default equals the omitted one.
+        assert_eq!(
+            hardened("diffusion = { t = 5 }").unwrap().digest,
+            hardened("diffusion = { t = 5, output_factor = 1 }")
+                .unwrap()
+                .digest
+        );
+    }
+
+    #[test]
+    fn stored_layout_follows_the_hardening() {
+        let bits = |h: &str| -> Vec<u32> {
+            hardened(h)
+                .unwrap()
+                .stored_segments
+                .iter()
+                .map(|s| s.bits)
+                .collect()
+        };
+        assert_eq!(bits(""), [320, 256, 192, 256]);
+        assert_eq!(bits("balance = true"), [640, 512, 384, 512]);
+        assert_eq!(
+            bits("balance = true\nxor_fold = true"),
+            [320, 256, 192, 256]
+        );
+        assert_eq!(
+            bits("diffusion = { t = 3, output_factor = 2 }\nxor_fold = true"),
+            [320, 256, 192, 256]
+        );
+        let s = hardened("balance = true").unwrap();
+        assert_eq!(
+            (s.stored_bits(), s.stored_words(), s.words()),
+            (2048, 32, 16)
+        );
+        let starts: Vec<u32> = s.stored_segments.iter().map(|x| x.start_bit).collect();
+        assert_eq!(starts, [0, 640, 1152, 1536]);
+    }
+
+    #[test]
+    fn rejects_bad_hardening_naming_the_parameter() {
+        let cases = [
+            ("blip = { flip_probability = 0.0 }", "hardening.blip.flip_probability"),
+            ("blip = { flip_probability = 0.5 }", "strictly between 0 and 0.5"),
+            ("blip = { flip_probability = -0.1 }", "hardening.blip.flip_probability"),
+            ("blip = { flip_probability = nan }", "hardening.blip.flip_probability"),
+            ("xor_fold = true", "segment `given` has 320 bits (5 words)"),
+            ("diffusion = { t = 1 }", "hardening.diffusion.t"),
+            ("diffusion = { t = 65 }", "hardening.diffusion.t"),
+            ("diffusion = { t = 3, output_factor = 0 }", "output_factor"),
+            ("diffusion = { t = 3, output_factor = 4 }\nbalance = true\n[[x]]", "unknown field"),
+            ("balance = 1", "invalid type"),
+            ("blur = true", "unknown field `blur`"),
+            ("salt = { value = \"date_of_birth:soundex\", fields = [\"family_name\"] }", "hardening.salt.value"),
+            ("salt = { value = \"dob\", fields = [\"family_name\"] }", "no field `dob`"),
+            ("salt = { value = \"date_of_birth:year\", fields = [] }", "is empty"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"nhs_number\"] }", "sets no filter bits"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"date_of_birth\"] }", "own source"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"sex\", \"sex\"] }", "listed twice"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"sex\"], when_missing = \"drop\" }", "unknown variant"),
+        ];
+        for (h, expect) in cases {
+            let err = hardened(h).unwrap_err().to_string();
+            assert!(err.starts_with("schema h.toml:"), "{h}: {err}");
+            assert!(err.contains(expect), "{h}: {err}");
+        }
+        // The diffusion output length counts against the filter limit.
+        let long = DEFAULT_SCHEMA_TOML
+            .replace("bits = 320", "bits = 32448")
+            .replace("filter_bits = 1024", "filter_bits = 33152");
+        let err = Schema::from_toml(&format!("{long}\n[hardening]\nbalance = true\n"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than 65536"), "{err}");
+    }
+
+    #[test]
+    fn blip_epsilon() {
+        let b = BlipDef {
+            flip_probability: 0.05,
+        };
+        assert!((b.epsilon_per_bit() - 19f64.ln()).abs() < 1e-12);
+        // RAPPOR's form with f = 2p.
+        let f = 0.1f64;
+        let rappor = 2.0 * ((1.0 - f / 2.0) / (f / 2.0)).ln();
+        assert!((b.epsilon_per_token(1) - rappor).abs() < 1e-12);
+        assert!((b.epsilon_per_token(8) - 8.0 * rappor).abs() < 1e-12);
+    }
 }
