@@ -162,6 +162,10 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
         None => Schema::default_uk(),
     };
     ev.schema_digest = Some(schema.digest.clone());
+    // Known-weak settings: warned here before any work, and listed in the summary.
+    for w in schema.weaknesses() {
+        eprintln!("warning: schema {}: {w}", schema.origin);
+    }
     let map = ColumnMap::load(&a.columns)?;
     ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;

@@ -1,0 +1,221 @@
+//! Hardening through the command line: the example schemas load, hardened encodings still
+//! link on the testdata, and encode warns about known-weak schemas.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use predicates::str::contains;
+
+/// Every example schema of the trade-off table.
+const EXAMPLES: [&str; 9] = [
+    "none",
+    "balance",
+    "xorfold",
+    "salt-yob",
+    "blip",
+    "diffusion",
+    "salt-yob+blip",
+    "salt-yob+diffusion",
+    "balance+salt-yob",
+];
+
+fn example(name: &str) -> PathBuf {
+    testdata(&format!("schemas/{name}.toml"))
+}
+
+#[test]
+fn example_schemas_load_and_differ() {
+    let listed: Vec<String> = std::fs::read_dir(testdata("schemas"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed.len(), EXAMPLES.len(), "{listed:?}");
+    let default = bloomlink::schema::Schema::default_uk().digest;
+    let mut digests = std::collections::BTreeSet::new();
+    for name in EXAMPLES {
+        let out = bloomlink()
+            .args(["schema", "digest"])
+            .arg(example(name))
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let digest = String::from_utf8(out).unwrap().trim().to_string();
+        assert_eq!(digest.len(), 64, "{name}");
+        assert_eq!(
+            name == "none",
+            digest == default,
+            "{name}: only none.toml is the default"
+        );
+        assert!(
+            digests.insert(digest),
+            "{name}: same digest as another example"
+        );
+        let s = bloomlink::schema::Schema::load(&example(name)).unwrap();
+        assert_eq!(name == "none", s.def.hardening.is_none(), "{name}");
+    }
+}
+
+fn encode(dir: &Path, key: &Path, agency: &str, schema: &Path) -> PathBuf {
+    let out = dir.join(format!("{agency}.clk"));
+    bloomlink()
+        .args(["encode", "--quiet", "--key"])
+        .arg(key)
+        .arg("--columns")
+        .arg(testdata(&format!("{agency}.toml")))
+        .arg(testdata(&format!("{agency}.csv")))
+        .arg("--schema")
+        .arg(schema)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    out
+}
+
+/// Encodes the three testdata exports with `schema`, matches them (with `match_args`) and
+/// evaluates the links; returns the overall F1.
+fn link_testdata(name: &str, match_args: &[&str]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files: Vec<PathBuf> = ["health", "police", "education"]
+        .iter()
+        .map(|a| encode(dir.path(), &key, a, &example(name)))
+        .collect();
+    let out = dir.path().join("links");
+    bloomlink()
+        .arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(&out)
+        .args(match_args)
+        .assert()
+        .success();
+    let report = success_json(
+        bloomlink()
+            .args(["evaluate", "--json", "--truth"])
+            .arg(testdata("truth.csv"))
+            .arg(out.join("links.csv")),
+    );
+    report["overall"]["f1"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name}: no overall F1 in {report}"))
+}
+
+#[test]
+fn agencies_with_the_same_hardened_schema_still_link() {
+    // The floor is the one tests/match_cli.rs uses for unhardened encodings, below the ≈ 0.99
+    // these reach (README, "Hardening"), so a regression that breaks linkage of hardened
+    // encodings fails. Balanced and diffused filters are matched with keyed-token blocking:
+    // unrelated records have Dice ≈ 0.5 there, so the exhaustive mode's floor of 0.4 keeps
+    // nearly every pair, far too slow for a debug-build test.
+    for (name, args) in [
+        ("salt-yob+blip", &[][..]),
+        ("balance+salt-yob", &["--candidates", "blocking"][..]),
+        ("salt-yob+diffusion", &["--candidates", "blocking"][..]),
+    ] {
+        let f1 = link_testdata(name, args);
+        assert!(f1 > 0.965, "{name}: F1 {f1}");
+    }
+}
+
+#[test]
+fn different_hardening_is_refused_by_the_matcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let health = encode(&a, &key, "health", &example("salt-yob"));
+    let police = encode(&b, &key, "police", &example("salt-yob+blip"));
+    bloomlink()
+        .arg("match")
+        .arg(&health)
+        .arg(&police)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(2)
+        .stderr(contains("different linkage schemas"));
+}
+
+#[test]
+fn encode_warns_about_weak_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let run = |schema: &Path, out: &str| {
+        let mut c = bloomlink();
+        c.args(["encode", "--json", "--quiet", "--key"])
+            .arg(&key)
+            .arg("--columns")
+            .arg(testdata("police.toml"))
+            .arg(testdata("police.csv"))
+            .arg("--schema")
+            .arg(schema)
+            .arg("-o")
+            .arg(dir.path().join(out));
+        let o = c.assert().success().get_output().clone();
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let warnings: Vec<String> = json["report"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect();
+        (warnings, String::from_utf8(o.stderr).unwrap())
+    };
+    // No hardening: warned on stderr and in the JSON summary.
+    let (w, err) = run(&example("none"), "none.clk");
+    assert!(w.iter().any(|w| w.contains("no hardening")), "{w:?}");
+    assert!(err.contains("no hardening"), "{err}");
+    // Hardened: no such warning.
+    let (w, err) = run(&example("balance+salt-yob"), "bs.clk");
+    assert!(w.iter().all(|w| !w.contains("no hardening")), "{w:?}");
+    assert!(!err.contains("no hardening"), "{err}");
+    // Double hashing, a tiny segment, a crowded segment, and feeble BLIP.
+    let weak = bloomlink::schema::DEFAULT_SCHEMA_TOML
+        .replace("hashing = \"random\"", "hashing = \"double\"")
+        .replace("bits = 192", "bits = 64")
+        .replace("filter_bits = 1024", "filter_bits = 896")
+        + "\n[hardening]\nblip = { flip_probability = 0.001 }\n";
+    let weak_path = dir.path().join("weak.toml");
+    std::fs::write(&weak_path, weak).unwrap();
+    let (w, err) = run(&weak_path, "weak.clk");
+    for expect in [
+        "Niedermeyer",
+        "segment `birth` is stored in only 64 bits",
+        "segment `birth` is expected to be about",
+        "flips fewer than 1 %",
+    ] {
+        assert!(w.iter().any(|w| w.contains(expect)), "{expect}: {w:?}");
+        assert!(err.contains(expect), "{expect}: {err}");
+    }
+    // A salt field the column map does not feed: every record is unsalted.
+    let map = dir.path().join("police.toml");
+    let text = std::fs::read_to_string(testdata("police.toml")).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("date_of_birth"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&map, text).unwrap();
+    let o = bloomlink()
+        .args(["encode", "--quiet", "--key"])
+        .arg(&key)
+        .arg("--columns")
+        .arg(&map)
+        .arg(testdata("police.csv"))
+        .arg("--schema")
+        .arg(example("salt-yob"))
+        .arg("-o")
+        .arg(dir.path().join("nodob.clk"))
+        .assert()
+        .success();
+    o.stdout(contains(
+        "the salt field date_of_birth is not in the column map",
+    ));
+}
