@@ -219,3 +219,75 @@ fn encode_warns_about_weak_schemas() {
         "the salt field date_of_birth is not in the column map",
     ));
 }
+
+/// Encodes `rows` (after the health header) with `schema` through the library.
+fn encode_lib(schema: &bloomlink::schema::Schema, rows: &str) -> bloomlink::encode::Encoded {
+    use bloomlink::key::{Expiry, LinkageKey};
+    let dir = tempfile::tempdir().unwrap();
+    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
+    let map = bloomlink::colmap::ColumnMap::from_toml(HEALTH_MAP, Path::new("map.toml")).unwrap();
+    let opts = bloomlink::encode::EncodeOptions {
+        today: bloomlink::date::Date::new(2026, 1, 1).unwrap(),
+        threads: 1,
+        ..Default::default()
+    };
+    let csv = format!("{HEALTH_HEADER}{rows}");
+    bloomlink::encode::encode_reader(
+        csv.as_bytes(),
+        Path::new("rows.csv"),
+        0,
+        &key,
+        schema,
+        &map,
+        &opts,
+    )
+    .unwrap()
+}
+
+fn dice(a: &[u64], b: &[u64]) -> f64 {
+    let and: u32 = a.iter().zip(b).map(|(x, y)| (x & y).count_ones()).sum();
+    let n: u32 = a.iter().chain(b).map(|x| x.count_ones()).sum();
+    2.0 * f64::from(and) / f64::from(n)
+}
+
+#[test]
+fn salt_errors_cost_the_name_evidence_and_missing_salts_follow_the_schema() {
+    use bloomlink::schema::Schema;
+    let salted = Schema::load(&example("salt-yob")).unwrap();
+    let plain = Schema::default_uk();
+    // The same child with the year of birth mistyped in the second row, and one without a date.
+    let rows = "A1,,Olivia,,Hargreaves,12/03/2015,F,LS6 2AB\n\
+                A2,,Olivia,,Hargreaves,12/03/2016,F,LS6 2AB\n\
+                A3,,Olivia,,Hargreaves,,F,LS6 2AB\n";
+    let (p, s) = (encode_lib(&plain, rows), encode_lib(&salted, rows));
+    let names = |r: &bloomlink::encode::Records, i: usize| r.filter(i)[..9].to_vec();
+    // Unsalted, the names agree exactly; salted with different years they look unrelated.
+    assert_eq!(dice(&names(&p.records, 0), &names(&p.records, 1)), 1.0);
+    let d = dice(&names(&s.records, 0), &names(&s.records, 1));
+    assert!(d < 0.4, "salted names with different years: Dice {d}");
+    // Marker (the default): the record without a year is encoded and its names are hashed
+    // with the marker, unlike either salted record.
+    assert_eq!(s.records.len(), 3);
+    assert!(dice(&names(&s.records, 2), &names(&s.records, 0)) < 0.4);
+    assert!(names(&s.records, 2).iter().any(|&w| w != 0));
+    // Skip: the names set no bits without a salt; only sex and postcode are left, still two
+    // fields, so the row is kept with an empty given/family part.
+    let skip = std::fs::read_to_string(example("salt-yob"))
+        .unwrap()
+        .replace("when_missing = \"marker\"", "when_missing = \"skip\"");
+    let skip = Schema::from_toml(&skip, "skip.toml").unwrap();
+    let k = encode_lib(&skip, rows);
+    assert_eq!(k.records.len(), 3);
+    assert!(names(&k.records, 2).iter().all(|&w| w == 0));
+    assert_eq!(
+        k.records.filter(0),
+        s.records.filter(0),
+        "a salted row is the same"
+    );
+    // With only the names and no date, skip leaves too few fields and the row is rejected.
+    let k = encode_lib(&skip, "A4,,Olivia,,Hargreaves,,,\n");
+    assert_eq!(k.records.len(), 0);
+    assert_eq!(k.rejects[0].reason, "too_few_fields");
+    let m = encode_lib(&salted, "A4,,Olivia,,Hargreaves,,,\n");
+    assert_eq!(m.records.len(), 1);
+}
