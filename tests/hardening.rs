@@ -291,3 +291,55 @@ fn salt_errors_cost_the_name_evidence_and_missing_salts_follow_the_schema() {
     let m = encode_lib(&salted, "A4,,Olivia,,Hargreaves,,,\n");
     assert_eq!(m.records.len(), 1);
 }
+
+#[test]
+fn hardened_encodings_are_identical_for_any_thread_count() {
+    use bloomlink::key::{Expiry, LinkageKey};
+    // The testdata health export repeated under new record ids: about 2.5 MB, several of the
+    // encoder's 1 MiB blocks, so threads really do share the work.
+    let map = bloomlink::colmap::ColumnMap::load(&testdata("health.toml")).unwrap();
+    let mut rdr = csv::Reader::from_path(testdata("health.csv")).unwrap();
+    let header = rdr.headers().unwrap().clone();
+    let id_col = header.iter().position(|h| h == map.record_id).unwrap();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).unwrap();
+    for k in 0..20 {
+        for r in &rows {
+            let mut r = r.clone();
+            let id = format!("{k}-{}", &r[id_col]);
+            let mut fields: Vec<String> = r.iter().map(String::from).collect();
+            fields[id_col] = id;
+            r = csv::StringRecord::from(fields);
+            w.write_record(&r).unwrap();
+        }
+    }
+    let data = w.into_inner().unwrap();
+    assert!(data.len() > (2 << 20), "{} bytes", data.len());
+    let dir = tempfile::tempdir().unwrap();
+    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
+    for name in ["salt-yob+blip", "balance+salt-yob"] {
+        let schema = bloomlink::schema::Schema::load(&example(name)).unwrap();
+        let encode = |threads| {
+            let opts = bloomlink::encode::EncodeOptions {
+                today: bloomlink::date::Date::new(2026, 11, 1).unwrap(),
+                threads,
+                ..Default::default()
+            };
+            bloomlink::encode::encode_reader(
+                &data[..],
+                Path::new("big.csv"),
+                data.len() as u64,
+                &key,
+                &schema,
+                &map,
+                &opts,
+            )
+            .unwrap()
+            .records
+        };
+        let one = encode(1);
+        assert_eq!(one.len(), rows.len() * 20, "{name}");
+        assert!(one == encode(3), "{name}: bits depend on the thread count");
+    }
+}
