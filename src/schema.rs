@@ -199,6 +199,40 @@ impl Hardening {
         self == &Hardening::default()
     }
 
+    /// A one-line description for summaries, in the order the methods are applied.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.salt {
+            parts.push(format!(
+                "salt by {} ({}; missing: {:?})",
+                s.value,
+                s.fields.join(", "),
+                s.when_missing
+            ));
+        }
+        if let Some(d) = &self.diffusion {
+            parts.push(format!("diffusion t={} x{}", d.t, d.output_factor));
+        }
+        if self.balance {
+            parts.push("balance".into());
+        }
+        if self.xor_fold {
+            parts.push("xor_fold".into());
+        }
+        if let Some(b) = &self.blip {
+            parts.push(format!(
+                "blip p={} (ε {:.1} per bit)",
+                b.flip_probability,
+                b.epsilon_per_bit()
+            ));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" → ")
+        }
+    }
+
     /// True when the stored filter differs from the hashed one (anything but salting).
     pub fn transforms_filter(&self) -> bool {
         self.diffusion.is_some() || self.balance || self.xor_fold || self.blip.is_some()
@@ -858,6 +892,18 @@ mod tests {
             assert!(s.weaknesses().iter().all(|w| !w.contains("no hardening")));
         }
         assert!(d.weaknesses().iter().any(|w| w.contains("no hardening")));
+        assert_eq!(d.def.hardening.describe(), "none");
+        let all = hardened(
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"] }\n\
+             diffusion = { t = 3, output_factor = 2 }\nbalance = true\nxor_fold = true\n\
+             blip = { flip_probability = 0.05 }",
+        )
+        .unwrap();
+        assert_eq!(
+            all.def.hardening.describe(),
+            "salt by date_of_birth:year (family_name; missing: Marker) → diffusion t=3 x2 → \
+             balance → xor_fold → blip p=0.05 (ε 2.9 per bit)"
+        );
         // An explicit default equals the omitted one.
         assert_eq!(
             hardened("diffusion = { t = 5 }").unwrap().digest,

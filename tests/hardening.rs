@@ -343,3 +343,32 @@ fn hardened_encodings_are_identical_for_any_thread_count() {
         assert!(one == encode(3), "{name}: bits depend on the thread count");
     }
 }
+
+#[test]
+fn encode_summary_names_the_hardening() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    for (name, expect) in [
+        ("none", "none"),
+        (
+            "balance+salt-yob",
+            "salt by date_of_birth:year (given_name, other_names, family_name; missing: Marker) → balance",
+        ),
+    ] {
+        let mut c = bloomlink();
+        c.args(["encode", "--quiet", "--key"])
+            .arg(&key)
+            .arg("--columns")
+            .arg(testdata("police.toml"))
+            .arg(testdata("police.csv"))
+            .arg("--schema")
+            .arg(example(name))
+            .arg("-o")
+            .arg(dir.path().join(format!("{name}.clk")));
+        c.assert()
+            .success()
+            .stdout(contains(format!("  hardening {expect}\n")));
+        let json = success_json(c.arg("--json").arg("--force"));
+        assert_eq!(json["hardening"], expect, "{name}");
+    }
+}

@@ -83,6 +83,7 @@ struct Summary<'a> {
     key_expired_override: bool,
     schema: &'a str,
     schema_digest: &'a str,
+    hardening: String,
     seconds: f64,
     rows_per_second: f64,
     report: &'a EncodeReport,
@@ -268,6 +269,7 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
         key_expired_override: expired_override,
         schema: &schema.def.name,
         schema_digest: &schema.digest,
+        hardening: schema.def.hardening.describe(),
         seconds: secs,
         rows_per_second: report.rows_read as f64 / secs.max(1e-9),
         report,
@@ -316,6 +318,7 @@ fn human_summary(s: &Summary<'_>) -> String {
         s.schema,
         &s.schema_digest[..16]
     ));
+    t.push_str(&format!("  hardening {}\n", s.hardening));
     t.push_str(&format!(
         "  rows read {}   encoded {}   rejected {} ({:.2} %)\n",
         thousands(r.rows_read),
