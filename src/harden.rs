@@ -156,6 +156,7 @@ pub struct Hardener {
 pub struct Scratch {
     a: Vec<u64>,
     b: Vec<u64>,
+    seed: Vec<u8>,
 }
 
 impl Hardener {
@@ -220,7 +221,7 @@ impl Hardener {
         record_id: &str,
         scratch: &mut Scratch,
     ) {
-        let Scratch { a, b } = scratch;
+        let Scratch { a, b, seed } = scratch;
         for s in &self.segments {
             let out = &mut stored[s.stored.clone()];
             let input = &raw[s.raw.clone()];
@@ -245,11 +246,11 @@ impl Hardener {
             out.copy_from_slice(a);
         }
         if let Some((key, threshold)) = &self.blip {
-            let mut msg = Vec::with_capacity(agency.len() + record_id.len() + 1);
-            msg.extend_from_slice(agency.as_bytes());
-            msg.push(TOKEN_PART_SEPARATOR);
-            msg.extend_from_slice(record_id.as_bytes());
-            let mut rng = keyed_stream(key, &msg);
+            seed.clear();
+            seed.extend_from_slice(agency.as_bytes());
+            seed.push(TOKEN_PART_SEPARATOR);
+            seed.extend_from_slice(record_id.as_bytes());
+            let mut rng = keyed_stream(key, seed);
             for s in &self.segments {
                 let out = &mut stored[s.stored.clone()];
                 if out.iter().all(|&w| w == 0) {
