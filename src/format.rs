@@ -227,8 +227,9 @@ impl Header {
             key_epoch: key.epoch,
             schema_name: schema.def.name.clone(),
             schema_digest: schema.digest.clone(),
-            filter_bits: schema.def.filter_bits,
-            segments: schema.segments.clone(),
+            // The stored layout (after hardening): what the matcher compares.
+            filter_bits: schema.stored_bits(),
+            segments: schema.stored_segments.clone(),
             token_kinds: schema.tokens.iter().map(|t| t.name.clone()).collect(),
             records: report.encoded,
             rows_read: report.rows_read,

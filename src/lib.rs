@@ -16,6 +16,7 @@ pub mod error;
 pub mod evaluate;
 pub mod format;
 pub mod fsutil;
+pub mod harden;
 pub mod key;
 pub mod linkage;
 mod mmap;

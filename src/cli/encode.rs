@@ -93,6 +93,7 @@ struct Summary<'a> {
     signed_by: Option<&'a SignerInfo>,
     schema: &'a str,
     schema_digest: &'a str,
+    hardening: String,
     seconds: f64,
     rows_per_second: f64,
     report: &'a EncodeReport,
@@ -203,6 +204,10 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         None => Schema::default_uk(),
     };
     ev.schema_digest = Some(schema.digest.clone());
+    // Known-weak settings: warned here before any work, and listed in the summary.
+    for w in schema.weaknesses() {
+        eprintln!("warning: schema {}: {w}", schema.origin);
+    }
     let map = ColumnMap::load(&a.columns)?;
     ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;
@@ -342,6 +347,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         signed_by: signer.as_ref().map(|k| k.info()),
         schema: &schema.def.name,
         schema_digest: &schema.digest,
+        hardening: schema.def.hardening.describe(),
         seconds: secs,
         rows_per_second: report.rows_read as f64 / secs.max(1e-9),
         report,
@@ -390,6 +396,7 @@ fn human_summary(s: &Summary<'_>) -> String {
         s.schema,
         &s.schema_digest[..16]
     ));
+    t.push_str(&format!("  hardening {}\n", s.hardening));
     if let Some(sig) = s.signed_by {
         t.push_str(&format!(
             "  signed by {} (key {})\n",

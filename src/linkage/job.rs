@@ -110,6 +110,10 @@ pub struct Report {
     pub distinct_patterns: usize,
     /// Share of the candidate pairs the model was fitted on (1 unless the job is very large).
     pub fit_sample_share: f64,
+    /// Whole-filter Dice below which pairs were not scored (unless sharing an identifier).
+    pub dice_floor: f32,
+    /// Median whole-filter Dice of random pairs (what unrelated records score).
+    pub random_pair_median_dice: f32,
     /// Pairs agreeing on an identifier token, used to estimate m for the segments.
     pub anchor_pairs: u64,
     /// Where the m-probabilities came from.
@@ -179,6 +183,16 @@ impl Pass2 {
     }
 }
 
+/// The whole-filter Dice below which a pair is not scored (unless it shares an identifier):
+/// 0.4 for ordinary filters, where unrelated records score 0.1–0.2, and proportionally higher
+/// when hardening (balancing, diffusion) lifts the Dice of unrelated records towards 0.5, so
+/// the floor still prunes what is clearly unrelated.
+fn dice_floor(random_median: f32) -> f32 {
+    const BASE: f32 = 0.4;
+    const SHARE: f32 = 0.3;
+    BASE.max(random_median + SHARE * (1.0 - random_median))
+}
+
 /// Above this many proposed candidate pairs, the model is fitted on a sample of them.
 pub const FIT_SAMPLE_PAIRS: u64 = 30_000_000;
 
@@ -243,10 +257,13 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     let mut secs = Seconds::default();
 
     let t = Instant::now();
+    let random = score::random_pairs(inputs, 200_000, opts.dedupe);
+    let random_median = score::median_dice(inputs, &random, kernel);
     let bopts = BlockOptions {
         method: opts.method,
         max_block: opts.max_block,
         within_files: opts.dedupe,
+        dice_floor: dice_floor(random_median),
         ..Default::default()
     };
     let plan = block::Plan::new(inputs, &bopts, kernel);
@@ -295,7 +312,6 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     }
     let expected = 0.8 * max_matches;
     // u from random pairs (nearly all non-matches), m and λ by EM.
-    let random = score::random_pairs(inputs, 200_000, opts.dedupe);
     let (rpatterns, rcounts) =
         score::pattern_counts(inputs, &random, &features, kernel, f32::NEG_INFINITY);
     let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
@@ -407,6 +423,8 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         pairs_scored,
         distinct_patterns,
         fit_sample_share: share,
+        dice_floor: bopts.dice_floor,
+        random_pair_median_dice: random_median,
         anchor_pairs: anchors,
         m_source: if anchors >= score::MIN_ANCHORS {
             "segments: anchor pairs agreeing on an identifier token; identifiers: EM"

@@ -283,6 +283,30 @@ pub fn pattern_counts(
     (patterns, counts)
 }
 
+/// Median whole-filter Dice of the given pairs (0 for none).
+pub fn median_dice(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel) -> f32 {
+    let files = inputs.files();
+    let mut d: Vec<f32> = pairs
+        .par_iter()
+        .map(|&(a, b)| {
+            let (ra, rb) = (inputs.record(a), inputs.record(b));
+            let (fa, fb) = (&files[ra.file as usize], &files[rb.file as usize]);
+            let (ia, ib) = (ra.row as usize, rb.row as usize);
+            let and = similarity::and_popcount(kernel, fa.filter(ia), fb.filter(ib));
+            similarity::dice(
+                and,
+                u32::from(fa.popcounts_of(ia)[0]),
+                u32::from(fb.popcounts_of(ib)[0]),
+            )
+        })
+        .collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    let mid = d.len() / 2;
+    *d.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
 /// Adds two code → count maps.
 pub fn merge_counts(mut a: FastMap<u64, u64>, b: FastMap<u64, u64>) -> FastMap<u64, u64> {
     if a.len() < b.len() {
