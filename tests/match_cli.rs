@@ -405,3 +405,79 @@ fn released_outputs_hold_no_scores_below_the_review_band() {
         }
     }
 }
+
+#[test]
+fn check_blocking_measures_blocking_against_exhaustive_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let mut cmd = bloomlink();
+    cmd.arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .args(["--candidates", "blocking", "--check-blocking", "--json"]);
+    let report = success_json(&mut cmd);
+    let b = &report["blocking_check"];
+    let (ex, found) = (
+        b["exhaustive_link_pairs"].as_u64().unwrap(),
+        b["found_by_blocking"].as_u64().unwrap(),
+    );
+    // testdata has about 1,600 cross-agency true pairs; exhaustive comparison links most.
+    assert!(ex > 1_000, "{b}");
+    assert!(found <= ex && found <= b["blocked_link_pairs"].as_u64().unwrap());
+    let recall = b["recall"].as_f64().unwrap();
+    assert!((recall - found as f64 / ex as f64).abs() < 1e-12);
+    assert!(recall > 0.95, "blocking recall {recall}");
+    // Every pair of the testdata's three files was compared.
+    let sizes: Vec<u64> = report["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["records"].as_u64().unwrap())
+        .collect();
+    let cross = sizes[0] * sizes[1] + sizes[0] * sizes[2] + sizes[1] * sizes[2];
+    assert_eq!(b["exhaustive_comparisons"].as_u64().unwrap(), cross);
+}
+
+#[test]
+fn lsh_blocks_add_candidates_and_keep_outputs_independent_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let run = |out: &str, threads: &str, lsh: bool| {
+        let mut cmd = bloomlink();
+        cmd.env("RAYON_NUM_THREADS", threads)
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .args(["--candidates", "blocking", "--json"]);
+        if lsh {
+            cmd.arg("--lsh");
+        }
+        success_json(&mut cmd)
+    };
+    let plain = run("plain", "2", false);
+    let one = run("lsh1", "1", true);
+    let three = run("lsh3", "3", true);
+    assert!(
+        one["candidate_pairs"].as_u64() > plain["candidate_pairs"].as_u64(),
+        "LSH adds candidate pairs"
+    );
+    let lsh_blocks = one["candidates"]["blocks_used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k[0] == "lsh")
+        .map(|k| k[1].as_u64().unwrap());
+    assert!(lsh_blocks.unwrap_or(0) > 0, "{}", one["candidates"]);
+    for f in ["links.csv", "links-health.csv", "links-police.csv", "links-education.csv"] {
+        assert_eq!(
+            std::fs::read(dir.path().join("lsh1").join(f)).unwrap(),
+            std::fs::read(dir.path().join("lsh3").join(f)).unwrap(),
+            "{f} differs between 1 and 3 threads"
+        );
+    }
+    assert_eq!(one["candidate_pairs"], three["candidate_pairs"]);
+}

@@ -51,6 +51,14 @@ pub struct MatchArgs {
     /// Skip keyed-token blocks with more records than this.
     #[arg(long, default_value_t = 500)]
     pub max_block: usize,
+    /// Also block by locality-sensitive hashing on filter bits (finds pairs that share no keyed
+    /// token; see README "How match works").
+    #[arg(long)]
+    pub lsh: bool,
+    /// Also compare every pair and report how many of the pairs it scores above the threshold
+    /// blocking found (blocking recall; slow: for extracts, not nightly runs).
+    #[arg(long)]
+    pub check_blocking: bool,
     /// Token kinds used as identifier evidence (agree / disagree).
     #[arg(long, value_delimiter = ',', default_value = "nhs,upn")]
     pub evidence_tokens: Vec<String>,
@@ -84,6 +92,8 @@ impl MatchArgs {
             review: None,
             candidates: CandidateMethod::Auto,
             max_block: 500,
+            lsh: false,
+            check_blocking: false,
             evidence_tokens: vec!["nhs".into(), "upn".into()],
             include_unlinked: false,
             json: false,
@@ -117,6 +127,7 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
         format!("{:?}", a.candidates).to_lowercase().into(),
     );
     o.insert("max_block".into(), a.max_block.into());
+    o.insert("lsh".into(), a.lsh.into());
     o.insert("evidence_tokens".into(), a.evidence_tokens.clone().into());
     o.insert("include_unlinked".into(), a.include_unlinked.into());
     o.insert("key_given".into(), a.key.is_some().into());
@@ -220,8 +231,13 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
         max_block: a.max_block,
         evidence_tokens: a.evidence_tokens.clone(),
         include_unlinked: a.include_unlinked,
+        lsh: a.lsh,
     };
     let mut outcome = job::run(&inputs, &opts, Kernel::detect())?;
+    if a.check_blocking {
+        outcome.report.blocking_check =
+            Some(job::blocking_recall(&inputs, &opts, Kernel::detect())?);
+    }
     outcome.report.seconds.open = opened;
     outcome.report.seconds.total += opened;
     outcome.report.signatures = signatures;
@@ -335,6 +351,17 @@ fn summary(r: &Report, out: &Path) -> String {
             .map(|s| format!("{} {}", s.agency, s.status.label()))
             .collect();
         t.push_str(&format!("  signatures   {}\n", list.join(", ")));
+    }
+    if let Some(b) = &r.blocking_check {
+        t.push_str(&format!(
+            "  blocking     recall {:.4} vs exhaustive: blocking links {} of the {} record pairs \
+             exhaustive comparison of {} pairs links (threshold {:.3})\n",
+            b.recall,
+            thousands(b.found_by_blocking),
+            thousands(b.exhaustive_link_pairs),
+            thousands(b.exhaustive_comparisons),
+            b.threshold
+        ));
     }
     let s = &r.seconds;
     t.push_str(&format!(

@@ -39,6 +39,8 @@ pub struct BlockOptions {
     pub dice_floor: f32,
     /// Also pair records of the same input file (deduplication).
     pub within_files: bool,
+    /// Add locality-sensitive-hashing blocks on the filter bits to the keyed-token blocks.
+    pub lsh: bool,
 }
 
 impl Default for BlockOptions {
@@ -49,6 +51,7 @@ impl Default for BlockOptions {
             max_block: 500,
             dice_floor: 0.4,
             within_files: false,
+            lsh: false,
         }
     }
 }
@@ -204,22 +207,32 @@ impl<'a> Plan<'a> {
     fn plan_blocks(&mut self) {
         let inputs = self.inputs;
         let files = inputs.files();
-        let kinds = files[0].header().token_kinds.clone();
-        // (token, global id) for every token of every record, sorted: runs are blocks.
+        let mut kinds = files[0].header().token_kinds.clone();
+        let lsh = self.opts.lsh.then(|| Lsh::new(&files[0].header().segments));
+        // (key, global id) for every keyed token and LSH key of every record, sorted: runs are
+        // blocks.
         let mut entries: Vec<(u64, u32)> = files
             .par_iter()
             .enumerate()
             .flat_map_iter(|(fi, f)| {
+                let lsh = lsh.as_ref();
                 (0..f.len()).flat_map(move |r| {
                     let g = inputs.global(super::RecordRef {
                         file: fi as u32,
                         row: r as u32,
                     });
-                    f.tokens_of(r).iter().map(move |&t| (t, g))
+                    let mut keys: Vec<u64> = f.tokens_of(r).to_vec();
+                    if let Some(l) = lsh {
+                        l.keys(f.filter(r), f.popcounts_of(r), &mut keys);
+                    }
+                    keys.into_iter().map(move |t| (t, g))
                 })
             })
             .collect();
         entries.par_sort_unstable();
+        // LSH keys are counted under one pseudo-kind after the token kinds.
+        let lsh_kind = kinds.len();
+        kinds.push("lsh".into());
         let mut used = vec![0u64; kinds.len()];
         let mut skipped = vec![0u64; kinds.len()];
         let mut start = 0usize;
@@ -229,7 +242,11 @@ impl<'a> Plan<'a> {
             if run.len() < 2 {
                 continue;
             }
-            let kind = crate::tokens::token_kind(run[0].0).min(kinds.len().saturating_sub(1));
+            let kind = if run[0].0 >> 56 == LSH_KIND {
+                lsh_kind
+            } else {
+                crate::tokens::token_kind(run[0].0).min(lsh_kind.saturating_sub(1))
+            };
             if run.len() > self.opts.max_block {
                 skipped[kind] += 1;
                 continue;
@@ -300,6 +317,16 @@ impl<'a> Plan<'a> {
             }
         }
         kept as f64 / all.max(1) as f64
+    }
+
+    /// Whether blocking proposes the pair `(a, b)` (global ids). Always true for exhaustive plans.
+    pub fn proposes(&self, a: u32, b: u32) -> bool {
+        if self.stats.exhaustive {
+            return true;
+        }
+        a != b
+            && (self.opts.within_files || self.inputs.file_of(a) != self.inputs.file_of(b))
+            && first_shared(self.keys_of(a), self.keys_of(b)).is_some()
     }
 
     /// Candidate pairs proposed before deduplication (an upper bound on the distinct pairs).
@@ -398,4 +425,107 @@ fn first_shared(x: &[u64], y: &[u64]) -> Option<u64> {
         }
     }
     None
+}
+
+/// Top byte of an LSH key. Token kinds are indices below 255, so no keyed token has it.
+const LSH_KIND: u64 = 0xFF;
+/// MinHash values combined into one LSH key (more: fewer, surer collisions).
+const LSH_ROWS: usize = 8;
+/// Keys per pair of segments (more: higher recall for near matches, more keys per record).
+const LSH_BANDS: usize = 2;
+
+/// Locality-sensitive hashing on filter bits: MinHash over the set bits of each pair of filter
+/// segments (e.g. given + family names, family name + address). Two records whose bits in a
+/// pair of segments are nearly the same (Jaccard J) share that band's key with probability
+/// about `1 − (1 − J^LSH_ROWS)^LSH_BANDS` (J = 1: always; J = 0.9: 0.78; unrelated records,
+/// J ≈ 0.1: one in a million per band). This finds candidates that share no keyed token — a
+/// typo in the date of birth *and* a nickname, say, which change every token — without the
+/// key: the bit positions are already keyed. The hash functions are fixed, so keys are the
+/// same in every run.
+struct Lsh {
+    /// Word range of each segment.
+    segments: Vec<std::ops::Range<usize>>,
+    /// Segment pairs used as bands.
+    combos: Vec<(usize, usize)>,
+    /// Odd multipliers of the MinHash functions (LSH_BANDS × LSH_ROWS).
+    mult: Vec<u64>,
+}
+
+impl Lsh {
+    fn new(segments: &[crate::schema::SegmentLayout]) -> Lsh {
+        let ranges: Vec<std::ops::Range<usize>> = segments
+            .iter()
+            .map(|s| (s.start_bit / 64) as usize..((s.start_bit + s.bits) / 64) as usize)
+            .collect();
+        let n = ranges.len();
+        let combos: Vec<(usize, usize)> = if n == 1 {
+            vec![(0, 0)]
+        } else if n <= 6 {
+            (0..n)
+                .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+                .collect()
+        } else {
+            (0..n - 1).map(|i| (i, i + 1)).collect()
+        };
+        let mut state = 0x243F_6A88_85A3_08D3u64;
+        let mult = (0..LSH_BANDS * LSH_ROWS)
+            .map(|_| splitmix(&mut state) | 1)
+            .collect();
+        Lsh {
+            segments: ranges,
+            combos,
+            mult,
+        }
+    }
+
+    /// Appends the record's LSH keys (none for a band with an empty segment).
+    fn keys(&self, filter: &[u64], pops: &[u16], out: &mut Vec<u64>) {
+        let h = self.mult.len();
+        // Per segment, the minimum of each hash function over its set bits.
+        let mut mins = vec![u64::MAX; self.segments.len() * h];
+        for (s, r) in self.segments.iter().enumerate() {
+            let m = &mut mins[s * h..(s + 1) * h];
+            for (w, &word) in filter[r.clone()].iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let pos = ((r.start + w) * 64) as u64 + u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    let x = pos.wrapping_add(1);
+                    for (mi, &a) in m.iter_mut().zip(&self.mult) {
+                        let v = x.wrapping_mul(a);
+                        let v = v ^ (v >> 29);
+                        if v < *mi {
+                            *mi = v;
+                        }
+                    }
+                }
+            }
+        }
+        for (c, &(s1, s2)) in self.combos.iter().enumerate() {
+            if pops.get(1 + s1) == Some(&0) || pops.get(1 + s2) == Some(&0) {
+                continue;
+            }
+            for band in 0..LSH_BANDS {
+                let mut state = ((c * LSH_BANDS + band) as u64) ^ 0x9E37_79B9_7F4A_7C15;
+                let mut acc = splitmix(&mut state);
+                for row in 0..LSH_ROWS {
+                    let i = band * LSH_ROWS + row;
+                    let v = mins[s1 * h + i].min(mins[s2 * h + i]);
+                    state ^= v;
+                    acc ^= splitmix(&mut state);
+                }
+                out.push((LSH_KIND << 56) | (acc & ((1u64 << 56) - 1)));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
