@@ -472,7 +472,12 @@ fn lsh_blocks_add_candidates_and_keep_outputs_independent_of_threads() {
         .find(|k| k[0] == "lsh")
         .map(|k| k[1].as_u64().unwrap());
     assert!(lsh_blocks.unwrap_or(0) > 0, "{}", one["candidates"]);
-    for f in ["links.csv", "links-health.csv", "links-police.csv", "links-education.csv"] {
+    for f in [
+        "links.csv",
+        "links-health.csv",
+        "links-police.csv",
+        "links-education.csv",
+    ] {
         assert_eq!(
             std::fs::read(dir.path().join("lsh1").join(f)).unwrap(),
             std::fs::read(dir.path().join("lsh3").join(f)).unwrap(),

@@ -4,11 +4,12 @@
 //! [`run`] is the library entry point the CLI calls; it knows nothing of the command line, the
 //! terminal or the audit log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::block::{self, BlockOptions, Method};
@@ -171,7 +172,8 @@ struct Pass2 {
     visited: u64,
     codes: FastMap<u64, u64>,
     dice_hist: [u64; 20],
-    edges: Vec<Edge>,
+    /// Kept pairs, in pieces (one per task; joined once at the end, not at every merge).
+    edges: Vec<Vec<Edge>>,
 }
 
 impl Pass2 {
@@ -180,9 +182,6 @@ impl Pass2 {
         self.codes = score::merge_counts(self.codes, other.codes);
         for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
             *x += y;
-        }
-        if self.edges.len() < other.edges.len() {
-            std::mem::swap(&mut self.edges, &mut other.edges);
         }
         self.edges.append(&mut other.edges);
         self
@@ -363,7 +362,10 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
                     .copied()
                     .unwrap_or_else(|| posterior_of(code));
                 if p >= keep_floor {
-                    acc.edges.push(Edge {
+                    if acc.edges.is_empty() {
+                        acc.edges.push(Vec::new());
+                    }
+                    acc.edges[0].push(Edge {
                         a: a.g,
                         b: b.g,
                         p,
@@ -397,7 +399,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     let t = Instant::now();
     let clusters = cluster::cluster(
         inputs.total(),
-        pass2.edges,
+        pass2.edges.concat(),
         op.threshold,
         op.review,
         |g| inputs.file_of(g),
@@ -475,15 +477,16 @@ struct Table {
 
 fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: bool) -> Table {
     let salt = job_salt(inputs);
-    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
-    for g in 0..inputs.total() as u32 {
-        if clusters.linked[g as usize].is_some() {
-            members
-                .entry(clusters.root[g as usize])
-                .or_default()
-                .push(g);
-        }
-    }
+    // Linked records by cluster: sorted (root, record) runs.
+    let mut linked: Vec<(u32, u32)> = (0..inputs.total() as u32)
+        .filter(|&g| clusters.linked[g as usize].is_some())
+        .map(|g| (clusters.root[g as usize], g))
+        .collect();
+    linked.par_sort_unstable();
+    let groups: Vec<&[(u32, u32)]> = linked
+        .chunk_by(|x, y| x.0 == y.0)
+        .filter(|g| g.len() >= 2)
+        .collect();
     let key_of = |g: u32| {
         let r = inputs.record(g);
         let f = &inputs.files()[r.file as usize];
@@ -492,33 +495,50 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
             f.row_ref(r.row as usize).to_string(),
         )
     };
+    // Each link's rows and the agencies it joins, in parallel (link ids are hashes).
+    let links: Vec<(Vec<LinkRow>, Vec<String>)> = groups
+        .par_iter()
+        .map(|group| {
+            let mut keys: Vec<(String, String, u32)> = group
+                .iter()
+                .map(|&(_, g)| {
+                    let (ag, id) = key_of(g);
+                    (ag, id, g)
+                })
+                .collect();
+            keys.sort();
+            let link_id = link_id(&salt, &keys);
+            let ags: Vec<String> = keys
+                .iter()
+                .map(|k| k.0.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let rows = keys
+                .into_iter()
+                .map(|(ag, id, g)| {
+                    let (score, status) =
+                        clusters.linked[g as usize].unwrap_or((0.0, Status::Match));
+                    LinkRow {
+                        link_id: link_id.clone(),
+                        agency: ag,
+                        record_id: id,
+                        score: Some(score),
+                        status: Some(status),
+                    }
+                })
+                .collect();
+            (rows, ags)
+        })
+        .collect();
     let mut t = Table {
-        rows: Vec::new(),
-        links: 0,
+        rows: Vec::with_capacity(linked.len()),
+        links: links.len() as u64,
         in_review: 0,
         per_pair: BTreeMap::new(),
         linked_per_agency: BTreeMap::new(),
     };
-    for group in members.values() {
-        if group.len() < 2 {
-            continue;
-        }
-        t.links += 1;
-        let mut keys: Vec<(String, String, u32)> = group
-            .iter()
-            .map(|&g| {
-                let (ag, id) = key_of(g);
-                (ag, id, g)
-            })
-            .collect();
-        keys.sort();
-        let link_id = link_id(&salt, &keys);
-        let ags: Vec<&str> = keys
-            .iter()
-            .map(|k| k.0.as_str())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+    for (rows, ags) in links {
         for i in 0..ags.len() {
             for j in i + 1..ags.len() {
                 *t.per_pair
@@ -526,28 +546,23 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
                     .or_default() += 1;
             }
         }
-        for (ag, id, g) in keys {
-            let (score, status) = clusters.linked[g as usize].unwrap_or((0.0, Status::Match));
-            if status == Status::Review {
+        for r in rows {
+            if r.status == Some(Status::Review) {
                 t.in_review += 1;
             }
-            *t.linked_per_agency.entry(ag.clone()).or_default() += 1;
-            t.rows.push(LinkRow {
-                link_id: link_id.clone(),
-                agency: ag,
-                record_id: id,
-                score: Some(score),
-                status: Some(status),
-            });
+            *t.linked_per_agency.entry(r.agency.clone()).or_default() += 1;
+            t.rows.push(r);
         }
     }
     if include_unlinked {
+        let mut in_link = vec![false; inputs.total()];
+        for group in &groups {
+            for &(_, g) in *group {
+                in_link[g as usize] = true;
+            }
+        }
         for g in 0..inputs.total() as u32 {
-            let linked = clusters.linked[g as usize].is_some()
-                && members
-                    .get(&clusters.root[g as usize])
-                    .is_some_and(|m| m.len() > 1);
-            if !linked {
+            if !in_link[g as usize] {
                 let (ag, id) = key_of(g);
                 t.rows.push(LinkRow {
                     link_id: String::new(),
@@ -559,7 +574,8 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
             }
         }
     }
-    t.rows.sort_by(|x, y| {
+    // Stable: with --dedupe two inputs of one agency may repeat a record id within a link.
+    t.rows.par_sort_by(|x, y| {
         (x.link_id.is_empty(), &x.link_id, &x.agency, &x.record_id).cmp(&(
             y.link_id.is_empty(),
             &y.link_id,

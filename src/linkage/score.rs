@@ -105,6 +105,29 @@ pub struct Comparer<'a> {
     evidence: Vec<usize>,
     kernel: Kernel,
     dice_floor: f32,
+    /// Per segment, indexed by the sum of the two records' counts in it: the smallest AND count
+    /// reaching each Dice level boundary. Comparing counts with these gives exactly the level
+    /// [`dice_level`] gives, without a division per segment.
+    level_counts: Vec<Vec<[u32; DICE_LEVELS.len()]>>,
+}
+
+/// The smallest `and` with `dice(and, sum) >= bound` (by [`similarity::dice`] itself, so the
+/// result is exactly the same), or `u32::MAX` if none.
+fn min_count_for(bound: f32, sum: u32) -> u32 {
+    let (mut lo, mut hi) = (0u32, sum / 2 + 1);
+    // dice(and, ·) is monotone in `and`: binary search on [0, sum/2].
+    if similarity::dice(sum / 2, sum - sum / 2, sum / 2) < bound {
+        return u32::MAX;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if similarity::dice(mid, sum - sum / 2, sum / 2) >= bound {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 impl<'a> Comparer<'a> {
@@ -133,6 +156,15 @@ impl<'a> Comparer<'a> {
             evidence: features.evidence.iter().map(|e| e.0).collect(),
             kernel,
             dice_floor,
+            level_counts: h
+                .segments
+                .iter()
+                .map(|s| {
+                    (0..=2 * s.bits)
+                        .map(|sum| DICE_LEVELS.map(|b| min_count_for(b, sum)))
+                        .collect()
+                })
+                .collect(),
         }
     }
 
@@ -210,7 +242,13 @@ impl<'a> Comparer<'a> {
             let (ca, cb) = (u32::from(pa[1 + s]), u32::from(pb[1 + s]));
             let level = if ca == 0 || cb == 0 {
                 MISSING
+            } else if let Some(min) = self.level_counts[s].get((ca + cb) as usize) {
+                min.iter()
+                    .position(|&m| and >= m)
+                    .unwrap_or(DICE_LEVELS.len()) as u8
             } else {
+                // Counts beyond the segment's length: only in a file the reader should have
+                // refused; fall back to the division.
                 dice_level(similarity::dice(and, ca, cb))
             };
             code |= u64::from(level) << shift;
@@ -614,5 +652,32 @@ pub fn operating_point(
         est_recall: best.3,
         est_f1: best.1.max(0.0),
         est_matches: total_match,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_thresholds_give_exactly_the_levels_of_the_division() {
+        for sum in 2..=700u32 {
+            let mins = DICE_LEVELS.map(|b| min_count_for(b, sum));
+            for and in 0..=sum / 2 {
+                let by_count = mins
+                    .iter()
+                    .position(|&m| and >= m)
+                    .unwrap_or(DICE_LEVELS.len()) as u8;
+                // Every split of the sum gives the same Dice: it depends on the sum only.
+                let want = dice_level(similarity::dice(and, sum / 2, sum - sum / 2));
+                assert_eq!(by_count, want, "and {and} sum {sum}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bound_no_count_reaches_is_never_met() {
+        assert_eq!(min_count_for(1.5, 10), u32::MAX);
+        assert_eq!(min_count_for(0.0, 10), 0);
     }
 }
