@@ -116,8 +116,8 @@ pub struct Report {
     pub fit_sample_share: f64,
     /// Whole-filter Dice below which pairs were not scored (unless sharing an identifier).
     pub dice_floor: f32,
-    /// Median whole-filter Dice of random pairs (what unrelated records score).
-    pub random_pair_median_dice: f32,
+    /// 99th percentile of the whole-filter Dice of random pairs (what unrelated records score).
+    pub random_pair_dice_q99: f32,
     /// Pairs agreeing on an identifier token, used to estimate m for the segments.
     pub anchor_pairs: u64,
     /// Where the m-probabilities came from.
@@ -189,13 +189,12 @@ impl Pass2 {
 }
 
 /// The whole-filter Dice below which a pair is not scored (unless it shares an identifier):
-/// 0.4 for ordinary filters, where unrelated records score about 0.25 (median), and as far
-/// above the median of unrelated records when hardening (balancing, diffusion) lifts it
-/// towards 0.5, so the floor still prunes what is clearly unrelated.
-fn dice_floor(random_median: f32) -> f32 {
+/// 0.4, or the 99th percentile of the Dice of random (unrelated) pairs if that is higher, as it
+/// is when hardening (balancing, diffusion) lifts the Dice of unrelated records towards 0.5 and
+/// beyond; otherwise exhaustive comparison would keep nearly every pair.
+fn dice_floor(random_q99: f32) -> f32 {
     const BASE: f32 = 0.4;
-    const ABOVE_MEDIAN: f32 = 0.15;
-    BASE.max(random_median + ABOVE_MEDIAN)
+    BASE.max(random_q99)
 }
 
 /// Above this many proposed candidate pairs, the model is fitted on a sample of them.
@@ -263,12 +262,12 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
 
     let t = Instant::now();
     let random = score::random_pairs(inputs, 200_000, opts.dedupe);
-    let random_median = score::median_dice(inputs, &random, kernel);
+    let random_q99 = score::dice_quantile(inputs, &random, kernel, 0.99);
     let bopts = BlockOptions {
         method: opts.method,
         max_block: opts.max_block,
         within_files: opts.dedupe,
-        dice_floor: dice_floor(random_median),
+        dice_floor: dice_floor(random_q99),
         lsh: opts.lsh,
         ..Default::default()
     };
@@ -433,7 +432,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         distinct_patterns,
         fit_sample_share: share,
         dice_floor: bopts.dice_floor,
-        random_pair_median_dice: random_median,
+        random_pair_dice_q99: random_q99,
         anchor_pairs: anchors,
         m_source: if anchors >= score::MIN_ANCHORS {
             "segments: anchor pairs agreeing on an identifier token; identifiers: EM"

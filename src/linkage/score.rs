@@ -321,8 +321,8 @@ pub fn pattern_counts(
     (patterns, counts)
 }
 
-/// Median whole-filter Dice of the given pairs (0 for none).
-pub fn median_dice(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel) -> f32 {
+/// The `q`-quantile (0 ≤ q ≤ 1) of the whole-filter Dice of the given pairs (0 for none).
+pub fn dice_quantile(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel, q: f64) -> f32 {
     let files = inputs.files();
     let mut d: Vec<f32> = pairs
         .par_iter()
@@ -341,8 +341,8 @@ pub fn median_dice(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel) -> f32
     if d.is_empty() {
         return 0.0;
     }
-    let mid = d.len() / 2;
-    *d.select_nth_unstable_by(mid, f32::total_cmp).1
+    let at = ((d.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    *d.select_nth_unstable_by(at, f32::total_cmp).1
 }
 
 /// Adds two code → count maps.
