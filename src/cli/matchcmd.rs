@@ -332,9 +332,10 @@ fn summary(r: &Report, out: &Path) -> String {
         "  threshold    {:.3} ({}), review band [{:.3}, {:.3})\n",
         op.threshold, r.threshold_source, op.review, op.threshold
     ));
+    let e = &r.estimated;
     t.push_str(&format!(
-        "  estimated    precision {:.4}, recall {:.4}, F1 {:.4} (from the fitted model, no truth used)\n",
-        op.est_precision, op.est_recall, op.est_f1
+        "  estimated    precision {:.4}, recall {:.4}, F1 {:.4} of the links (from the fitted model, no truth used)\n",
+        e.precision, e.recall, e.f1
     ));
     t.push_str(&format!(
         "  links        {} ({} records in the review band, {} conflicting pairs refused)\n",

@@ -46,10 +46,11 @@ pub struct Clusters {
 }
 
 /// Clusters `n` records from `edges` (any order). `file_of` gives each record's input file
-/// (at most 64 inputs); `dedupe` lifts the one-per-input rule.
+/// (at most 64 inputs); `dedupe` lifts the one-per-input rule. On return `edges` holds the
+/// edges at or above `review`, best first.
 pub fn cluster(
     n: usize,
-    mut edges: Vec<Edge>,
+    edges: &mut Vec<Edge>,
     threshold: f64,
     review: f64,
     file_of: impl Fn(u32) -> usize,
@@ -77,7 +78,7 @@ pub fn cluster(
         }
         x
     }
-    for e in &edges {
+    for e in edges.iter() {
         let (ra, rb) = (find(&mut parent, e.a), find(&mut parent, e.b));
         if ra == rb {
             continue;
@@ -137,7 +138,7 @@ mod tests {
         let file = |g: u32| [0, 0, 1, 2, 2][g as usize];
         let c = cluster(
             5,
-            vec![e(0, 2, 0.99), e(2, 3, 0.98), e(1, 2, 0.97), e(0, 4, 0.9)],
+            &mut vec![e(0, 2, 0.99), e(2, 3, 0.98), e(1, 2, 0.97), e(0, 4, 0.9)],
             0.5,
             0.1,
             file,
@@ -162,8 +163,8 @@ mod tests {
         ];
         let mut rev = edges.clone();
         rev.reverse();
-        let a = cluster(6, edges, 0.5, 0.2, file, false);
-        let b = cluster(6, rev, 0.5, 0.2, file, false);
+        let a = cluster(6, &mut edges.clone(), 0.5, 0.2, file, false);
+        let b = cluster(6, &mut rev.clone(), 0.5, 0.2, file, false);
         assert_eq!(a.root, b.root);
         assert_eq!(a.linked, b.linked);
     }
@@ -173,7 +174,7 @@ mod tests {
         let file = |g: u32| g as usize;
         let c = cluster(
             4,
-            vec![e(0, 1, 0.9), e(2, 3, 0.9), e(1, 2, 0.3), e(0, 3, 0.3)],
+            &mut vec![e(0, 1, 0.9), e(2, 3, 0.9), e(1, 2, 0.3), e(0, 3, 0.3)],
             0.5,
             0.2,
             file,
@@ -181,7 +182,14 @@ mod tests {
         );
         assert_ne!(c.root[0], c.root[2]);
         assert_eq!(c.review_merges_skipped, 2);
-        let c = cluster(3, vec![e(0, 1, 0.9), e(1, 2, 0.3)], 0.5, 0.2, file, false);
+        let c = cluster(
+            3,
+            &mut vec![e(0, 1, 0.9), e(1, 2, 0.3)],
+            0.5,
+            0.2,
+            file,
+            false,
+        );
         assert_eq!(c.linked[2], Some((0.3, Status::Review)));
         assert_eq!(c.linked[0].unwrap().1, Status::Match);
     }

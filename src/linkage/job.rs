@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -128,6 +129,9 @@ pub struct Report {
     pub features: Features,
     /// Threshold, review band and the model's own estimates of precision and recall.
     pub operating_point: score::Operating,
+    /// The model's estimate of the quality of the links themselves (after assignment), with
+    /// no ground truth: see [`estimate_quality`].
+    pub estimated: Estimate,
     /// Whether the threshold was given or estimated.
     pub threshold_source: &'static str,
     /// Links (groups of two or more records).
@@ -156,6 +160,123 @@ pub struct Report {
     /// Blocking recall against exhaustive comparison (`--check-blocking`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocking_check: Option<BlockingRecall>,
+}
+
+/// Estimated quality of the links, over pairs of linked records of different inputs.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Estimate {
+    /// Expected share of linked pairs that are true matches.
+    pub precision: f64,
+    /// Expected share of true matching pairs that are linked.
+    pub recall: f64,
+    /// Harmonic mean of the two.
+    pub f1: f64,
+    /// Pairs of records of different inputs in the same link (status match).
+    pub linked_pairs: u64,
+    /// Expected true matching pairs among all records.
+    pub expected_true_pairs: f64,
+}
+
+/// Estimates precision and recall of the links from the fitted model, without ground truth.
+///
+/// Precision: the mean posterior of the linked pairs (a pair linked only through a third record
+/// counts with the weaker of the two records' linking scores). Recall: expected true pairs
+/// linked over expected true pairs, where each record can match at most one record of each
+/// other input, so the expected number of matches of record r in input X is the best posterior
+/// of any pair of r with a record of X, not the sum over all of them (summing over candidate
+/// pairs counts a child's siblings and namesakes as extra matches and inflates it many times).
+pub fn estimate_quality(
+    inputs: &Inputs,
+    clusters: &cluster::Clusters,
+    edges: &[Edge],
+    best: &[AtomicU64],
+) -> Estimate {
+    let nfiles = inputs.files().len();
+    let status_match = |g: u32| matches!(clusters.linked[g as usize], Some((_, Status::Match)));
+    let mut within: FastMap<(u32, u32), f64> = FastMap::default();
+    for e in edges {
+        if clusters.root[e.a as usize] == clusters.root[e.b as usize] {
+            within.entry((e.a, e.b)).or_insert(e.p);
+        }
+    }
+    let mut members: Vec<(u32, u32)> = (0..inputs.total() as u32)
+        .filter(|&g| status_match(g))
+        .map(|g| (clusters.root[g as usize], g))
+        .collect();
+    members.par_sort_unstable();
+    let (mut linked_pairs, mut expected_tp) = (0u64, 0.0f64);
+    for group in members.chunk_by(|x, y| x.0 == y.0) {
+        for (i, &(_, x)) in group.iter().enumerate() {
+            for &(_, y) in &group[i + 1..] {
+                if inputs.file_of(x) == inputs.file_of(y) {
+                    continue;
+                }
+                let (a, b) = (x.min(y), x.max(y));
+                let p = within.get(&(a, b)).copied().unwrap_or_else(|| {
+                    let s = |g: u32| clusters.linked[g as usize].map_or(0.0, |l| l.0);
+                    s(a).min(s(b))
+                });
+                linked_pairs += 1;
+                expected_tp += p;
+            }
+        }
+    }
+    // Which input's records each link holds (bit per input; at most 64 inputs, as clustering).
+    let mut held = vec![0u64; inputs.total()];
+    for &(root, g) in &members {
+        held[root as usize] |= 1 << (inputs.file_of(g) % 64);
+    }
+    let expected_true_pairs = (0..inputs.total())
+        .into_par_iter()
+        .map(|g| {
+            let own = inputs.file_of(g as u32);
+            let root = clusters.root[g];
+            (0..nfiles)
+                .filter(|&x| x != own)
+                .map(|x| {
+                    let packed = best[g * nfiles + x].load(Ordering::Relaxed);
+                    let (p, other) = (f32::from_bits((packed >> 32) as u32), packed as u32);
+                    let other_root = clusters.root[other as usize];
+                    // The best candidate went to a link that already holds another record of
+                    // this record's input: one match per input, so it is this record's match
+                    // only if that link is wrong.
+                    let claimed = p > 0.0
+                        && status_match(other)
+                        && other_root != root
+                        && held[other_root as usize] & (1 << (own % 64)) != 0;
+                    if claimed {
+                        let s = clusters.linked[other as usize].map_or(0.0, |l| l.0);
+                        f64::from(p) * (1.0 - s)
+                    } else {
+                        f64::from(p)
+                    }
+                })
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / 2.0;
+    let precision = if linked_pairs == 0 {
+        1.0
+    } else {
+        expected_tp / linked_pairs as f64
+    };
+    let recall = if expected_true_pairs <= 0.0 {
+        1.0
+    } else {
+        (expected_tp / expected_true_pairs).min(1.0)
+    };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    Estimate {
+        precision,
+        recall,
+        f1,
+        linked_pairs,
+        expected_true_pairs,
+    }
 }
 
 /// What the first pass over the candidates gathers.
@@ -347,6 +468,20 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         }
     };
     let cached: FastMap<u64, f64> = index.keys().map(|&c| (c, posterior_of(c))).collect();
+    // Per record and input: the best posterior of any pair with a record of that input, and
+    // that record, packed as (posterior bits << 32 | record) so one atomic max keeps both (and
+    // breaks ties by the larger id, whatever the visiting order).
+    let nfiles = inputs.files().len();
+    let best: Vec<AtomicU64> = (0..inputs.total() * nfiles)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let raise = |slot: &AtomicU64, p: f32, other: u32| {
+        // Non-negative f32s order as their bit patterns.
+        let packed = (u64::from(p.to_bits()) << 32) | u64::from(other);
+        if slot.load(Ordering::Relaxed) < packed {
+            slot.fetch_max(packed, Ordering::Relaxed);
+        }
+    };
     let pass2 = plan.scan(
         1,
         Pass2::default,
@@ -360,6 +495,18 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
                     .get(&code)
                     .copied()
                     .unwrap_or_else(|| posterior_of(code));
+                if p >= 0.001 {
+                    raise(
+                        &best[a.g as usize * nfiles + b.file as usize],
+                        p as f32,
+                        b.g,
+                    );
+                    raise(
+                        &best[b.g as usize * nfiles + a.file as usize],
+                        p as f32,
+                        a.g,
+                    );
+                }
                 if p >= keep_floor {
                     if acc.edges.is_empty() {
                         acc.edges.push(Vec::new());
@@ -396,14 +543,17 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     secs.compare += t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    let mut edges = pass2.edges.concat();
     let clusters = cluster::cluster(
         inputs.total(),
-        pass2.edges.concat(),
+        &mut edges,
         op.threshold,
         op.review,
         |g| inputs.file_of(g),
         opts.dedupe,
     );
+    let estimate = estimate_quality(inputs, &clusters, &edges, &best);
+    drop(edges);
     secs.cluster = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -448,6 +598,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         } else {
             "estimated (maximum expected F1 under the fitted model)"
         },
+        estimated: estimate,
         links: table.links,
         records_linked: table.linked_per_agency,
         records_in_review: table.in_review,
