@@ -123,6 +123,21 @@ fn links_testdata_with_high_precision_and_recall() {
         let v = report["operating_point"][k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
+    // The model's estimate of the links' quality, made without the truth, is close to the
+    // measured one (README: optimistic by about a point).
+    let est = &report["estimated"];
+    assert_eq!(
+        est["linked_pairs"].as_u64().unwrap(),
+        predicted.len() as u64,
+        "the estimate is over the same pairs the truth is measured on"
+    );
+    for (k, measured) in [("precision", precision), ("recall", recall), ("f1", f1)] {
+        let e = est[k].as_f64().unwrap();
+        assert!(
+            (e - measured).abs() < 0.04,
+            "estimated {k} {e}, measured {measured}"
+        );
+    }
     assert!(
         report["operating_point"]["review"].as_f64()
             <= report["operating_point"]["threshold"].as_f64()
