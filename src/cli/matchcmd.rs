@@ -353,6 +353,14 @@ fn summary(r: &Report, out: &Path) -> String {
             .collect();
         t.push_str(&format!("  signatures   {}\n", list.join(", ")));
     }
+    t.push_str(&format!(
+        "  scores       posterior {}  (0 → 1, log scale; the threshold's bin is marked |)\n",
+        sparkline(&r.posterior_histogram, Some(r.operating_point.threshold))
+    ));
+    t.push_str(&format!(
+        "               Dice      {}  (whole filter, 0 → 1)\n",
+        sparkline(&r.dice_histogram, None)
+    ));
     if let Some(b) = &r.blocking_check {
         t.push_str(&format!(
             "  blocking     recall {:.4} vs exhaustive: blocking links {} of the {} record pairs \
@@ -374,4 +382,26 @@ fn summary(r: &Report, out: &Path) -> String {
         out.display()
     ));
     t
+}
+
+/// A histogram in one line of block characters, heights on a log scale (scored pairs span many
+/// orders of magnitude); `mark` puts a `|` before the bin holding that value.
+fn sparkline(bins: &[u64], mark: Option<f64>) -> String {
+    const LEVELS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let top = bins.iter().copied().max().unwrap_or(0);
+    let scale = ((top + 1) as f64).ln().max(f64::MIN_POSITIVE);
+    let marked = mark.map(|m| ((m * bins.len() as f64) as usize).min(bins.len().saturating_sub(1)));
+    let mut s = String::new();
+    for (i, &n) in bins.iter().enumerate() {
+        if marked == Some(i) {
+            s.push('|');
+        }
+        let level = if n == 0 {
+            0
+        } else {
+            1 + ((((n + 1) as f64).ln() / scale) * 7.0).round() as usize
+        };
+        s.push(LEVELS[level.min(8)]);
+    }
+    s
 }
