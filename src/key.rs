@@ -368,60 +368,74 @@ fn fingerprint(secret: &[u8; SECRET_LEN]) -> String {
     hex::encode(&hmac::sign(&k, FINGERPRINT_LABEL).as_ref()[..8])
 }
 
-fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
-    let bad = |what: String| Error::key(path, what);
-    let mut created = None;
-    let mut expires = None;
-    let mut partnership = None;
-    let mut purpose = None;
-    let mut epoch = None;
-    let mut previous = None;
-    let mut retired = None;
-    let mut stated_fingerprint = None;
-    let mut secret_line = None;
+/// A key file's text: its `# name: value` comment fields (the last of a name wins) and its one
+/// secret line (1-based line number, text). Shared by linkage and signing key files.
+pub(crate) struct KeyFileText<'a> {
+    pub(crate) fields: std::collections::BTreeMap<String, String>,
+    pub(crate) secret: Option<(usize, &'a str)>,
+}
+
+/// Splits a key file's text. A line that is neither a comment, blank, nor starts with
+/// `secret_prefix` is refused with the message `other` gives for it (1-based line number and
+/// text): a key of the wrong kind, or not a key file at all.
+pub(crate) fn split_key_file<'a>(
+    text: &'a str,
+    secret_prefix: &str,
+    other: impl Fn(usize, &str) -> String,
+) -> std::result::Result<KeyFileText<'a>, String> {
+    let mut out = KeyFileText {
+        fields: Default::default(),
+        secret: None,
+    };
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if let Some(c) = line.strip_prefix('#') {
             if let Some((k, v)) = c.split_once(':') {
-                let v = v.trim().to_string();
-                match k.trim() {
-                    "created" => created = Some(v),
-                    "expires" => expires = Some(v),
-                    "partnership" => partnership = Some(v),
-                    "purpose" => purpose = Some(v),
-                    "epoch" => epoch = Some(v),
-                    "previous" => previous = Some(v),
-                    "retired" => retired = Some(v),
-                    "fingerprint" => stated_fingerprint = Some(v),
-                    _ => {}
-                }
+                out.fields
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         } else if line.trim().is_empty() {
             continue;
-        } else if line.starts_with(SIGNING_PREFIX) {
-            return Err(bad(
-                "is a signing key, not a linkage key: pass the partnership linkage key to --key"
-                    .into(),
-            ));
-        } else if crate::signing::is_public_key_line(line) {
-            return Err(bad(
-                "is an agency's public signing key, not a linkage key: pass the partnership \
-                 linkage key to --key"
-                    .into(),
-            ));
-        } else if line.starts_with(SECRET_PREFIX) {
-            if secret_line.is_some() {
-                return Err(bad("has more than one secret line".into()));
+        } else if line.starts_with(secret_prefix) {
+            if out.secret.is_some() {
+                return Err("has more than one secret line".into());
             }
-            secret_line = Some((n + 1, line));
+            out.secret = Some((n + 1, line));
         } else {
-            return Err(bad(format!(
-                "line {} is neither a comment nor the secret line; is this really a bloomlink \
-                 linkage key?",
-                n + 1
-            )));
+            return Err(other(n + 1, line));
         }
     }
+    Ok(out)
+}
+
+fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
+    let bad = |what: String| Error::key(path, what);
+    let mut parts = split_key_file(text, SECRET_PREFIX, |n, line| {
+        if line.starts_with(SIGNING_PREFIX) {
+            "is a signing key, not a linkage key: pass the partnership linkage key to --key".into()
+        } else if crate::signing::is_public_key_line(line) {
+            "is an agency's public signing key, not a linkage key: pass the partnership linkage \
+             key to --key"
+                .into()
+        } else {
+            format!(
+                "line {n} is neither a comment nor the secret line; is this really a bloomlink \
+                 linkage key?"
+            )
+        }
+    })
+    .map_err(bad)?;
+    let mut field = |name: &str| parts.fields.remove(name);
+    let (created, expires, partnership, purpose, epoch) = (
+        field("created"),
+        field("expires"),
+        field("partnership"),
+        field("purpose"),
+        field("epoch"),
+    );
+    let (previous, retired, stated_fingerprint) =
+        (field("previous"), field("retired"), field("fingerprint"));
+    let secret_line = parts.secret;
     let (line_no, secret_line) = secret_line.ok_or_else(|| {
         bad("has no secret line (starting `bloomlink-key-1:`); is this really a bloomlink linkage key?".into())
     })?;

@@ -235,53 +235,33 @@ impl SigningKey {
 
 fn parse_key_text(path: &Path, text: &str) -> Result<SigningKey> {
     let bad = |what: String| Error::key(path, what);
-    let (mut agency, mut created, mut stated_pk, mut stated_fp, mut secret_line) =
-        (None, None, None, None, None);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if let Some(c) = line.strip_prefix('#') {
-            if let Some((k, v)) = c.split_once(':') {
-                let v = v.trim().to_string();
-                match k.trim() {
-                    "agency" => agency = Some(v),
-                    "created" => created = Some(v),
-                    "public-key" => stated_pk = Some(v),
-                    "fingerprint" => stated_fp = Some(v),
-                    _ => {}
-                }
-            }
-        } else if line.trim().is_empty() {
-            continue;
-        } else if line.starts_with(SECRET_PREFIX) {
-            return Err(bad(
-                "is a linkage key, not a signing key: pass the agency's signing key (made by \
-                 `bloomlink signing-key new`) to --sign-with"
-                    .into(),
-            ));
+    let mut parts = crate::key::split_key_file(text, SIGNING_SECRET_PREFIX, |n, line| {
+        if line.starts_with(SECRET_PREFIX) {
+            "is a linkage key, not a signing key: pass the agency's signing key (made by \
+             `bloomlink signing-key new`) to --sign-with"
+                .into()
         } else if is_public_key_line(line) {
-            return Err(bad(
-                "is a public key: signing needs the agency's private signing key file (made by \
-                 `bloomlink signing-key new`)"
-                    .into(),
-            ));
-        } else if line.starts_with(SIGNING_SECRET_PREFIX) {
-            if secret_line.is_some() {
-                return Err(bad("has more than one secret line".into()));
-            }
-            secret_line = Some((n + 1, line));
+            "is a public key: signing needs the agency's private signing key file (made by \
+             `bloomlink signing-key new`)"
+                .into()
         } else if line.starts_with(SIGNING_PREFIX) {
-            return Err(bad(format!(
-                "line {} is a signing key of a version this bloomlink does not read",
-                n + 1
-            )));
+            format!("line {n} is a signing key of a version this bloomlink does not read")
         } else {
-            return Err(bad(format!(
-                "line {} is neither a comment nor the secret line; is this really a bloomlink \
-                 signing key?",
-                n + 1
-            )));
+            format!(
+                "line {n} is neither a comment nor the secret line; is this really a bloomlink \
+                 signing key?"
+            )
         }
-    }
+    })
+    .map_err(bad)?;
+    let mut field = |name: &str| parts.fields.remove(name);
+    let (agency, created, stated_pk, stated_fp) = (
+        field("agency"),
+        field("created"),
+        field("public-key"),
+        field("fingerprint"),
+    );
+    let secret_line = parts.secret;
     let (line_no, secret_line) = secret_line.ok_or_else(|| {
         bad(format!(
             "has no secret line (starting `{SIGNING_SECRET_PREFIX}`); is this really a bloomlink \
