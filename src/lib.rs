@@ -20,6 +20,7 @@ pub mod key;
 pub mod linkage;
 mod mmap;
 pub mod normalise;
+pub mod risk;
 pub mod schema;
 pub mod similarity;
 pub mod synth;
