@@ -43,6 +43,10 @@ pub struct RiskArgs {
     /// an IG lead what an attacker learns). The report file is then written mode 0600.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
     pub show_values: Option<usize>,
+    /// Frequency attack: neighbouring counts must differ by at least Z·√count (and 1) for a
+    /// pairing to count as confident. 0 = the attacker knows the value distribution exactly.
+    #[arg(long, value_name = "Z", default_value_t = 0.0)]
+    pub frequency_margin: f64,
     /// Accept an expired key.
     #[arg(long)]
     pub allow_expired: bool,
@@ -126,6 +130,7 @@ fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
         today: Date::today_utc(),
         threads: a.threads,
         show_values: show,
+        frequency_z: a.frequency_margin.max(0.0),
         ..RiskOptions::default()
     };
     let report = risk::assess(&a.input, &key, &schema, &map, &opts)?;

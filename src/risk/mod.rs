@@ -49,8 +49,10 @@ pub struct RiskOptions {
     pub today: Date,
     /// Encoder threads (0 = all cores); the attacks use rayon's pool.
     pub threads: usize,
-    /// How far apart (in standard deviations of a count, `z·√count`) neighbouring frequencies
-    /// must be for the frequency attack to take a pairing as confident.
+    /// How far apart (in standard deviations of a count, `z·√count`, at least 1) neighbouring
+    /// frequencies must be for the frequency attack to take a pairing as confident. 0 (the
+    /// default) models an attacker who knows the distribution exactly; 2 one whose reference
+    /// is a sample of similar size.
     pub frequency_z: f64,
     /// Pattern-mining tuning.
     pub pattern: PatternOptions,
@@ -63,7 +65,7 @@ impl Default for RiskOptions {
         RiskOptions {
             today: Date::today_utc(),
             threads: 0,
-            frequency_z: 2.0,
+            frequency_z: 0.0,
             pattern: PatternOptions::default(),
             show_values: 0,
         }
@@ -583,7 +585,8 @@ fn advice(attacks: &[AttackOutcome], verdict: Verdict) -> Vec<String> {
             out.push(format!(
                 "In segment `{seg}` the bit positions of common name parts can be found by \
                  pattern mining ({c} records re-identified from them): enable the diffusion \
-                 layer, balancing or XOR folding, or set fewer bits per token."
+                 layer, balancing or XOR folding (fewer bits per token does not help: sparser \
+                 filters are easier to mine)."
             ));
         }
     }

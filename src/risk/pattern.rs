@@ -159,6 +159,10 @@ impl Ord for Node {
 
 /// Most candidate positions considered per mining step (by count), bounding the pair search.
 const MAX_CANDIDATES: usize = 128;
+/// An identified token whose positions are all set in a record is taken as present when the
+/// chance of that happening without it (segment fill to the power of its positions) is below
+/// this.
+const SURE_FALSE_POSITIVE: f64 = 0.01;
 /// Seed pairs grown per mining step.
 const SEEDS: usize = 8;
 
@@ -506,9 +510,10 @@ fn reidentify(
     let resolved: Vec<u32> = patterns
         .par_iter()
         .map_init(
-            || (vec![0u32; nvals], Vec::<u32>::new()),
-            |(hits, touched), &r| {
+            || (vec![0u32; nvals], vec![0u32; nvals], Vec::<u32>::new()),
+            |(hits, sure_hits, touched), &r| {
                 let bits = popcount(r);
+                let fill = f64::from(bits) / (w * 64) as f64;
                 let consistent = |v: usize| {
                     let uncovered: u32 = r
                         .iter()
@@ -519,13 +524,20 @@ fn reidentify(
                 };
                 let mut found = NONE;
                 let mut count = 0;
+                // Identified tokens whose positions are all set: in the value, or set by chance.
+                // When chance is unlikely (fill^positions below SURE_FALSE_POSITIVE) the token is
+                // taken as present and the value must contain it.
+                let mut sure = 0u32;
                 for (i, m) in masks.iter().enumerate() {
                     if m.iter().zip(r).all(|(m, r)| m & !r == 0) {
+                        let is_sure = fill.powi(identified[i].1.len() as i32) < SURE_FALSE_POSITIVE;
+                        sure += u32::from(is_sure);
                         for &v in &postings[i] {
                             if hits[v as usize] == 0 {
                                 touched.push(v);
                             }
                             hits[v as usize] += 1;
+                            sure_hits[v as usize] += u32::from(is_sure);
                         }
                     }
                 }
@@ -533,8 +545,10 @@ fn reidentify(
                     if count > 1 {
                         break;
                     }
-                    if hits[v as usize] as usize == known[v as usize].len()
-                        && consistent(v as usize)
+                    let vi = v as usize;
+                    if hits[vi] as usize == known[vi].len()
+                        && sure_hits[vi] == sure
+                        && consistent(vi)
                     {
                         found = v;
                         count += 1;
@@ -542,16 +556,19 @@ fn reidentify(
                 }
                 for &v in touched.iter() {
                     hits[v as usize] = 0;
+                    sure_hits[v as usize] = 0;
                 }
                 touched.clear();
-                // Values with no identified token: consistent when their tokens could set all
-                // the record's bits.
-                for &(allow, v) in &unknown_only {
-                    if count > 1 || allow < bits {
-                        break;
+                // Values with no identified token: consistent when no token is surely present
+                // and their tokens could set all the record's bits.
+                if sure == 0 {
+                    for &(allow, v) in &unknown_only {
+                        if count > 1 || allow < bits {
+                            break;
+                        }
+                        found = v;
+                        count += 1;
                     }
-                    found = v;
-                    count += 1;
                 }
                 if count == 1 {
                     found
