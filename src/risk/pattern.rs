@@ -7,16 +7,20 @@
 //! 1. **Bit columns.** The filters are transposed: one bitset over the records per bit position,
 //!    so "records with all of these positions set" is an AND and a popcount.
 //! 2. **Mining, recursively.** Start with all records and all reference values. Take the most
-//!    frequent token of the values (skipping tokens already identified on this branch) and the
-//!    runner-up; if they are too close in frequency to tell apart, take the most frequent token
-//!    that stands apart from both neighbours, or stop this branch. Then look for the largest
-//!    set of positions that are set *together* in about as many records as the token's
-//!    frequency predicts (a greedy stand-in for the paper's Apriori search for the longest
-//!    frequent position tuple, seeded from co-occurring pairs; see `mine_positions`). Those
-//!    positions are taken as the token's. The records split into those with all of them set
-//!    (values containing the token) and the rest (values without it), and the reference values
-//!    split the same way; both halves are mined again. Largest partitions go first; partitions
-//!    smaller than a floor, or a step budget, end the search.
+//!    frequent token of the values (skipping tokens already identified on this branch) that
+//!    stands apart in frequency from the next more and the next less frequent token (tokens
+//!    too close to tell apart are skipped, Christen et al.'s stopping rule). Look for the
+//!    largest set of positions, at most the token's `bits_per_token`, that are set *together*
+//!    in at least as many records as hold the token (a greedy stand-in for the paper's Apriori
+//!    search for the longest frequent position tuple, seeded from co-occurring pairs; see
+//!    `mine_positions`). The set is then checked against the whole population: it must be set
+//!    in about as many records as hold the token overall (fewer: positions of a token that only
+//!    co-occurs with it in this partition were mixed in; more: a part of a more frequent
+//!    token's positions). If that fails, the next token that stands apart is tried. Once the
+//!    positions are taken as the token's, the records split into those with all of them set
+//!    (values containing the token) and the rest, and the reference values split the same way;
+//!    both halves are mined again. Largest partitions go first; a floor on partition size and a
+//!    step budget end the search.
 //! 3. **Re-identification.** A reference value is *consistent* with a record when every
 //!    identified token of the value has all its positions set in the record, and the record's
 //!    set bits not explained by those positions could come from the value's unidentified tokens
@@ -50,6 +54,13 @@ pub struct PatternOptions {
     pub min_gap: f64,
     /// Seeds tried for the greedy position search.
     pub seeds: usize,
+    /// Tokens tried per partition when a token's positions cannot be found or fail the check
+    /// against the whole population.
+    pub tries: usize,
+    /// How far below the reference's count of a token (relative) the rows with all its
+    /// positions set may fall: 0 for an exact reference (every record holding the token has
+    /// all its positions set).
+    pub count_slack: f64,
 }
 
 impl Default for PatternOptions {
@@ -60,6 +71,8 @@ impl Default for PatternOptions {
             max_steps: 3000,
             min_gap: 0.02,
             seeds: 6,
+            count_slack: 0.0,
+            tries: 4,
         }
     }
 }
@@ -198,6 +211,17 @@ pub(crate) fn attack(records: &Records, attr: &Attribute, opts: &PatternOptions)
                 .is_some_and(|s| s.iter().any(|w| *w != 0))
         })
         .collect();
+    // The whole population's columns and token frequencies, to check every identification
+    // against all records and not only the partition it was found in.
+    let root = Columns::build(records, &range, &all);
+    let root_counts: Vec<u32> = (0..bits).map(|p| popcount(root.col(p))).collect();
+    let mut global = vec![0u64; ntok];
+    for (v, toks) in attr.tokens.iter().enumerate() {
+        for &t in toks {
+            global[t as usize] += u64::from(attr.counts[v]);
+        }
+    }
+    let population = all.len() as f64;
     let mut heap = BinaryHeap::new();
     let mut seq = 0u32;
     heap.push(Node {
@@ -244,37 +268,63 @@ pub(crate) fn attack(records: &Records, attr: &Attribute, opts: &PatternOptions)
         );
         ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let apart = |hi: u64, lo: u64| (hi - lo) as f64 / hi as f64 >= opts.min_gap;
-        let pick = (0..ranked.len()).find(|&i| {
+        let eligible = (0..ranked.len()).filter(|&i| {
             let f = ranked[i].0;
             (i == 0 || apart(ranked[i - 1].0, f))
                 && ranked.get(i + 1).is_none_or(|&(lo, _)| apart(f, lo))
         });
-        let Some(i) = pick else { continue };
-        let (f1, t1) = ranked[i];
-        let below = ranked.get(i + 1).map_or(0, |r| r.0);
-        let above = if i == 0 { None } else { Some(ranked[i - 1].0) };
-        let scale = node.rows.len() as f64 / total as f64;
-        let e1 = f1 as f64 * scale;
-        let min_count = ((e1 + below as f64 * scale) / 2.0).max(1.0) as u32;
-        // A position set found must not be explained better by a more frequent token.
-        let max_count = above.map_or(u32::MAX, |a| ((e1 + a as f64 * scale) / 2.0) as u32);
-        let k1 = attr.token_bits[t1 as usize].max(1) as usize;
-
         let cols = Columns::build(records, &range, &node.rows);
-        let set = mine_positions(
-            &cols,
-            bits,
-            &node.fixed,
-            Want {
+        let mut found = None;
+        for i in eligible.take(opts.tries.max(1)) {
+            let (f1, t1) = ranked[i];
+            let below = ranked.get(i + 1).map_or(0, |r| r.0);
+            let above = if i == 0 { None } else { Some(ranked[i - 1].0) };
+            let scale = node.rows.len() as f64 / total as f64;
+            let e1 = f1 as f64 * scale;
+            // Every record holding the token has all its positions set, so the token's
+            // position set is set in at least as many rows as the reference says hold it (less
+            // a slack for a reference that is not exact); halfway to the runner-up at least.
+            let expected = (f1 as f64).min(e1) * (1.0 - opts.count_slack);
+            let min_count = ((e1 + below as f64 * scale) / 2.0)
+                .max(expected.floor() - 1.0)
+                .max(1.0) as u32;
+            // A position set found must not be explained better by a more frequent token.
+            let max_count = above.map_or(u32::MAX, |a| ((e1 + a as f64 * scale) / 2.0) as u32);
+            let k1 = attr.token_bits[t1 as usize].max(1) as usize;
+            let want = Want {
                 min_count,
                 max_count,
                 expected: e1,
                 k: k1,
-            },
-            kernel,
-        );
-        let Some(mut set) = set else { continue };
-        set.sort_unstable();
+            };
+            let Some(mut set) = mine_positions(&cols, bits, &node.fixed, want, kernel) else {
+                continue;
+            };
+            set.sort_unstable();
+            // Over all records, the set must be set in about as many rows as hold the token:
+            // fewer means positions of a token that merely co-occurs with it in this partition
+            // were mixed in; more means a subset of a more frequent token's positions.
+            let fg = global[t1 as usize] as f64;
+            let mut acc = root.col(set[0] as usize).to_vec();
+            for &p in &set[1..] {
+                acc.iter_mut()
+                    .zip(root.col(p as usize))
+                    .for_each(|(a, b)| *a &= b);
+            }
+            let cnt = f64::from(popcount(&acc));
+            let chance = (population - fg).max(0.0)
+                * set
+                    .iter()
+                    .map(|&p| f64::from(root_counts[p as usize]) / population.max(1.0))
+                    .product::<f64>();
+            let slack = fg * opts.count_slack;
+            if cnt < fg - slack - 1.0 || cnt > fg + slack + chance + 3.0 * (chance + 1.0).sqrt() {
+                continue;
+            }
+            found = Some((t1, set));
+            break;
+        }
+        let Some((t1, set)) = found else { continue };
         if let std::collections::hash_map::Entry::Vacant(e) = identified.entry(t1) {
             e.insert(set.clone());
             order.push(t1);
