@@ -147,23 +147,34 @@ pub(crate) fn load(
         let Some(&i) = wanted.get(id.as_str()) else {
             continue;
         };
-        if found[i] {
+        if found[i] || rec.len() != header.len() {
             continue;
         }
-        found[i] = true;
+        // A row the encoder rejected as a whole may share its id with the row it kept: skip
+        // rows it would reject (undecodable bytes, too few linking fields).
+        let mut row: Vec<Option<Value>> = vec![None; nf];
+        let mut bad_bytes = false;
+        let mut in_filter = 0u32;
         for &(fi, ci) in &sources {
             let Some(raw) = rec.get(ci) else { continue };
             if raw.len() > crate::normalise::MAX_FIELD_BYTES {
                 continue;
             }
             let Some(text) = decode(map.encoding, raw, &mut buf) else {
-                continue;
+                bad_bytes = true;
+                break;
             };
             if let Ok(Some(v)) = normalise_value(schema.fields[fi].def.normaliser, text, map, today)
             {
-                values[i][fi] = Some(v);
+                in_filter += u32::from(schema.fields[fi].segment.is_some());
+                row[fi] = Some(v);
             }
         }
+        if bad_bytes || in_filter < schema.def.min_fields {
+            continue;
+        }
+        found[i] = true;
+        values[i] = row;
     }
     let missing = found.iter().filter(|f| !**f).count();
     if missing > 0 {
