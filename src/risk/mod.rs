@@ -125,8 +125,8 @@ pub struct TargetOutcome {
 /// One attack's outcome.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AttackOutcome {
-    /// `frequency`, `pattern_mining` or `all` (the attacks' claims pooled; conflicting claims
-    /// dropped).
+    /// `frequency`, `pattern_mining` or `all` (re-identified by either attack or by their
+    /// claims pooled, conflicting claims dropped).
     pub attack: String,
     /// What it does, in one line.
     pub description: String,
@@ -279,23 +279,23 @@ pub fn assess(
         score(
             &truth,
             schema,
-            &freq,
+            &[&freq],
             "frequency",
             "frequency alignment of segment bit patterns and keyed exact tokens (Kuzu et al. 2011)",
         ),
         score(
             &truth,
             schema,
-            &mined,
+            &[&mined],
             "pattern_mining",
             "bit-column pattern mining of frequent tokens, then value matching (Christen et al. 2018)",
         ),
         score(
             &truth,
             schema,
-            &pooled,
+            &[&freq, &mined, &pooled],
             "all",
-            "the attacks' claims pooled (conflicting claims dropped)",
+            "re-identified by either attack, or by their claims pooled (conflicting claims dropped)",
         ),
     ];
     attacks[1].notes = pattern_notes;
@@ -361,19 +361,22 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Checks guesses (`guesses[target][record]`) against the truth.
+/// Checks guesses (`guesses[target][record]`) against the truth. With several sets of
+/// guesses, a record or field value counts as re-identified when any set re-identifies it (an
+/// attacker runs every attack and keeps what works); targets are scored on the last set.
 fn score(
     truth: &Truth,
     schema: &Schema,
-    guesses: &[Vec<u32>],
+    sets: &[&[Vec<u32>]],
     name: &str,
     description: &str,
 ) -> AttackOutcome {
     let n = truth.n;
     let attrs = &truth.attrs;
+    let last: &[Vec<u32>] = sets.last().copied().unwrap_or(&[]);
     let targets = attrs
         .iter()
-        .zip(guesses)
+        .zip(last)
         .map(|(a, g)| {
             let present = a.truth.iter().filter(|&&t| t != NONE).count() as u64;
             let guessed = g.iter().filter(|&&x| x != NONE).count() as u64;
@@ -409,29 +412,34 @@ fn score(
             let (mut claimed, mut correct) = (0u64, 0u64);
             let mut recovered = vec![false; truth.field_text[f].len()];
             for r in 0..n {
-                let mut any = false;
-                let mut all_right = true;
-                for (a, g) in attrs.iter().zip(guesses) {
-                    let Some(pos) = a.fields.iter().position(|&x| x == f) else {
-                        continue;
-                    };
-                    let x = g[r];
-                    if x == NONE {
-                        continue;
+                let (mut any_claim, mut any_right) = (false, false);
+                for guesses in sets {
+                    let mut any = false;
+                    let mut all_right = true;
+                    for (a, g) in attrs.iter().zip(guesses.iter()) {
+                        let Some(pos) = a.fields.iter().position(|&x| x == f) else {
+                            continue;
+                        };
+                        let x = g[r];
+                        if x == NONE {
+                            continue;
+                        }
+                        let claim = a.components[x as usize][pos];
+                        if claim == NONE && ids[r] == NONE {
+                            continue; // "no value": nothing personal claimed
+                        }
+                        any = true;
+                        all_right &= claim == ids[r];
                     }
-                    let claim = a.components[x as usize][pos];
-                    if claim == NONE && ids[r] == NONE {
-                        continue; // "no value": nothing personal claimed
-                    }
-                    any = true;
-                    all_right &= claim == ids[r];
+                    any_claim |= any;
+                    any_right |= any && all_right;
                 }
-                if any {
+                if any_claim {
                     claimed += 1;
-                    if all_right {
-                        correct += 1;
-                        recovered[ids[r] as usize] = true;
-                    }
+                }
+                if any_right {
+                    correct += 1;
+                    recovered[ids[r] as usize] = true;
                 }
             }
             let distinct_recovered = recovered.iter().filter(|&&b| b).count() as u64;
@@ -453,26 +461,34 @@ fn score(
         })
         .collect();
 
-    let (claimed, singled) = reidentified(truth, guesses);
+    let mut claimed = vec![false; n];
+    let mut singled = vec![false; n];
+    for guesses in sets {
+        let (c, s) = reidentified(truth, guesses);
+        for r in 0..n {
+            claimed[r] |= c[r];
+            singled[r] |= s[r];
+        }
+    }
     let records_reidentified = singled.iter().filter(|&&b| b).count() as u64;
     AttackOutcome {
         attack: name.into(),
         description: description.into(),
         records_reidentified,
         share_reidentified: ratio(records_reidentified, n as u64),
-        records_claimed: claimed,
+        records_claimed: claimed.iter().filter(|&&b| b).count() as u64,
         fields: field_outcomes,
         targets,
         notes: Vec::new(),
     }
 }
 
-/// Per record: re-identified by the definition in the module docs. Also returns the number of
-/// records with at least one claim.
-fn reidentified(truth: &Truth, guesses: &[Vec<u32>]) -> (u64, Vec<bool>) {
+/// Per record: whether the guesses claim anything about it, and whether it is re-identified by
+/// the definition in the module docs.
+fn reidentified(truth: &Truth, guesses: &[Vec<u32>]) -> (Vec<bool>, Vec<bool>) {
     let n = truth.n;
     let attrs = &truth.attrs;
-    let mut claimed = 0u64;
+    let mut claimed = vec![false; n];
     // Records whose claims are all correct, grouped by the set of targets claimed.
     let mut by_mask: HashMap<Vec<u16>, Vec<usize>> = HashMap::new();
     for r in 0..n {
@@ -489,7 +505,7 @@ fn reidentified(truth: &Truth, guesses: &[Vec<u32>]) -> (u64, Vec<bool>) {
         if mask.is_empty() {
             continue;
         }
-        claimed += 1;
+        claimed[r] = true;
         if right {
             by_mask.entry(mask).or_default().push(r);
         }
