@@ -65,6 +65,31 @@ pub struct FileRef {
     /// For encoding files: the key epoch in its header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_epoch: Option<u32>,
+    /// For encoding files checked against a trust file: `verified` or `allowed-unsigned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// For signed encoding files: the signing key that signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerRef>,
+}
+
+/// A signing key in the log: its agency and public key fingerprint (never the key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRef {
+    /// The agency whose key it is.
+    pub agency: String,
+    /// The public key's fingerprint.
+    pub fingerprint: String,
+}
+
+impl SignerRef {
+    /// The reference for a signing key's public facts.
+    pub fn of(info: &crate::signing::SignerInfo) -> SignerRef {
+        SignerRef {
+            agency: info.agency.clone(),
+            fingerprint: info.fingerprint.clone(),
+        }
+    }
 }
 
 impl FileRef {
@@ -98,6 +123,12 @@ pub struct KeyFacts {
     pub created: String,
     /// Last day of use (YYYY-MM-DD).
     pub expires: String,
+    /// The fingerprint of the key it replaced (rotation lineage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// When it was retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 /// What a command reports to the log; [`append`] adds sequence, time, user, host and chain.
@@ -113,6 +144,8 @@ pub struct Event {
     pub key_epoch: Option<u32>,
     /// Public facts of the key (key commands).
     pub key_info: Option<KeyFacts>,
+    /// The signing key used (signing-key commands, signed encodes, signed checkpoints).
+    pub signer: Option<SignerRef>,
     /// Digest of the linkage schema.
     pub schema_digest: Option<String>,
     /// The agency (encode).
@@ -172,6 +205,9 @@ pub struct Entry {
     /// Public facts of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_info: Option<KeyFacts>,
+    /// The signing key used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerRef>,
     /// Digest of the linkage schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_digest: Option<String>,
@@ -389,6 +425,7 @@ pub fn append(path: &Path, event: &Event) -> Result<Entry> {
         key_fingerprint_unverified: event.key_fingerprint_unverified.clone(),
         key_epoch: event.key_epoch,
         key_info: event.key_info.clone(),
+        signer: event.signer.clone(),
         schema_digest: event.schema_digest.clone(),
         agency: event.agency.clone(),
         inputs: event.inputs.clone(),
@@ -564,6 +601,24 @@ pub fn verify_bytes(
                          another log{other} were appended"
                     ),
                 )
+            } else if seq < expected && lines[seq as usize] == *line {
+                (
+                    "reordered",
+                    format!(
+                        "the entry repeats line {} (seq {seq}): an entry was copied",
+                        seq + 1
+                    ),
+                )
+            } else if seq < expected && prev == sha256_hex(lines[seq as usize - 1]) {
+                (
+                    "foreign",
+                    format!(
+                        "seq {seq} appears a second time, chained to line {seq}: entries of a \
+                         copy of this log (taken at seq {}, then written to elsewhere) were \
+                         appended",
+                        seq - 1
+                    ),
+                )
             } else if seq < expected || seqs[i + 1..].contains(&Some(expected)) {
                 (
                     "reordered",
@@ -667,6 +722,145 @@ pub fn read_entries(path: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The time a completed `key.retire` entry in the log at `path` retired the key `fingerprint`,
+/// if there is one. Lines that are not entries are skipped: this is a safety net (a retired
+/// key restored from a backup made before its retirement), not a verification of the log.
+pub fn retirement_in_log(path: &Path, fingerprint: &str) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    text.split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
+        .find(|e| {
+            e.action == "key.retire"
+                && e.outcome == Outcome::Done
+                && e.key_fingerprint.as_deref() == Some(fingerprint)
+        })
+        .map(|e| e.time)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed checkpoints.
+
+/// The `format` of a signed checkpoint file.
+pub const CHECKPOINT_FORMAT: &str = "bloomlink-checkpoint-1";
+const CHECKPOINT_LABEL: &[u8] = b"bloomlink audit checkpoint v1\n";
+
+/// A checkpoint of a log's head, signed with a signing key: a small JSON file to keep outside
+/// the log. The signature covers every other field (label + canonical JSON without
+/// `signature`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// Always [`CHECKPOINT_FORMAT`].
+    pub format: String,
+    /// The hash of the checkpoint entry (the log's head when it was made).
+    pub head: String,
+    /// The checkpoint entry's sequence number.
+    pub seq: u64,
+    /// Entries in the log up to and including it.
+    pub entries: u64,
+    /// When it was made.
+    pub time: String,
+    /// The signer's agency.
+    pub agency: String,
+    /// The signer's public key (`ed25519:` + hex).
+    pub public_key: String,
+    /// Ed25519 signature, hex.
+    pub signature: String,
+}
+
+impl SignedCheckpoint {
+    fn message(&self) -> Vec<u8> {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            o.remove("signature");
+        }
+        let mut m = CHECKPOINT_LABEL.to_vec();
+        m.extend_from_slice(canonical(&v).as_bytes());
+        m
+    }
+
+    /// Signs the checkpoint `entry` (just appended) with `key`.
+    pub fn sign(entry: &Entry, key: &crate::signing::SigningKey) -> SignedCheckpoint {
+        let mut cp = SignedCheckpoint {
+            format: CHECKPOINT_FORMAT.into(),
+            head: entry.hash.clone(),
+            seq: entry.seq,
+            entries: entry.seq + 1,
+            time: entry.time.clone(),
+            agency: key.info().agency.clone(),
+            public_key: key.info().public_key.to_string(),
+            signature: String::new(),
+        };
+        cp.signature = hex::encode(key.sign(&cp.message()));
+        cp
+    }
+
+    /// The checkpoint file's text (pretty JSON).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<SignedCheckpoint> {
+        let bad = |p: &str| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem: p.to_string(),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > 64 * 1024 {
+            return Err(bad("is too large to be a checkpoint file"));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let cp: SignedCheckpoint = serde_json::from_slice(&bytes)
+            .map_err(|_| bad("is not a bloomlink signed checkpoint (JSON with head, seq, …)"))?;
+        if cp.format != CHECKPOINT_FORMAT {
+            return Err(bad("is not a bloomlink-checkpoint-1 file"));
+        }
+        Ok(cp)
+    }
+
+    /// Verifies the checkpoint (read from `path`) and the log against it: the signature must
+    /// verify under the key it names, that key must be the trusted key of its agency, the log's
+    /// chain must be intact, and the entry at `seq` must still have hash `head`.
+    pub fn verify(
+        &self,
+        path: &Path,
+        log: &Path,
+        trust: &crate::signing::Trust,
+    ) -> Result<Verified> {
+        let bad = |p: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            problem: p,
+        };
+        let pk = crate::signing::PublicKey::parse(&self.public_key)
+            .ok_or_else(|| bad("has a malformed public key".into()))?;
+        let sig =
+            hex::decode(&self.signature).map_err(|_| bad("has a malformed signature".into()))?;
+        if !pk.verifies(&self.message(), &sig) {
+            return Err(bad(format!(
+                "the signature does not verify under the key it names ({}): the checkpoint was \
+                 edited or forged",
+                pk.fingerprint()
+            )));
+        }
+        trust
+            .check_signer(&self.agency, &pk)
+            .map_err(|p| bad(format!("signer: {p}")))?;
+        let v = verify(log, Some(&self.head))?;
+        let at = read_entries(log)?
+            .into_iter()
+            .nth(self.seq as usize)
+            .map(|e| e.hash);
+        if at.as_deref() != Some(self.head.as_str()) {
+            return Err(bad(format!(
+                "the log's entry at seq {} is not the checkpointed head: the log was rewritten",
+                self.seq
+            )));
+        }
+        Ok(v)
+    }
+}
+
 /// The log location: `explicit` (from `--audit-log`), else the environment variable, else
 /// [`DEFAULT_FILE_NAME`] in `default_dir`.
 pub fn resolve_path(explicit: Option<&Path>, default_dir: &Path) -> PathBuf {
@@ -709,6 +903,8 @@ pub struct EncodeUse {
     pub inputs: Vec<FileRef>,
     /// Output files.
     pub outputs: Vec<FileRef>,
+    /// The signing key that signed the output, if any.
+    pub signer: Option<SignerRef>,
     /// Outcome.
     pub outcome: Outcome,
 }
@@ -726,6 +922,9 @@ pub struct MatchUse {
     pub host: String,
     /// Agencies of the inputs.
     pub agencies: Vec<String>,
+    /// Per input agency, its signature as checked against the trust file (`verified`,
+    /// `allowed-unsigned`, `refused`); empty when the job ran without `--trust`.
+    pub signatures: BTreeMap<String, String>,
     /// Counts (links, records, …).
     pub counts: Map<String, Value>,
     /// Outcome.
@@ -760,7 +959,7 @@ pub struct KeyReport {
     pub info: Option<KeyFacts>,
     /// Epoch, when known.
     pub epoch: Option<u32>,
-    /// `valid`, `expired` or `unknown`, as of the report's date.
+    /// `valid`, `expired`, `retired` or `unknown`, as of the report's date.
     pub status: String,
     /// Key commands (new, show).
     pub key_actions: Vec<Notable>,
@@ -806,6 +1005,8 @@ pub struct Report {
     pub refusals_without_key: Vec<Notable>,
     /// Audit checkpoints.
     pub checkpoints: Vec<Notable>,
+    /// Signing key actions (new, public), done or refused.
+    pub signing_keys: Vec<Notable>,
 }
 
 fn notable(e: &Entry, what: String) -> Notable {
@@ -823,7 +1024,13 @@ fn notable(e: &Entry, what: String) -> Notable {
 /// The options of an entry that override a safety default.
 fn overrides_of(e: &Entry) -> Vec<String> {
     let mut out = Vec::new();
-    for name in ["allow_expired", "force", "dedupe", "allow_unsigned"] {
+    for name in [
+        "allow_expired",
+        "allow_retired",
+        "force",
+        "dedupe",
+        "allow_unsigned",
+    ] {
         if e.options.get(name) == Some(&Value::Bool(true)) {
             out.push(format!("--{}", name.replace('_', "-")));
         }
@@ -869,7 +1076,11 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
         if let Some(fp) = &e.key_fingerprint {
             let k = slot(&mut keys, fp);
             if let Some(info) = &e.key_info {
-                k.info = Some(info.clone());
+                // A later `key show` of a restored, unretired copy does not undo a retirement.
+                let retired = k.info.as_ref().and_then(|i| i.retired.clone());
+                let mut info = info.clone();
+                info.retired = info.retired.or(retired);
+                k.info = Some(info);
             }
             if e.key_epoch.is_some() {
                 k.epoch = e.key_epoch;
@@ -888,8 +1099,24 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            rep.checkpoints
-                .push(notable(e, format!("checkpoint after head {head}")));
+            let signed = e
+                .signer
+                .as_ref()
+                .map(|s| format!(", signed by {} key {}", s.agency, s.fingerprint))
+                .unwrap_or_default();
+            let what = match e.outcome {
+                Outcome::Done => format!("checkpoint after head {head}{signed}"),
+                Outcome::Refused => format!("refused: {}", e.reason.clone().unwrap_or_default()),
+            };
+            rep.checkpoints.push(notable(e, what));
+            continue;
+        }
+        if e.action.starts_with("signing-key.") {
+            let what = match (&e.signer, e.outcome) {
+                (Some(s), Outcome::Done) => format!("{} key {}", s.agency, s.fingerprint),
+                _ => format!("refused: {}", e.reason.clone().unwrap_or_default()),
+            };
+            rep.signing_keys.push(notable(e, what));
             continue;
         }
         // The keys an entry concerns: its own, else those of its input encoding files.
@@ -938,6 +1165,7 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
                         counts: e.counts.clone(),
                         inputs: e.inputs.clone(),
                         outputs: e.outputs.clone(),
+                        signer: e.signer.clone(),
                         outcome: e.outcome,
                     });
                     if e.outcome == Outcome::Done {
@@ -964,6 +1192,11 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
                         user: e.user.clone(),
                         host: e.host.clone(),
                         agencies,
+                        signatures: e
+                            .inputs
+                            .iter()
+                            .filter_map(|i| Some((i.agency.clone()?, i.signature.clone()?)))
+                            .collect(),
                         counts: e.counts.clone(),
                         outcome: e.outcome,
                     });
@@ -977,6 +1210,7 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
     }
     for k in keys.values_mut() {
         k.status = match &k.info {
+            Some(info) if info.retired.is_some() => "retired".into(),
             Some(info) => match crate::date::Date::parse_iso(&info.expires) {
                 Some(d) if today > d => "expired".into(),
                 Some(_) => "valid".into(),

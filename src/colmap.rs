@@ -12,6 +12,18 @@ use crate::date::{default_date_formats, DateFormat};
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 
+/// The rule for agency labels, for messages.
+pub const AGENCY_LABEL_RULE: &str =
+    "agency must be 1-64 characters of lower-case letters, digits, - and _";
+
+/// True if `s` is a valid agency label (column maps, signing keys, trust files).
+pub fn is_agency_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Character encoding of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum TextEncoding {
@@ -93,16 +105,8 @@ impl ColumnMap {
         };
         let f: ColumnMapFile =
             toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
-        if f.agency.is_empty()
-            || f.agency.len() > 64
-            || !f
-                .agency
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        {
-            return Err(bad(
-                "agency must be 1-64 characters of lower-case letters, digits, - and _".into(),
-            ));
+        if !is_agency_label(&f.agency) {
+            return Err(bad(AGENCY_LABEL_RULE.into()));
         }
         let delimiter = match f.delimiter.as_deref() {
             None => b',',

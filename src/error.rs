@@ -95,6 +95,36 @@ pub enum Error {
         problem: String,
     },
 
+    /// An encoding file was refused by the trust check: unsigned, signed by an unknown or
+    /// untrusted key, labelled as another agency than its signer, not matching its content, or
+    /// made with another linkage key than the one the trust file names.
+    #[error("encoding file {path}: {problem}")]
+    Signature {
+        /// The encoding file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
+    /// A trust file (agency → public signing key) could not be used.
+    #[error("trust file {path}: {problem}")]
+    Trust {
+        /// The trust file.
+        path: PathBuf,
+        /// What is wrong, with the line where it applies.
+        problem: String,
+    },
+
+    /// A signed audit checkpoint is malformed, does not verify, is not trusted, or its head is
+    /// no longer in the log.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// Invalid options or option combinations.
     #[error("{0}")]
     Usage(String),
@@ -164,8 +194,8 @@ impl Error {
             Error::Usage(_) => 2,
             Error::TooManyRejects { .. } => 3,
             Error::Key { .. } => 4,
-            Error::Format { .. } => 5,
-            Error::AuditChain { .. } => 6,
+            Error::Format { .. } | Error::Signature { .. } => 5,
+            Error::AuditChain { .. } | Error::Checkpoint { .. } => 6,
             _ => 1,
         }
     }

@@ -15,8 +15,16 @@
 //!              popcounts      n × (1 + segments) × u16: total, then per segment
 //!              token_offsets  (n+1) × u32   offsets into tokens
 //!              tokens         u64 keyed exact tokens, kind in the top byte
+//!        …   version 2 only: zero padding to a multiple of 64, then the signature block:
+//!              "BLOOMSIG", u32 length L, L bytes bincode (agency, public key, signature)
 //! end-32 32  SHA-256 of every byte before it
 //! ```
+//!
+//! Unsigned files are written as version 1, signed files as version 2; this build reads both.
+//! The signature is an agency's Ed25519 signature of the file's **manifest** ([`manifest`]): the
+//! format version, the SHA-256 of the header bytes and of each section, and the signer's agency
+//! and public key. Checking it against a trust file is [`crate::signing`]'s job; the reader here
+//! only checks that the block is well formed.
 
 use std::fs::File;
 use std::io::Write;
@@ -28,14 +36,30 @@ use crate::encode::Records;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Mode, Overwrite};
 use crate::schema::SegmentLayout;
+use crate::signing::{PublicKey, SigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 
 #[cfg(target_endian = "big")]
 compile_error!("bloomlink's encoding files are little-endian and read zero-copy; big-endian hosts are not supported");
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"BLOOMLNK";
-/// The format version this build writes and reads.
+/// The format version of unsigned files (written and read by this build).
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of signed files: version 1 plus a signature block before the trailer.
+pub const FORMAT_VERSION_SIGNED: u32 = 2;
+/// Magic at the start of the signature block.
+const SIG_MAGIC: &[u8; 8] = b"BLOOMSIG";
+/// Largest signature block accepted.
+const MAX_SIG_BLOCK: u32 = 4096;
+const MANIFEST_LABEL: &str = "bloomlink encoding manifest v1";
+const SECTION_NAMES: [&str; 6] = [
+    "id_offsets",
+    "id_bytes",
+    "filters",
+    "popcounts",
+    "token_offsets",
+    "tokens",
+];
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 1 << 20;
 const ALIGN: u64 = 64;
@@ -66,6 +90,88 @@ pub struct Sections {
     pub token_offsets: Span,
     /// Tokens.
     pub tokens: Span,
+}
+
+impl Sections {
+    fn spans(&self) -> [Span; 6] {
+        [
+            self.id_offsets,
+            self.id_bytes,
+            self.filters,
+            self.popcounts,
+            self.token_offsets,
+            self.tokens,
+        ]
+    }
+}
+
+/// The signature of a signed (version 2) file, as read from its signature block. Only its form
+/// is checked on opening; [`crate::signing`] verifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The agency whose key signed the file (as the block says).
+    pub agency: String,
+    /// The signer's public key.
+    pub public_key: PublicKey,
+    /// Ed25519 signature of the manifest.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// The signature block as stored (bincode).
+#[derive(Serialize, Deserialize)]
+struct SignatureBlock {
+    agency: String,
+    public_key: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// The manifest an agency signs: the format version, the SHA-256 of the header bytes and of
+/// each section (in file order), and the signer's agency and public key, as lines of text.
+pub fn manifest(
+    version: u32,
+    header_sha256: &[u8],
+    section_sha256: &[[u8; 32]; 6],
+    agency: &str,
+    public_key: &PublicKey,
+) -> Vec<u8> {
+    let mut m = format!(
+        "{MANIFEST_LABEL}\nformat_version {version}\nheader_sha256 {}\n",
+        hex::encode(header_sha256)
+    );
+    for (name, d) in SECTION_NAMES.iter().zip(section_sha256) {
+        m.push_str(&format!("{name}_sha256 {}\n", hex::encode(d)));
+    }
+    m.push_str(&format!(
+        "signer_agency {agency}\nsigner_public_key {public_key}\n"
+    ));
+    m.into_bytes()
+}
+
+fn sha256_of(parts: &mut dyn FnMut(&mut ring::digest::Context)) -> [u8; 32] {
+    let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+    parts(&mut c);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(c.finish().as_ref());
+    out
+}
+
+/// SHA-256 of each section's bytes as [`write()`] lays them out, computed from the records.
+fn section_digests(records: &Records) -> [[u8; 32]; 6] {
+    [
+        sha256_of(&mut |c| {
+            let mut off = 0u64;
+            c.update(&off.to_le_bytes());
+            for id in &records.ids {
+                off += id.len() as u64;
+                c.update(&off.to_le_bytes());
+            }
+        }),
+        sha256_of(&mut |c| records.ids.iter().for_each(|id| c.update(id.as_bytes()))),
+        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.filters))),
+        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.popcounts))),
+        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.token_offsets))),
+        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.tokens))),
+    ]
 }
 
 /// The file header. Holds no personal data.
@@ -121,8 +227,9 @@ impl Header {
             key_epoch: key.epoch,
             schema_name: schema.def.name.clone(),
             schema_digest: schema.digest.clone(),
-            filter_bits: schema.def.filter_bits,
-            segments: schema.segments.clone(),
+            // The stored layout (after hardening): what the matcher compares.
+            filter_bits: schema.stored_bits(),
+            segments: schema.stored_segments.clone(),
             token_kinds: schema.tokens.iter().map(|t| t.name.clone()).collect(),
             records: report.encoded,
             rows_read: report.rows_read,
@@ -172,14 +279,36 @@ pub struct Written {
 }
 
 /// Writes `records` with `header` (its counts and section table are filled in here) to `path`
-/// atomically.
+/// atomically, unsigned (format version 1).
 pub fn write(
     path: &Path,
     header: &Header,
     records: &Records,
     overwrite: Overwrite,
 ) -> Result<Written> {
+    write_with(path, header, records, overwrite, None)
+}
+
+/// [`write()`], signed with `signer` when given (format version 2). The signer's agency must be
+/// the header's agency.
+pub fn write_with(
+    path: &Path,
+    header: &Header,
+    records: &Records,
+    overwrite: Overwrite,
+    signer: Option<&SigningKey>,
+) -> Result<Written> {
     use bincode::Options;
+    if let Some(k) = signer {
+        if k.info().agency != header.agency {
+            return Err(Error::Usage(format!(
+                "the signing key is agency {}'s, but this encoding is labelled agency {}: sign                  with the {} signing key",
+                k.info().agency,
+                header.agency,
+                header.agency
+            )));
+        }
+    }
     let n = records.len() as u64;
     let mut h = header.clone();
     h.records = n;
@@ -208,6 +337,27 @@ pub fn write(
         .serialize(&h)
         .map_err(|e| Error::format(path, format!("header cannot be written: {e}")))?;
     debug_assert_eq!(header_bytes.len() as u64, header_len);
+    let (version, sig_block) = match signer {
+        None => (FORMAT_VERSION, None),
+        Some(k) => {
+            let m = manifest(
+                FORMAT_VERSION_SIGNED,
+                ring::digest::digest(&ring::digest::SHA256, &header_bytes).as_ref(),
+                &section_digests(records),
+                &k.info().agency,
+                &k.info().public_key,
+            );
+            let block = SignatureBlock {
+                agency: k.info().agency.clone(),
+                public_key: k.info().public_key.0.to_vec(),
+                signature: k.sign(&m).to_vec(),
+            };
+            let bytes = bincode_opts()
+                .serialize(&block)
+                .map_err(|e| Error::format(path, format!("signature cannot be written: {e}")))?;
+            (FORMAT_VERSION_SIGNED, Some(bytes))
+        }
+    };
 
     fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
         let mut hw = HashingWriter {
@@ -217,7 +367,7 @@ pub fn write(
         };
         let io = |e| Error::io(path, e);
         hw.write_all(MAGIC).map_err(io)?;
-        hw.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+        hw.write_all(&version.to_le_bytes()).map_err(io)?;
         hw.write_all(&(header_bytes.len() as u32).to_le_bytes())
             .map_err(io)?;
         hw.write_all(&header_bytes).map_err(io)?;
@@ -245,6 +395,14 @@ pub fn write(
         hw.pad_to(s.tokens.offset).map_err(io)?;
         hw.write_all(bytemuck::cast_slice(&records.tokens))
             .map_err(io)?;
+        if let Some(block) = &sig_block {
+            let at = align(hw.pos);
+            hw.pad_to(at).map_err(io)?;
+            hw.write_all(SIG_MAGIC).map_err(io)?;
+            hw.write_all(&(block.len() as u32).to_le_bytes())
+                .map_err(io)?;
+            hw.write_all(block).map_err(io)?;
+        }
         let HashingWriter { inner, ctx, pos } = hw;
         let mut whole = ctx.clone();
         let trailer = ctx.finish();
@@ -304,7 +462,10 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 pub struct EncodingFile {
     path: PathBuf,
     map: memmap2::Mmap,
+    version: u32,
+    header_len: u64,
     header: Header,
+    signature: Option<Signature>,
     checksum: [u8; 32],
 }
 
@@ -341,12 +502,13 @@ impl EncodingFile {
             ));
         }
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_SIGNED {
             return Err(Error::format(
                 path,
                 format!(
-                    "has format version {version}, this bloomlink reads version {FORMAT_VERSION}: \
-                     encode and match with the same bloomlink release"
+                    "has format version {version}, this bloomlink reads versions \
+                     {FORMAT_VERSION} and {FORMAT_VERSION_SIGNED}: encode and match with the \
+                     same bloomlink release"
                 ),
             ));
         }
@@ -369,12 +531,48 @@ impl EncodingFile {
             .map_err(|e| Error::format(path, format!("has an unreadable header: {e}")))?;
         validate(&header, b, PREAMBLE + u64::from(hlen), body_end)
             .map_err(|p| Error::format(path, p))?;
+        let signature = read_tail(version, &header, b, PREAMBLE + u64::from(hlen), body_end)
+            .map_err(|p| Error::format(path, p))?;
         Ok(EncodingFile {
             path: path.to_path_buf(),
             map,
+            version,
+            header_len: u64::from(hlen),
             header,
+            signature,
             checksum,
         })
+    }
+
+    /// The format version (1 unsigned, 2 signed).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The signature block of a signed file (its form checked, not its validity).
+    pub fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+
+    /// The manifest a signed file's signature must cover, recomputed from the file's bytes;
+    /// `None` for an unsigned file.
+    pub fn manifest(&self) -> Option<Vec<u8>> {
+        let s = self.signature.as_ref()?;
+        let header = &self.map[PREAMBLE as usize..(PREAMBLE + self.header_len) as usize];
+        let sections = self.header.sections.spans().map(|sp| {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(
+                ring::digest::digest(&ring::digest::SHA256, self.section(sp)).as_ref(),
+            );
+            out
+        });
+        Some(manifest(
+            self.version,
+            ring::digest::digest(&ring::digest::SHA256, header).as_ref(),
+            &sections,
+            &s.agency,
+            &s.public_key,
+        ))
     }
 
     /// The path it was opened from.
@@ -460,6 +658,66 @@ impl EncodingFile {
             tokens: bytemuck::cast_slice(self.section(self.header.sections.tokens)).to_vec(),
         }
     }
+}
+
+/// Checks what follows the last section: nothing in version 1; in version 2 zero padding and a
+/// well-formed signature block ending exactly at the trailer. Also checks that all padding
+/// between header and sections is zero, so no byte of the file is outside the checksummed,
+/// signed or validated content.
+fn read_tail(
+    version: u32,
+    h: &Header,
+    b: &[u8],
+    header_end: u64,
+    body_end: u64,
+) -> std::result::Result<Option<Signature>, String> {
+    use bincode::Options;
+    let zero = |from: u64, to: u64| b[from as usize..to as usize].iter().all(|&x| x == 0);
+    let mut prev_end = header_end;
+    for sp in h.sections.spans() {
+        if !zero(prev_end, sp.offset) {
+            return Err("has non-zero bytes in the padding between sections".into());
+        }
+        prev_end = sp.offset + sp.len;
+    }
+    if version == FORMAT_VERSION {
+        if prev_end != body_end {
+            return Err("has unexpected bytes after its last section".into());
+        }
+        return Ok(None);
+    }
+    let start = align(prev_end);
+    if start + 12 > body_end {
+        return Err("is a signed file (version 2) without a signature block".into());
+    }
+    if !zero(prev_end, start) {
+        return Err("has non-zero bytes in the padding before the signature block".into());
+    }
+    let at = start as usize;
+    if &b[at..at + 8] != SIG_MAGIC {
+        return Err("has a damaged signature block (wrong magic bytes)".into());
+    }
+    let len = u32::from_le_bytes([b[at + 8], b[at + 9], b[at + 10], b[at + 11]]);
+    if len > MAX_SIG_BLOCK || start + 12 + u64::from(len) != body_end {
+        return Err("has a signature block of the wrong length".into());
+    }
+    let block: SignatureBlock = bincode_opts()
+        .deserialize(&b[at + 12..body_end as usize])
+        .map_err(|_| "has an unreadable signature block".to_string())?;
+    if !crate::colmap::is_agency_label(&block.agency) {
+        return Err("has a signature block with an invalid agency label".into());
+    }
+    let (Ok(pk), Ok(sig)) = (
+        <[u8; PUBLIC_KEY_LEN]>::try_from(block.public_key.as_slice()),
+        <[u8; SIGNATURE_LEN]>::try_from(block.signature.as_slice()),
+    ) else {
+        return Err("has a signature block with a key or signature of the wrong size".into());
+    };
+    Ok(Some(Signature {
+        agency: block.agency,
+        public_key: PublicKey(pk),
+        signature: sig,
+    }))
 }
 
 fn validate(

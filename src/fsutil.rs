@@ -168,3 +168,12 @@ pub fn is_group_or_world_accessible(meta: &fs::Metadata) -> Option<u32> {
         None
     }
 }
+
+/// A field of a CSV file we write, quoted when it holds a comma, quote or line break.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}

@@ -8,6 +8,12 @@
 //! The secret lives in a [`Zeroizing`] buffer, is never printed (`Debug` shows the fingerprint
 //! only) and is reachable only through [`LinkageKey::subkey`], which derives per-purpose keys with
 //! HKDF-SHA256.
+//!
+//! Lifecycle: [`LinkageKey::rotate`] makes the next epoch's key, recording the old key's
+//! fingerprint in a `# previous:` line; [`LinkageKey::retire`] adds a `# retired:` line. Both
+//! lines are optional and, when present, covered by the check value, so removing the retirement
+//! (or inventing a lineage) by editing the file is detected, while key files written before these
+//! lines existed keep their check value and still load.
 
 use std::fmt;
 use std::path::Path;
@@ -20,8 +26,11 @@ use crate::date::{self, Date};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Mode, Overwrite};
 
-const SECRET_PREFIX: &str = "bloomlink-key-1:";
-const SIGNING_PREFIX: &str = "bloomlink-signing-key";
+/// Start of a linkage key file's secret line.
+pub(crate) const SECRET_PREFIX: &str = "bloomlink-key-1:";
+/// Start of a signing key file's secret line (see [`crate::signing`]): recognised here so that a
+/// signing key offered as a linkage key is refused by name.
+pub(crate) const SIGNING_PREFIX: &str = "bloomlink-signing-key";
 const CHECK_LABEL: &[u8] = b"bloomlink key check v1\n";
 const FINGERPRINT_LABEL: &[u8] = b"bloomlink key fingerprint v1";
 const HKDF_SALT: &[u8] = b"bloomlink hkdf salt v1";
@@ -42,6 +51,12 @@ pub struct KeyInfo {
     pub epoch: u32,
     /// Short one-way public identifier of the secret (16 hex digits).
     pub fingerprint: String,
+    /// Fingerprint of the key this one replaced (set by `key rotate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// When the key was retired (RFC 3339, UTC; set by `key retire`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 impl KeyInfo {
@@ -61,14 +76,23 @@ impl KeyInfo {
         m
     }
 
-    fn fields(&self) -> [(&'static str, String); 5] {
-        [
+    /// The metadata lines covered by the check value, in file order. `previous` and `retired`
+    /// appear only when set, so the check value of a key without them is what it always was.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![
             ("created", self.created.clone()),
             ("expires", self.expires.to_string()),
             ("partnership", self.partnership.clone()),
             ("purpose", self.purpose.clone()),
             ("epoch", self.epoch.to_string()),
-        ]
+        ];
+        if let Some(p) = &self.previous {
+            f.push(("previous", p.clone()));
+        }
+        if let Some(r) = &self.retired {
+            f.push(("retired", r.clone()));
+        }
+        f
     }
 }
 
@@ -106,6 +130,15 @@ pub enum Expiry {
     /// Refuse an expired key.
     Enforce,
     /// Accept an expired key (explicit user override).
+    Allow,
+}
+
+/// How strictly [`LinkageKey::load_for_use`] treats a retired key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retired {
+    /// Refuse a retired key.
+    Enforce,
+    /// Accept a retired key (explicit user override).
     Allow,
 }
 
@@ -149,8 +182,43 @@ impl LinkageKey {
             purpose: opts.purpose.trim().to_string(),
             epoch: opts.epoch.max(1),
             fingerprint: fingerprint(&secret),
+            previous: None,
+            retired: None,
         };
         Ok(LinkageKey { secret, info })
+    }
+
+    /// Makes the next epoch's key: a fresh secret, the same partnership and purpose, epoch + 1,
+    /// and this key's fingerprint as `previous` (the lineage). `expires` as for a new key.
+    pub fn rotate(&self, expires: Option<Date>) -> Result<LinkageKey> {
+        let epoch = self.info.epoch.checked_add(1).ok_or_else(|| {
+            Error::Usage("the key's epoch is at its maximum and cannot be rotated".into())
+        })?;
+        let mut next = Self::generate(&NewKey {
+            partnership: self.info.partnership.clone(),
+            purpose: self.info.purpose.clone(),
+            expires,
+            epoch,
+        })?;
+        next.info.previous = Some(self.info.fingerprint.clone());
+        Ok(next)
+    }
+
+    /// Marks the key file at `path` retired: adds a `# retired:` line with the current time
+    /// (covered by the check value) and rewrites the file atomically, mode 0600. Refuses a key
+    /// that is already retired. Returns the retired key.
+    pub fn retire(path: &Path) -> Result<LinkageKey> {
+        let mut key = Self::load_unchecked_expiry(path)?;
+        if let Some(when) = &key.info.retired {
+            return Err(Error::key(
+                path,
+                format!("key {} was already retired on {when}", key.info.fingerprint),
+            ));
+        }
+        key.info.retired = Some(date::now_rfc3339());
+        let text = key.to_file_text();
+        fsutil::write_text_atomic(path, Overwrite::Replace, Mode::Private, &text)?;
+        Ok(key)
     }
 
     /// The key's public metadata.
@@ -196,10 +264,27 @@ impl LinkageKey {
     }
 
     /// Loads a key file, refusing (with the fix in the message) a file readable by group or
-    /// others, a mangled secret or edited metadata, a signing key, and, unless allowed, an
-    /// expired key.
+    /// others, a mangled secret or edited metadata, a signing key, a retired key, and, unless
+    /// allowed, an expired key.
     pub fn load(path: &Path, expiry: Expiry) -> Result<LinkageKey> {
+        Self::load_for_use(path, expiry, Retired::Enforce)
+    }
+
+    /// [`LinkageKey::load`] with an explicit policy for retired keys (`--allow-retired`).
+    pub fn load_for_use(path: &Path, expiry: Expiry, retired: Retired) -> Result<LinkageKey> {
         let key = Self::load_unchecked_expiry(path)?;
+        if retired == Retired::Enforce {
+            if let Some(when) = &key.info.retired {
+                return Err(Error::key(
+                    path,
+                    format!(
+                        "key {} (epoch {}) was retired on {when}: ask the key custodian for the \
+                         current key (or pass --allow-retired, which is recorded)",
+                        key.info.fingerprint, key.info.epoch
+                    ),
+                ));
+            }
+        }
         if expiry == Expiry::Enforce && key.info.is_expired(Date::today_utc()) {
             return Err(Error::key(
                 path,
@@ -215,21 +300,7 @@ impl LinkageKey {
 
     /// Loads a key file with every check except expiry (used by `key show`).
     pub fn load_unchecked_expiry(path: &Path) -> Result<LinkageKey> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
-            return Err(Error::key(
-                path,
-                format!(
-                    "is accessible by group or others (mode {mode:04o}); a linkage key must be \
-                     private: run `chmod 600 {}`",
-                    path.display()
-                ),
-            ));
-        }
-        if meta.len() > 64 * 1024 {
-            return Err(Error::key(path, "is too large to be a bloomlink key file"));
-        }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+        let bytes = read_secret_file(path, "a linkage key")?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::key(path, "is not a text file; is this really a key file?"))?;
         parse_key_text(path, text)
@@ -265,6 +336,28 @@ impl LinkageKey {
     }
 }
 
+/// Reads a file holding a secret (`what`: "a linkage key", "a signing key"), refusing one that
+/// group or others can access (with the `chmod` to run) or that is too large to be a key file.
+pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
+        return Err(Error::key(
+            path,
+            format!(
+                "is accessible by group or others (mode {mode:04o}); {what} must be private: \
+                 run `chmod 600 {}`",
+                path.display()
+            ),
+        ));
+    }
+    if meta.len() > 64 * 1024 {
+        return Err(Error::key(path, "is too large to be a bloomlink key file"));
+    }
+    Ok(Zeroizing::new(
+        std::fs::read(path).map_err(|e| Error::io(path, e))?,
+    ))
+}
+
 /// Constant-time equality of two check values.
 fn ct_eq(a: &[u8; 8], b: &[u8; 8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -282,6 +375,8 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
     let mut partnership = None;
     let mut purpose = None;
     let mut epoch = None;
+    let mut previous = None;
+    let mut retired = None;
     let mut stated_fingerprint = None;
     let mut secret_line = None;
     for (n, line) in text.lines().enumerate() {
@@ -295,6 +390,8 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
                     "partnership" => partnership = Some(v),
                     "purpose" => purpose = Some(v),
                     "epoch" => epoch = Some(v),
+                    "previous" => previous = Some(v),
+                    "retired" => retired = Some(v),
                     "fingerprint" => stated_fingerprint = Some(v),
                     _ => {}
                 }
@@ -304,6 +401,12 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
         } else if line.starts_with(SIGNING_PREFIX) {
             return Err(bad(
                 "is a signing key, not a linkage key: pass the partnership linkage key to --key"
+                    .into(),
+            ));
+        } else if crate::signing::is_public_key_line(line) {
+            return Err(bad(
+                "is an agency's public signing key, not a linkage key: pass the partnership \
+                 linkage key to --key"
                     .into(),
             ));
         } else if line.starts_with(SECRET_PREFIX) {
@@ -351,13 +454,15 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
             .parse()
             .map_err(|_| bad("the `# epoch:` line is not a number".into()))?,
         fingerprint: fingerprint(&secret),
+        previous,
+        retired,
     };
     let key = LinkageKey { secret, info };
     if !ct_eq(&key.check_value(), &check) {
         return Err(bad(
             "failed its checksum: the secret line or a metadata line (created, expires, \
-             partnership, purpose, epoch) was altered or mangled in copying. Ask the key \
-             custodian for a fresh copy"
+             partnership, purpose, epoch, previous, retired) was altered, added, removed or \
+             mangled in copying. Ask the key custodian for a fresh copy"
                 .into(),
         ));
     }
@@ -443,6 +548,58 @@ mod tests {
             "# expires: 2099-01-01",
         );
         let err = parse_key_text(Path::new("k"), &edited).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn rotation_records_lineage_under_the_check_value() {
+        let old = new_key();
+        let next = old.rotate(None).unwrap();
+        assert_eq!(next.info.epoch, old.info.epoch + 1);
+        assert_eq!(next.info.partnership, old.info.partnership);
+        assert_eq!(next.info.purpose, old.info.purpose);
+        assert_eq!(next.info.previous.as_deref(), Some(&*old.info.fingerprint));
+        assert_ne!(next.secret[..], old.secret[..]);
+        let text = next.to_file_text();
+        assert!(text.contains(&format!("# previous: {}\n", old.info.fingerprint)));
+        let back = parse_key_text(Path::new("k"), &text).unwrap();
+        assert_eq!(back.info(), next.info());
+        // A forged lineage is detected.
+        let forged = text.replace(&old.info.fingerprint, "0123456789abcdef");
+        let err = parse_key_text(Path::new("k"), &forged).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn retirement_is_refused_and_cannot_be_edited_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        new_key().save(&p).unwrap();
+        let retired = LinkageKey::retire(&p).unwrap();
+        assert!(retired.info.retired.is_some());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let err = LinkageKey::load(&p, Expiry::Enforce).unwrap_err();
+        assert!(err.to_string().contains("retired"), "{err}");
+        assert_eq!(err.exit_code(), 4);
+        assert!(LinkageKey::load_for_use(&p, Expiry::Enforce, Retired::Allow).is_ok());
+        assert!(LinkageKey::retire(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("already retired"));
+        // Deleting the `# retired:` line breaks the check value.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let edited: String = text
+            .lines()
+            .filter(|l| !l.starts_with("# retired:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(edited, text);
+        let err = parse_key_text(&p, &edited).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 

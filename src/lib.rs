@@ -2,7 +2,7 @@
 //!
 //! Agencies turn their exports into keyed Bloom-filter encodings ([`encode`]) with a shared
 //! linkage key ([`key`]) and schema ([`schema`]); the encodings are written to an encoding file
-//! ([`format`]) that carries no raw personal data. The pipeline modules are usable without the
+//! ([`format`](mod@format)) that carries no raw personal data. The pipeline modules are usable without the
 //! command-line tool.
 
 #![deny(unsafe_code)]
@@ -16,12 +16,14 @@ pub mod error;
 pub mod evaluate;
 pub mod format;
 pub mod fsutil;
+pub mod harden;
 pub mod key;
 pub mod linkage;
 mod mmap;
 pub mod normalise;
 pub mod risk;
 pub mod schema;
+pub mod signing;
 pub mod similarity;
 pub mod synth;
 pub mod tokens;

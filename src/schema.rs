@@ -133,7 +133,7 @@ pub struct TokenDef {
 }
 
 /// A linkage schema as written in TOML.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaDef {
     /// Schema name.
@@ -155,6 +155,164 @@ pub struct SchemaDef {
     /// Keyed exact tokens.
     #[serde(rename = "token", default)]
     pub tokens: Vec<TokenDef>,
+    /// Hardening of the filters (none by default). Left out of the canonical form when empty,
+    /// so schemas written before hardening existed keep their digests.
+    #[serde(default, skip_serializing_if = "Hardening::is_none")]
+    pub hardening: Hardening,
+}
+
+/// Hardening of the Bloom filters against re-identification attacks (README, "Hardening").
+///
+/// Salting changes which bits tokens set; the other methods transform each segment of the
+/// finished filter, in this fixed order: diffusion → balance → xor_fold → blip. Every method is
+/// deterministic under the linkage key, and a segment with no bits (a missing field) stays
+/// empty, so the matcher still sees it as missing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hardening {
+    /// Attribute salting: mix a stable value (e.g. year of birth) into the hashing of some
+    /// fields' tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<SaltDef>,
+    /// Linear diffusion layer (Armknecht, Heng & Schnell 2023).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diffusion: Option<DiffusionDef>,
+    /// Balancing (Schnell & Borgs 2016): each segment is stored with its complement, under a
+    /// keyed permutation, so every stored segment has exactly half its bits set.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub balance: bool,
+    /// XOR folding (Schnell, Borgs & Encarnação 2016): each segment is folded in half by XOR.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub xor_fold: bool,
+    /// Randomised response (BLIP): each stored bit is flipped with a small probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blip: Option<BlipDef>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Hardening {
+    /// True when no hardening is configured.
+    pub fn is_none(&self) -> bool {
+        self == &Hardening::default()
+    }
+
+    /// A one-line description for summaries, in the order the methods are applied.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.salt {
+            parts.push(format!(
+                "salt by {} ({}; missing: {:?})",
+                s.value,
+                s.fields.join(", "),
+                s.when_missing
+            ));
+        }
+        if let Some(d) = &self.diffusion {
+            parts.push(format!("diffusion t={} x{}", d.t, d.output_factor));
+        }
+        if self.balance {
+            parts.push("balance".into());
+        }
+        if self.xor_fold {
+            parts.push("xor_fold".into());
+        }
+        if let Some(b) = &self.blip {
+            parts.push(format!(
+                "blip p={} (ε {:.1} per bit)",
+                b.flip_probability,
+                b.epsilon_per_bit()
+            ));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" → ")
+        }
+    }
+
+    /// True when the stored filter differs from the hashed one (anything but salting).
+    pub fn transforms_filter(&self) -> bool {
+        self.diffusion.is_some() || self.balance || self.xor_fold || self.blip.is_some()
+    }
+}
+
+/// What salting does when a record has no usable salt value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaltMissing {
+    /// Hash the salted fields with a fixed "no salt" marker instead: the record still links
+    /// with other records that lack the salt, but not with records that have one.
+    #[default]
+    Marker,
+    /// The salted fields set no filter bits (they still feed the keyed exact tokens and count
+    /// as present in the field statistics, but not towards `min_fields`).
+    Skip,
+}
+
+/// Attribute salting as written in the schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaltDef {
+    /// Where the salt comes from: `field` or `field:transform` (e.g. `date_of_birth:year`).
+    pub value: String,
+    /// Fields whose filter tokens are salted.
+    pub fields: Vec<String>,
+    /// What happens when the salt value is missing or invalid.
+    #[serde(default)]
+    pub when_missing: SaltMissing,
+}
+
+/// The diffusion layer as written in the schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionDef {
+    /// Input bits XORed into each output bit (2 to 64).
+    pub t: u32,
+    /// Output length as a multiple of the segment length (1 to 4).
+    #[serde(default = "one")]
+    pub output_factor: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Randomised response as written in the schema.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlipDef {
+    /// Probability that a stored bit is flipped, strictly between 0 and 0.5.
+    pub flip_probability: f64,
+}
+
+impl BlipDef {
+    /// Differential-privacy parameter ε for one stored bit: ln((1 − p)/p) with p the flip
+    /// probability. A change of one token changes up to 2k bits (k = bits per token), so a
+    /// token is protected with ε = 2k · ln((1 − p)/p); with RAPPOR's f = 2p this is the
+    /// familiar 2k · ln((1 − f/2)/(f/2)).
+    pub fn epsilon_per_bit(&self) -> f64 {
+        let p = self.flip_probability;
+        ((1.0 - p) / p).ln()
+    }
+
+    /// ε for one token that sets `bits_per_token` bits (see [`BlipDef::epsilon_per_bit`]).
+    pub fn epsilon_per_token(&self, bits_per_token: u32) -> f64 {
+        2.0 * f64::from(bits_per_token) * self.epsilon_per_bit()
+    }
+}
+
+/// Salting resolved against the fields.
+#[derive(Clone, Debug)]
+pub struct SaltLayout {
+    /// Field and transform giving the salt value.
+    pub source: (usize, Transform),
+    /// Per field: whether its filter tokens are salted.
+    pub salted: Vec<bool>,
+    /// What happens when the salt is missing.
+    pub when_missing: SaltMissing,
 }
 
 fn default_hashing() -> Hashing {
@@ -215,6 +373,11 @@ pub struct Schema {
     pub fields: Vec<FieldLayout>,
     /// Keyed tokens.
     pub tokens: Vec<TokenLayout>,
+    /// Attribute salting, when configured.
+    pub salt: Option<SaltLayout>,
+    /// Segment layout of the *stored* filter (after hardening; equal to `segments` without
+    /// hardening): what encoding files' headers describe and the matcher compares.
+    pub stored_segments: Vec<SegmentLayout>,
     /// Where it came from (file path or "built-in default"), for messages.
     pub origin: String,
 }
@@ -350,52 +513,21 @@ impl Schema {
             }
             let mut parts = Vec::new();
             for p in &t.parts {
-                let (field, transform) = match p.split_once(':') {
-                    None => (p.as_str(), Transform::Value),
-                    Some((f, tr)) => (
-                        f,
-                        match tr {
-                            "value" => Transform::Value,
-                            "year" => Transform::Year,
-                            "initial" => Transform::Initial,
-                            "soundex" => Transform::Soundex,
-                            "outward" => Transform::Outward,
-                            other => {
-                                return Err(bad(format!(
-                                    "token `{}`: unknown transform `{other}` (value, year, \
-                                     initial, soundex, outward)",
-                                    t.name
-                                )))
-                            }
-                        },
-                    ),
-                };
-                let fi = fields
-                    .iter()
-                    .position(|x| x.def.name == field)
-                    .ok_or_else(|| bad(format!("token `{}`: no field `{field}`", t.name)))?;
-                let norm = fields[fi].def.normaliser;
-                let fits = match transform {
-                    Transform::Value => true,
-                    Transform::Year => norm == Normaliser::Date,
-                    Transform::Initial | Transform::Soundex => {
-                        matches!(norm, Normaliser::Name | Normaliser::Text)
-                    }
-                    Transform::Outward => norm == Normaliser::Postcode,
-                };
-                if !fits {
-                    return Err(bad(format!(
-                        "token `{}`: transform {transform:?} does not apply to field `{field}`",
-                        t.name
-                    )));
-                }
-                parts.push((fi, transform));
+                parts.push(
+                    resolve_part(p, &fields)
+                        .map_err(|e| bad(format!("token `{}`: {e}", t.name)))?,
+                );
             }
             tokens.push(TokenLayout {
                 name: t.name.clone(),
                 parts,
             });
         }
+        let salt = match &def.hardening.salt {
+            None => None,
+            Some(sd) => Some(resolve_salt(sd, &fields).map_err(bad)?),
+        };
+        let stored_segments = stored_layout(&def.hardening, &segments).map_err(bad)?;
         let digest = digest_of(&def);
         Ok(Schema {
             def,
@@ -403,13 +535,103 @@ impl Schema {
             segments,
             fields,
             tokens,
+            salt,
+            stored_segments,
             origin: origin.into(),
         })
     }
 
-    /// Filter length in 64-bit words.
+    /// Length in 64-bit words of the filter as hashed (before hardening).
     pub fn words(&self) -> usize {
         (self.def.filter_bits / 64) as usize
+    }
+
+    /// Length in bits of the filter as stored (after hardening).
+    pub fn stored_bits(&self) -> u32 {
+        self.stored_segments.iter().map(|s| s.bits).sum()
+    }
+
+    /// Length in 64-bit words of the filter as stored (after hardening).
+    pub fn stored_words(&self) -> usize {
+        (self.stored_bits() / 64) as usize
+    }
+
+    /// Settings known to be weak against published attacks or for linkage, as warnings for the
+    /// encode summary (empty when there are none). The fill estimate assumes typical values:
+    /// a six-letter name (7 bigrams), 6 date parts, 4 postcode parts, 1 exact token.
+    pub fn weaknesses(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let h = &self.def.hardening;
+        if h.is_none() {
+            w.push(
+                "no hardening is configured: unhardened Bloom filters can be re-identified by \
+                 frequency and pattern-mining attacks (Christen et al. 2018) and graph matching \
+                 (Vidanage et al. 2020); enable [hardening] in the schema, e.g. salting by year of \
+                 birth with balance or diffusion (README, \"Hardening\")"
+                    .to_string(),
+            );
+        }
+        if self.def.hashing == Hashing::Double {
+            w.push(
+                "hashing = \"double\": double hashing leaks structure that the attack of \
+                 Niedermeyer et al. (2014) exploits; use hashing = \"random\""
+                    .to_string(),
+            );
+        }
+        for f in &self.fields {
+            if f.segment.is_some() && f.def.bits_per_token <= 2 {
+                w.push(format!(
+                    "field `{}` sets only {} bit(s) per token: its similarity is mostly noise; use \
+                     at least 3",
+                    f.def.name, f.def.bits_per_token
+                ));
+            }
+        }
+        for (si, s) in self.segments.iter().enumerate() {
+            let stored = &self.stored_segments[si];
+            if stored.bits < 128 {
+                w.push(format!(
+                    "segment `{}` is stored in only {} bits: few bits make unrelated records look \
+                     alike and leave little room for noise",
+                    s.name, stored.bits
+                ));
+            }
+            let set: f64 = self
+                .fields
+                .iter()
+                .filter(|f| f.segment == Some(si))
+                .map(|f| {
+                    let tokens = match f.def.tokeniser {
+                        Tokeniser::Bigrams => 7.0,
+                        Tokeniser::DateParts => 6.0,
+                        Tokeniser::PostcodeParts => 4.0,
+                        Tokeniser::Exact => 1.0,
+                    };
+                    tokens * f64::from(f.def.bits_per_token)
+                })
+                .sum();
+            let fill = 1.0 - (-set / f64::from(s.bits)).exp();
+            if fill > 0.5 {
+                w.push(format!(
+                    "segment `{}` is expected to be about {:.0} % full for typical values: \
+                     unrelated records will look similar (and dense filters are easier to attack); \
+                     lower bits_per_token or lengthen the segment",
+                    s.name,
+                    fill * 100.0
+                ));
+            }
+        }
+        if let Some(b) = &h.blip {
+            if b.flip_probability < 0.01 {
+                w.push(format!(
+                    "hardening.blip.flip_probability {} flips fewer than 1 % of bits: it adds \
+                     little protection (ε = {:.1} per bit)",
+                    b.flip_probability,
+                    b.epsilon_per_bit()
+                ));
+            }
+        }
+        w
     }
 
     /// Index of a field by name.
@@ -421,6 +643,162 @@ impl Schema {
     pub fn canonical_json(&self) -> String {
         canonical_json(&self.def)
     }
+}
+
+/// Resolves a part written `field` or `field:transform` against the fields.
+fn resolve_part(
+    p: &str,
+    fields: &[FieldLayout],
+) -> std::result::Result<(usize, Transform), String> {
+    let (field, transform) = match p.split_once(':') {
+        None => (p, Transform::Value),
+        Some((f, tr)) => (
+            f,
+            match tr {
+                "value" => Transform::Value,
+                "year" => Transform::Year,
+                "initial" => Transform::Initial,
+                "soundex" => Transform::Soundex,
+                "outward" => Transform::Outward,
+                other => {
+                    return Err(format!(
+                        "unknown transform `{other}` (value, year, initial, soundex, outward)"
+                    ))
+                }
+            },
+        ),
+    };
+    let fi = fields
+        .iter()
+        .position(|x| x.def.name == field)
+        .ok_or_else(|| format!("no field `{field}`"))?;
+    let norm = fields[fi].def.normaliser;
+    let fits = match transform {
+        Transform::Value => true,
+        Transform::Year => norm == Normaliser::Date,
+        Transform::Initial | Transform::Soundex => {
+            matches!(norm, Normaliser::Name | Normaliser::Text)
+        }
+        Transform::Outward => norm == Normaliser::Postcode,
+    };
+    if !fits {
+        return Err(format!(
+            "transform {transform:?} does not apply to field `{field}`"
+        ));
+    }
+    Ok((fi, transform))
+}
+
+fn resolve_salt(sd: &SaltDef, fields: &[FieldLayout]) -> std::result::Result<SaltLayout, String> {
+    let source =
+        resolve_part(&sd.value, fields).map_err(|e| format!("hardening.salt.value: {e}"))?;
+    if sd.fields.is_empty() {
+        return Err(
+            "hardening.salt.fields is empty: name the fields to salt, e.g. \
+                    [\"given_name\", \"family_name\"]"
+                .into(),
+        );
+    }
+    let mut salted = vec![false; fields.len()];
+    for name in &sd.fields {
+        let fi = fields
+            .iter()
+            .position(|f| &f.def.name == name)
+            .ok_or_else(|| format!("hardening.salt.fields: no field `{name}`"))?;
+        if fields[fi].segment.is_none() {
+            return Err(format!(
+                "hardening.salt.fields: field `{name}` sets no filter bits, so there is nothing \
+                 to salt"
+            ));
+        }
+        if fi == source.0 {
+            return Err(format!(
+                "hardening.salt.fields: field `{name}` is the salt's own source; salt other fields \
+                 with it"
+            ));
+        }
+        if std::mem::replace(&mut salted[fi], true) {
+            return Err(format!(
+                "hardening.salt.fields: field `{name}` is listed twice"
+            ));
+        }
+    }
+    Ok(SaltLayout {
+        source,
+        salted,
+        when_missing: sd.when_missing,
+    })
+}
+
+/// The stored segment layout: each segment's length after diffusion, balancing and folding.
+fn stored_layout(
+    h: &Hardening,
+    segments: &[SegmentLayout],
+) -> std::result::Result<Vec<SegmentLayout>, String> {
+    if let Some(d) = &h.diffusion {
+        if !(2..=64).contains(&d.t) {
+            return Err(format!(
+                "hardening.diffusion.t is {}; it must be between 2 and 64 (each output bit is the \
+                 XOR of t input bits)",
+                d.t
+            ));
+        }
+        if !(1..=4).contains(&d.output_factor) {
+            return Err(format!(
+                "hardening.diffusion.output_factor is {}; it must be between 1 and 4",
+                d.output_factor
+            ));
+        }
+    }
+    if let Some(b) = &h.blip {
+        let p = b.flip_probability;
+        if !(p > 0.0 && p < 0.5) {
+            return Err(format!(
+                "hardening.blip.flip_probability is {p}; it must be strictly between 0 and 0.5 \
+                 (0 adds no noise, 0.5 destroys the filter)"
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(segments.len());
+    let mut start = 0u32;
+    for s in segments {
+        let mut bits = s.bits;
+        if let Some(d) = &h.diffusion {
+            bits *= d.output_factor;
+        }
+        if h.balance {
+            bits *= 2;
+        }
+        if h.xor_fold {
+            if bits % 128 != 0 {
+                let down = (s.bits / 128) * 128;
+                let up = down + 128;
+                let lengths = if down > 0 {
+                    format!("{down} or {up}")
+                } else {
+                    up.to_string()
+                };
+                return Err(format!(
+                    "hardening.xor_fold: segment `{}` has {bits} bits ({} words) when it is \
+                     folded; folding halves a segment, so it needs an even number of 64-bit words: \
+                     make the segment a multiple of 128 bits (e.g. {lengths}), or enable balance",
+                    s.name,
+                    bits / 64,
+                ));
+            }
+            bits /= 2;
+        }
+        out.push(SegmentLayout {
+            name: s.name.clone(),
+            start_bit: start,
+            bits,
+        });
+        start = start
+            .checked_add(bits)
+            .filter(|&t| t <= 65_536)
+            .ok_or_else(|| "the hardened filter would be longer than 65536 bits".to_string())?;
+    }
+    Ok(out)
 }
 
 fn canonical_json(def: &SchemaDef) -> String {
@@ -484,5 +862,133 @@ mod tests {
         }
         let err = Schema::from_toml("name = 1", "x").unwrap_err().to_string();
         assert!(err.starts_with("schema x:"), "{err}");
+    }
+
+    fn hardened(h: &str) -> Result<Schema> {
+        Schema::from_toml(
+            &format!("{DEFAULT_SCHEMA_TOML}\n[hardening]\n{h}\n"),
+            "h.toml",
+        )
+    }
+
+    #[test]
+    fn hardening_is_in_the_digest_and_empty_hardening_is_not() {
+        let d = Schema::default_uk();
+        assert_eq!(hardened("").unwrap().digest, d.digest);
+        assert_eq!(hardened("balance = false").unwrap().digest, d.digest);
+        let mut digests = std::collections::BTreeSet::new();
+        for h in [
+            "balance = true",
+            "blip = { flip_probability = 0.05 }",
+            "blip = { flip_probability = 0.1 }",
+            "diffusion = { t = 5 }",
+            "diffusion = { t = 5, output_factor = 2 }",
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"] }",
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"], when_missing = \"skip\" }",
+        ] {
+            let s = hardened(h).unwrap();
+            assert_ne!(s.digest, d.digest, "{h}");
+            assert!(digests.insert(s.digest.clone()), "{h}: digest not unique");
+            assert!(s.weaknesses().iter().all(|w| !w.contains("no hardening")));
+        }
+        assert!(d.weaknesses().iter().any(|w| w.contains("no hardening")));
+        assert_eq!(d.def.hardening.describe(), "none");
+        let all = hardened(
+            "salt = { value = \"date_of_birth:year\", fields = [\"family_name\"] }\n\
+             diffusion = { t = 3, output_factor = 2 }\nbalance = true\nxor_fold = true\n\
+             blip = { flip_probability = 0.05 }",
+        )
+        .unwrap();
+        assert_eq!(
+            all.def.hardening.describe(),
+            "salt by date_of_birth:year (family_name; missing: Marker) → diffusion t=3 x2 → \
+             balance → xor_fold → blip p=0.05 (ε 2.9 per bit)"
+        );
+        // An explicit default equals the omitted one.
+        assert_eq!(
+            hardened("diffusion = { t = 5 }").unwrap().digest,
+            hardened("diffusion = { t = 5, output_factor = 1 }")
+                .unwrap()
+                .digest
+        );
+    }
+
+    #[test]
+    fn stored_layout_follows_the_hardening() {
+        let bits = |h: &str| -> Vec<u32> {
+            hardened(h)
+                .unwrap()
+                .stored_segments
+                .iter()
+                .map(|s| s.bits)
+                .collect()
+        };
+        assert_eq!(bits(""), [320, 256, 192, 256]);
+        assert_eq!(bits("balance = true"), [640, 512, 384, 512]);
+        assert_eq!(
+            bits("balance = true\nxor_fold = true"),
+            [320, 256, 192, 256]
+        );
+        assert_eq!(
+            bits("diffusion = { t = 3, output_factor = 2 }\nxor_fold = true"),
+            [320, 256, 192, 256]
+        );
+        let s = hardened("balance = true").unwrap();
+        assert_eq!(
+            (s.stored_bits(), s.stored_words(), s.words()),
+            (2048, 32, 16)
+        );
+        let starts: Vec<u32> = s.stored_segments.iter().map(|x| x.start_bit).collect();
+        assert_eq!(starts, [0, 640, 1152, 1536]);
+    }
+
+    #[test]
+    fn rejects_bad_hardening_naming_the_parameter() {
+        let cases = [
+            ("blip = { flip_probability = 0.0 }", "hardening.blip.flip_probability"),
+            ("blip = { flip_probability = 0.5 }", "strictly between 0 and 0.5"),
+            ("blip = { flip_probability = -0.1 }", "hardening.blip.flip_probability"),
+            ("blip = { flip_probability = nan }", "hardening.blip.flip_probability"),
+            ("xor_fold = true", "segment `given` has 320 bits (5 words)"),
+            ("diffusion = { t = 1 }", "hardening.diffusion.t"),
+            ("diffusion = { t = 65 }", "hardening.diffusion.t"),
+            ("diffusion = { t = 3, output_factor = 0 }", "output_factor"),
+            ("diffusion = { t = 3, output_factor = 4 }\nbalance = true\n[[x]]", "unknown field"),
+            ("balance = 1", "invalid type"),
+            ("blur = true", "unknown field `blur`"),
+            ("salt = { value = \"date_of_birth:soundex\", fields = [\"family_name\"] }", "hardening.salt.value"),
+            ("salt = { value = \"dob\", fields = [\"family_name\"] }", "no field `dob`"),
+            ("salt = { value = \"date_of_birth:year\", fields = [] }", "is empty"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"nhs_number\"] }", "sets no filter bits"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"date_of_birth\"] }", "own source"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"sex\", \"sex\"] }", "listed twice"),
+            ("salt = { value = \"date_of_birth:year\", fields = [\"sex\"], when_missing = \"drop\" }", "unknown variant"),
+        ];
+        for (h, expect) in cases {
+            let err = hardened(h).unwrap_err().to_string();
+            assert!(err.starts_with("schema h.toml:"), "{h}: {err}");
+            assert!(err.contains(expect), "{h}: {err}");
+        }
+        // The diffusion output length counts against the filter limit.
+        let long = DEFAULT_SCHEMA_TOML
+            .replace("bits = 320", "bits = 32448")
+            .replace("filter_bits = 1024", "filter_bits = 33152");
+        let err = Schema::from_toml(&format!("{long}\n[hardening]\nbalance = true\n"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than 65536"), "{err}");
+    }
+
+    #[test]
+    fn blip_epsilon() {
+        let b = BlipDef {
+            flip_probability: 0.05,
+        };
+        assert!((b.epsilon_per_bit() - 19f64.ln()).abs() < 1e-12);
+        // RAPPOR's form with f = 2p.
+        let f = 0.1f64;
+        let rappor = 2.0 * ((1.0 - f / 2.0) / (f / 2.0)).ln();
+        assert!((b.epsilon_per_token(1) - rappor).abs() < 1e-12);
+        assert!((b.epsilon_per_token(8) - 8.0 * rappor).abs() < 1e-12);
     }
 }

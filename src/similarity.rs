@@ -214,6 +214,38 @@ pub fn and_popcount(kernel: Kernel, a: &[u64], b: &[u64]) -> u32 {
     }
 }
 
+/// `popcount(a AND b)` of each segment of two filters: segment `s` is the word range
+/// `ends[s-1]..ends[s]` (the first starts at 0), its count goes to `out[s]`. One call per pair
+/// of records instead of one per segment: the matcher's field-level comparison.
+///
+/// # Panics
+/// If `kernel` is not available on this CPU.
+#[inline]
+pub fn and_popcount_segments(
+    kernel: Kernel,
+    a: &[u64],
+    b: &[u64],
+    ends: &[usize],
+    out: &mut [u32],
+) {
+    debug_assert_eq!(
+        ends.len(),
+        out.len(),
+        "and_popcount_segments: one count per segment"
+    );
+    match kernel.checked() {
+        Kernel::Portable => portable::and_popcount_ranges(a, b, ends, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Popcnt | Kernel::Avx2 | Kernel::Avx512 => {
+            // SAFETY: `checked` verified that this CPU supports the kernel, and every one of
+            // these kernels requires popcnt.
+            unsafe { popcnt::and_popcount_ranges(a, b, ends, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the portable kernel is available on this architecture"),
+    }
+}
+
 /// Dice similarity `2·and_count / (pop_a + pop_b)`, defined as 0 when both
 /// filters are empty.
 ///
@@ -801,6 +833,22 @@ macro_rules! scalar_kernels {
             acc.iter().sum::<u32>() + tail
         }
 
+        /// `popcount(a AND b)` of each word range `ends[s-1]..ends[s]`
+        /// (the first from 0) into `out[s]`.
+        $(#[$attr])*
+        pub(super) fn and_popcount_ranges(a: &[u64], b: &[u64], ends: &[usize], out: &mut [u32]) {
+            let mut start = 0;
+            for (&end, o) in ends.iter().zip(out.iter_mut()) {
+                let end = end.min(a.len()).min(b.len()).max(start);
+                *o = a[start..end]
+                    .iter()
+                    .zip(&b[start..end])
+                    .map(|(p, q)| (p & q).count_ones())
+                    .sum();
+                start = end;
+            }
+        }
+
         /// One query against `out.len()` filters of `stride` words in
         /// `block`, comparing the first `q.len()` words of each.
         $(#[$attr])*
@@ -1378,6 +1426,24 @@ mod tests {
                 prop_assert_eq!(and_popcount(k, a, b), want, "kernel {}", k);
                 prop_assert_eq!(and_popcount(k, a, a), reference(a, a), "kernel {}", k);
                 prop_assert_eq!(and_popcount(k, &a[s..e], &b[s..e]), want_seg, "kernel {} segment {}..{}", k, s, e);
+            }
+        }
+
+        #[test]
+        fn and_popcount_segments_kernels_agree(words in word_counts(), seed: u64, cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+            let mut rng = Rng(seed);
+            let ab = rng.filters(2, words);
+            let (a, b) = ab.split_at(words);
+            // Sorted segment ends within the filter, the last at its end.
+            let mut ends: Vec<usize> = cuts.iter().map(|c| c % (words + 1)).collect();
+            ends.push(words);
+            ends.sort_unstable();
+            let mut start = 0;
+            let want: Vec<u32> = ends.iter().map(|&e| { let r = reference(&a[start..e], &b[start..e]); start = e; r }).collect();
+            for k in Kernel::available() {
+                let mut out = vec![u32::MAX; ends.len()];
+                and_popcount_segments(k, a, b, &ends, &mut out);
+                prop_assert_eq!(&out, &want, "kernel {}", k);
             }
         }
 

@@ -10,6 +10,7 @@ use bloomlink::format::{self, EncodingFile, Header};
 use bloomlink::fsutil::Overwrite;
 use bloomlink::key::{Expiry, LinkageKey};
 use bloomlink::schema::Schema;
+use bloomlink::signing::{self, PublicKey, SigningKey};
 use common::*;
 use proptest::prelude::*;
 
@@ -139,6 +140,83 @@ fn inspect_refuses_altered_file_with_exit_5() {
         .stderr(predicates::str::contains("truncated or altered"));
 }
 
+/// A signed (version 2) file's bytes, its records and header, and the signer's public key;
+/// made once.
+fn signed_sample() -> &'static (Vec<u8>, Records, Header, PublicKey) {
+    static S: std::sync::OnceLock<(Vec<u8>, Records, Header, PublicKey)> =
+        std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let (records, header) = sample_records();
+        let k = SigningKey::generate("health").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.clk");
+        format::write_with(&p, &header, &records, Overwrite::Refuse, Some(&k)).unwrap();
+        let f = EncodingFile::open(&p).unwrap();
+        let h = f.header().clone();
+        (std::fs::read(&p).unwrap(), records, h, k.info().public_key)
+    })
+}
+
+#[test]
+fn signed_files_are_version_2_and_verify() {
+    let (bytes, records, header, pk) = signed_sample();
+    assert_eq!(&bytes[8..12], &format::FORMAT_VERSION_SIGNED.to_le_bytes());
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.clk");
+    std::fs::write(&p, bytes).unwrap();
+    let f = EncodingFile::open(&p).unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(&f.to_records(), records);
+    assert_eq!(f.header(), header);
+    let sig = signing::embedded(&f).unwrap();
+    assert_eq!(sig.agency, "health");
+    assert_eq!(&sig.public_key, pk);
+    assert!(sig.valid);
+    let m = String::from_utf8(f.manifest().unwrap()).unwrap();
+    for line in [
+        "format_version 2",
+        "header_sha256 ",
+        "tokens_sha256 ",
+        "signer_agency health",
+    ] {
+        assert!(m.contains(line), "{m}");
+    }
+    // Unsigned files stay version 1, with no signature.
+    let (_d, p1, _) = written();
+    let f1 = EncodingFile::open(&p1).unwrap();
+    assert_eq!(f1.version(), 1);
+    assert!(f1.signature().is_none() && signing::embedded(&f1).is_none());
+}
+
+#[test]
+fn a_signing_key_of_another_agency_cannot_sign() {
+    let (records, header) = sample_records();
+    let k = SigningKey::generate("police").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.clk");
+    let e = format::write_with(&p, &header, &records, Overwrite::Refuse, Some(&k)).unwrap_err();
+    assert!(e.to_string().contains("police"), "{e}");
+    assert!(!p.exists());
+}
+
+#[test]
+fn a_version_2_file_without_its_signature_block_is_refused() {
+    // An unsigned file claiming version 2, and a signed file claiming version 1.
+    let (_d, p, _) = written();
+    let mut b = std::fs::read(&p).unwrap();
+    b[8] = 2;
+    reforge(&mut b);
+    std::fs::write(&p, &b).unwrap();
+    let e = EncodingFile::open(&p).unwrap_err().to_string();
+    assert!(e.contains("without a signature block"), "{e}");
+    let mut b = signed_sample().0.clone();
+    b[8] = 1;
+    reforge(&mut b);
+    std::fs::write(&p, &b).unwrap();
+    let e = EncodingFile::open(&p).unwrap_err().to_string();
+    assert!(e.contains("unexpected bytes after its last section"), "{e}");
+}
+
 /// Re-forges the SHA-256 trailer after a mutation, so that the structural validation (not the
 /// checksum) is what has to catch the damage.
 fn reforge(b: &mut [u8]) {
@@ -173,6 +251,46 @@ proptest! {
                 let _ = f.popcounts_of(i);
                 let _ = f.tokens_of(i);
                 let _ = f.row_ref(i);
+            }
+        }
+    }
+
+    /// Any change to a signed file, wherever it lands (sections, padding, header, signature
+    /// block) and with the trailer re-forged, is either refused by the reader or fails the
+    /// signature check under the signer's key: content that verifies is the content signed.
+    #[test]
+    fn mutated_signed_files_never_verify_with_other_content(
+        at in 0usize..4096,
+        from_end in any::<bool>(),
+        xor in 1u8..=255,
+        cut in 0usize..16,
+    ) {
+        let (bytes, records, header, pk) = signed_sample();
+        let mut b = bytes.clone();
+        let body = b.len() - 32;
+        // Half the cases aim at the last 200 bytes: the signature block and what precedes it.
+        let at = if from_end { body - 1 - at % 200.min(body) } else { at % body };
+        b[at] ^= xor;
+        if cut > 0 && cut < body {
+            b.drain(body - cut..body);
+        }
+        reforge(&mut b);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.clk");
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(f) = EncodingFile::open(&p) {
+            for i in 0..f.len() {
+                let _ = f.filter(i);
+                let _ = f.popcounts_of(i);
+                let _ = f.tokens_of(i);
+                let _ = f.row_ref(i);
+            }
+            if let Some(sig) = signing::embedded(&f) {
+                if sig.valid && sig.public_key == *pk {
+                    prop_assert_eq!(&f.to_records(), records);
+                    prop_assert_eq!(f.header(), header);
+                    prop_assert_eq!(sig.agency, "health");
+                }
             }
         }
     }

@@ -280,3 +280,209 @@ fn existing_output_directory_needs_force() {
     assert!(out.join("links.csv").exists());
     assert!(!out.join("keep.txt").exists());
 }
+
+/// Every array in a JSON value, with its path.
+fn arrays<'a>(
+    v: &'a serde_json::Value,
+    path: String,
+    out: &mut Vec<(String, &'a Vec<serde_json::Value>)>,
+) {
+    match v {
+        serde_json::Value::Array(a) => {
+            out.push((path.clone(), a));
+            for (i, x) in a.iter().enumerate() {
+                arrays(x, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                arrays(x, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn released_outputs_hold_no_scores_below_the_review_band() {
+    // Culnane, Rubinstein & Teague (2017): released similarity scores are themselves a leak.
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    for (run, extra) in [
+        ("default", &["--include-unlinked"][..]),
+        (
+            "narrow",
+            &[
+                "--include-unlinked",
+                "--threshold",
+                "0.9",
+                "--review",
+                "0.6",
+            ][..],
+        ),
+    ] {
+        let out = dir.path().join(run);
+        bloomlink()
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(&out)
+            .args(extra)
+            .assert()
+            .success();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        let review = report["operating_point"]["review"].as_f64().unwrap();
+        if run == "narrow" {
+            assert_eq!(review, 0.6);
+        }
+        // links.csv: a score only on linked records, never below the review band (scores are
+        // printed with 4 decimals); unlinked records carry neither score nor status.
+        let (mut linked, mut unlinked) = (0, 0);
+        for r in csv::Reader::from_path(out.join("links.csv"))
+            .unwrap()
+            .records()
+        {
+            let r = r.unwrap();
+            if r[0].is_empty() {
+                unlinked += 1;
+                assert!(
+                    r[3].is_empty() && r[4].is_empty(),
+                    "{run}: unlinked row with a score"
+                );
+            } else {
+                linked += 1;
+                let score: f64 = r[3].parse().unwrap();
+                assert!(
+                    score >= review - 5e-5,
+                    "{run}: score {score} below the review band {review}"
+                );
+                assert!(&r[4] == "match" || &r[4] == "review");
+            }
+        }
+        assert!(
+            linked > 0 && unlinked > 0,
+            "{run}: {linked} linked, {unlinked} unlinked"
+        );
+        // links-<agency>.csv: record id and link id only.
+        for a in AGENCIES {
+            let text = std::fs::read_to_string(out.join(format!("links-{a}.csv"))).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(lines.next(), Some("record_id,link_id"));
+            for l in lines {
+                let cols: Vec<&str> = l.split(',').collect();
+                assert_eq!(
+                    cols.len(),
+                    2,
+                    "{run}: links-{a}.csv has more than two columns"
+                );
+                assert!(cols[1].starts_with('L') && cols[1].parse::<f64>().is_err());
+                assert!(!cols[1].contains('.'), "{run}: links-{a}.csv: {l}");
+            }
+        }
+        // report.json: score and Dice distributions as 20-bin histograms summing to the pairs
+        // scored; no list anywhere as long as a per-pair or per-record list would be.
+        let pairs = report["pairs_scored"].as_u64().unwrap();
+        for h in ["posterior_histogram", "dice_histogram"] {
+            let bins = report[h].as_array().unwrap();
+            assert_eq!(bins.len(), 20, "{h}");
+            assert_eq!(
+                bins.iter().map(|b| b.as_u64().unwrap()).sum::<u64>(),
+                pairs,
+                "{h}"
+            );
+        }
+        let mut all = Vec::new();
+        arrays(&report, String::new(), &mut all);
+        for (path, a) in all {
+            assert!(
+                a.len() <= 64,
+                "{run}: report.json{path} has {} entries",
+                a.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn check_blocking_measures_blocking_against_exhaustive_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let mut cmd = bloomlink();
+    cmd.arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .args(["--candidates", "blocking", "--check-blocking", "--json"]);
+    let report = success_json(&mut cmd);
+    let b = &report["blocking_check"];
+    let (ex, found) = (
+        b["exhaustive_link_pairs"].as_u64().unwrap(),
+        b["found_by_blocking"].as_u64().unwrap(),
+    );
+    // testdata has about 1,600 cross-agency true pairs; exhaustive comparison links most.
+    assert!(ex > 1_000, "{b}");
+    assert!(found <= ex && found <= b["blocked_link_pairs"].as_u64().unwrap());
+    let recall = b["recall"].as_f64().unwrap();
+    assert!((recall - found as f64 / ex as f64).abs() < 1e-12);
+    assert!(recall > 0.95, "blocking recall {recall}");
+    // Every pair of the testdata's three files was compared.
+    let sizes: Vec<u64> = report["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["records"].as_u64().unwrap())
+        .collect();
+    let cross = sizes[0] * sizes[1] + sizes[0] * sizes[2] + sizes[1] * sizes[2];
+    assert_eq!(b["exhaustive_comparisons"].as_u64().unwrap(), cross);
+}
+
+#[test]
+fn lsh_blocks_add_candidates_and_keep_outputs_independent_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let run = |out: &str, threads: &str, lsh: bool| {
+        let mut cmd = bloomlink();
+        cmd.env("RAYON_NUM_THREADS", threads)
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .args(["--candidates", "blocking", "--json"]);
+        if lsh {
+            cmd.arg("--lsh");
+        }
+        success_json(&mut cmd)
+    };
+    let plain = run("plain", "2", false);
+    let one = run("lsh1", "1", true);
+    let three = run("lsh3", "3", true);
+    assert!(
+        one["candidate_pairs"].as_u64() > plain["candidate_pairs"].as_u64(),
+        "LSH adds candidate pairs"
+    );
+    let lsh_blocks = one["candidates"]["blocks_used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k[0] == "lsh")
+        .map(|k| k[1].as_u64().unwrap());
+    assert!(lsh_blocks.unwrap_or(0) > 0, "{}", one["candidates"]);
+    for f in [
+        "links.csv",
+        "links-health.csv",
+        "links-police.csv",
+        "links-education.csv",
+    ] {
+        assert_eq!(
+            std::fs::read(dir.path().join("lsh1").join(f)).unwrap(),
+            std::fs::read(dir.path().join("lsh3").join(f)).unwrap(),
+            "{f} differs between 1 and 3 threads"
+        );
+    }
+    assert_eq!(one["candidate_pairs"], three["candidate_pairs"]);
+}

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bloomlink::audit::{self, Event, KeyReport, Notable, Outcome};
+use bloomlink::audit::{self, Event, KeyReport, Notable, Outcome, SignedCheckpoint, SignerRef};
 use bloomlink::date::Date;
+use bloomlink::fsutil::{self, Mode, Overwrite};
+use bloomlink::signing::{SigningKey, Trust};
 use clap::Subcommand;
 
 use super::output::{self, thousands};
@@ -15,18 +17,28 @@ pub enum AuditCommand {
     Verify {
         /// The audit log.
         log: PathBuf,
-        /// A head hash recorded earlier by `audit checkpoint`: it must still be in the log.
-        #[arg(long, value_name = "HASH")]
+        /// A head hash recorded earlier by `audit checkpoint`, or a signed checkpoint file
+        /// (`audit checkpoint --sign-with … -o FILE`): that head must still be in the log.
+        #[arg(long, value_name = "HASH|FILE")]
         checkpoint: Option<String>,
+        /// Trust file (agency → public key) that a signed checkpoint's signer must be in.
+        #[arg(long, value_name = "TRUST.toml")]
+        trust: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Verify the log, append an `audit.checkpoint` entry and print the new head hash, entry
-    /// count and time, to be recorded outside the log.
+    /// count and time, to be recorded outside the log; with --sign-with, also a signature.
     Checkpoint {
         /// The audit log.
         log: PathBuf,
+        /// Sign the checkpoint with this signing key.
+        #[arg(long, value_name = "SIGNING_KEY")]
+        sign_with: Option<PathBuf>,
+        /// Write the signed checkpoint (JSON) to this file (never overwrites).
+        #[arg(short, long, value_name = "CP", requires = "sign_with")]
+        output: Option<PathBuf>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -99,40 +111,110 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             log,
             checkpoint,
+            trust,
             json,
         } => {
-            let v = audit::verify(&log, checkpoint.as_deref())?;
+            let is_hash = |c: &str| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit());
+            let (v, signed) = match checkpoint.as_deref() {
+                Some(c) if !is_hash(c) => {
+                    let cp_path = PathBuf::from(c);
+                    let cp = SignedCheckpoint::load(&cp_path)?;
+                    let Some(trust) = trust else {
+                        return Err(bloomlink::Error::Usage(
+                            "a signed checkpoint is only as good as the key that verifies it: \
+                             pass --trust TRUST.toml"
+                                .into(),
+                        )
+                        .into());
+                    };
+                    let trust = Trust::load(&trust)?;
+                    (cp.verify(&cp_path, &log, &trust)?, Some(cp))
+                }
+                c => (audit::verify(&log, c)?, None),
+            };
             if json {
-                output::print_json(&v)
+                output::print_json(&serde_json::json!({
+                    "entries": v.entries, "head": v.head, "head_time": v.head_time,
+                    "checkpoint": signed,
+                }))
             } else {
-                output::print(&format!("OK: {} entries, head {}\n", v.entries, v.head))
+                let cp = signed
+                    .map(|c| {
+                        format!(
+                            "; checkpoint of seq {} signed by {} verified and still in the log",
+                            c.seq, c.agency
+                        )
+                    })
+                    .unwrap_or_default();
+                output::print(&format!("OK: {} entries, head {}{cp}\n", v.entries, v.head))
             }
         }
-        AuditCommand::Checkpoint { log, json } => {
+        AuditCommand::Checkpoint {
+            log,
+            sign_with,
+            output: cp_out,
+            json,
+        } => {
             let before = audit::verify(&log, None)?;
             let mut ev = Event::new("audit.checkpoint");
             ev.counts
                 .insert("entries_before".into(), before.entries.into());
             ev.options
                 .insert("head_before".into(), before.head.clone().into());
+            ev.options
+                .insert("signed".into(), sign_with.is_some().into());
+            // A refused signing key (readable by others, corrupted, a linkage key) is recorded.
+            let signer = match sign_with.as_deref().map(SigningKey::load).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context("cannot sign the checkpoint");
+                    return record(&log, ev, Err(e));
+                }
+            };
+            if let Some(p) = &cp_out {
+                fsutil::check_output(p, Overwrite::Refuse)?;
+            }
+            ev.signer = signer.as_ref().map(|k| SignerRef::of(k.info()));
             let entry = audit::append(&log, &ev)?;
             let entries = entry.seq + 1;
+            let signed = signer.as_ref().map(|k| SignedCheckpoint::sign(&entry, k));
+            if let (Some(p), Some(cp)) = (&cp_out, &signed) {
+                fsutil::write_text_atomic(p, Overwrite::Refuse, Mode::Default, &cp.to_text())?;
+            }
             if json {
                 output::print_json(&serde_json::json!({
-                    "log": log, "head": entry.hash, "entries": entries, "time": entry.time,
+                    "log": log, "head": entry.hash, "seq": entry.seq, "entries": entries,
+                    "time": entry.time, "signed": signed,
                 }))
             } else {
+                let sig = match &signed {
+                    Some(cp) => format!(
+                        "  signer   {} {}\n  signature {}\n{}",
+                        cp.agency,
+                        cp.public_key,
+                        cp.signature,
+                        cp_out
+                            .as_ref()
+                            .map(|p| format!("Signed checkpoint written to {}.\n", p.display()))
+                            .unwrap_or_default()
+                    ),
+                    None => String::new(),
+                };
                 output::print(&format!(
-                    "Checkpoint of {}\n  head     {}\n  entries  {}\n  time     {}\nRecord \
-                     these three lines outside the log (e.g. in the IG register). Later, \
-                     `bloomlink audit verify {} --checkpoint {}` proves the log up to this \
+                    "Checkpoint of {}\n  head     {}\n  seq      {}\n  entries  {}\n  time     \
+                     {}\n{sig}Record these lines outside the log (e.g. in the IG register). \
+                     Later, `bloomlink audit verify {} --checkpoint {}` proves the log up to this \
                      point was not edited, truncated or rewritten since.\n",
                     log.display(),
                     entry.hash,
+                    entry.seq,
                     entries,
                     entry.time,
                     log.display(),
-                    entry.hash
+                    cp_out
+                        .as_ref()
+                        .map(|p| format!("{} --trust TRUST.toml", p.display()))
+                        .unwrap_or_else(|| entry.hash.clone())
                 ))
             }
         }
@@ -177,16 +259,37 @@ fn line_of(n: &Notable) -> String {
     )
 }
 
+/// ", signatures verified" when every input verified; otherwise each agency's status; nothing
+/// for a job run without --trust.
+fn signatures_note(sigs: &std::collections::BTreeMap<String, String>) -> String {
+    if sigs.is_empty() {
+        ", signatures not checked".into()
+    } else if sigs.values().all(|s| s == "verified") {
+        ", signatures verified".into()
+    } else {
+        let list: Vec<String> = sigs.iter().map(|(a, s)| format!("{a} {s}")).collect();
+        format!(", signatures: {}", list.join(", "))
+    }
+}
+
 fn human_key(k: &KeyReport) -> String {
     let mut t = format!("Key {}", k.fingerprint);
     match &k.info {
         Some(i) => t.push_str(&format!(
-            "  {} · purpose {} · epoch {} · expires {} ({})\n",
+            "  {} · purpose {} · epoch {}{} · expires {} ({}{})\n",
             i.partnership,
             i.purpose,
             k.epoch.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
+            i.previous
+                .as_deref()
+                .map(|p| format!(" (replaces {p})"))
+                .unwrap_or_default(),
             i.expires,
-            k.status
+            k.status,
+            i.retired
+                .as_deref()
+                .map(|r| format!(" on {}", day(r)))
+                .unwrap_or_default()
         )),
         None => t.push_str(&format!(
             "  epoch {} · partnership and expiry not in this log (no key new/show entry)\n",
@@ -217,7 +320,7 @@ fn human_key(k: &KeyReport) -> String {
         t.push_str(&format!("  match jobs: {}\n", done.len()));
         for m in done.iter().rev().take(5).rev() {
             t.push_str(&format!(
-                "    {} seq {:<5} {} → {} links\n",
+                "    {} seq {:<5} {} → {} links{}\n",
                 day(&m.time),
                 m.seq,
                 m.agencies.join(" + "),
@@ -225,7 +328,8 @@ fn human_key(k: &KeyReport) -> String {
                     .get("links")
                     .and_then(|v| v.as_u64())
                     .map(thousands)
-                    .unwrap_or_else(|| "?".into())
+                    .unwrap_or_else(|| "?".into()),
+                signatures_note(&m.signatures)
             ));
         }
         if done.len() > 5 {
@@ -267,6 +371,15 @@ fn human_report(log: &Path, chain: &str, rep: &audit::Report) -> String {
             rep.refusals_without_key.len()
         ));
         for n in &rep.refusals_without_key {
+            t.push_str(&line_of(n));
+        }
+    }
+    if !rep.signing_keys.is_empty() {
+        t.push_str(&format!(
+            "Signing key actions: {}\n",
+            rep.signing_keys.len()
+        ));
+        for n in &rep.signing_keys {
             t.push_str(&line_of(n));
         }
     }

@@ -8,6 +8,7 @@ use bloomlink::format::{self, EncodingFile, Header};
 use bloomlink::fsutil::Overwrite;
 use bloomlink::key::{Expiry, LinkageKey};
 use bloomlink::schema::Schema;
+use bloomlink::signing::SigningKey;
 use bloomlink::synth::{self, SynthConfig};
 use clap::Args;
 
@@ -67,15 +68,29 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         key.info().fingerprint
     ))?;
 
-    say("\n3. Each agency encodes its export with the key: no raw personal data leaves.".into())?;
+    say(
+        "\n3. Each agency encodes its export with the key and signs it with its own Ed25519 \
+         signing key: no raw personal data leaves."
+            .into(),
+    )?;
     let schema = Schema::default_uk();
+    let mut trust = String::from("[agencies]\n");
     for agency in ["health", "police", "education"] {
+        // In real use made once with `signing-key new` and kept at the agency.
+        let signer = SigningKey::generate(agency)?;
+        trust.push_str(&format!("{agency} = \"{}\"\n", signer.info().public_key));
         let map = ColumnMap::load(&data.join(format!("{agency}.toml")))?;
         let input = data.join(format!("{agency}.csv"));
         let enc = encode::encode_csv(&input, &key, &schema, &map, &EncodeOptions::default())?;
         let header = Header::for_encoding(key.info(), &schema, &enc.report, false);
         let out = dir.join(format!("{agency}.clk"));
-        let w = format::write(&out, &header, &enc.records, Overwrite::Replace)?;
+        let w = format::write_with(
+            &out,
+            &header,
+            &enc.records,
+            Overwrite::Replace,
+            Some(&signer),
+        )?;
         let f = EncodingFile::open(&out)?;
         let mean_fill = f
             .popcounts()
@@ -86,30 +101,41 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             / f64::from(f.header().filter_bits);
         say(format!(
             "   {agency:<10} {:>7} encoded, {:>4} rejected  → {agency}.clk ({} bytes, {:.0} % of \
-             filter bits set, checksum OK)",
+             filter bits set, signed with key {})",
             thousands(enc.report.encoded),
             enc.report.rejected,
             thousands(w.bytes),
-            mean_fill * 100.0
+            mean_fill * 100.0,
+            signer.info().fingerprint
         ))?;
     }
+    let trust_path = dir.join("trust.toml");
+    bloomlink::fsutil::write_text_atomic(
+        &trust_path,
+        Overwrite::Replace,
+        bloomlink::fsutil::Mode::Default,
+        &trust,
+    )?;
     say(
         "\n   Try: bloomlink inspect FILE.clk — the files hold filters, keyed tokens and row \
          references only."
             .into(),
     )?;
-    say("\n4. The linkage unit links the three encodings, without the key.\n".into())?;
-    let out = dir.join("links");
-    super::matchcmd::run(
-        super::matchcmd::MatchArgs::for_demo(
-            ["health", "police", "education"]
-                .iter()
-                .map(|a| dir.join(format!("{a}.clk")))
-                .collect(),
-            out.clone(),
-        ),
-        Some(&dir.join(bloomlink::audit::DEFAULT_FILE_NAME)),
+    say(
+        "\n4. The linkage unit checks every signature against trust.toml (the agencies' public \
+         keys) and links the three encodings, without the key.\n"
+            .into(),
     )?;
+    let out = dir.join("links");
+    let mut args = super::matchcmd::MatchArgs::for_demo(
+        ["health", "police", "education"]
+            .iter()
+            .map(|a| dir.join(format!("{a}.clk")))
+            .collect(),
+        out.clone(),
+    );
+    args.trust = Some(trust_path);
+    super::matchcmd::run(args, Some(&dir.join(bloomlink::audit::DEFAULT_FILE_NAME)))?;
     say(
         "\n5. Each agency gets back links-<agency>.csv (its own record ids → link ids). Here, \
          and only here, a truth file exists, so we can measure the result:\n"

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use bloomlink::audit::{Event, FileRef};
+use bloomlink::audit::{Event, FileRef, SignerRef};
 use bloomlink::colmap::ColumnMap;
 use bloomlink::date::Date;
 use bloomlink::encode::{self, EncodeOptions, EncodeReport, Reject};
 use bloomlink::format::{self, Header};
 use bloomlink::fsutil::{self, Mode, Overwrite};
-use bloomlink::key::{Expiry, LinkageKey};
+use bloomlink::key::{Expiry, LinkageKey, Retired};
 use bloomlink::schema::Schema;
+use bloomlink::signing::{SignerInfo, SigningKey};
 use bloomlink::Error;
 use clap::Args;
 use serde::Serialize;
@@ -50,9 +51,16 @@ pub struct EncodeArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
-    /// Accept an expired key (the override is recorded in the summary).
+    /// Accept an expired key (the override is recorded in the summary and the audit log).
     #[arg(long)]
     pub allow_expired: bool,
+    /// Accept a retired key (the override is recorded in the summary and the audit log).
+    #[arg(long)]
+    pub allow_retired: bool,
+    /// Sign the encoding file's manifest with this agency signing key (format version 2). Its
+    /// agency must be the column map's.
+    #[arg(long, value_name = "SIGNING_KEY")]
+    pub sign_with: Option<PathBuf>,
     /// Worker threads [default: all cores].
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -81,8 +89,11 @@ struct Summary<'a> {
     opaque_id_map: Option<&'a PathBuf>,
     key_fingerprint: &'a str,
     key_expired_override: bool,
+    key_retired_override: bool,
+    signed_by: Option<&'a SignerInfo>,
     schema: &'a str,
     schema_digest: &'a str,
+    hardening: String,
     seconds: f64,
     rows_per_second: f64,
     report: &'a EncodeReport,
@@ -100,6 +111,8 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     });
     let o = &mut ev.options;
     o.insert("allow_expired".into(), a.allow_expired.into());
+    o.insert("allow_retired".into(), a.allow_retired.into());
+    o.insert("signed".into(), a.sign_with.is_some().into());
     o.insert("force".into(), a.force.into());
     o.insert("max_reject_rate".into(), a.max_reject_rate.into());
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
@@ -112,7 +125,7 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
             .into(),
     );
     o.insert("columns".into(), a.columns.display().to_string().into());
-    let result = encode(&a, &mut ev);
+    let result = encode(&a, &log, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.key);
     }
@@ -121,7 +134,7 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print.
-fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
+fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     let start = Instant::now();
     let overwrite = if a.force {
         Overwrite::Replace
@@ -150,25 +163,87 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
     } else {
         Expiry::Enforce
     };
-    let key = LinkageKey::load(&a.key, expiry)?;
+    let retired = if a.allow_retired {
+        Retired::Allow
+    } else {
+        Retired::Enforce
+    };
+    let key = LinkageKey::load_for_use(&a.key, expiry, retired)?;
     let today = Date::today_utc();
     let expired_override = key.info().is_expired(today);
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
     ev.key_epoch = Some(key.info().epoch);
     ev.options
         .insert("key_expired_override".into(), expired_override.into());
+    // Retired in the file, or in this audit log: the latter catches a copy of the key restored
+    // from before its retirement.
+    let retired_at = key
+        .info()
+        .retired
+        .clone()
+        .or_else(|| bloomlink::audit::retirement_in_log(log, &key.info().fingerprint));
+    if let (Some(when), false) = (&retired_at, a.allow_retired) {
+        return Err(Error::key(
+            &a.key,
+            format!(
+                "key {} (epoch {}) was retired on {when} (recorded in the audit log {}): this \
+                 file is an old copy. Ask the key custodian for the current key (or pass \
+                 --allow-retired, which is recorded)",
+                key.info().fingerprint,
+                key.info().epoch,
+                log.display()
+            ),
+        )
+        .into());
+    }
+    let retired_override = retired_at.is_some();
+    ev.options
+        .insert("key_retired_override".into(), retired_override.into());
     let schema = match &a.schema {
         Some(p) => Schema::load(p)?,
         None => Schema::default_uk(),
     };
     ev.schema_digest = Some(schema.digest.clone());
+    // Known-weak settings: warned here before any work, and listed in the summary.
+    for w in schema.weaknesses() {
+        eprintln!("warning: schema {}: {w}", schema.origin);
+    }
     let map = ColumnMap::load(&a.columns)?;
     ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;
+    let signer = match &a.sign_with {
+        Some(p) => {
+            let k = SigningKey::load(p).with_context(|| "cannot sign the encoding".to_string())?;
+            if k.info().agency != map.agency {
+                return Err(Error::key(
+                    p,
+                    format!(
+                        "is agency {}'s signing key, but the column map {} says this export is \
+                         agency {}: sign with the {} signing key",
+                        k.info().agency,
+                        a.columns.display(),
+                        map.agency,
+                        map.agency
+                    ),
+                )
+                .into());
+            }
+            ev.signer = Some(SignerRef::of(k.info()));
+            Some(k)
+        }
+        None => None,
+    };
     if key.info().purpose == "demo" && !a.json {
         eprintln!(
             "warning: {} is the DEMO key shipped with bloomlink: use it for synthetic data only",
             a.key.display()
+        );
+    }
+    if let (Some(when), false) = (&retired_at, a.json) {
+        eprintln!(
+            "warning: key {} was retired on {when}; encoding anyway because --allow-retired was \
+             given",
+            key.info().fingerprint
         );
     }
     if expired_override {
@@ -248,7 +323,13 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
         ev.outputs.push(FileRef::hashed(m));
     }
     let write_start = Instant::now();
-    let written = format::write(&a.output, &header, &encoded.records, overwrite)?;
+    let written = format::write_with(
+        &a.output,
+        &header,
+        &encoded.records,
+        overwrite,
+        signer.as_ref(),
+    )?;
     ev.outputs
         .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
     encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
@@ -262,8 +343,11 @@ fn encode(a: &EncodeArgs, ev: &mut Event) -> anyhow::Result<String> {
         opaque_id_map: a.opaque_ids.as_ref(),
         key_fingerprint: &key.info().fingerprint,
         key_expired_override: expired_override,
+        key_retired_override: retired_override,
+        signed_by: signer.as_ref().map(|k| k.info()),
         schema: &schema.def.name,
         schema_digest: &schema.digest,
+        hardening: schema.def.hardening.describe(),
         seconds: secs,
         rows_per_second: report.rows_read as f64 / secs.max(1e-9),
         report,
@@ -312,6 +396,13 @@ fn human_summary(s: &Summary<'_>) -> String {
         s.schema,
         &s.schema_digest[..16]
     ));
+    t.push_str(&format!("  hardening {}\n", s.hardening));
+    if let Some(sig) = s.signed_by {
+        t.push_str(&format!(
+            "  signed by {} (key {})\n",
+            sig.agency, sig.fingerprint
+        ));
+    }
     t.push_str(&format!(
         "  rows read {}   encoded {}   rejected {} ({:.2} %)\n",
         thousands(r.rows_read),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use bloomlink::format::EncodingFile;
+use bloomlink::signing::{self, EmbeddedSignature, InputSignature, Trust, Unsigned};
 use bloomlink::tokens::token_kind;
 use clap::Args;
 use serde::Serialize;
@@ -13,6 +14,10 @@ use super::output::{self, thousands};
 pub struct InspectArgs {
     /// The encoding file.
     pub file: PathBuf,
+    /// Also check the signature against this trust file (agency → public key); refused (exit 5)
+    /// if the file is unsigned or its signature is not trusted or does not verify.
+    #[arg(long, value_name = "TRUST.toml")]
+    pub trust: Option<PathBuf>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -44,6 +49,9 @@ struct TokenStats {
 struct Inspection<'a> {
     file: &'a PathBuf,
     checksum_sha256: String,
+    format_version: u32,
+    signature: Option<EmbeddedSignature>,
+    trusted: Option<InputSignature>,
     header: &'a bloomlink::format::Header,
     popcount: Stats,
     segments: Vec<SegmentStats>,
@@ -69,6 +77,11 @@ fn stats(values: impl Iterator<Item = u32>, bits: u32) -> Stats {
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let f = EncodingFile::open(&a.file)?;
+    let trusted = match &a.trust {
+        Some(t) => Some(signing::check_file(&f, &Trust::load(t)?, Unsigned::Refuse)?),
+        None => None,
+    };
+    let signature = signing::embedded(&f);
     let h = f.header();
     let n = f.len();
     let k = 1 + h.segments.len();
@@ -108,6 +121,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let ins = Inspection {
         file: &a.file,
         checksum_sha256: f.checksum_hex(),
+        format_version: f.version(),
+        signature,
+        trusted,
         header: h,
         popcount,
         segments,
@@ -139,6 +155,25 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         ins.popcount.min,
         ins.popcount.max,
     );
+    t.push_str(&match (&ins.signature, &ins.trusted) {
+        (None, _) => "  signature       none (unsigned, format version 1)\n".to_string(),
+        (Some(s), Some(_)) => format!(
+            "  signature       signed by {} (key {}): verified against the trust file {}\n",
+            s.agency,
+            s.fingerprint,
+            a.trust
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        (Some(s), None) => format!(
+            "  signature       signed by {} (key {}): {} under the key it carries; not checked \
+             against a trust file (pass --trust)\n",
+            s.agency,
+            s.fingerprint,
+            if s.valid { "valid" } else { "INVALID" }
+        ),
+    });
     for s in &ins.segments {
         t.push_str(&format!(
             "    segment {:<10} {:>5} bits, mean popcount {:>6.1} ({:>4.1} %)\n",

@@ -38,6 +38,31 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make the next epoch's key from OLD: a new secret, the same partnership and purpose, epoch
+    /// + 1, and OLD's fingerprint recorded as its predecessor (mode 0600, never overwrites).
+    Rotate {
+        /// The current key file.
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        /// Where to write the new key file.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Last day of use of the new key, YYYY-MM-DD [default: 12 months from today].
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        expires: Option<Date>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a key file retired (rewritten in place, mode 0600): encoding with it is then
+    /// refused (exit 4) unless --allow-retired. Run it on every copy, or destroy the copies.
+    Retire {
+        /// The key file.
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_date(s: &str) -> Result<Date, String> {
@@ -50,6 +75,8 @@ fn facts(info: &KeyInfo) -> KeyFacts {
         purpose: info.purpose.clone(),
         created: info.created.clone(),
         expires: info.expires.to_string(),
+        previous: info.previous.clone(),
+        retired: info.retired.clone(),
     }
 }
 
@@ -69,6 +96,36 @@ fn key_file(path: &Path) -> FileRef {
 
 pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
     match cmd {
+        KeyCommand::Rotate {
+            ref old,
+            ref output,
+            ..
+        } => {
+            let log = super::auditcmd::log_path(audit_log, output);
+            bloomlink::fsutil::check_output(output, bloomlink::fsutil::Overwrite::Replace)?;
+            super::auditcmd::precheck(&log)?;
+            let mut ev = Event::new("key.rotate");
+            ev.inputs.push(key_file(old));
+            ev.outputs.push(key_file(output));
+            let old = old.clone();
+            let result = run_key(cmd, &mut ev);
+            if result.is_err() && ev.key_fingerprint.is_none() {
+                ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
+            }
+            super::auditcmd::record(&log, ev, result)
+        }
+        KeyCommand::Retire { ref file, .. } => {
+            let log = super::auditcmd::log_path(audit_log, file);
+            super::auditcmd::precheck(&log)?;
+            let mut ev = Event::new("key.retire");
+            ev.inputs.push(key_file(file));
+            let path = file.clone();
+            let result = run_key(cmd, &mut ev);
+            if result.is_err() && ev.key_fingerprint.is_none() {
+                ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&path);
+            }
+            super::auditcmd::record(&log, ev, result)
+        }
         KeyCommand::New { ref output, .. } => {
             let log = super::auditcmd::log_path(audit_log, output);
             // A missing output directory is reported as such, not as an unwritable audit log.
@@ -108,6 +165,64 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
 
 fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
     match cmd {
+        KeyCommand::Rotate {
+            old,
+            output: path,
+            expires,
+            json,
+        } => {
+            let old_key = LinkageKey::load_unchecked_expiry(&old)
+                .with_context(|| "cannot rotate the key".to_string())?;
+            let key = old_key.rotate(expires)?;
+            key.save(&path)?;
+            let (info, prev) = (key.info(), old_key.info());
+            note_key(ev, info);
+            ev.options.insert(
+                "previous_fingerprint".into(),
+                prev.fingerprint.clone().into(),
+            );
+            ev.options
+                .insert("previous_epoch".into(), prev.epoch.into());
+            if json {
+                output::print_json(
+                    &serde_json::json!({ "file": path, "key": info, "previous": prev }),
+                )
+            } else {
+                output::print(&format!(
+                    "Wrote linkage key {} (mode 0600), epoch {} of {}\n  fingerprint  {}\n  \
+                     replaces     {} (epoch {})\n  expires      {}\nHand it to each agency out \
+                     of band; once every agency encodes with it, retire the old key: \
+                     bloomlink key retire {}\n",
+                    path.display(),
+                    info.epoch,
+                    info.partnership,
+                    info.fingerprint,
+                    prev.fingerprint,
+                    prev.epoch,
+                    info.expires,
+                    old.display()
+                ))
+            }
+        }
+        KeyCommand::Retire { file, json } => {
+            let key =
+                LinkageKey::retire(&file).with_context(|| "cannot retire the key".to_string())?;
+            let info = key.info();
+            note_key(ev, info);
+            if json {
+                output::print_json(&serde_json::json!({ "file": file, "key": info }))
+            } else {
+                output::print(&format!(
+                    "Retired linkage key {} (epoch {}) in {} at {}\nEncoding with this file is \
+                     now refused. Other copies of the key are not changed: retire or destroy \
+                     them too.\n",
+                    info.fingerprint,
+                    info.epoch,
+                    file.display(),
+                    info.retired.as_deref().unwrap_or("")
+                ))
+            }
+        }
         KeyCommand::New {
             output: path,
             partnership,
@@ -144,7 +259,9 @@ fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
             let info = key.info();
             note_key(ev, info);
             let today = Date::today_utc();
-            let status = if info.is_expired(today) {
+            let status = if let Some(when) = &info.retired {
+                format!("RETIRED on {when}")
+            } else if info.is_expired(today) {
                 format!("EXPIRED on {}", info.expires)
             } else {
                 let days = info.expires.to_days() - today.to_days();
@@ -152,12 +269,18 @@ fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
             };
             if json {
                 output::print_json(&serde_json::json!({
-                    "file": file, "key": info, "expired": info.is_expired(today)
+                    "file": file, "key": info, "expired": info.is_expired(today),
+                    "retired": info.retired.is_some()
                 }))
             } else {
+                let previous = info
+                    .previous
+                    .as_deref()
+                    .map(|p| format!("  replaces     {p}\n"))
+                    .unwrap_or_default();
                 output::print(&format!(
                     "{}\n  fingerprint  {}\n  partnership  {}\n  purpose      {}\n  epoch        \
-                     {}\n  created      {}\n  status       {status}\n",
+                     {}\n{previous}  created      {}\n  status       {status}\n",
                     file.display(),
                     info.fingerprint,
                     info.partnership,

@@ -15,6 +15,7 @@ mod matchcmd;
 mod output;
 mod risk;
 mod schemacmd;
+mod signcmd;
 mod synth;
 
 /// Privacy-preserving record linkage across agencies, with keyed Bloom-filter encodings.
@@ -25,7 +26,8 @@ mod synth;
 #[command(name = "bloomlink", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows, \
-4 key refused, 5 encoding file refused, 6 audit log chain broken.\nDocs: README.md and docs/ in the source tree."
+4 key refused, 5 encoding file or its signature refused, 6 audit log chain or checkpoint \
+broken.\nDocs: README.md and docs/ in the source tree."
 )]
 pub struct Cli {
     /// Audit log to append this command's entry to [env: BLOOMLINK_AUDIT_LOG; default:
@@ -40,9 +42,12 @@ pub struct Cli {
 enum Command {
     /// Run the whole story on fictitious data in a temporary directory.
     Demo(demo::DemoArgs),
-    /// Create and inspect linkage keys (key custodian).
+    /// Create, inspect, rotate and retire linkage keys (key custodian).
     #[command(subcommand)]
     Key(keycmd::KeyCommand),
+    /// Create an agency's Ed25519 signing key; print its public key (agency data team).
+    #[command(subcommand)]
+    SigningKey(signcmd::SigningKeyCommand),
     /// Print the default linkage schema or a schema's digest.
     #[command(subcommand)]
     Schema(schemacmd::SchemaCommand),
@@ -77,6 +82,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Key(c) => keycmd::run(c, log),
+        Command::SigningKey(c) => signcmd::run(c, log),
         Command::Schema(c) => schemacmd::run(c),
         Command::Encode(a) => encode::run(a, log),
         Command::Evaluate(a) => evaluate::run(a),

@@ -58,11 +58,4 @@ pub fn pct(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// A CSV field, quoted when it holds a comma, quote or line break.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
+pub use bloomlink::fsutil::csv_field;

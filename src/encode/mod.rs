@@ -23,9 +23,10 @@ use serde::Serialize;
 use crate::colmap::{ColumnMap, Sex, TextEncoding};
 use crate::date::Date;
 use crate::error::{Error, Result};
+use crate::harden::{self, Hardener};
 use crate::key::LinkageKey;
 use crate::normalise::{self, Invalid};
-use crate::schema::{Normaliser, Schema, Transform};
+use crate::schema::{Normaliser, SaltMissing, Schema, Transform};
 use crate::tokens::{self, Hasher, Value};
 
 /// Longest record id accepted, in bytes.
@@ -204,6 +205,8 @@ struct Plan<'a> {
     opaque_ids: bool,
     /// Schema fields no column feeds (counted as missing on every row).
     unmapped: Vec<usize>,
+    /// Diffusion, balancing, folding and BLIP for each finished filter.
+    hardener: Hardener,
 }
 
 impl Plan<'_> {
@@ -236,6 +239,12 @@ struct Worker<'p, 'a> {
     key: Vec<u8>,
     message: Vec<u8>,
     decode_buf: String,
+    /// The record's salt value (attribute salting) and the cache key of a salted value.
+    salt: Vec<u8>,
+    salted_key: Vec<u8>,
+    /// The filter as hashed, before hardening transforms it into the stored layout.
+    raw_filter: Vec<u64>,
+    harden_scratch: harden::Scratch,
 }
 
 /// A block of raw rows from the reader, and where its encoded rows go.
@@ -312,13 +321,17 @@ impl<'p, 'a> Worker<'p, 'a> {
             key: Vec::new(),
             message: Vec::new(),
             decode_buf: String::new(),
+            salt: Vec::new(),
+            salted_key: Vec::new(),
+            raw_filter: vec![0; plan.schema.words()],
+            harden_scratch: harden::Scratch::default(),
         }
     }
 
     /// Encodes a block; also returns the block's buffer for reuse.
     fn run(&mut self, job: Job<'_>, parser: &mut RecordParser) -> (BlockOut, Vec<u8>) {
         let plan = self.plan;
-        let words = plan.schema.words();
+        let words = plan.schema.stored_words();
         let nseg = plan.schema.segments.len();
         let ntok = plan.schema.tokens.len();
         let Job {
@@ -381,7 +394,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             match self.encode_row(&rec, row, line, filter, &mut row_tokens, &mut out.stats) {
                 Ok((id, original_id)) => {
                     pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
-                    for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.segments) {
+                    for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
                         *p = filter[s.word_range()]
                             .iter()
                             .map(|w| w.count_ones())
@@ -474,6 +487,10 @@ impl<'p, 'a> Worker<'p, 'a> {
         self.slots.iter_mut().for_each(|s| *s = None);
         let mut bad_bytes: Option<usize> = None;
         let mut in_filter = 0u32;
+        // Attribute salting: the salt source comes first in `plan.sources`, so its value is
+        // known before any salted field is looked up.
+        let salt = plan.schema.salt.as_ref();
+        let mut have_salt = false;
         for src in &plan.sources {
             let fi = src.field;
             let raw = rec.get(src.column);
@@ -484,13 +501,42 @@ impl<'p, 'a> Worker<'p, 'a> {
                 scratch_positions,
                 key,
                 decode_buf,
+                salt: salt_buf,
+                salted_key,
                 ..
             } = self;
-            let slot = fields[fi].get(raw, |sink| {
+            // A salted value is cached under (salt, raw value): length-prefixed salt, or 0xFF
+            // when the salted field sets no bits for want of a salt.
+            let salting = match salt {
+                Some(s) if s.salted[fi] => {
+                    salted_key.clear();
+                    if have_salt {
+                        salted_key.push(salt_buf.len() as u8);
+                        salted_key.extend_from_slice(salt_buf);
+                        Salting::With(salt_buf)
+                    } else if s.when_missing == SaltMissing::Marker {
+                        salted_key.push(0);
+                        Salting::With(b"")
+                    } else {
+                        salted_key.push(0xff);
+                        Salting::NoBits
+                    }
+                }
+                _ => Salting::Unsalted,
+            };
+            let cache_key = if let Salting::Unsalted = salting {
+                raw
+            } else {
+                salted_key.extend_from_slice(raw);
+                salted_key.as_slice()
+            };
+            let no_bits = matches!(salting, Salting::NoBits);
+            let slot = fields[fi].get(cache_key, |sink| {
                 compute_field(
                     plan,
                     fi,
                     raw,
+                    salting,
                     sink,
                     &mut FieldScratch {
                         positions,
@@ -512,10 +558,19 @@ impl<'p, 'a> Worker<'p, 'a> {
                 Status::Present => {
                     st.present += 1;
                     self.slots[fi] = Some(slot);
-                    if plan.schema.fields[fi].segment.is_some() {
+                    if plan.schema.fields[fi].segment.is_some() && !no_bits {
                         in_filter += 1;
                     }
                 }
+            }
+            if let Some(s) = salt.filter(|s| s.source.0 == fi) {
+                let part =
+                    self.slots[fi].and_then(|sl| self.fields[fi].part(sl, s.source.1.index()));
+                self.salt.clear();
+                if let Some(p) = part {
+                    self.salt.extend_from_slice(p);
+                }
+                have_salt = part.is_some();
             }
         }
         for &fi in &plan.unmapped {
@@ -548,16 +603,35 @@ impl<'p, 'a> Worker<'p, 'a> {
             ));
         }
 
-        // Filter: OR each present field's pre-computed segment words.
-        filter.iter_mut().for_each(|w| *w = 0);
+        // Filter: OR each present field's pre-computed segment words (into the raw buffer when
+        // hardening then transforms it into the stored layout).
+        let hardened = plan.hardener.transforms();
+        let raw_filter: &mut [u64] = if hardened {
+            &mut self.raw_filter
+        } else {
+            &mut *filter
+        };
+        raw_filter.iter_mut().for_each(|w| *w = 0);
         for (fi, slot) in self.slots.iter().enumerate() {
             let (Some(slot), Some(seg)) = (slot, plan.schema.fields[fi].segment) else {
                 continue;
             };
             let base = plan.schema.segments[seg].word_range().start;
-            for (d, s) in filter[base..].iter_mut().zip(self.fields[fi].words(*slot)) {
+            for (d, s) in raw_filter[base..]
+                .iter_mut()
+                .zip(self.fields[fi].words(*slot))
+            {
                 *d |= s;
             }
+        }
+        if hardened {
+            plan.hardener.apply(
+                &self.raw_filter,
+                filter,
+                &plan.map.agency,
+                &id,
+                &mut self.harden_scratch,
+            );
         }
 
         // Keyed exact tokens: the message (parts joined by 0x1F) doubles as the cache key.
@@ -671,11 +745,23 @@ pub fn normalise_value(
     }
 }
 
+/// How a value's filter tokens are salted.
+#[derive(Clone, Copy)]
+enum Salting<'s> {
+    /// The field is not salted.
+    Unsalted,
+    /// Hash each token as 0x1F ‖ salt ‖ 0x1F ‖ token (an empty salt is the "no salt" marker).
+    With(&'s [u8]),
+    /// The field is salted but the record has no salt, and the schema says to skip it.
+    NoBits,
+}
+
 /// Normalises one raw value of field `fi`, and writes its segment bits and token parts.
 fn compute_field(
     plan: &Plan<'_>,
     fi: usize,
     raw: &[u8],
+    salting: Salting<'_>,
     sink: &mut Sink<'_>,
     sc: &mut FieldScratch<'_>,
 ) -> Status {
@@ -697,13 +783,22 @@ fn compute_field(
             sink.set_part(t.index(), p.as_bytes());
         }
     }
-    if let Some(seg) = f.segment {
+    if let (Some(seg), false) = (f.segment, matches!(salting, Salting::NoBits)) {
         let k = f.def.bits_per_token;
         let start = plan.schema.segments[seg].start_bit;
         sc.tokens.clear();
         tokens::tokenise(&value, f.def.tokeniser, sc.tokens);
         sc.out.clear();
-        for t in sc.tokens.iter() {
+        for token in sc.tokens.iter_mut() {
+            if let Salting::With(salt) = salting {
+                let mut m = Vec::with_capacity(salt.len() + token.len() + 2);
+                m.push(tokens::TOKEN_PART_SEPARATOR);
+                m.extend_from_slice(salt);
+                m.push(tokens::TOKEN_PART_SEPARATOR);
+                m.extend_from_slice(token);
+                *token = m;
+            }
+            let t = &*token;
             sc.key.clear();
             sc.key.push(seg as u8);
             sc.key.push(k as u8);
@@ -879,6 +974,10 @@ pub fn encode_reader(
         ));
     }
     sources.sort_by_key(|s| s.field);
+    // The salt source first: salted fields need its value.
+    if let Some(s) = &schema.salt {
+        sources.sort_by_key(|x| x.field != s.source.0);
+    }
 
     let unmapped = (0..schema.fields.len())
         .filter(|i| !sources.iter().any(|s| s.field == *i))
@@ -887,6 +986,7 @@ pub fn encode_reader(
         schema,
         map,
         hasher: Hasher::new(key, schema),
+        hardener: Hardener::new(key, schema),
         sources,
         header,
         id_column,
@@ -905,7 +1005,7 @@ pub fn encode_reader(
     let started = std::time::Instant::now();
     let read_err =
         |e: std::io::Error| Error::input(input, format!("line 0: cannot be read as CSV: {e}"));
-    let words = schema.words();
+    let words = schema.stored_words();
     let nseg = schema.segments.len();
     let ntok = schema.tokens.len();
 
@@ -1179,7 +1279,20 @@ pub fn encode_reader(
     for r in &rejects {
         *reject_reasons.entry(r.reason.to_string()).or_default() += 1;
     }
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = schema
+        .weaknesses()
+        .into_iter()
+        .map(|w| format!("schema {}: {w}", schema.origin))
+        .collect();
+    if let Some(s) = &schema.salt {
+        if plan.unmapped.contains(&s.source.0) {
+            warnings.push(format!(
+                "the salt field {} is not in the column map: every record is encoded without a \
+                 salt ({:?}), so its salted fields will not link with other agencies' salted ones",
+                schema.fields[s.source.0].def.name, s.when_missing
+            ));
+        }
+    }
     for s in &stats {
         let examined = s.present + s.missing + s.invalid_total();
         if s.column.is_some() && examined > 0 {

@@ -6,6 +6,7 @@
 //! three-record link, and a conflicting weaker pair is refused. Review-band pairs then attach
 //! still-unlinked records, marked for clerical review; they never merge two existing links.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// A record's place in the result.
@@ -55,7 +56,8 @@ pub fn cluster(
     dedupe: bool,
 ) -> Clusters {
     edges.retain(|e| e.p >= review);
-    edges.sort_by(|x, y| {
+    // A total order (pairs are distinct), so an unstable parallel sort is deterministic.
+    edges.par_sort_unstable_by(|x, y| {
         y.p.total_cmp(&x.p)
             .then(y.dice.total_cmp(&x.dice))
             .then(x.a.cmp(&y.a))

@@ -16,6 +16,7 @@ use crate::format::EncodingFile;
 
 pub mod block;
 pub mod cluster;
+pub mod job;
 pub mod score;
 
 /// A record across all inputs: (input index, record index within it).

@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 
+/// A hash map with a fixed fast hasher (keys are pattern codes, not attacker-chosen).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -21,6 +24,12 @@ pub const DICE_LEVELS: [f32; 5] = [0.95, 0.85, 0.75, 0.6, 0.4];
 const SEG_LEVELS: usize = DICE_LEVELS.len() + 2; // + below-last + missing
 const MISSING: u8 = (SEG_LEVELS - 1) as u8;
 const TOKEN_LEVELS: usize = 3; // agree, disagree, missing
+/// Most filter segments the matcher compares (3 bits of pattern code each).
+pub const MAX_SEGMENTS: usize = 16;
+/// Most evidence token kinds.
+pub const MAX_EVIDENCE: usize = 4;
+/// No token of that kind. A real token never has all bits set: its kind byte is a valid index.
+const NO_TOKEN: u64 = u64::MAX;
 
 /// A pair's comparison pattern: a level per feature.
 pub type Pattern = Vec<u8>;
@@ -85,103 +94,266 @@ fn dice_level(d: f32) -> u8 {
         .unwrap_or(DICE_LEVELS.len()) as u8
 }
 
-/// A scored pair.
-#[derive(Clone, Copy, Debug)]
-pub struct Scored {
-    /// First record (global id).
-    pub a: u32,
-    /// Second record (global id).
-    pub b: u32,
-    /// Whole-filter Dice.
-    pub dice: f32,
-    /// Index into the pattern table.
-    pub pattern: u32,
+/// Compares pairs of records feature by feature. Levels are packed 3 bits per feature into a
+/// `u64` code (no allocation per pair); [`patterns_from_codes`] turns codes into patterns.
+pub struct Comparer<'a> {
+    inputs: &'a Inputs,
+    /// Word index where each segment ends; the segments tile the filter from word 0.
+    seg_ends: Vec<usize>,
+    /// Whether the segments cover the whole filter (then the whole count is their sum).
+    seg_cover: bool,
+    evidence: Vec<usize>,
+    kernel: Kernel,
+    dice_floor: f32,
+    /// Per segment, indexed by the sum of the two records' counts in it: the smallest AND count
+    /// reaching each Dice level boundary. Comparing counts with these gives exactly the level
+    /// [`dice_level`] gives, without a division per segment.
+    level_counts: Vec<Vec<[u32; DICE_LEVELS.len()]>>,
 }
 
-/// Compares every candidate pair; returns the scored pairs and the distinct patterns.
-pub fn compare(
+/// The smallest `and` with `dice(and, sum) >= bound` (by [`similarity::dice`] itself, so the
+/// result is exactly the same), or `u32::MAX` if none.
+fn min_count_for(bound: f32, sum: u32) -> u32 {
+    let (mut lo, mut hi) = (0u32, sum / 2 + 1);
+    // dice(and, ·) is monotone in `and`: binary search on [0, sum/2].
+    if similarity::dice(sum / 2, sum - sum / 2, sum / 2) < bound {
+        return u32::MAX;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if similarity::dice(mid, sum - sum / 2, sum / 2) >= bound {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+impl<'a> Comparer<'a> {
+    /// A comparer for the inputs. Pairs whose whole-filter Dice is below `dice_floor` and that
+    /// agree on no identifier are not scored.
+    pub fn new(
+        inputs: &'a Inputs,
+        features: &Features,
+        kernel: Kernel,
+        dice_floor: f32,
+    ) -> Comparer<'a> {
+        let h = inputs.files()[0].header();
+        assert!(
+            h.segments.len() <= MAX_SEGMENTS,
+            "at most {MAX_SEGMENTS} segments"
+        );
+        let seg_ends: Vec<usize> = h
+            .segments
+            .iter()
+            .map(|s| ((s.start_bit + s.bits) / 64) as usize)
+            .collect();
+        Comparer {
+            inputs,
+            seg_cover: seg_ends.last().copied().unwrap_or(0) == h.words(),
+            seg_ends,
+            evidence: features.evidence.iter().map(|e| e.0).collect(),
+            kernel,
+            dice_floor,
+            level_counts: h
+                .segments
+                .iter()
+                .map(|s| {
+                    (0..=2 * s.bits)
+                        .map(|sum| DICE_LEVELS.map(|b| min_count_for(b, sum)))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// What comparing needs of one record, gathered once (a record is compared with every
+    /// other member of its blocks: gathering first keeps the pair loop free of lookups).
+    #[inline]
+    pub fn view(&self, g: u32) -> View<'a> {
+        let files = self.inputs.files();
+        let r = self.inputs.record(g);
+        let f = &files[r.file as usize];
+        let i = r.row as usize;
+        let mut pops = [0u16; MAX_SEGMENTS + 1];
+        let p = f.popcounts_of(i);
+        pops[..p.len().min(MAX_SEGMENTS + 1)].copy_from_slice(&p[..p.len().min(MAX_SEGMENTS + 1)]);
+        let mut evidence = [NO_TOKEN; MAX_EVIDENCE];
+        let tokens = f.tokens_of(i);
+        for (e, &kind) in evidence.iter_mut().zip(&self.evidence) {
+            // Tokens are sorted and carry their kind in the top byte.
+            if let Some(t) = tokens
+                .iter()
+                .copied()
+                .find(|&t| crate::tokens::token_kind(t) == kind)
+            {
+                *e = t;
+            }
+        }
+        View {
+            g,
+            file: r.file,
+            filter: f.filter(i),
+            pops,
+            evidence,
+        }
+    }
+
+    /// The whole-filter Dice and pattern code of a pair, or `None` below the floor.
+    pub fn code(&self, a: u32, b: u32) -> Option<(f32, u64)> {
+        self.compare(&self.view(a), &self.view(b))
+    }
+
+    /// [`Comparer::code`] for gathered records.
+    #[inline]
+    pub fn compare(&self, a: &View<'_>, b: &View<'_>) -> Option<(f32, u64)> {
+        let (pa, pb) = (&a.pops, &b.pops);
+        let mut identifier_agrees = false;
+        let mut evidence_code = 0u64;
+        let mut shift = 0;
+        for (&x, &y) in a.evidence.iter().zip(&b.evidence).take(self.evidence.len()) {
+            let level = if x == NO_TOKEN || y == NO_TOKEN {
+                2
+            } else if x == y {
+                identifier_agrees = true;
+                0u64
+            } else {
+                1
+            };
+            evidence_code |= level << shift;
+            shift += 3;
+        }
+        let mut ands = [0u32; MAX_SEGMENTS];
+        let ands = &mut ands[..self.seg_ends.len()];
+        similarity::and_popcount_segments(self.kernel, a.filter, b.filter, &self.seg_ends, ands);
+        let and = if self.seg_cover {
+            ands.iter().sum()
+        } else {
+            similarity::and_popcount(self.kernel, a.filter, b.filter)
+        };
+        let dice = similarity::dice(and, u32::from(pa[0]), u32::from(pb[0]));
+        if !(dice >= self.dice_floor || identifier_agrees) {
+            return None;
+        }
+        let mut code = 0u64;
+        shift = 0;
+        for (s, &and) in ands.iter().enumerate() {
+            let (ca, cb) = (u32::from(pa[1 + s]), u32::from(pb[1 + s]));
+            let level = if ca == 0 || cb == 0 {
+                MISSING
+            } else if let Some(min) = self.level_counts[s].get((ca + cb) as usize) {
+                min.iter()
+                    .position(|&m| and >= m)
+                    .unwrap_or(DICE_LEVELS.len()) as u8
+            } else {
+                // Counts beyond the segment's length: only in a file the reader should have
+                // refused; fall back to the division.
+                dice_level(similarity::dice(and, ca, cb))
+            };
+            code |= u64::from(level) << shift;
+            shift += 3;
+        }
+        code |= evidence_code << shift;
+        Some((dice, code))
+    }
+}
+
+/// A record as the comparer needs it: see [`Comparer::view`].
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// Global id.
+    pub g: u32,
+    /// Input file.
+    pub file: u32,
+    filter: &'a [u64],
+    pops: [u16; MAX_SEGMENTS + 1],
+    evidence: [u64; MAX_EVIDENCE],
+}
+
+/// Distinct pattern codes with their counts → patterns (in code order, so ids do not depend on
+/// the order pairs were seen), counts, and the id of each code.
+pub fn patterns_from_codes(
+    features: &Features,
+    codes: &FastMap<u64, u64>,
+) -> (Vec<Pattern>, Vec<u64>, FastMap<u64, u32>) {
+    let mut sorted: Vec<(u64, u64)> = codes.iter().map(|(&c, &n)| (c, n)).collect();
+    sorted.sort_unstable();
+    let patterns = sorted
+        .iter()
+        .map(|&(code, _)| pattern_of(features, code))
+        .collect();
+    let counts = sorted.iter().map(|&(_, n)| n).collect();
+    let index = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &(code, _))| (code, i as u32))
+        .collect();
+    (patterns, counts, index)
+}
+
+/// The pattern a code stands for.
+pub fn pattern_of(features: &Features, code: u64) -> Pattern {
+    (0..features.len())
+        .map(|f| ((code >> (3 * f)) & 7) as u8)
+        .collect()
+}
+
+/// Compares the given pairs; returns the distinct patterns and their counts.
+pub fn pattern_counts(
     inputs: &Inputs,
     pairs: &[(u32, u32)],
     features: &Features,
     kernel: Kernel,
     dice_floor: f32,
-) -> (Vec<Scored>, Vec<Pattern>) {
-    let files = inputs.files();
-    let h = files[0].header();
-    let seg_ranges: Vec<std::ops::Range<usize>> = h
-        .segments
-        .iter()
-        .map(|s| (s.start_bit / 64) as usize..((s.start_bit + s.bits) / 64) as usize)
-        .collect();
-    // Levels are packed 3 bits per feature into a u64 code while comparing (no allocation per
-    // pair), then mapped to dense pattern ids.
-    assert!(features.len() <= 21, "at most 21 features");
-    let raw: Vec<(u32, u32, f32, u64)> = pairs
+) -> (Vec<Pattern>, Vec<u64>) {
+    let cmp = Comparer::new(inputs, features, kernel, dice_floor);
+    let codes = pairs
         .par_iter()
-        .filter_map(|&(a, b)| {
+        .fold(FastMap::default, |mut acc: FastMap<u64, u64>, &(a, b)| {
+            if let Some((_, code)) = cmp.code(a, b) {
+                *acc.entry(code).or_default() += 1;
+            }
+            acc
+        })
+        .reduce(FastMap::default, merge_counts);
+    let (patterns, counts, _) = patterns_from_codes(features, &codes);
+    (patterns, counts)
+}
+
+/// Median whole-filter Dice of the given pairs (0 for none).
+pub fn median_dice(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel) -> f32 {
+    let files = inputs.files();
+    let mut d: Vec<f32> = pairs
+        .par_iter()
+        .map(|&(a, b)| {
             let (ra, rb) = (inputs.record(a), inputs.record(b));
             let (fa, fb) = (&files[ra.file as usize], &files[rb.file as usize]);
             let (ia, ib) = (ra.row as usize, rb.row as usize);
-            let (xa, xb) = (fa.filter(ia), fb.filter(ib));
-            let (pa, pb) = (fa.popcounts_of(ia), fb.popcounts_of(ib));
-            let mut code = 0u64;
-            let mut shift = 0;
-            for (s, r) in seg_ranges.iter().enumerate() {
-                let (ca, cb) = (u32::from(pa[1 + s]), u32::from(pb[1 + s]));
-                let level = if ca == 0 || cb == 0 {
-                    MISSING
-                } else {
-                    let and = similarity::and_popcount(kernel, &xa[r.clone()], &xb[r.clone()]);
-                    dice_level(similarity::dice(and, ca, cb))
-                };
-                code |= u64::from(level) << shift;
-                shift += 3;
-            }
-            let (ta, tb) = (fa.tokens_of(ia), fb.tokens_of(ib));
-            let mut identifier_agrees = false;
-            for &(kind, _) in &features.evidence {
-                // Tokens are sorted and carry their kind in the top byte.
-                let find = |ts: &[u64]| {
-                    ts.iter()
-                        .copied()
-                        .find(|&t| crate::tokens::token_kind(t) == kind)
-                };
-                let level = match (find(ta), find(tb)) {
-                    (Some(x), Some(y)) if x == y => {
-                        identifier_agrees = true;
-                        0u64
-                    }
-                    (Some(_), Some(_)) => 1,
-                    _ => 2,
-                };
-                code |= level << shift;
-                shift += 3;
-            }
-            let and = similarity::and_popcount(kernel, xa, xb);
-            let dice = similarity::dice(and, u32::from(pa[0]), u32::from(pb[0]));
-            (dice >= dice_floor || identifier_agrees).then_some((a, b, dice, code))
+            let and = similarity::and_popcount(kernel, fa.filter(ia), fb.filter(ib));
+            similarity::dice(
+                and,
+                u32::from(fa.popcounts_of(ia)[0]),
+                u32::from(fb.popcounts_of(ib)[0]),
+            )
         })
         .collect();
-    let nf = features.len();
-    let mut index: HashMap<u64, u32> = HashMap::new();
-    let mut patterns = Vec::new();
-    let scored = raw
-        .into_iter()
-        .map(|(a, b, dice, code)| {
-            let next = patterns.len() as u32;
-            let id = *index.entry(code).or_insert_with(|| {
-                patterns.push((0..nf).map(|f| ((code >> (3 * f)) & 7) as u8).collect());
-                next
-            });
-            Scored {
-                a,
-                b,
-                dice,
-                pattern: id,
-            }
-        })
-        .collect();
-    (scored, patterns)
+    if d.is_empty() {
+        return 0.0;
+    }
+    let mid = d.len() / 2;
+    *d.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// Adds two code → count maps.
+pub fn merge_counts(mut a: FastMap<u64, u64>, b: FastMap<u64, u64>) -> FastMap<u64, u64> {
+    if a.len() < b.len() {
+        return merge_counts(b, a);
+    }
+    for (c, n) in b {
+        *a.entry(c).or_default() += n;
+    }
+    a
 }
 
 /// A fitted Fellegi–Sunter model.
@@ -432,14 +604,23 @@ pub struct Operating {
 }
 
 /// Chooses the threshold maximising expected F1 (or uses `fixed`), and estimates precision and
-/// recall there. `posteriors` must be sorted descending.
-pub fn operating_point(posteriors: &[f64], fixed: Option<f64>, review: Option<f64>) -> Operating {
-    let total_match: f64 = posteriors.iter().sum();
+/// recall there. `posteriors` holds (posterior, number of pairs), sorted by posterior
+/// descending; equal posteriors may appear in several entries.
+pub fn operating_point(
+    posteriors: &[(f64, u64)],
+    fixed: Option<f64>,
+    review: Option<f64>,
+) -> Operating {
+    let total_match: f64 = posteriors.iter().map(|&(p, n)| p * n as f64).sum();
     let mut best = (0.5, f64::MIN, 0.0, 0.0);
     let mut tp = 0.0;
-    for (i, &p) in posteriors.iter().enumerate() {
-        tp += p;
-        let predicted = (i + 1) as f64;
+    let mut predicted = 0.0;
+    for (i, &(p, n)) in posteriors.iter().enumerate() {
+        tp += p * n as f64;
+        predicted += n as f64;
+        if n == 0 {
+            continue;
+        }
         let prec = tp / predicted;
         let rec = if total_match > 0.0 {
             tp / total_match
@@ -451,7 +632,7 @@ pub fn operating_point(posteriors: &[f64], fixed: Option<f64>, review: Option<f6
         } else {
             0.0
         };
-        let next_differs = posteriors.get(i + 1).is_none_or(|&q| q < p);
+        let next_differs = posteriors.get(i + 1).is_none_or(|&(q, _)| q < p);
         match fixed {
             Some(t) if p >= t && next_differs => best = (t, f1, prec, rec),
             None if next_differs && f1 > best.1 => best = (p, f1, prec, rec),
@@ -471,5 +652,32 @@ pub fn operating_point(posteriors: &[f64], fixed: Option<f64>, review: Option<f6
         est_recall: best.3,
         est_f1: best.1.max(0.0),
         est_matches: total_match,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_thresholds_give_exactly_the_levels_of_the_division() {
+        for sum in 2..=700u32 {
+            let mins = DICE_LEVELS.map(|b| min_count_for(b, sum));
+            for and in 0..=sum / 2 {
+                let by_count = mins
+                    .iter()
+                    .position(|&m| and >= m)
+                    .unwrap_or(DICE_LEVELS.len()) as u8;
+                // Every split of the sum gives the same Dice: it depends on the sum only.
+                let want = dice_level(similarity::dice(and, sum / 2, sum - sum / 2));
+                assert_eq!(by_count, want, "and {and} sum {sum}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bound_no_count_reaches_is_never_met() {
+        assert_eq!(min_count_for(1.5, 10), u32::MAX);
+        assert_eq!(min_count_for(0.0, 10), 0);
     }
 }

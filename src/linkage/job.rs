@@ -1,0 +1,814 @@
+//! A whole match job: candidates → comparison → model fit → clustering → link table, and the
+//! output directory (`links.csv`, `links-<agency>.csv`, `report.json`) written atomically.
+//!
+//! [`run`] is the library entry point the CLI calls; it knows nothing of the command line, the
+//! terminal or the audit log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::block::{self, BlockOptions, Method};
+use super::cluster::{self, Edge, Status};
+use super::score::{self, Comparer, FastMap, Features};
+use super::Inputs;
+use crate::error::{Error, Result};
+use crate::fsutil::csv_field;
+use crate::similarity::Kernel;
+
+/// Options of a match job.
+#[derive(Clone, Debug)]
+pub struct MatchOptions {
+    /// Allow several files of one agency and several records of one input per link.
+    pub dedupe: bool,
+    /// Fixed match threshold on the posterior probability (`None`: chosen from the data).
+    pub threshold: Option<f64>,
+    /// Fixed lower bound of the review band (`None`: derived from the threshold).
+    pub review: Option<f64>,
+    /// How candidate pairs are found.
+    pub method: Method,
+    /// Keyed-token blocks with more records than this are skipped.
+    pub max_block: usize,
+    /// Token kinds used as identifier evidence (agree / disagree).
+    pub evidence_tokens: Vec<String>,
+    /// Also list records that link to nothing (with an empty link id).
+    pub include_unlinked: bool,
+    /// Add LSH blocks on the filter bits to the keyed-token blocks (large jobs).
+    pub lsh: bool,
+}
+
+impl Default for MatchOptions {
+    fn default() -> Self {
+        MatchOptions {
+            dedupe: false,
+            threshold: None,
+            review: None,
+            method: Method::Auto,
+            max_block: BlockOptions::default().max_block,
+            evidence_tokens: vec!["nhs".into(), "upn".into()],
+            include_unlinked: false,
+            lsh: false,
+        }
+    }
+}
+
+/// One input as described in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputInfo {
+    /// Path as given.
+    pub file: PathBuf,
+    /// Agency label from the file header.
+    pub agency: String,
+    /// Records in the file.
+    pub records: usize,
+    /// Key fingerprint from the header.
+    pub key_fingerprint: String,
+    /// Key epoch from the header.
+    pub key_epoch: u32,
+    /// Schema digest from the header.
+    pub schema_digest: String,
+    /// The file's SHA-256 trailer.
+    pub checksum_sha256: String,
+}
+
+/// Wall-clock seconds per stage.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Seconds {
+    /// Opening and validating the inputs (filled in by the caller, which opens them).
+    pub open: f64,
+    /// Candidate generation.
+    pub candidates: f64,
+    /// Field-level comparison of the candidate pairs.
+    pub compare: f64,
+    /// Model fit and operating point.
+    pub fit: f64,
+    /// Clustering.
+    pub cluster: f64,
+    /// Building the link table and writing the outputs.
+    pub write: f64,
+    /// Whole job.
+    pub total: f64,
+}
+
+/// `report.json`: everything about a job except the links themselves. It holds no score of any
+/// single pair, only aggregates (histograms), so it can be shared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Tool version.
+    pub bloomlink_version: &'static str,
+    /// The inputs.
+    pub inputs: Vec<InputInfo>,
+    /// Dice kernel used.
+    pub kernel: &'static str,
+    /// How candidates were found.
+    pub candidates: block::Candidates,
+    /// Distinct candidate pairs.
+    pub candidate_pairs: u64,
+    /// Pairs scored (candidates above the Dice floor or sharing an identifier).
+    pub pairs_scored: u64,
+    /// Distinct comparison patterns.
+    pub distinct_patterns: usize,
+    /// Share of the candidate pairs the model was fitted on (1 unless the job is very large).
+    pub fit_sample_share: f64,
+    /// Whole-filter Dice below which pairs were not scored (unless sharing an identifier).
+    pub dice_floor: f32,
+    /// Median whole-filter Dice of random pairs (what unrelated records score).
+    pub random_pair_median_dice: f32,
+    /// Pairs agreeing on an identifier token, used to estimate m for the segments.
+    pub anchor_pairs: u64,
+    /// Where the m-probabilities came from.
+    pub m_source: &'static str,
+    /// The fitted Fellegi–Sunter model.
+    pub model: score::Model,
+    /// The comparison features.
+    pub features: Features,
+    /// Threshold, review band and the model's own estimates of precision and recall.
+    pub operating_point: score::Operating,
+    /// Whether the threshold was given or estimated.
+    pub threshold_source: &'static str,
+    /// Links (groups of two or more records).
+    pub links: u64,
+    /// Records linked, per agency.
+    pub records_linked: BTreeMap<String, u64>,
+    /// Linked records whose best edge is in the review band.
+    pub records_in_review: u64,
+    /// Links joining each pair of agencies.
+    pub links_per_agency_pair: BTreeMap<String, u64>,
+    /// Pairs above the threshold refused because they would put two records of one input in
+    /// one link.
+    pub conflicting_pairs_refused: u64,
+    /// Review-band edges not used because both records were already linked.
+    pub review_merges_skipped: u64,
+    /// Scored pairs per posterior-probability bin (20 bins of 0.05).
+    pub posterior_histogram: Vec<u64>,
+    /// Scored pairs per whole-filter Dice bin (20 bins of 0.05).
+    pub dice_histogram: Vec<u64>,
+    /// Time per stage.
+    pub seconds: Seconds,
+    /// Per input, its signature as checked against a trust file (`match --trust`; set by the
+    /// caller, absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Vec<crate::signing::InputSignature>>,
+    /// Blocking recall against exhaustive comparison (`--check-blocking`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocking_check: Option<BlockingRecall>,
+}
+
+/// What the first pass over the candidates gathers.
+#[derive(Default)]
+struct Pass1 {
+    visited: u64,
+    codes: FastMap<u64, u64>,
+    dice_hist: [u64; 20],
+}
+
+/// What the second pass gathers: exact counts, and the pairs kept for clustering.
+#[derive(Default)]
+struct Pass2 {
+    visited: u64,
+    codes: FastMap<u64, u64>,
+    dice_hist: [u64; 20],
+    /// Kept pairs, in pieces (one per task; joined once at the end, not at every merge).
+    edges: Vec<Vec<Edge>>,
+}
+
+impl Pass2 {
+    fn merge(mut self, mut other: Pass2) -> Pass2 {
+        self.visited += other.visited;
+        self.codes = score::merge_counts(self.codes, other.codes);
+        for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
+            *x += y;
+        }
+        self.edges.append(&mut other.edges);
+        self
+    }
+}
+
+/// The whole-filter Dice below which a pair is not scored (unless it shares an identifier):
+/// 0.4 for ordinary filters, where unrelated records score about 0.25 (median), and as far
+/// above the median of unrelated records when hardening (balancing, diffusion) lifts it
+/// towards 0.5, so the floor still prunes what is clearly unrelated.
+fn dice_floor(random_median: f32) -> f32 {
+    const BASE: f32 = 0.4;
+    const ABOVE_MEDIAN: f32 = 0.15;
+    BASE.max(random_median + ABOVE_MEDIAN)
+}
+
+/// Above this many proposed candidate pairs, the model is fitted on a sample of them.
+pub const FIT_SAMPLE_PAIRS: u64 = 30_000_000;
+
+impl Pass1 {
+    fn merge(mut self, other: Pass1) -> Pass1 {
+        self.visited += other.visited;
+        self.codes = score::merge_counts(self.codes, other.codes);
+        for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
+            *x += y;
+        }
+        self
+    }
+}
+
+/// One row of `links.csv`.
+#[derive(Clone, Debug)]
+pub struct LinkRow {
+    /// Opaque link id; empty for an unlinked record.
+    pub link_id: String,
+    /// Agency label.
+    pub agency: String,
+    /// The agency's row reference.
+    pub record_id: String,
+    /// Posterior probability of the record's best edge in the link.
+    pub score: Option<f64>,
+    /// Match or review.
+    pub status: Option<Status>,
+}
+
+/// The result of [`run`].
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+    /// The link table, sorted by link id, agency, record id (unlinked rows last).
+    pub rows: Vec<LinkRow>,
+}
+
+/// Runs a match job on opened inputs. Deterministic: the same inputs and options give the same
+/// outcome whatever the thread count.
+pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let first = &inputs.files()[0];
+    if first.header().segments.len() > score::MAX_SEGMENTS {
+        return Err(Error::format(
+            first.path(),
+            format!(
+                "has {} filter segments; the matcher compares at most {}",
+                first.header().segments.len(),
+                score::MAX_SEGMENTS
+            ),
+        ));
+    }
+    let features = Features::for_inputs(inputs, &opts.evidence_tokens);
+    if features.evidence.len() > score::MAX_EVIDENCE {
+        return Err(Error::Usage(format!(
+            "--evidence-tokens names {} token kinds; at most {} can be used as evidence",
+            features.evidence.len(),
+            score::MAX_EVIDENCE
+        )));
+    }
+    let mut secs = Seconds::default();
+
+    let t = Instant::now();
+    let random = score::random_pairs(inputs, 200_000, opts.dedupe);
+    let random_median = score::median_dice(inputs, &random, kernel);
+    let bopts = BlockOptions {
+        method: opts.method,
+        max_block: opts.max_block,
+        within_files: opts.dedupe,
+        dice_floor: dice_floor(random_median),
+        lsh: opts.lsh,
+        ..Default::default()
+    };
+    let plan = block::Plan::new(inputs, &bopts, kernel);
+    secs.candidates = t.elapsed().as_secs_f64();
+
+    // Pass 1: fit the model on the comparison patterns of the candidates: all of them for an
+    // ordinary job; for a very large one, a deterministic sample of blocks holding about
+    // FIT_SAMPLE_PAIRS pairs, its counts scaled up (EM needs pattern frequencies, not every pair).
+    let t = Instant::now();
+    let cmp = Comparer::new(inputs, &features, kernel, bopts.dice_floor);
+    let every = plan.proposed().div_ceil(FIT_SAMPLE_PAIRS).max(1);
+    let share = plan.sample_share(every);
+    let count_codes = |every: u64| {
+        plan.scan(
+            every,
+            Pass1::default,
+            |g| cmp.view(g),
+            |acc, a, b| {
+                acc.visited += 1;
+                if let Some((dice, code)) = cmp.compare(a, b) {
+                    *acc.codes.entry(code).or_default() += 1;
+                    acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
+                }
+            },
+            Pass1::merge,
+        )
+    };
+    let sample = count_codes(every);
+    let (patterns, counts, index) = score::patterns_from_codes(&features, &sample.codes);
+    let scaled: Vec<u64> = counts
+        .iter()
+        .map(|&n| (n as f64 / share.max(1e-12)).round() as u64)
+        .collect();
+    secs.compare = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let sizes: Vec<f64> = inputs.files().iter().map(|f| f.len() as f64).collect();
+    let mut max_matches = 0.0;
+    for i in 0..sizes.len() {
+        for j in i + 1..sizes.len() {
+            max_matches += sizes[i].min(sizes[j]);
+        }
+        if opts.dedupe {
+            max_matches += sizes[i] / 2.0;
+        }
+    }
+    let expected = 0.8 * max_matches;
+    // u from random pairs (nearly all non-matches), m and λ by EM.
+    let (rpatterns, rcounts) =
+        score::pattern_counts(inputs, &random, &features, kernel, f32::NEG_INFINITY);
+    let u = score::u_from_random_pairs(&features, &rpatterns, &rcounts);
+    let (fixed_m, anchors) = score::m_from_anchors(&features, &patterns, &scaled);
+    let model = score::fit(
+        &features,
+        &patterns,
+        &scaled,
+        expected,
+        max_matches,
+        Some(&u),
+        &fixed_m,
+    );
+    secs.fit = t.elapsed().as_secs_f64();
+
+    // Pass 2: every candidate pair again; exact pattern counts for the operating point and the
+    // report, and the pairs that may matter (posterior at or above any possible review bound)
+    // kept for clustering.
+    let t = Instant::now();
+    let keep_floor = 0.05f64
+        .min(opts.review.unwrap_or(1.0))
+        .min(opts.threshold.unwrap_or(1.0));
+    let posterior_of = |code: u64| -> f64 {
+        match index.get(&code) {
+            Some(&i) => model.posterior(&patterns[i as usize]),
+            // A pattern the sample did not see.
+            None => model.posterior(&score::pattern_of(&features, code)),
+        }
+    };
+    let cached: FastMap<u64, f64> = index.keys().map(|&c| (c, posterior_of(c))).collect();
+    let pass2 = plan.scan(
+        1,
+        Pass2::default,
+        |g| cmp.view(g),
+        |acc, a, b| {
+            acc.visited += 1;
+            if let Some((dice, code)) = cmp.compare(a, b) {
+                *acc.codes.entry(code).or_default() += 1;
+                acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
+                let p = cached
+                    .get(&code)
+                    .copied()
+                    .unwrap_or_else(|| posterior_of(code));
+                if p >= keep_floor {
+                    if acc.edges.is_empty() {
+                        acc.edges.push(Vec::new());
+                    }
+                    acc.edges[0].push(Edge {
+                        a: a.g,
+                        b: b.g,
+                        p,
+                        dice,
+                    });
+                }
+            }
+        },
+        Pass2::merge,
+    );
+    let mut weighted: Vec<(f64, u64)> = pass2
+        .codes
+        .iter()
+        .map(|(&c, &n)| {
+            (
+                cached.get(&c).copied().unwrap_or_else(|| posterior_of(c)),
+                n,
+            )
+        })
+        .collect();
+    weighted.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let op = score::operating_point(&weighted, opts.threshold, opts.review);
+    let mut post_hist = vec![0u64; 20];
+    for &(p, n) in &weighted {
+        post_hist[((p * 20.0) as usize).min(19)] += n;
+    }
+    let pairs_scored: u64 = pass2.codes.values().sum();
+    let distinct_patterns = pass2.codes.len();
+    secs.compare += t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let clusters = cluster::cluster(
+        inputs.total(),
+        pass2.edges.concat(),
+        op.threshold,
+        op.review,
+        |g| inputs.file_of(g),
+        opts.dedupe,
+    );
+    secs.cluster = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let table = link_table(inputs, &clusters, opts.include_unlinked);
+    secs.write = t.elapsed().as_secs_f64();
+    secs.total = t0.elapsed().as_secs_f64();
+
+    let report = Report {
+        bloomlink_version: env!("CARGO_PKG_VERSION"),
+        inputs: inputs
+            .files()
+            .iter()
+            .map(|f| InputInfo {
+                file: f.path().to_path_buf(),
+                agency: f.header().agency.clone(),
+                records: f.len(),
+                key_fingerprint: f.header().key_fingerprint.clone(),
+                key_epoch: f.header().key_epoch,
+                schema_digest: f.header().schema_digest.clone(),
+                checksum_sha256: f.checksum_hex(),
+            })
+            .collect(),
+        kernel: kernel.name(),
+        candidate_pairs: pass2.visited,
+        pairs_scored,
+        distinct_patterns,
+        fit_sample_share: share,
+        dice_floor: bopts.dice_floor,
+        random_pair_median_dice: random_median,
+        anchor_pairs: anchors,
+        m_source: if anchors >= score::MIN_ANCHORS {
+            "segments: anchor pairs agreeing on an identifier token; identifiers: EM"
+        } else {
+            "EM (too few anchor pairs)"
+        },
+        candidates: plan.stats().clone(),
+        model,
+        features,
+        operating_point: op,
+        threshold_source: if opts.threshold.is_some() {
+            "--threshold"
+        } else {
+            "estimated (maximum expected F1 under the fitted model)"
+        },
+        links: table.links,
+        records_linked: table.linked_per_agency,
+        records_in_review: table.in_review,
+        links_per_agency_pair: table.per_pair,
+        conflicting_pairs_refused: clusters.conflicts,
+        review_merges_skipped: clusters.review_merges_skipped,
+        posterior_histogram: post_hist,
+        dice_histogram: pass2.dice_hist.to_vec(),
+        seconds: secs,
+        signatures: None,
+        blocking_check: None,
+    };
+    Ok(Outcome {
+        report,
+        rows: table.rows,
+    })
+}
+
+struct Table {
+    rows: Vec<LinkRow>,
+    links: u64,
+    in_review: u64,
+    per_pair: BTreeMap<String, u64>,
+    linked_per_agency: BTreeMap<String, u64>,
+}
+
+fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: bool) -> Table {
+    let salt = job_salt(inputs);
+    // Linked records by cluster: sorted (root, record) runs.
+    let mut linked: Vec<(u32, u32)> = (0..inputs.total() as u32)
+        .filter(|&g| clusters.linked[g as usize].is_some())
+        .map(|g| (clusters.root[g as usize], g))
+        .collect();
+    linked.par_sort_unstable();
+    let groups: Vec<&[(u32, u32)]> = linked
+        .chunk_by(|x, y| x.0 == y.0)
+        .filter(|g| g.len() >= 2)
+        .collect();
+    let key_of = |g: u32| {
+        let r = inputs.record(g);
+        let f = &inputs.files()[r.file as usize];
+        (
+            f.header().agency.clone(),
+            f.row_ref(r.row as usize).to_string(),
+        )
+    };
+    // Each link's rows and the agencies it joins, in parallel (link ids are hashes).
+    let links: Vec<(Vec<LinkRow>, Vec<String>)> = groups
+        .par_iter()
+        .map(|group| {
+            let mut keys: Vec<(String, String, u32)> = group
+                .iter()
+                .map(|&(_, g)| {
+                    let (ag, id) = key_of(g);
+                    (ag, id, g)
+                })
+                .collect();
+            keys.sort();
+            let link_id = link_id(&salt, &keys);
+            let ags: Vec<String> = keys
+                .iter()
+                .map(|k| k.0.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let rows = keys
+                .into_iter()
+                .map(|(ag, id, g)| {
+                    let (score, status) =
+                        clusters.linked[g as usize].unwrap_or((0.0, Status::Match));
+                    LinkRow {
+                        link_id: link_id.clone(),
+                        agency: ag,
+                        record_id: id,
+                        score: Some(score),
+                        status: Some(status),
+                    }
+                })
+                .collect();
+            (rows, ags)
+        })
+        .collect();
+    let mut t = Table {
+        rows: Vec::with_capacity(linked.len()),
+        links: links.len() as u64,
+        in_review: 0,
+        per_pair: BTreeMap::new(),
+        linked_per_agency: BTreeMap::new(),
+    };
+    for (rows, ags) in links {
+        for i in 0..ags.len() {
+            for j in i + 1..ags.len() {
+                *t.per_pair
+                    .entry(format!("{}–{}", ags[i], ags[j]))
+                    .or_default() += 1;
+            }
+        }
+        for r in rows {
+            if r.status == Some(Status::Review) {
+                t.in_review += 1;
+            }
+            *t.linked_per_agency.entry(r.agency.clone()).or_default() += 1;
+            t.rows.push(r);
+        }
+    }
+    if include_unlinked {
+        let mut in_link = vec![false; inputs.total()];
+        for group in &groups {
+            for &(_, g) in *group {
+                in_link[g as usize] = true;
+            }
+        }
+        for g in 0..inputs.total() as u32 {
+            if !in_link[g as usize] {
+                let (ag, id) = key_of(g);
+                t.rows.push(LinkRow {
+                    link_id: String::new(),
+                    agency: ag,
+                    record_id: id,
+                    score: None,
+                    status: None,
+                });
+            }
+        }
+    }
+    // Stable: with --dedupe two inputs of one agency may repeat a record id within a link.
+    t.rows.par_sort_by(|x, y| {
+        (x.link_id.is_empty(), &x.link_id, &x.agency, &x.record_id).cmp(&(
+            y.link_id.is_empty(),
+            &y.link_id,
+            &y.agency,
+            &y.record_id,
+        ))
+    });
+    t
+}
+
+/// Names of the files [`write_outputs`] writes into the output directory.
+pub fn output_names(inputs: &Inputs) -> Vec<String> {
+    let mut names = vec!["links.csv".to_string()];
+    let agencies: BTreeSet<&str> = inputs
+        .files()
+        .iter()
+        .map(|f| f.header().agency.as_str())
+        .collect();
+    names.extend(agencies.iter().map(|ag| format!("links-{ag}.csv")));
+    names.push("report.json".into());
+    names
+}
+
+/// Writes `links.csv`, one `links-<agency>.csv` per agency (record id → link id, no scores) and
+/// `report.json` into a fresh directory beside `out`, then renames it into place (replacing an
+/// existing `out`: the caller decides whether that is allowed).
+pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Result<()> {
+    let t = Instant::now();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "links".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = write_into(&tmp, inputs, outcome, t);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+}
+
+fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(&p, e)
+    };
+    let lp = dir.join("links.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&lp).map_err(io(&lp))?);
+    writeln!(w, "link_id,agency,record_id,score,status").map_err(io(&lp))?;
+    let mut per_agency: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for r in &outcome.rows {
+        writeln!(
+            w,
+            "{},{},{},{},{}",
+            r.link_id,
+            r.agency,
+            csv_field(&r.record_id),
+            r.score.map(|s| format!("{s:.4}")).unwrap_or_default(),
+            match r.status {
+                Some(Status::Match) => "match",
+                Some(Status::Review) => "review",
+                None => "",
+            }
+        )
+        .map_err(io(&lp))?;
+        if !r.link_id.is_empty() {
+            per_agency
+                .entry(&r.agency)
+                .or_default()
+                .push((&r.record_id, &r.link_id));
+        }
+    }
+    w.flush().map_err(io(&lp))?;
+    w.get_ref().sync_all().map_err(io(&lp))?;
+    for f in inputs.files() {
+        let ag = f.header().agency.as_str();
+        let p = dir.join(format!("links-{ag}.csv"));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io(&p))?);
+        writeln!(w, "record_id,link_id").map_err(io(&p))?;
+        let mut list = per_agency.get(ag).cloned().unwrap_or_default();
+        list.sort();
+        list.dedup();
+        for (id, link) in list {
+            writeln!(w, "{},{link}", csv_field(id)).map_err(io(&p))?;
+        }
+        w.flush().map_err(io(&p))?;
+        w.get_ref().sync_all().map_err(io(&p))?;
+    }
+    let report = &mut outcome.report;
+    report.seconds.write += t.elapsed().as_secs_f64();
+    report.seconds.total += t.elapsed().as_secs_f64();
+    let rp = dir.join("report.json");
+    let json = serde_json::to_string_pretty(report).expect("the report serialises") + "\n";
+    std::fs::write(&rp, json).map_err(io(&rp))
+}
+
+fn job_salt(inputs: &Inputs) -> Vec<u8> {
+    let mut sums: Vec<String> = inputs.files().iter().map(|f| f.checksum_hex()).collect();
+    sums.sort();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"bloomlink link id salt v1");
+    for s in sums {
+        ctx.update(s.as_bytes());
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// An opaque link id: a hash of the job's inputs and the link's members, which reveals nothing
+/// about the records to anyone without all the input files.
+fn link_id(salt: &[u8], keys: &[(String, String, u32)]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(salt);
+    for (ag, id, _) in keys {
+        ctx.update(ag.as_bytes());
+        ctx.update(&[0x1f]);
+        ctx.update(id.as_bytes());
+        ctx.update(&[0x1e]);
+    }
+    format!("L{}", hex::encode(&ctx.finish().as_ref()[..10]))
+}
+
+/// How much blocking loses against comparing every pair: [`blocking_recall`].
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockingRecall {
+    /// Pairs compared exhaustively (cross-input pairs).
+    pub exhaustive_comparisons: u64,
+    /// Match threshold of the exhaustive job, used for the blocked job too.
+    pub threshold: f64,
+    /// Pairs of records (of different inputs) in the same link, status match, when every pair
+    /// is compared.
+    pub exhaustive_link_pairs: u64,
+    /// Pairs in the same link with blocking (same threshold).
+    pub blocked_link_pairs: u64,
+    /// Exhaustive link pairs that blocking also links.
+    pub found_by_blocking: u64,
+    /// `found_by_blocking / exhaustive_link_pairs`.
+    pub recall: f64,
+}
+
+/// Largest job [`blocking_recall`] compares exhaustively.
+pub const MAX_CHECK_PAIRS: u64 = 2_000_000_000;
+
+/// Measures blocking against exhaustive comparison on the same inputs, as the links each finds:
+/// the job is run comparing every cross-input pair, then with blocking at the exhaustive job's
+/// threshold and review bound, and the pairs of records linked (status match) are compared.
+pub fn blocking_recall(
+    inputs: &Inputs,
+    opts: &MatchOptions,
+    kernel: Kernel,
+) -> Result<BlockingRecall> {
+    let mut cross = 0u64;
+    let sizes: Vec<u64> = inputs.files().iter().map(|f| f.len() as u64).collect();
+    for i in 0..sizes.len() {
+        for j in i + 1..sizes.len() {
+            cross += sizes[i] * sizes[j];
+        }
+        if opts.dedupe {
+            cross += sizes[i] * sizes[i].saturating_sub(1) / 2;
+        }
+    }
+    if cross > MAX_CHECK_PAIRS {
+        return Err(Error::Usage(format!(
+            "--check-blocking compares every pair: {cross} pairs is more than {MAX_CHECK_PAIRS}; \
+             check on a smaller extract"
+        )));
+    }
+    let ex = run(
+        inputs,
+        &MatchOptions {
+            method: Method::Exhaustive,
+            ..opts.clone()
+        },
+        kernel,
+    )?;
+    let op = &ex.report.operating_point;
+    let bl = run(
+        inputs,
+        &MatchOptions {
+            method: Method::Blocking,
+            threshold: Some(op.threshold),
+            review: Some(op.review),
+            ..opts.clone()
+        },
+        kernel,
+    )?;
+    let (e, b) = (link_pairs(&ex.rows), link_pairs(&bl.rows));
+    let found = e.intersection(&b).count() as u64;
+    Ok(BlockingRecall {
+        exhaustive_comparisons: ex.report.candidates.comparisons,
+        threshold: op.threshold,
+        exhaustive_link_pairs: e.len() as u64,
+        blocked_link_pairs: b.len() as u64,
+        found_by_blocking: found,
+        recall: if e.is_empty() {
+            1.0
+        } else {
+            found as f64 / e.len() as f64
+        },
+    })
+}
+
+/// Pairs of records of different agencies in the same link with status match.
+fn link_pairs(rows: &[LinkRow]) -> BTreeSet<(&str, &str, &str, &str)> {
+    let mut out = BTreeSet::new();
+    for link in rows.chunk_by(|x, y| x.link_id == y.link_id) {
+        if link[0].link_id.is_empty() {
+            continue;
+        }
+        let members: Vec<&LinkRow> = link
+            .iter()
+            .filter(|r| r.status == Some(Status::Match))
+            .collect();
+        for (i, x) in members.iter().enumerate() {
+            for y in &members[i + 1..] {
+                if x.agency != y.agency {
+                    out.insert((
+                        x.agency.as_str(),
+                        x.record_id.as_str(),
+                        y.agency.as_str(),
+                        y.record_id.as_str(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
