@@ -90,7 +90,9 @@ fn risk_json(
     schema: &str,
     margin: &str,
 ) -> serde_json::Value {
-    let schema_path = dir.join(format!("schema-{}.toml", schema.len()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema_path = dir.join(format!("schema-{n}.toml"));
     std::fs::write(&schema_path, schema).unwrap();
     success_json(
         bloomlink()
@@ -153,6 +155,32 @@ fn attacks_succeed_on_a_weak_schema_and_less_on_a_record_level_filter() {
     for a in weak["attacks"].as_array().unwrap() {
         assert!(a["records_reidentified"].as_u64() <= a["records_claimed"].as_u64());
     }
+}
+
+#[test]
+fn salting_by_year_of_birth_lowers_the_risk_of_the_default_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    bloomlink()
+        .args(["synth", "--children", "3000", "--seed", "12", "-o"])
+        .arg(dir.path().join("pop"))
+        .assert()
+        .success();
+    let read = |p: &str| std::fs::read_to_string(common::root().join(p)).unwrap();
+    let plain = risk_json(dir.path(), &key, &read("testdata/schemas/none.toml"), "0");
+    let salted = risk_json(
+        dir.path(),
+        &key,
+        &read("testdata/schemas/salt-yob.toml"),
+        "0",
+    );
+    let (p, s) = (share(&plain, "all"), share(&salted, "all"));
+    eprintln!("re-identified: unhardened {p:.4}, salted by year of birth {s:.4}");
+    assert!(
+        p >= 0.01,
+        "the unhardened default should be attackable: {p}"
+    );
+    assert!(s < p / 4.0, "salting should cut the risk: {s} vs {p}");
 }
 
 #[test]
