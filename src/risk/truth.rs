@@ -11,7 +11,7 @@ use crate::colmap::{ColumnMap, TextEncoding};
 use crate::date::Date;
 use crate::encode::{decode, normalise_value, Records};
 use crate::error::{Error, Result};
-use crate::schema::{Schema, SegmentLayout, Transform};
+use crate::schema::{SaltMissing, Schema, SegmentLayout, Transform};
 use crate::tokens::{self, Value};
 
 /// "No value" in the per-record id vectors.
@@ -210,6 +210,16 @@ fn build(schema: &Schema, layout: &[SegmentLayout], values: &[Vec<Option<Value>>
         }
     }
 
+    let salt = schema.salt.as_ref();
+    let salt_text: Vec<Option<String>> = values
+        .iter()
+        .map(|row| {
+            let s = salt?;
+            row[s.source.0]
+                .as_ref()
+                .and_then(|v| tokens::part_text(v, s.source.1))
+        })
+        .collect();
     let mut attrs = Vec::new();
     for seg in layout {
         let Some(si) = schema.segments.iter().position(|s| s.name == seg.name) else {
@@ -239,41 +249,65 @@ fn build(schema: &Schema, layout: &[SegmentLayout], values: &[Vec<Option<Value>>
             token_text: Vec::new(),
             token_bits: Vec::new(),
         };
-        let mut ids: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut ids: HashMap<(Vec<u32>, Option<&str>), u32> = HashMap::new();
         let mut token_ids: HashMap<(u32, Vec<u8>), u32> = HashMap::new();
         let mut scratch = Vec::new();
+        // With attribute salting the attacker knows the schema and adapts: a salted segment's
+        // value is the fields' values *and* the salt (e.g. the year of birth), and its tokens
+        // are hashed as the encoder hashes them (0x1F ‖ salt ‖ 0x1F ‖ token; an empty salt is
+        // the marker; with `skip` a salted field without salt sets no bits).
+        let salted = |f: usize| salt.is_some_and(|s| s.salted.get(f).copied().unwrap_or(false));
+        let segment_salted = fields.iter().any(|&f| salted(f));
         for r in 0..n {
             let tuple: Vec<u32> = fields.iter().map(|&f| field_ids[f][r]).collect();
             if tuple.iter().all(|&t| t == NONE) {
                 continue;
             }
+            let salt_value = if segment_salted {
+                salt_text[r].as_deref()
+            } else {
+                None
+            };
+            let key = (tuple, salt_value);
             let next = ids.len() as u32;
-            let id = match ids.get(&tuple) {
+            let id = match ids.get(&key) {
                 Some(&id) => id,
                 None => {
-                    ids.insert(tuple.clone(), next);
                     let mut toks = Vec::new();
                     for &f in &fields {
-                        if let Some(v) = &values[r][f] {
-                            let k = schema.fields[f].def.bits_per_token;
-                            scratch.clear();
-                            tokens::tokenise(v, schema.fields[f].def.tokeniser, &mut scratch);
-                            for t in scratch.drain(..) {
-                                let nt = token_ids.len() as u32;
-                                let tid = *token_ids.entry((k, t.clone())).or_insert_with(|| {
-                                    a.token_text.push(t);
-                                    a.token_bits.push(k);
-                                    nt
-                                });
-                                toks.push(tid);
+                        let Some(v) = &values[r][f] else { continue };
+                        let prefix: Option<Vec<u8>> = if salted(f) {
+                            match (salt_value, salt.map(|s| s.when_missing)) {
+                                (Some(sv), _) => Some(salt_prefix(sv.as_bytes())),
+                                (None, Some(SaltMissing::Skip)) => continue,
+                                (None, _) => Some(salt_prefix(b"")),
                             }
+                        } else {
+                            None
+                        };
+                        let k = schema.fields[f].def.bits_per_token;
+                        scratch.clear();
+                        tokens::tokenise(v, schema.fields[f].def.tokeniser, &mut scratch);
+                        for t in scratch.drain(..) {
+                            let t = match &prefix {
+                                Some(p) => [p.as_slice(), t.as_slice()].concat(),
+                                None => t,
+                            };
+                            let nt = token_ids.len() as u32;
+                            let tid = *token_ids.entry((k, t.clone())).or_insert_with(|| {
+                                a.token_text.push(t);
+                                a.token_bits.push(k);
+                                nt
+                            });
+                            toks.push(tid);
                         }
                     }
                     toks.sort_unstable();
                     toks.dedup();
                     a.tokens.push(toks);
-                    a.components.push(tuple);
+                    a.components.push(key.0.clone());
                     a.counts.push(0);
+                    ids.insert(key, next);
                     next
                 }
             };
@@ -340,6 +374,15 @@ fn build(schema: &Schema, layout: &[SegmentLayout], values: &[Vec<Option<Value>>
         field_text,
         attrs,
     }
+}
+
+/// The bytes a salted token starts with: 0x1F ‖ salt ‖ 0x1F (as the encoder salts).
+fn salt_prefix(salt: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(salt.len() + 2);
+    p.push(tokens::TOKEN_PART_SEPARATOR);
+    p.extend_from_slice(salt);
+    p.push(tokens::TOKEN_PART_SEPARATOR);
+    p
 }
 
 /// Per record: the id of its encoding of `target` (equal encodings, equal ids), or [`NONE`]
