@@ -21,6 +21,7 @@ pub mod key;
 pub mod linkage;
 mod mmap;
 pub mod normalise;
+pub mod risk;
 pub mod schema;
 pub mod signing;
 pub mod similarity;

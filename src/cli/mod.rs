@@ -13,6 +13,7 @@ mod inspect;
 mod keycmd;
 mod matchcmd;
 mod output;
+mod risk;
 mod schemacmd;
 mod signcmd;
 mod synth;
@@ -58,6 +59,9 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Show an encoding file's header, counts and statistics, after checking it.
     Inspect(inspect::InspectArgs),
+    /// Attack an export's own encodings (as someone without the key would) and report the
+    /// re-identification risk, before the file leaves the agency.
+    Risk(risk::RiskArgs),
     /// Verify, checkpoint and report on an audit log (IG lead).
     #[command(subcommand)]
     Audit(auditcmd::AuditCommand),
@@ -84,6 +88,7 @@ pub fn main() -> i32 {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Match(a) => matchcmd::run(a, log),
+        Command::Risk(a) => risk::run(a, log),
         Command::Audit(c) => auditcmd::run(c),
         Command::Synth(a) => synth::run(a),
     };

@@ -680,7 +680,7 @@ fn enc_name(e: TextEncoding) -> &'static str {
 }
 
 /// Decodes one field into `buf`; `None` if the bytes are invalid for the encoding.
-fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) -> Option<&'b str> {
+pub(crate) fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) -> Option<&'b str> {
     match enc {
         TextEncoding::Utf8 | TextEncoding::Utf8Bom => std::str::from_utf8(raw).ok(),
         TextEncoding::Windows1252 => {
@@ -702,6 +702,47 @@ struct FieldScratch<'s> {
     out: &'s mut Vec<u32>,
     key: &'s mut Vec<u8>,
     decode_buf: &'s mut String,
+}
+
+/// The canonical value of one decoded raw field under `normaliser`, as the encoder sees it:
+/// `Ok(None)` for a missing value, `Err` for an unusable one. Column-map settings (date formats,
+/// sex codes) come from `map`; `today` bounds dates of birth.
+pub fn normalise_value(
+    normaliser: Normaliser,
+    text: &str,
+    map: &ColumnMap,
+    today: Date,
+) -> std::result::Result<Option<Value>, Invalid> {
+    match normaliser {
+        Normaliser::Name => normalise::name(text).map(|o| o.map(Value::Text)),
+        Normaliser::Date => {
+            normalise::date_of_birth(text, &map.date_formats, today).map(|o| o.map(Value::Date))
+        }
+        Normaliser::Postcode => normalise::postcode(text).map(|o| o.map(Value::Text)),
+        Normaliser::NhsNumber => normalise::nhs_number(text).map(|o| o.map(Value::Text)),
+        Normaliser::Upn => normalise::upn(text).map(|o| o.map(Value::Text)),
+        Normaliser::Sex => {
+            let t = text.trim();
+            if t.is_empty() || normalise::is_null_marker(&t.to_uppercase()) {
+                Ok(None)
+            } else {
+                match map.sex(t) {
+                    Some(Sex::U) => Ok(None),
+                    Some(s) => Ok(Some(Value::Sex(s))),
+                    None => Err(Invalid::UnknownCode),
+                }
+            }
+        }
+        Normaliser::Text => {
+            let t: Vec<String> = text.split_whitespace().map(str::to_uppercase).collect();
+            let t = t.join(" ");
+            if t.is_empty() || normalise::is_null_marker(&t) {
+                Ok(None)
+            } else {
+                Ok(Some(Value::Text(t)))
+            }
+        }
+    }
 }
 
 /// How a value's filter tokens are salted.
@@ -731,35 +772,7 @@ fn compute_field(
         return Status::BadBytes;
     };
     let f = &plan.schema.fields[fi];
-    let normalised: std::result::Result<Option<Value>, Invalid> = match f.def.normaliser {
-        Normaliser::Name => normalise::name(text).map(|o| o.map(Value::Text)),
-        Normaliser::Date => normalise::date_of_birth(text, &plan.map.date_formats, plan.today)
-            .map(|o| o.map(Value::Date)),
-        Normaliser::Postcode => normalise::postcode(text).map(|o| o.map(Value::Text)),
-        Normaliser::NhsNumber => normalise::nhs_number(text).map(|o| o.map(Value::Text)),
-        Normaliser::Upn => normalise::upn(text).map(|o| o.map(Value::Text)),
-        Normaliser::Sex => {
-            let t = text.trim();
-            if t.is_empty() || normalise::is_null_marker(&t.to_uppercase()) {
-                Ok(None)
-            } else {
-                match plan.map.sex(t) {
-                    Some(Sex::U) => Ok(None),
-                    Some(s) => Ok(Some(Value::Sex(s))),
-                    None => Err(Invalid::UnknownCode),
-                }
-            }
-        }
-        Normaliser::Text => {
-            let t: Vec<String> = text.split_whitespace().map(str::to_uppercase).collect();
-            let t = t.join(" ");
-            if t.is_empty() || normalise::is_null_marker(&t) {
-                Ok(None)
-            } else {
-                Ok(Some(Value::Text(t)))
-            }
-        }
-    };
+    let normalised = normalise_value(f.def.normaliser, text, plan.map, plan.today);
     let value = match normalised {
         Err(why) => return Status::Invalid(why),
         Ok(None) => return Status::Missing,
