@@ -275,7 +275,7 @@ mod tests {
     use super::*;
     use crate::date::Date;
     use crate::key::NewKey;
-    use crate::schema::DEFAULT_SCHEMA_TOML;
+    use crate::schema::UNHARDENED_SCHEMA_TOML;
 
     fn key() -> LinkageKey {
         let opts = NewKey {
@@ -289,7 +289,7 @@ mod tests {
 
     /// The default schema with segments resized and a `[hardening]` table appended.
     fn schema(hardening: &str, segments: &[(&str, u32)]) -> Schema {
-        let mut text = DEFAULT_SCHEMA_TOML.to_string();
+        let mut text = UNHARDENED_SCHEMA_TOML.to_string();
         let mut total = 0;
         for (name, bits) in segments {
             let from = format!("name = \"{name}\"\nbits = ");

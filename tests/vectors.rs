@@ -17,8 +17,14 @@ const ROWS: &str = "V1,943 476 5919,Zoë,Mary-Jane,O'Brien,12/03/2015,F,sw1a 1aa
 V2,,Łukasz,,Nowak-Smith,01/02/2016,M,LS6 2AB\n\
 V3,,Aisha,,Khan,,,\n";
 
+/// The unhardened schema (`testdata/schemas/none.toml`, the default before hardening was
+/// switched on): its vectors pin the tokenisation and hashing underneath every hardening.
+fn unhardened() -> Schema {
+    Schema::load(&root().join("testdata/schemas/none.toml")).unwrap()
+}
+
 fn encode_rows(threads: usize) -> Records {
-    encode_rows_with(&Schema::default_uk(), threads)
+    encode_rows_with(&unhardened(), threads)
 }
 
 fn encode_rows_with(schema: &Schema, threads: usize) -> Records {
@@ -52,8 +58,10 @@ fn hex_words(w: &[u64]) -> String {
 }
 
 const DEMO_FINGERPRINT: &str = "5592fafa185d4a77";
-const DEFAULT_SCHEMA_DIGEST: &str =
+const UNHARDENED_SCHEMA_DIGEST: &str =
     "209701d7e948c400585dd3ee9ca0aefd1efe5c575437baf5ab824db733171ed9";
+const DEFAULT_SCHEMA_DIGEST: &str =
+    "1d77fe3e001ed17dddc7c52466fddcdfcd2fa32d149331838990ac5eaa1257e3";
 
 /// (filter as 16 big-endian-printed u64 words, tokens) per row.
 const EXPECTED: [(&str, &[&str]); 3] = [
@@ -77,6 +85,37 @@ fn demo_key_and_default_schema_are_pinned() {
     let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
     assert_eq!(key.info().fingerprint, DEMO_FINGERPRINT);
     assert_eq!(Schema::default_uk().digest, DEFAULT_SCHEMA_DIGEST);
+    assert_eq!(unhardened().digest, UNHARDENED_SCHEMA_DIGEST);
+}
+
+/// The default schema (salting by year of birth + diffusion): stored filters for the same rows.
+/// The keyed tokens are not hardened, so they equal the unhardened ones.
+const EXPECTED_DEFAULT: [&str; 3] = [
+    "49877ac186c0fd19cb32230ebd93aea4a0d8b05386290b2c8b094d0e29b93562df4657b62ce242f3b4fc0500dc1dff08151a48db73acbf919a83fd07d82a722d3ec936c3e9d6e6f4f8bc6a6b87378ba6f105842b4947439c5de853b9791d7c6f802ab54a6d10368264ce860f8cc9340dd5270d8f41962f3094294c3caab70d4c",
+    "b28088d92a81a20840ee031f1f379d3159a4b1df91ec44d18ebe5ddd1e194605414237e4b229964431a370fa3e535b69abc60135c8e9c9b716842b9b4229728a5bbc3b80ee4cf236d87994e230c296b718e02e3ac4b17040aba53e1faa56bf4e60b679fe89129650ed87018087f0650c42158e0e27527b3a8d91a2c918156667",
+    "931946260c469a5c8a29341f4d4900823365c04b04200ae99981d5880181df51017cf0c14e10a110ccc1811946c592874ef78470ea834c4b6467111c861b9ff3e7c54fd9a0e547410000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+];
+
+#[test]
+fn default_schema_filters_are_pinned() {
+    let r = encode_rows_with(&Schema::default_uk(), 1);
+    let plain = encode_rows(1);
+    assert_eq!(r.len(), EXPECTED_DEFAULT.len());
+    for (i, filter) in EXPECTED_DEFAULT.iter().enumerate() {
+        assert_eq!(
+            hex_words(r.filter(i)),
+            *filter,
+            "default filter of row {}",
+            i + 1
+        );
+        assert_ne!(r.filter(i), plain.filter(i), "row {} is hardened", i + 1);
+        assert_eq!(
+            r.tokens_of(i),
+            plain.tokens_of(i),
+            "tokens of row {}",
+            i + 1
+        );
+    }
 }
 
 #[test]
