@@ -646,7 +646,7 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
         )
     };
     // Each link's rows and the agencies it joins, in parallel (link ids are hashes).
-    let links: Vec<(Vec<LinkRow>, Vec<String>)> = groups
+    let mut links: Vec<(Vec<LinkRow>, Vec<String>)> = groups
         .par_iter()
         .map(|group| {
             let mut keys: Vec<(String, String, u32)> = group
@@ -681,6 +681,9 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
             (rows, ags)
         })
         .collect();
+    // Links in link-id order; each link's rows are already in (agency, record id) order, so
+    // the table comes out sorted without sorting its rows.
+    links.par_sort_unstable_by(|x, y| x.0[0].link_id.cmp(&y.0[0].link_id));
     let mut t = Table {
         rows: Vec::with_capacity(linked.len()),
         links: links.len() as u64,
@@ -711,6 +714,7 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
                 in_link[g as usize] = true;
             }
         }
+        let first_unlinked = t.rows.len();
         for g in 0..inputs.total() as u32 {
             if !in_link[g as usize] {
                 let (ag, id) = key_of(g);
@@ -723,17 +727,27 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
                 });
             }
         }
+        t.rows[first_unlinked..]
+            .par_sort_by(|x, y| (&x.agency, &x.record_id).cmp(&(&y.agency, &y.record_id)));
     }
-    // Stable: with --dedupe two inputs of one agency may repeat a record id within a link.
-    t.rows.par_sort_by(|x, y| {
-        (x.link_id.is_empty(), &x.link_id, &x.agency, &x.record_id).cmp(&(
-            y.link_id.is_empty(),
-            &y.link_id,
-            &y.agency,
-            &y.record_id,
-        ))
-    });
     t
+}
+
+/// A score as written in `links.csv`: four decimals (empty for none), formatted without a
+/// float-to-decimal conversion per row (this is most of the time of writing a large table).
+struct Score(Option<f64>);
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => Ok(()),
+            Some(s) if (0.0..=1.0).contains(&s) => {
+                let q = (s * 10_000.0).round() as u32;
+                write!(f, "{}.{:04}", q / 10_000, q % 10_000)
+            }
+            Some(s) => write!(f, "{s:.4}"),
+        }
+    }
 }
 
 /// Names of the files [`write_outputs`] writes into the output directory.
@@ -792,7 +806,7 @@ fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) ->
             r.link_id,
             r.agency,
             csv_field(&r.record_id),
-            r.score.map(|s| format!("{s:.4}")).unwrap_or_default(),
+            Score(r.score),
             match r.status {
                 Some(Status::Match) => "match",
                 Some(Status::Review) => "review",
@@ -809,20 +823,25 @@ fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) ->
     }
     w.flush().map_err(io(&lp))?;
     w.get_ref().sync_all().map_err(io(&lp))?;
-    for f in inputs.files() {
-        let ag = f.header().agency.as_str();
+    // One file per agency (record id → link id only), written in parallel.
+    let agencies: BTreeSet<&str> = inputs
+        .files()
+        .iter()
+        .map(|f| f.header().agency.as_str())
+        .collect();
+    agencies.into_par_iter().try_for_each(|ag| -> Result<()> {
         let p = dir.join(format!("links-{ag}.csv"));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io(&p))?);
         writeln!(w, "record_id,link_id").map_err(io(&p))?;
         let mut list = per_agency.get(ag).cloned().unwrap_or_default();
-        list.sort();
+        list.par_sort_unstable();
         list.dedup();
         for (id, link) in list {
             writeln!(w, "{},{link}", csv_field(id)).map_err(io(&p))?;
         }
         w.flush().map_err(io(&p))?;
-        w.get_ref().sync_all().map_err(io(&p))?;
-    }
+        w.get_ref().sync_all().map_err(io(&p))
+    })?;
     let report = &mut outcome.report;
     report.seconds.write += t.elapsed().as_secs_f64();
     report.seconds.total += t.elapsed().as_secs_f64();
