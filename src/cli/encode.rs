@@ -20,8 +20,9 @@ use serde::Serialize;
 
 use super::output::{self, pct, thousands};
 
+/// What `encode` and `risk` both read: an agency export, the key, its column map, the schema.
 #[derive(Args, Debug)]
-pub struct EncodeArgs {
+pub struct ExportArgs {
     /// The agency export (CSV).
     #[arg(value_name = "INPUT.csv")]
     pub input: PathBuf,
@@ -34,6 +35,48 @@ pub struct EncodeArgs {
     /// Linkage schema (TOML) [default: built-in UK child schema].
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// Notes the input, schema and column map in an audit entry.
+    pub fn note(&self, ev: &mut Event) {
+        ev.inputs.push(FileRef {
+            path: self.input.display().to_string(),
+            ..FileRef::default()
+        });
+        let schema = self.schema.as_ref().map(|p| p.display().to_string());
+        let o = &mut ev.options;
+        o.insert(
+            "schema".into(),
+            schema.unwrap_or_else(|| "built-in".into()).into(),
+        );
+        o.insert("columns".into(), self.columns.display().to_string().into());
+    }
+
+    /// Refuses an input that is missing or not a regular file.
+    pub fn check_input(&self) -> Result<(), Error> {
+        if self.input.is_file() {
+            return Ok(());
+        }
+        let e = std::fs::metadata(&self.input)
+            .err()
+            .unwrap_or_else(|| std::io::Error::other("is not a regular file"));
+        Err(Error::io(&self.input, e))
+    }
+
+    /// The schema given, or the built-in one.
+    pub fn load_schema(&self) -> Result<Schema, Error> {
+        match &self.schema {
+            Some(p) => Schema::load(p),
+            None => Ok(Schema::default_uk()),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// Output encoding file.
     #[arg(short, long, value_name = "OUTPUT.clk")]
     pub output: PathBuf,
@@ -105,10 +148,7 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     bloomlink::fsutil::check_output(&a.output, bloomlink::fsutil::Overwrite::Replace)?;
     super::auditcmd::precheck(&log)?;
     let mut ev = Event::new("encode");
-    ev.inputs.push(FileRef {
-        path: a.input.display().to_string(),
-        ..FileRef::default()
-    });
+    a.export.note(&mut ev);
     let o = &mut ev.options;
     o.insert("allow_expired".into(), a.allow_expired.into());
     o.insert("allow_retired".into(), a.allow_retired.into());
@@ -116,18 +156,9 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("force".into(), a.force.into());
     o.insert("max_reject_rate".into(), a.max_reject_rate.into());
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
-    o.insert(
-        "schema".into(),
-        a.schema
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "built-in".into())
-            .into(),
-    );
-    o.insert("columns".into(), a.columns.display().to_string().into());
     let result = encode(&a, &log, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
-        ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.key);
+        ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
     let text = super::auditcmd::record(&log, ev, result)?;
     output::print(&text)
@@ -151,12 +182,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     if let Some(m) = &a.opaque_ids {
         fsutil::check_output(m, overwrite)?;
     }
-    if !a.input.is_file() {
-        let e = std::fs::metadata(&a.input)
-            .err()
-            .unwrap_or_else(|| std::io::Error::other("is not a regular file"));
-        return Err(Error::io(&a.input, e).into());
-    }
+    a.export.check_input()?;
 
     let expiry = if a.allow_expired {
         Expiry::Allow
@@ -168,7 +194,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     } else {
         Retired::Enforce
     };
-    let key = LinkageKey::load_for_use(&a.key, expiry, retired)?;
+    let key = LinkageKey::load_for_use(&a.export.key, expiry, retired)?;
     let today = Date::today_utc();
     let expired_override = key.info().is_expired(today);
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
@@ -184,7 +210,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         .or_else(|| bloomlink::audit::retirement_in_log(log, &key.info().fingerprint));
     if let (Some(when), false) = (&retired_at, a.allow_retired) {
         return Err(Error::key(
-            &a.key,
+            &a.export.key,
             format!(
                 "key {} (epoch {}) was retired on {when} (recorded in the audit log {}): this \
                  file is an old copy. Ask the key custodian for the current key (or pass \
@@ -199,16 +225,13 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     let retired_override = retired_at.is_some();
     ev.options
         .insert("key_retired_override".into(), retired_override.into());
-    let schema = match &a.schema {
-        Some(p) => Schema::load(p)?,
-        None => Schema::default_uk(),
-    };
+    let schema = a.export.load_schema()?;
     ev.schema_digest = Some(schema.digest.clone());
     // Known-weak settings: warned here before any work, and listed in the summary.
     for w in schema.weaknesses() {
         eprintln!("warning: schema {}: {w}", schema.origin);
     }
-    let map = ColumnMap::load(&a.columns)?;
+    let map = ColumnMap::load(&a.export.columns)?;
     ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;
     let signer = match &a.sign_with {
@@ -221,7 +244,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
                         "is agency {}'s signing key, but the column map {} says this export is \
                          agency {}: sign with the {} signing key",
                         k.info().agency,
-                        a.columns.display(),
+                        a.export.columns.display(),
                         map.agency,
                         map.agency
                     ),
@@ -236,7 +259,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     if key.info().purpose == "demo" && !a.json {
         eprintln!(
             "warning: {} is the DEMO key shipped with bloomlink: use it for synthetic data only",
-            a.key.display()
+            a.export.key.display()
         );
     }
     if let (Some(when), false) = (&retired_at, a.json) {
@@ -254,7 +277,9 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         );
     }
 
-    let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    let total = std::fs::metadata(&a.export.input)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let pb = output::byte_progress(total, a.quiet || a.json, "encoding");
     let progress = |b: u64| pb.set_position(b);
     let opts = EncodeOptions {
@@ -263,7 +288,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         opaque_ids: a.opaque_ids.is_some(),
         progress: Some(&progress),
     };
-    let encoded = encode::encode_csv(&a.input, &key, &schema, &map, &opts);
+    let encoded = encode::encode_csv(&a.export.input, &key, &schema, &map, &opts);
     pb.finish_and_clear();
     let mut encoded = encoded?;
 
@@ -293,13 +318,13 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
             format!(
                 ". Most rejections are bytes that are not valid for the declared encoding: check \
                  `encoding` in {}",
-                a.columns.display()
+                a.export.columns.display()
             )
         } else {
             String::new()
         };
         return Err(Error::TooManyRejects {
-            path: a.input.clone(),
+            path: a.export.input.clone(),
             rejected: report.rejected,
             read: report.rows_read,
             rate: rate * 100.0,

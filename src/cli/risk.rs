@@ -3,32 +3,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::encode::ExportArgs;
 use bloomlink::audit::{Event, FileRef};
 use bloomlink::colmap::ColumnMap;
 use bloomlink::date::Date;
 use bloomlink::fsutil::{self, Mode, Overwrite};
 use bloomlink::key::{Expiry, LinkageKey};
 use bloomlink::risk::{self, RiskOptions, RiskReport, Verdict};
-use bloomlink::schema::Schema;
-use bloomlink::Error;
 use clap::Args;
 
 use super::output::{self, thousands};
 
 #[derive(Args, Debug)]
 pub struct RiskArgs {
-    /// The agency export (CSV) to assess, as it would be encoded.
-    #[arg(value_name = "INPUT.csv")]
-    pub input: PathBuf,
-    /// Partnership linkage key file.
-    #[arg(long, value_name = "KEY")]
-    pub key: PathBuf,
-    /// Column map for this agency's export (TOML).
-    #[arg(long, value_name = "MAP")]
-    pub columns: PathBuf,
-    /// Linkage schema (TOML) [default: built-in UK child schema].
-    #[arg(long, value_name = "SCHEMA")]
-    pub schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// Also write the report to this file (atomically; JSON with --json). It holds counts and
     /// shares only, unless --show-values.
     #[arg(short, long, value_name = "REPORT")]
@@ -56,32 +45,20 @@ pub struct RiskArgs {
 }
 
 pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
-    let anchor = a.output.clone().unwrap_or_else(|| a.input.clone());
+    let anchor = a.output.clone().unwrap_or_else(|| a.export.input.clone());
     let log = super::auditcmd::log_path(audit_log, &anchor);
     if let Some(o) = &a.output {
         fsutil::check_output(o, overwrite(&a))?;
     }
     super::auditcmd::precheck(&log)?;
     let mut ev = Event::new("risk");
-    ev.inputs.push(FileRef {
-        path: a.input.display().to_string(),
-        ..FileRef::default()
-    });
+    a.export.note(&mut ev);
     let o = &mut ev.options;
     o.insert("allow_expired".into(), a.allow_expired.into());
     o.insert("show_values".into(), a.show_values.is_some().into());
-    o.insert("columns".into(), a.columns.display().to_string().into());
-    o.insert(
-        "schema".into(),
-        a.schema
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "built-in".into())
-            .into(),
-    );
     let result = assess(&a, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
-        ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.key);
+        ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
     let text = super::auditcmd::record(&log, ev, result)?;
     output::print(&text)
@@ -97,26 +74,18 @@ fn overwrite(a: &RiskArgs) -> Overwrite {
 
 fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
     let start = Instant::now();
-    if !a.input.is_file() {
-        let e = std::fs::metadata(&a.input)
-            .err()
-            .unwrap_or_else(|| std::io::Error::other("is not a regular file"));
-        return Err(Error::io(&a.input, e).into());
-    }
+    a.export.check_input()?;
     let expiry = if a.allow_expired {
         Expiry::Allow
     } else {
         Expiry::Enforce
     };
-    let key = LinkageKey::load(&a.key, expiry)?;
+    let key = LinkageKey::load(&a.export.key, expiry)?;
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
     ev.key_epoch = Some(key.info().epoch);
-    let schema = match &a.schema {
-        Some(p) => Schema::load(p)?,
-        None => Schema::default_uk(),
-    };
+    let schema = a.export.load_schema()?;
     ev.schema_digest = Some(schema.digest.clone());
-    let map = ColumnMap::load(&a.columns)?;
+    let map = ColumnMap::load(&a.export.columns)?;
     ev.agency = Some(map.agency.clone());
     map.check_against(&schema)?;
     let show = a.show_values.unwrap_or(0);
@@ -133,7 +102,7 @@ fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
         frequency_z: a.frequency_margin.max(0.0),
         ..RiskOptions::default()
     };
-    let report = risk::assess(&a.input, &key, &schema, &map, &opts)?;
+    let report = risk::assess(&a.export.input, &key, &schema, &map, &opts)?;
     ev.inputs[0].sha256 = Some(report.input_sha256.clone());
     ev.counts.insert("records".into(), report.records.into());
     if let Some(all) = report.attacks.last() {
