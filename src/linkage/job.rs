@@ -283,7 +283,7 @@ pub fn estimate_quality(
 #[derive(Default)]
 struct Pass1 {
     visited: u64,
-    codes: FastMap<u64, u64>,
+    codes: score::CodeCounts,
     dice_hist: [u64; 20],
 }
 
@@ -291,7 +291,7 @@ struct Pass1 {
 #[derive(Default)]
 struct Pass2 {
     visited: u64,
-    codes: FastMap<u64, u64>,
+    codes: score::CodeCounts,
     dice_hist: [u64; 20],
     /// Kept pairs, in pieces (one per task; joined once at the end, not at every merge).
     edges: Vec<Vec<Edge>>,
@@ -300,7 +300,7 @@ struct Pass2 {
 impl Pass2 {
     fn merge(mut self, mut other: Pass2) -> Pass2 {
         self.visited += other.visited;
-        self.codes = score::merge_counts(self.codes, other.codes);
+        self.codes = self.codes.merge(other.codes);
         for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
             *x += y;
         }
@@ -324,7 +324,7 @@ pub const FIT_SAMPLE_PAIRS: u64 = 30_000_000;
 impl Pass1 {
     fn merge(mut self, other: Pass1) -> Pass1 {
         self.visited += other.visited;
-        self.codes = score::merge_counts(self.codes, other.codes);
+        self.codes = self.codes.merge(other.codes);
         for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
             *x += y;
         }
@@ -410,15 +410,15 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
             |acc, a, b| {
                 acc.visited += 1;
                 if let Some((dice, code)) = cmp.compare(a, b) {
-                    *acc.codes.entry(code).or_default() += 1;
+                    acc.codes.add(code);
                     acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
                 }
             },
             Pass1::merge,
         )
     };
-    let sample = count_codes(every);
-    let (patterns, counts, index) = score::patterns_from_codes(&features, &sample.codes);
+    let sample = count_codes(every).codes.into_map();
+    let (patterns, counts, index) = score::patterns_from_codes(&features, &sample);
     let scaled: Vec<u64> = counts
         .iter()
         .map(|&n| (n as f64 / share.max(1e-12)).round() as u64)
@@ -467,7 +467,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
             None => model.posterior(&score::pattern_of(&features, code)),
         }
     };
-    let cached: FastMap<u64, f64> = index.keys().map(|&c| (c, posterior_of(c))).collect();
+    let cached = score::Posteriors::new(index.keys().map(|&c| (c, posterior_of(c))));
     // Per record and input: the best posterior of any pair with a record of that input, and
     // that record, packed as (posterior bits << 32 | record) so one atomic max keeps both (and
     // breaks ties by the larger id, whatever the visiting order).
@@ -482,19 +482,16 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
             slot.fetch_max(packed, Ordering::Relaxed);
         }
     };
-    let pass2 = plan.scan(
+    let mut pass2 = plan.scan(
         1,
         Pass2::default,
         |g| cmp.view(g),
         |acc, a, b| {
             acc.visited += 1;
             if let Some((dice, code)) = cmp.compare(a, b) {
-                *acc.codes.entry(code).or_default() += 1;
+                acc.codes.add(code);
                 acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
-                let p = cached
-                    .get(&code)
-                    .copied()
-                    .unwrap_or_else(|| posterior_of(code));
+                let p = cached.get(code).unwrap_or_else(|| posterior_of(code));
                 if p >= 0.001 {
                     raise(
                         &best[a.g as usize * nfiles + b.file as usize],
@@ -522,15 +519,10 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         },
         Pass2::merge,
     );
-    let mut weighted: Vec<(f64, u64)> = pass2
-        .codes
+    let codes = std::mem::take(&mut pass2.codes).into_map();
+    let mut weighted: Vec<(f64, u64)> = codes
         .iter()
-        .map(|(&c, &n)| {
-            (
-                cached.get(&c).copied().unwrap_or_else(|| posterior_of(c)),
-                n,
-            )
-        })
+        .map(|(&c, &n)| (cached.get(c).unwrap_or_else(|| posterior_of(c)), n))
         .collect();
     weighted.sort_by(|x, y| y.0.total_cmp(&x.0));
     let op = score::operating_point(&weighted, opts.threshold, opts.review);
@@ -538,8 +530,8 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     for &(p, n) in &weighted {
         post_hist[((p * 20.0) as usize).min(19)] += n;
     }
-    let pairs_scored: u64 = pass2.codes.values().sum();
-    let distinct_patterns = pass2.codes.len();
+    let pairs_scored: u64 = codes.values().sum();
+    let distinct_patterns = codes.len();
     secs.compare += t.elapsed().as_secs_f64();
 
     let t = Instant::now();

@@ -345,6 +345,102 @@ pub fn dice_quantile(inputs: &Inputs, pairs: &[(u32, u32)], kernel: Kernel, q: f
     *d.select_nth_unstable_by(at, f32::total_cmp).1
 }
 
+/// Pattern codes below this are counted in a flat array (six features of 3 bits: the default
+/// schema's four segments and two evidence tokens); larger ones in a hash map. Counting is on
+/// the matcher's hottest path (once per candidate pair).
+const DENSE_CODES: u64 = 1 << 18;
+
+/// Counts of pattern codes, made for one pass over the candidates.
+#[derive(Default)]
+pub struct CodeCounts {
+    dense: Vec<u32>,
+    sparse: FastMap<u64, u64>,
+}
+
+impl CodeCounts {
+    /// Counts one pair with this code.
+    #[inline]
+    pub fn add(&mut self, code: u64) {
+        if code >= DENSE_CODES {
+            *self.sparse.entry(code).or_default() += 1;
+            return;
+        }
+        if self.dense.is_empty() {
+            self.dense = vec![0; DENSE_CODES as usize];
+        }
+        let slot = &mut self.dense[code as usize];
+        if *slot == u32::MAX {
+            *self.sparse.entry(code).or_default() += u64::from(*slot);
+            *slot = 0;
+        }
+        *slot += 1;
+    }
+
+    /// Joins the counts of two passes' parts.
+    pub fn merge(mut self, mut other: CodeCounts) -> CodeCounts {
+        if self.dense.is_empty() {
+            std::mem::swap(&mut self.dense, &mut other.dense);
+        }
+        for (i, n) in other.dense.into_iter().enumerate() {
+            if n > 0 {
+                let slot = &mut self.dense[i];
+                match slot.checked_add(n) {
+                    Some(s) => *slot = s,
+                    None => *self.sparse.entry(i as u64).or_default() += u64::from(n),
+                }
+            }
+        }
+        self.sparse = merge_counts(self.sparse, other.sparse);
+        self
+    }
+
+    /// Code → count for every code seen.
+    pub fn into_map(self) -> FastMap<u64, u64> {
+        let mut map = self.sparse;
+        for (i, n) in self.dense.into_iter().enumerate() {
+            if n > 0 {
+                *map.entry(i as u64).or_default() += u64::from(n);
+            }
+        }
+        map
+    }
+}
+
+/// Posterior of each pattern code, looked up once per candidate pair: a flat array for short
+/// codes (NaN where unknown), a hash map otherwise.
+pub struct Posteriors {
+    dense: Vec<f64>,
+    sparse: FastMap<u64, f64>,
+}
+
+impl Posteriors {
+    /// The table for the given codes and posteriors.
+    pub fn new(known: impl Iterator<Item = (u64, f64)>) -> Posteriors {
+        let mut t = Posteriors {
+            dense: vec![f64::NAN; DENSE_CODES as usize],
+            sparse: FastMap::default(),
+        };
+        for (c, p) in known {
+            if c < DENSE_CODES {
+                t.dense[c as usize] = p;
+            } else {
+                t.sparse.insert(c, p);
+            }
+        }
+        t
+    }
+
+    /// The posterior of `code`, if known.
+    #[inline]
+    pub fn get(&self, code: u64) -> Option<f64> {
+        if code < DENSE_CODES {
+            Some(self.dense[code as usize]).filter(|p| !p.is_nan())
+        } else {
+            self.sparse.get(&code).copied()
+        }
+    }
+}
+
 /// Adds two code → count maps.
 pub fn merge_counts(mut a: FastMap<u64, u64>, b: FastMap<u64, u64>) -> FastMap<u64, u64> {
     if a.len() < b.len() {
@@ -679,5 +775,45 @@ mod tests {
     fn a_bound_no_count_reaches_is_never_met() {
         assert_eq!(min_count_for(1.5, 10), u32::MAX);
         assert_eq!(min_count_for(0.0, 10), 0);
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    #[test]
+    fn code_counts_agree_with_a_plain_map_across_merges() {
+        let codes: Vec<u64> = (0..5000u64)
+            .map(|i| {
+                if i % 7 == 0 {
+                    DENSE_CODES + i % 13
+                } else {
+                    (i * 2654435761) % 300
+                }
+            })
+            .collect();
+        let mut want: FastMap<u64, u64> = FastMap::default();
+        for &c in &codes {
+            *want.entry(c).or_default() += 1;
+        }
+        let (a, b) = codes.split_at(1234);
+        let (mut x, mut y) = (CodeCounts::default(), CodeCounts::default());
+        a.iter().for_each(|&c| x.add(c));
+        b.iter().for_each(|&c| y.add(c));
+        assert_eq!(x.merge(y).into_map(), want);
+        // An empty part merges either way round.
+        let mut z = CodeCounts::default();
+        z.add(5);
+        assert_eq!(CodeCounts::default().merge(z).into_map().get(&5), Some(&1));
+    }
+
+    #[test]
+    fn posteriors_know_only_what_they_were_given() {
+        let t = Posteriors::new([(3, 0.25), (DENSE_CODES + 1, 0.5)].into_iter());
+        assert_eq!(t.get(3), Some(0.25));
+        assert_eq!(t.get(DENSE_CODES + 1), Some(0.5));
+        assert_eq!(t.get(4), None);
+        assert_eq!(t.get(DENSE_CODES + 2), None);
     }
 }
