@@ -279,14 +279,6 @@ pub fn estimate_quality(
     }
 }
 
-/// What the first pass over the candidates gathers.
-#[derive(Default)]
-struct Pass1 {
-    visited: u64,
-    codes: score::CodeCounts,
-    dice_hist: [u64; 20],
-}
-
 /// What the second pass gathers: exact counts, and the pairs kept for clustering.
 #[derive(Default)]
 struct Pass2 {
@@ -320,17 +312,6 @@ fn dice_floor(random_q99: f32) -> f32 {
 
 /// Above this many proposed candidate pairs, the model is fitted on a sample of them.
 pub const FIT_SAMPLE_PAIRS: u64 = 30_000_000;
-
-impl Pass1 {
-    fn merge(mut self, other: Pass1) -> Pass1 {
-        self.visited += other.visited;
-        self.codes = self.codes.merge(other.codes);
-        for (x, y) in self.dice_hist.iter_mut().zip(other.dice_hist) {
-            *x += y;
-        }
-        self
-    }
-}
 
 /// One row of `links.csv`.
 #[derive(Clone, Debug)]
@@ -402,22 +383,19 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     let cmp = Comparer::new(inputs, &features, kernel, bopts.dice_floor);
     let every = plan.proposed().div_ceil(FIT_SAMPLE_PAIRS).max(1);
     let share = plan.sample_share(every);
-    let count_codes = |every: u64| {
-        plan.scan(
+    let sample = plan
+        .scan(
             every,
-            Pass1::default,
+            score::CodeCounts::default,
             |g| cmp.view(g),
             |acc, a, b| {
-                acc.visited += 1;
-                if let Some((dice, code)) = cmp.compare(a, b) {
-                    acc.codes.add(code);
-                    acc.dice_hist[((dice * 20.0) as usize).min(19)] += 1;
+                if let Some((_, code)) = cmp.compare(a, b) {
+                    acc.add(code);
                 }
             },
-            Pass1::merge,
+            score::CodeCounts::merge,
         )
-    };
-    let sample = count_codes(every).codes.into_map();
+        .into_map();
     let (patterns, counts, index) = score::patterns_from_codes(&features, &sample);
     let scaled: Vec<u64> = counts
         .iter()
