@@ -58,6 +58,23 @@ pub(crate) struct Attribute {
     pub token_bits: Vec<u32>,
 }
 
+impl Attribute {
+    /// An attribute with no values yet, over `n` records.
+    fn empty(name: String, target: Target, fields: Vec<usize>, n: usize) -> Attribute {
+        Attribute {
+            name,
+            target,
+            fields,
+            truth: vec![NONE; n],
+            counts: Vec::new(),
+            components: Vec::new(),
+            tokens: Vec::new(),
+            token_text: Vec::new(),
+            token_bits: Vec::new(),
+        }
+    }
+}
+
 /// The export's values, per encoded record.
 pub(crate) struct Truth {
     /// Number of encoded records.
@@ -235,20 +252,15 @@ fn build(schema: &Schema, layout: &[SegmentLayout], values: &[Vec<Option<Value>>
             .iter()
             .map(|&f| schema.fields[f].def.bits_per_token)
             .collect();
-        let mut a = Attribute {
-            name: format!("segment {}", seg.name),
-            target: Target::Segment {
+        let mut a = Attribute::empty(
+            format!("segment {}", seg.name),
+            Target::Segment {
                 layout: seg.clone(),
                 k_max: ks.iter().copied().max().unwrap_or(0),
             },
-            fields: fields.clone(),
-            truth: vec![NONE; n],
-            counts: Vec::new(),
-            components: Vec::new(),
-            tokens: Vec::new(),
-            token_text: Vec::new(),
-            token_bits: Vec::new(),
-        };
+            fields.clone(),
+            n,
+        );
         let mut ids: HashMap<(Vec<u32>, Option<&str>), u32> = HashMap::new();
         let mut token_ids: HashMap<(u32, Vec<u8>), u32> = HashMap::new();
         let mut scratch = Vec::new();
@@ -324,17 +336,12 @@ fn build(schema: &Schema, layout: &[SegmentLayout], values: &[Vec<Option<Value>>
             .filter(|(_, tr)| *tr == Transform::Value)
             .map(|&(f, _)| f)
             .collect();
-        let mut a = Attribute {
-            name: format!("token {}", t.name),
-            target: Target::Token { kind },
-            fields: fields.clone(),
-            truth: vec![NONE; n],
-            counts: Vec::new(),
-            components: Vec::new(),
-            tokens: Vec::new(),
-            token_text: Vec::new(),
-            token_bits: Vec::new(),
-        };
+        let mut a = Attribute::empty(
+            format!("token {}", t.name),
+            Target::Token { kind },
+            fields.clone(),
+            n,
+        );
         let mut ids: HashMap<Vec<u8>, u32> = HashMap::new();
         for (r, row) in values.iter().enumerate() {
             let mut msg = Vec::new();
