@@ -139,6 +139,16 @@ fn log_entries(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `bloomlink inspect FILE [--trust TRUST]`.
+fn inspect(file: &Path, trust: Option<&Path>) -> assert_cmd::assert::Assert {
+    let mut c = bloomlink();
+    c.arg("inspect").arg(file);
+    if let Some(t) = trust {
+        c.arg("--trust").arg(t);
+    }
+    c.assert()
+}
+
 fn verify_log(log: &Path) -> assert_cmd::assert::Assert {
     bloomlink().args(["audit", "verify"]).arg(log).assert()
 }
@@ -578,12 +588,7 @@ fn signed_files_verify_against_the_trust_file_and_are_matched() {
     assert_eq!(e["options"]["signed"], true);
     assert_eq!(e["signer"]["agency"], "police");
     assert_eq!(&std::fs::read(&h).unwrap()[8..12], &2u32.to_le_bytes());
-    bloomlink()
-        .arg("inspect")
-        .arg(&h)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
+    inspect(&h, Some(&trust))
         .success()
         .stdout(contains("signed by health").and(contains("verified against the trust file")));
     let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
@@ -629,18 +634,8 @@ fn unsigned_inputs_are_refused_unless_allowed_and_the_allowance_is_recorded() {
     s.encode("police", "police.clk").assert().success();
     let p = s.path("police.clk");
     // An unsigned (version 1) file is still read.
-    bloomlink()
-        .arg("inspect")
-        .arg(&p)
-        .assert()
-        .success()
-        .stdout(contains("unsigned"));
-    bloomlink()
-        .arg("inspect")
-        .arg(&p)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
+    inspect(&p, None).success().stdout(contains("unsigned"));
+    inspect(&p, Some(&trust))
         .code(5)
         .stderr(contains("police.clk").and(contains("is not signed")));
     s.match_cmd(&[&h, &p], "links")
@@ -749,18 +744,8 @@ fn a_forged_signature_is_refused() {
     std::fs::write(&h, &b).unwrap();
     let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
     assert_eq!(j["signature"]["valid"], false);
-    bloomlink()
-        .arg("inspect")
-        .arg(&h)
-        .assert()
-        .success()
-        .stdout(contains("INVALID"));
-    bloomlink()
-        .arg("inspect")
-        .arg(&h)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
+    inspect(&h, None).success().stdout(contains("INVALID"));
+    inspect(&h, Some(&trust))
         .code(5)
         .stderr(contains("health.clk").and(contains("bad signature")));
 
@@ -851,19 +836,8 @@ fn a_trust_file_naming_the_current_linkage_key_refuses_encodings_made_with_anoth
         .success();
     let p = s.signed("police", &pk, "police.clk");
     let h = s.path("health.clk");
-    bloomlink()
-        .arg("inspect")
-        .arg(&h)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
-        .success();
-    bloomlink()
-        .arg("inspect")
-        .arg(&p)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
+    inspect(&h, Some(&trust)).success();
+    inspect(&p, Some(&trust))
         .code(5)
         .stderr(contains("police.clk").and(contains("not the partnership's current key")));
     // Police re-encodes with the current key: accepted.
@@ -880,12 +854,7 @@ fn a_trust_file_naming_the_current_linkage_key_refuses_encodings_made_with_anoth
     // A malformed pin is refused.
     let text = std::fs::read_to_string(&trust).unwrap();
     std::fs::write(&trust, text.replace(&fp, "xyz")).unwrap();
-    bloomlink()
-        .arg("inspect")
-        .arg(&h)
-        .arg("--trust")
-        .arg(&trust)
-        .assert()
+    inspect(&h, Some(&trust))
         .code(1)
         .stderr(contains("trust file").and(contains("16 hex digits")));
 }

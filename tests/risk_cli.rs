@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{any_found, bloomlink, demo_key, personal_values, set_mode, success_json, testdata};
 
 /// One field per segment, many bits per token, double hashing: weak on purpose.
@@ -111,6 +113,18 @@ fn risk_json(
     )
 }
 
+/// `bloomlink risk --key KEY --columns testdata/health.toml testdata/health.csv`, to add to.
+fn risk_on_testdata(key: &Path) -> assert_cmd::Command {
+    let mut c = bloomlink();
+    c.arg("risk")
+        .arg("--key")
+        .arg(key)
+        .arg("--columns")
+        .arg(testdata("health.toml"))
+        .arg(testdata("health.csv"));
+    c
+}
+
 fn share(report: &serde_json::Value, attack: &str) -> f64 {
     report["attacks"]
         .as_array()
@@ -188,13 +202,7 @@ fn default_schema_on_testdata_reports_without_personal_values() {
     let dir = tempfile::tempdir().unwrap();
     let key = demo_key(dir.path());
     let report = dir.path().join("risk.txt");
-    let out = bloomlink()
-        .arg("risk")
-        .arg("--key")
-        .arg(&key)
-        .arg("--columns")
-        .arg(testdata("health.toml"))
-        .arg(testdata("health.csv"))
+    let out = risk_on_testdata(&key)
         .arg("-o")
         .arg(&report)
         .assert()
@@ -215,13 +223,7 @@ fn default_schema_on_testdata_reports_without_personal_values() {
     assert_eq!(any_found(&log, &values), None, "audit log");
     assert!(String::from_utf8_lossy(&log).contains("\"action\":\"risk\""));
     // An existing report is not replaced without --force.
-    bloomlink()
-        .arg("risk")
-        .arg("--key")
-        .arg(&key)
-        .arg("--columns")
-        .arg(testdata("health.toml"))
-        .arg(testdata("health.csv"))
+    risk_on_testdata(&key)
         .arg("-o")
         .arg(&report)
         .assert()
@@ -233,13 +235,7 @@ fn default_schema_on_testdata_reports_without_personal_values() {
 fn show_values_warns_loudly() {
     let dir = tempfile::tempdir().unwrap();
     let key = demo_key(dir.path());
-    bloomlink()
-        .arg("risk")
-        .arg("--key")
-        .arg(&key)
-        .arg("--columns")
-        .arg(testdata("health.toml"))
-        .arg(testdata("health.csv"))
+    risk_on_testdata(&key)
         .arg("--show-values")
         .arg("--audit-log")
         .arg(dir.path().join("audit.jsonl"))
