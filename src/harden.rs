@@ -47,18 +47,20 @@ fn flip(words: &mut [u64], i: u32) {
     words[(i / 64) as usize] ^= 1 << (i % 64);
 }
 
-/// The diffusion layer of one segment, as lists of the outputs each input bit feeds (CSR), so
-/// applying it costs t operations per *set* input bit.
+/// The diffusion layer of one segment. Output bit j is the XOR of `t` keyed-random input bits;
+/// equivalently, each set input bit XORs its *column* (the outputs it feeds, as output words)
+/// into the result, so applying the layer costs one short word-XOR per set input bit.
 struct Diffusion {
-    out_bits: u32,
-    offsets: Vec<u32>,
-    targets: Vec<u32>,
+    out_words: usize,
+    /// `in_bits × out_words` words: column i is the set of outputs input bit i feeds.
+    columns: Vec<u64>,
 }
 
 impl Diffusion {
     /// Output bit j is the XOR of `t` distinct input bits chosen by the keyed stream.
     fn new(rng: &mut ChaCha20Rng, in_bits: u32, out_bits: u32, t: u32) -> Diffusion {
-        let mut feeds: Vec<Vec<u32>> = vec![Vec::new(); in_bits as usize];
+        let out_words = (out_bits / 64) as usize;
+        let mut columns = vec![0u64; in_bits as usize * out_words];
         let mut chosen = Vec::with_capacity(t as usize);
         for j in 0..out_bits {
             chosen.clear();
@@ -69,33 +71,23 @@ impl Diffusion {
                 }
             }
             for &i in &chosen {
-                feeds[i as usize].push(j);
+                set(&mut columns[i as usize * out_words..], j);
             }
         }
-        let mut offsets = Vec::with_capacity(in_bits as usize + 1);
-        let mut targets = Vec::with_capacity((out_bits * t) as usize);
-        offsets.push(0);
-        for f in feeds {
-            targets.extend(f);
-            offsets.push(targets.len() as u32);
-        }
-        Diffusion {
-            out_bits,
-            offsets,
-            targets,
-        }
+        Diffusion { out_words, columns }
     }
 
     fn apply(&self, input: &[u64], out: &mut Vec<u64>) {
+        let ow = self.out_words;
         out.clear();
-        out.resize((self.out_bits / 64) as usize, 0);
+        out.resize(ow, 0);
         for (w, &word) in input.iter().enumerate() {
             let mut x = word;
             while x != 0 {
                 let i = w * 64 + x.trailing_zeros() as usize;
                 x &= x - 1;
-                for &j in &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize] {
-                    flip(out, j);
+                for (o, c) in out.iter_mut().zip(&self.columns[i * ow..(i + 1) * ow]) {
+                    *o ^= c;
                 }
             }
         }
@@ -210,6 +202,12 @@ impl Hardener {
         self.transforms
     }
 
+    /// True when the stored form of a segment depends only on its hashed bits (no BLIP noise,
+    /// which also depends on the record), so it can be computed once per distinct value.
+    pub fn segment_is_pure(&self) -> bool {
+        self.blip.is_none()
+    }
+
     /// Hardens the filter `raw` (the schema's hashed layout) into `stored` (its stored layout).
     /// `agency` and `record_id` (the agency's own id, not an opaque reference) seed the BLIP
     /// noise.
@@ -221,49 +219,73 @@ impl Hardener {
         record_id: &str,
         scratch: &mut Scratch,
     ) {
-        let Scratch { a, b, seed } = scratch;
+        for (i, s) in self.segments.iter().enumerate() {
+            self.apply_segment(
+                i,
+                &raw[s.raw.clone()],
+                &mut stored[s.stored.clone()],
+                scratch,
+            );
+        }
+        self.apply_blip(stored, agency, record_id, scratch);
+    }
+
+    /// The record-independent transforms (diffusion, balancing, folding) of segment `seg`:
+    /// `input` is its hashed words, `out` its stored words. An empty segment stays empty.
+    pub fn apply_segment(&self, seg: usize, input: &[u64], out: &mut [u64], scratch: &mut Scratch) {
+        let s = &self.segments[seg];
+        if input.iter().all(|&w| w == 0) {
+            out.fill(0);
+            return;
+        }
+        let Scratch { a, b, .. } = scratch;
+        a.clear();
+        a.extend_from_slice(input);
+        if let Some(d) = &s.diffusion {
+            d.apply(a, b);
+            std::mem::swap(a, b);
+        }
+        if let Some(p) = &s.balance {
+            balance(a, p, b);
+            std::mem::swap(a, b);
+        }
+        if s.fold {
+            fold(a, b);
+            std::mem::swap(a, b);
+        }
+        out.copy_from_slice(a);
+    }
+
+    /// BLIP noise on a stored filter (nothing when the schema has none): fixed per key, agency
+    /// and record id; empty segments stay empty.
+    pub fn apply_blip(
+        &self,
+        stored: &mut [u64],
+        agency: &str,
+        record_id: &str,
+        scratch: &mut Scratch,
+    ) {
+        let Some((key, threshold)) = &self.blip else {
+            return;
+        };
+        let seed = &mut scratch.seed;
+        seed.clear();
+        seed.extend_from_slice(agency.as_bytes());
+        seed.push(TOKEN_PART_SEPARATOR);
+        seed.extend_from_slice(record_id.as_bytes());
+        let mut rng = keyed_stream(key, seed);
         for s in &self.segments {
             let out = &mut stored[s.stored.clone()];
-            let input = &raw[s.raw.clone()];
-            if input.iter().all(|&w| w == 0) {
-                out.fill(0);
+            if out.iter().all(|&w| w == 0) {
                 continue;
             }
-            a.clear();
-            a.extend_from_slice(input);
-            if let Some(d) = &s.diffusion {
-                d.apply(a, b);
-                std::mem::swap(a, b);
-            }
-            if let Some(p) = &s.balance {
-                balance(a, p, b);
-                std::mem::swap(a, b);
-            }
-            if s.fold {
-                fold(a, b);
-                std::mem::swap(a, b);
-            }
-            out.copy_from_slice(a);
-        }
-        if let Some((key, threshold)) = &self.blip {
-            seed.clear();
-            seed.extend_from_slice(agency.as_bytes());
-            seed.push(TOKEN_PART_SEPARATOR);
-            seed.extend_from_slice(record_id.as_bytes());
-            let mut rng = keyed_stream(key, seed);
-            for s in &self.segments {
-                let out = &mut stored[s.stored.clone()];
-                if out.iter().all(|&w| w == 0) {
-                    continue;
+            let mut pool = 0u64;
+            for i in 0..(out.len() * 64) as u32 {
+                if i % 4 == 0 {
+                    pool = rng.next_u64();
                 }
-                let mut pool = 0u64;
-                for i in 0..(out.len() * 64) as u32 {
-                    if i % 4 == 0 {
-                        pool = rng.next_u64();
-                    }
-                    if ((pool >> (16 * (i % 4))) & 0xffff) < u64::from(*threshold) {
-                        flip(out, i);
-                    }
+                if ((pool >> (16 * (i % 4))) & 0xffff) < u64::from(*threshold) {
+                    flip(out, i);
                 }
             }
         }

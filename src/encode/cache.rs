@@ -15,9 +15,10 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 /// Longest key stored inline.
 pub const INLINE: usize = 31;
 /// A token cache looks at its hit rate over lookups `PROBE/2..PROBE` (after warming up) and
-/// switches off below [`MIN_HIT_RATE`]: caching a token costs about as much as a third of an HMAC.
+/// switches off below [`MIN_HIT_RATE`]: a lookup that misses, plus the insert, costs about half
+/// an HMAC (mostly a cache miss on a large table), so a cache hit under 30 % of the time loses.
 const PROBE: u64 = 1 << 16;
-const MIN_HIT_RATE: f64 = 0.05;
+const MIN_HIT_RATE: f64 = 0.3;
 /// Entries kept before a cache is emptied and starts again (bounds memory on huge inputs).
 const MAX_ENTRIES: usize = 1 << 20;
 const NO_PART: u8 = u8::MAX;
@@ -79,6 +80,9 @@ const EMPTY_ENTRY: Entry = Entry {
 pub struct Sink<'a> {
     /// The value's contribution to its segment (zeroed before the call).
     pub words: &'a mut [u64],
+    /// Room for the segment's stored (hardened) form when this value is the segment's only
+    /// contribution; empty when the cache keeps no stored form.
+    pub stored: &'a mut [u64],
     parts: &'a mut [(u32, u8); PARTS],
     text: &'a mut Vec<u8>,
 }
@@ -101,28 +105,35 @@ const SCRATCH: Slot = Slot(u32::MAX);
 /// One field's cache.
 pub struct FieldCache {
     words_per: usize,
+    stored_per: usize,
     map: Map<InlineKey, u32>,
     entries: Vec<Entry>,
     words: Vec<u64>,
+    stored: Vec<u64>,
     text: Vec<u8>,
     scratch_entry: Entry,
     scratch_words: Vec<u64>,
+    scratch_stored: Vec<u64>,
     scratch_text: Vec<u8>,
     enabled: bool,
 }
 
 impl FieldCache {
-    /// A cache for a field whose segment has `words_per` words (0 if it sets no bits).
+    /// A cache for a field whose segment has `words_per` words (0 if it sets no bits) and, when
+    /// `stored_per > 0`, keeps that many words of the segment's stored form per value.
     /// `enabled = false` computes every value (for unique identifiers, where a cache only costs).
-    pub fn new(words_per: usize, enabled: bool) -> FieldCache {
+    pub fn new(words_per: usize, stored_per: usize, enabled: bool) -> FieldCache {
         FieldCache {
             words_per,
+            stored_per,
             map: Map::default(),
             entries: Vec::new(),
             words: Vec::new(),
+            stored: Vec::new(),
             text: Vec::new(),
             scratch_entry: EMPTY_ENTRY,
             scratch_words: vec![0; words_per],
+            scratch_stored: vec![0; stored_per],
             scratch_text: Vec::new(),
             enabled,
         }
@@ -145,13 +156,16 @@ impl FieldCache {
             self.map.clear();
             self.entries.clear();
             self.words.clear();
+            self.stored.clear();
             self.text.clear();
         }
         let i = self.entries.len();
         self.words.resize((i + 1) * self.words_per, 0);
+        self.stored.resize((i + 1) * self.stored_per, 0);
         let mut entry = EMPTY_ENTRY;
         let mut sink = Sink {
             words: &mut self.words[i * self.words_per..],
+            stored: &mut self.stored[i * self.stored_per..],
             parts: &mut entry.parts,
             text: &mut self.text,
         };
@@ -163,10 +177,12 @@ impl FieldCache {
 
     fn compute_scratch(&mut self, compute: impl FnOnce(&mut Sink<'_>) -> Status) -> Slot {
         self.scratch_words.iter_mut().for_each(|w| *w = 0);
+        self.scratch_stored.iter_mut().for_each(|w| *w = 0);
         self.scratch_text.clear();
         let mut entry = EMPTY_ENTRY;
         let mut sink = Sink {
             words: &mut self.scratch_words,
+            stored: &mut self.scratch_stored,
             parts: &mut entry.parts,
             text: &mut self.scratch_text,
         };
@@ -195,6 +211,17 @@ impl FieldCache {
         } else {
             let i = s.0 as usize * self.words_per;
             &self.words[i..i + self.words_per]
+        }
+    }
+
+    /// The segment's stored form when this value is its only contribution (empty when the
+    /// cache keeps none).
+    pub fn stored(&self, s: Slot) -> &[u64] {
+        if s == SCRATCH {
+            &self.scratch_stored
+        } else {
+            let i = s.0 as usize * self.stored_per;
+            &self.stored[i..i + self.stored_per]
         }
     }
 
@@ -264,34 +291,218 @@ impl TokenCache {
     }
 }
 
-/// (segment, bits per token, token) → bit positions relative to the segment start: distinct
-/// tokens (bigrams, date parts) are few, so each is hashed once per worker.
+/// Byte strings (filter tokens, salt values) → dense ids, per worker, so the position cache is
+/// keyed by a number instead of a string. Ids stay valid for the worker's life; past
+/// [`MAX_INTERNED`] strings (only a schema that puts unique values in the filter gets there),
+/// new strings get no id and are hashed without caching.
+#[derive(Default)]
+pub struct Interner {
+    map: Map<InlineKey, u32>,
+    spans: Vec<(u32, u8)>,
+    text: Vec<u8>,
+}
+
+/// Most strings one interner takes.
+const MAX_INTERNED: usize = 1 << 22;
+
+impl Interner {
+    /// The id of `b`, interning it if new; `None` if it is too long or the interner is full.
+    pub fn id(&mut self, b: &[u8]) -> Option<u32> {
+        let k = InlineKey::new(b)?;
+        if let Some(&i) = self.map.get(&k) {
+            return Some(i);
+        }
+        if self.spans.len() >= MAX_INTERNED {
+            return None;
+        }
+        let i = self.spans.len() as u32;
+        self.spans.push((self.text.len() as u32, b.len() as u8));
+        self.text.extend_from_slice(b);
+        self.map.insert(k, i);
+        Some(i)
+    }
+
+    /// The string with id `i`.
+    pub fn text(&self, i: u32) -> &[u8] {
+        let (off, len) = self.spans[i as usize];
+        &self.text[off as usize..off as usize + len as usize]
+    }
+}
+
+/// A salted field's values as normalised, before salting: status, token-part texts and the ids
+/// of its filter tokens. Salting multiplies a field's distinct cache keys (one per salt value
+/// it occurs with); this cache makes each of those misses a few table lookups instead of a
+/// normalisation.
+#[derive(Default)]
+pub struct NormCache {
+    map: Map<InlineKey, u32>,
+    entries: Vec<NormEntry>,
+    text: Vec<u8>,
+    ids: Vec<u32>,
+    scratch_text: Vec<u8>,
+    scratch_ids: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct NormEntry {
+    status: Status,
+    parts: [(u32, u8); PARTS],
+    /// Token ids `ids[start..end]`; `None` when a token could not be interned.
+    tokens: Option<(u32, u32)>,
+}
+
+/// What [`NormCache::get`] hands back: the value's status and, if it is usable, its parts and
+/// token ids.
+pub struct Normalised<'c> {
+    /// The value's status.
+    pub status: Status,
+    parts: [(u32, u8); PARTS],
+    text: &'c [u8],
+    /// Filter token ids, `None` if some token has no id (compute the value from scratch).
+    pub tokens: Option<&'c [u32]>,
+}
+
+impl Normalised<'_> {
+    /// Copies the token-part texts into `sink`.
+    pub fn copy_parts(&self, sink: &mut Sink<'_>) {
+        for (i, &(off, len)) in self.parts.iter().enumerate() {
+            if len != NO_PART {
+                sink.set_part(i, &self.text[off as usize..off as usize + len as usize]);
+            }
+        }
+    }
+}
+
+/// Where [`NormCache::get`]'s `compute` writes a value's parts and token ids.
+pub struct NormSink<'a> {
+    parts: &'a mut [(u32, u8); PARTS],
+    text: &'a mut Vec<u8>,
+    ids: &'a mut Vec<u32>,
+    complete: bool,
+}
+
+impl NormSink<'_> {
+    /// Records the text of token-part transform `index` (at most 254 bytes are kept).
+    pub fn set_part(&mut self, index: usize, text: &[u8]) {
+        let t = &text[..text.len().min(254)];
+        self.parts[index] = (self.text.len() as u32, t.len() as u8);
+        self.text.extend_from_slice(t);
+    }
+
+    /// Appends a filter token's id (`None`: it has none, so the value is not cached).
+    pub fn push_token(&mut self, id: Option<u32>) {
+        match id {
+            Some(i) => self.ids.push(i),
+            None => self.complete = false,
+        }
+    }
+}
+
+impl NormCache {
+    /// The normalised form of `raw`, computed by `compute` on a miss. A key too long to inline
+    /// is computed each time (into scratch space, not kept).
+    ///
+    /// With `keep = false` the value is computed into scratch space and not kept (for fields
+    /// whose values are looked up only once per worker).
+    pub fn get(
+        &mut self,
+        raw: &[u8],
+        keep: bool,
+        compute: impl FnOnce(&mut NormSink<'_>) -> Status,
+    ) -> Normalised<'_> {
+        let key = if keep { InlineKey::new(raw) } else { None };
+        if let Some(&i) = key.as_ref().and_then(|k| self.map.get(k)) {
+            let e = self.entries[i as usize];
+            return Normalised {
+                status: e.status,
+                parts: e.parts,
+                text: &self.text,
+                tokens: e.tokens.map(|(a, b)| &self.ids[a as usize..b as usize]),
+            };
+        }
+        if key.is_some() && self.entries.len() >= MAX_ENTRIES {
+            self.map.clear();
+            self.entries.clear();
+            self.text.clear();
+            self.ids.clear();
+        }
+        let (text, ids) = if key.is_some() {
+            (&mut self.text, &mut self.ids)
+        } else {
+            self.scratch_text.clear();
+            self.scratch_ids.clear();
+            (&mut self.scratch_text, &mut self.scratch_ids)
+        };
+        let from = ids.len();
+        let mut parts = [(0, NO_PART); PARTS];
+        let mut sink = NormSink {
+            parts: &mut parts,
+            text,
+            ids,
+            complete: true,
+        };
+        let status = compute(&mut sink);
+        let tokens = sink
+            .complete
+            .then_some((from as u32, sink.ids.len() as u32));
+        let entry = NormEntry {
+            status,
+            parts,
+            tokens,
+        };
+        let (text, ids) = match key {
+            Some(k) => {
+                self.map.insert(k, self.entries.len() as u32);
+                self.entries.push(entry);
+                (&self.text, &self.ids)
+            }
+            None => (&self.scratch_text, &self.scratch_ids),
+        };
+        Normalised {
+            status,
+            parts,
+            text,
+            tokens: tokens.map(|(a, b)| &ids[a as usize..b as usize]),
+        }
+    }
+}
+
+/// (segment, bits per token, salt id, token id) → bit positions relative to the segment start:
+/// distinct tokens (bigrams, date parts) are few, so each is hashed once per worker.
 #[derive(Default)]
 pub struct PositionCache {
-    map: Map<InlineKey, (u32, u16)>,
+    map: Map<u64, (u32, u16)>,
     positions: Vec<u32>,
 }
 
 impl PositionCache {
-    /// Appends the positions of `token` to `out`, computing them with `compute` on a miss.
-    pub fn get(&mut self, key: &[u8], out: &mut Vec<u32>, compute: impl FnOnce(&mut Vec<u32>)) {
-        let Some(k) = InlineKey::new(key) else {
-            compute(out);
-            return;
+    /// The cache key of a token.
+    pub fn key(seg: usize, k: u32, salt: u16, token: u32) -> u64 {
+        (seg as u64 & 0xff) << 56
+            | (u64::from(k) & 0xff) << 48
+            | u64::from(salt) << 32
+            | u64::from(token)
+    }
+
+    /// ORs the positions for `key` into `words`, computing them with `compute` on a miss.
+    pub fn set_bits(&mut self, key: u64, words: &mut [u64], compute: impl FnOnce(&mut Vec<u32>)) {
+        let (off, len) = match self.map.get(&key) {
+            Some(&v) => v,
+            None => {
+                if self.map.len() >= MAX_ENTRIES {
+                    self.map.clear();
+                    self.positions.clear();
+                }
+                let off = self.positions.len();
+                compute(&mut self.positions);
+                let v = (off as u32, (self.positions.len() - off) as u16);
+                self.map.insert(key, v);
+                v
+            }
         };
-        if let Some(&(off, len)) = self.map.get(&k) {
-            out.extend_from_slice(&self.positions[off as usize..off as usize + len as usize]);
-            return;
+        for &p in &self.positions[off as usize..off as usize + len as usize] {
+            words[(p / 64) as usize] |= 1u64 << (p % 64);
         }
-        let start = out.len();
-        compute(out);
-        if self.map.len() >= MAX_ENTRIES {
-            self.map.clear();
-            self.positions.clear();
-        }
-        let off = self.positions.len() as u32;
-        self.positions.extend_from_slice(&out[start..]);
-        self.map.insert(k, (off, (out.len() - start) as u16));
     }
 }
 
@@ -301,7 +512,7 @@ mod tests {
 
     #[test]
     fn field_cache_hits_and_scratch_agree() {
-        let mut c = FieldCache::new(2, true);
+        let mut c = FieldCache::new(2, 0, true);
         let mut calls = 0;
         let compute = |s: &mut Sink<'_>| {
             s.words[1] = 0b1010;
@@ -346,7 +557,7 @@ mod tests {
 
     #[test]
     fn disabled_field_cache_computes_every_time() {
-        let mut c = FieldCache::new(1, false);
+        let mut c = FieldCache::new(1, 0, false);
         let mut calls = 0;
         for _ in 0..3 {
             let s = c.get(b"same", |s| {
@@ -365,9 +576,19 @@ mod tests {
         assert_eq!(t.get(b"a", || 7), 7);
         assert_eq!(t.get(b"a", || 8), 7);
         let mut p = PositionCache::default();
-        let mut out = vec![99];
-        p.get(b"k", &mut out, |o| o.extend([1, 2, 3]));
-        p.get(b"k", &mut out, |_| unreachable!("cached"));
-        assert_eq!(out, [99, 1, 2, 3, 1, 2, 3]);
+        let mut words = [0u64; 2];
+        let k = PositionCache::key(1, 8, 3, 42);
+        p.set_bits(k, &mut words, |o| o.extend([1, 2, 65]));
+        assert_eq!(words, [0b110, 0b10]);
+        let mut again = [0u64; 2];
+        p.set_bits(k, &mut again, |_| unreachable!("cached"));
+        assert_eq!(again, words);
+        assert_ne!(k, PositionCache::key(1, 8, 4, 42));
+        let mut i = Interner::default();
+        assert_eq!(i.id(b"JO"), Some(0));
+        assert_eq!(i.id(b"OH"), Some(1));
+        assert_eq!(i.id(b"JO"), Some(0));
+        assert_eq!(i.text(1), b"OH");
+        assert_eq!(i.id(&[b'x'; INLINE + 1]), None);
     }
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
 use blocks::{Block, BlockReader, Rec, RecordParser};
-use cache::{FieldCache, PositionCache, Sink, Slot, Status, TokenCache};
+use cache::{
+    FieldCache, Interner, NormCache, NormSink, PositionCache, Sink, Slot, Status, TokenCache,
+};
 
 mod blocks;
 mod cache;
@@ -207,6 +209,11 @@ struct Plan<'a> {
     unmapped: Vec<usize>,
     /// Diffusion, balancing, folding and BLIP for each finished filter.
     hardener: Hardener,
+    /// Per segment, the schema fields that set its bits.
+    segment_fields: Vec<Vec<usize>>,
+    /// True when each field cache also keeps its segment's stored (hardened) form: the
+    /// hardening transforms the filter but adds no per-record noise.
+    cache_stored: bool,
 }
 
 impl Plan<'_> {
@@ -232,6 +239,9 @@ struct Worker<'p, 'a> {
     plan: &'p Plan<'a>,
     fields: Vec<FieldCache>,
     tokens: Vec<TokenCache>,
+    norms: Vec<NormCache>,
+    interner: Interner,
+    salts: Interner,
     positions: PositionCache,
     slots: Vec<Option<Slot>>,
     scratch_tokens: Vec<Vec<u8>>,
@@ -302,10 +312,16 @@ impl<'p, 'a> Worker<'p, 'a> {
                     let words = f
                         .segment
                         .map_or(0, |s| plan.schema.segments[s].word_range().len());
+                    let stored = match f.segment {
+                        Some(s) if plan.cache_stored => {
+                            plan.schema.stored_segments[s].word_range().len()
+                        }
+                        _ => 0,
+                    };
                     // Identifiers are unique per child and cheap to check: caching them only costs.
                     let cache =
                         !matches!(f.def.normaliser, Normaliser::NhsNumber | Normaliser::Upn);
-                    FieldCache::new(words, cache)
+                    FieldCache::new(words, stored, cache)
                 })
                 .collect(),
             tokens: plan
@@ -314,6 +330,14 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .iter()
                 .map(|_| TokenCache::new())
                 .collect(),
+            norms: plan
+                .schema
+                .fields
+                .iter()
+                .map(|_| NormCache::default())
+                .collect(),
+            interner: Interner::default(),
+            salts: Interner::default(),
             positions: PositionCache::default(),
             slots: vec![None; plan.schema.fields.len()],
             scratch_tokens: Vec::new(),
@@ -496,6 +520,9 @@ impl<'p, 'a> Worker<'p, 'a> {
             let raw = rec.get(src.column);
             let Worker {
                 fields,
+                norms,
+                interner,
+                salts,
                 positions,
                 scratch_tokens,
                 scratch_positions,
@@ -503,6 +530,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 decode_buf,
                 salt: salt_buf,
                 salted_key,
+                harden_scratch,
                 ..
             } = self;
             // A salted value is cached under (salt, raw value): length-prefixed salt, or 0xFF
@@ -539,11 +567,15 @@ impl<'p, 'a> Worker<'p, 'a> {
                     salting,
                     sink,
                     &mut FieldScratch {
+                        norms,
+                        interner,
+                        salts,
                         positions,
                         tokens: scratch_tokens,
                         out: scratch_positions,
                         key,
                         decode_buf,
+                        harden: harden_scratch,
                     },
                 )
             });
@@ -605,33 +637,50 @@ impl<'p, 'a> Worker<'p, 'a> {
 
         // Filter: OR each present field's pre-computed segment words (into the raw buffer when
         // hardening then transforms it into the stored layout).
-        let hardened = plan.hardener.transforms();
-        let raw_filter: &mut [u64] = if hardened {
-            &mut self.raw_filter
-        } else {
-            &mut *filter
-        };
-        raw_filter.iter_mut().for_each(|w| *w = 0);
-        for (fi, slot) in self.slots.iter().enumerate() {
-            let (Some(slot), Some(seg)) = (slot, plan.schema.fields[fi].segment) else {
-                continue;
-            };
-            let base = plan.schema.segments[seg].word_range().start;
-            for (d, s) in raw_filter[base..]
-                .iter_mut()
-                .zip(self.fields[fi].words(*slot))
-            {
-                *d |= s;
+        if !plan.hardener.transforms() {
+            filter.iter_mut().for_each(|w| *w = 0);
+            for (fi, slot) in self.slots.iter().enumerate() {
+                let (Some(slot), Some(seg)) = (slot, plan.schema.fields[fi].segment) else {
+                    continue;
+                };
+                let base = plan.schema.segments[seg].word_range().start;
+                for (d, s) in filter[base..].iter_mut().zip(self.fields[fi].words(*slot)) {
+                    *d |= s;
+                }
             }
-        }
-        if hardened {
-            plan.hardener.apply(
-                &self.raw_filter,
-                filter,
-                &plan.map.agency,
-                &id,
-                &mut self.harden_scratch,
-            );
+        } else {
+            // Hardened: a segment fed by one value is copied in its cached stored form; only a
+            // segment fed by several values is ORed and transformed here.
+            for (seg, fis) in plan.segment_fields.iter().enumerate() {
+                let out = &mut filter[plan.schema.stored_segments[seg].word_range()];
+                let mut feeding = fis.iter().filter_map(|&fi| {
+                    let slot = self.slots[fi]?;
+                    let words = self.fields[fi].words(slot);
+                    words.iter().any(|&w| w != 0).then_some((fi, slot))
+                });
+                match (feeding.next(), feeding.next()) {
+                    (None, _) => out.fill(0),
+                    (Some((fi, slot)), None) if plan.cache_stored => {
+                        out.copy_from_slice(self.fields[fi].stored(slot));
+                    }
+                    _ => {
+                        let raw =
+                            &mut self.raw_filter[..plan.schema.segments[seg].word_range().len()];
+                        raw.fill(0);
+                        for &fi in fis {
+                            if let Some(slot) = self.slots[fi] {
+                                for (d, s) in raw.iter_mut().zip(self.fields[fi].words(slot)) {
+                                    *d |= s;
+                                }
+                            }
+                        }
+                        plan.hardener
+                            .apply_segment(seg, raw, out, &mut self.harden_scratch);
+                    }
+                }
+            }
+            plan.hardener
+                .apply_blip(filter, &plan.map.agency, &id, &mut self.harden_scratch);
         }
 
         // Keyed exact tokens: the message (parts joined by 0x1F) doubles as the cache key.
@@ -697,11 +746,15 @@ pub(crate) fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) 
 
 /// Buffers used when a field value is computed.
 struct FieldScratch<'s> {
+    norms: &'s mut [NormCache],
+    interner: &'s mut Interner,
+    salts: &'s mut Interner,
     positions: &'s mut PositionCache,
     tokens: &'s mut Vec<Vec<u8>>,
     out: &'s mut Vec<u32>,
     key: &'s mut Vec<u8>,
     decode_buf: &'s mut String,
+    harden: &'s mut harden::Scratch,
 }
 
 /// The canonical value of one decoded raw field under `normaliser`, as the encoder sees it:
@@ -756,7 +809,75 @@ enum Salting<'s> {
     NoBits,
 }
 
-/// Normalises one raw value of field `fi`, and writes its segment bits and token parts.
+/// Normalises one raw value of field `fi` into `ns`: its token-part texts and the interned ids
+/// of its filter tokens.
+fn normalise_field(
+    plan: &Plan<'_>,
+    fi: usize,
+    raw: &[u8],
+    ns: &mut NormSink<'_>,
+    decode_buf: &mut String,
+    tokens: &mut Vec<Vec<u8>>,
+    interner: &mut Interner,
+) -> Status {
+    let value = match field_value(plan, fi, raw, decode_buf) {
+        Ok(v) => v,
+        Err(status) => return status,
+    };
+    for t in Transform::ALL {
+        if let Some(p) = tokens::part_text(&value, t) {
+            ns.set_part(t.index(), p.as_bytes());
+        }
+    }
+    let f = &plan.schema.fields[fi];
+    if f.segment.is_some() {
+        tokens.clear();
+        tokens::tokenise(&value, f.def.tokeniser, tokens);
+        for t in tokens.iter() {
+            ns.push_token(interner.id(t));
+        }
+    }
+    Status::Present
+}
+
+/// The canonical value of a raw field, or the status that says why there is none.
+fn field_value(
+    plan: &Plan<'_>,
+    fi: usize,
+    raw: &[u8],
+    decode_buf: &mut String,
+) -> std::result::Result<Value, Status> {
+    if raw.len() > normalise::MAX_FIELD_BYTES {
+        return Err(Status::Invalid(Invalid::TooLong));
+    }
+    let Some(text) = decode(plan.map.encoding, raw, decode_buf) else {
+        return Err(Status::BadBytes);
+    };
+    let f = &plan.schema.fields[fi];
+    match normalise_value(f.def.normaliser, text, plan.map, plan.today) {
+        Err(why) => Err(Status::Invalid(why)),
+        Ok(None) => Err(Status::Missing),
+        Ok(Some(v)) => Ok(v),
+    }
+}
+
+/// The message hashed for a filter token: the token itself, or 0x1F ‖ salt ‖ 0x1F ‖ token.
+fn salted_token<'m>(salting: Salting<'_>, token: &'m [u8], buf: &'m mut Vec<u8>) -> &'m [u8] {
+    match salting {
+        Salting::With(salt) => {
+            buf.clear();
+            buf.push(tokens::TOKEN_PART_SEPARATOR);
+            buf.extend_from_slice(salt);
+            buf.push(tokens::TOKEN_PART_SEPARATOR);
+            buf.extend_from_slice(token);
+            buf
+        }
+        _ => token,
+    }
+}
+
+/// Normalises one raw value of field `fi`, and writes its segment bits (and, when the cache
+/// keeps it, the segment's stored form) and token parts.
 fn compute_field(
     plan: &Plan<'_>,
     fi: usize,
@@ -765,55 +886,62 @@ fn compute_field(
     sink: &mut Sink<'_>,
     sc: &mut FieldScratch<'_>,
 ) -> Status {
-    if raw.len() > normalise::MAX_FIELD_BYTES {
-        return Status::Invalid(Invalid::TooLong);
-    }
-    let Some(text) = decode(plan.map.encoding, raw, sc.decode_buf) else {
-        return Status::BadBytes;
-    };
     let f = &plan.schema.fields[fi];
-    let normalised = normalise_value(f.def.normaliser, text, plan.map, plan.today);
-    let value = match normalised {
-        Err(why) => return Status::Invalid(why),
-        Ok(None) => return Status::Missing,
-        Ok(Some(v)) => v,
+    // A salted field's raw values recur under many salts: keep their normalised forms.
+    let salted = !matches!(salting, Salting::Unsalted);
+    let n = sc.norms[fi].get(raw, salted, |ns| {
+        normalise_field(plan, fi, raw, ns, sc.decode_buf, sc.tokens, sc.interner)
+    });
+    if n.status != Status::Present {
+        return n.status;
+    }
+    n.copy_parts(sink);
+    let (Some(seg), false) = (f.segment, matches!(salting, Salting::NoBits)) else {
+        return Status::Present;
     };
-    for t in Transform::ALL {
-        if let Some(p) = tokens::part_text(&value, t) {
-            sink.set_part(t.index(), p.as_bytes());
+    let k = f.def.bits_per_token;
+    let start = plan.schema.segments[seg].start_bit;
+    let salt_id = match salting {
+        Salting::With(s) => sc.salts.id(s).filter(|&i| i < u32::from(u16::MAX)),
+        _ => Some(u32::from(u16::MAX)),
+    };
+    let words = &mut *sink.words;
+    match (n.tokens, salt_id) {
+        (Some(ids), Some(sid)) => {
+            let interner = &*sc.interner;
+            for &t in ids {
+                let key = PositionCache::key(seg, k, sid as u16, t);
+                sc.positions.set_bits(key, words, |o| {
+                    let msg = salted_token(salting, interner.text(t), sc.key);
+                    let from = o.len();
+                    plan.hasher.positions(seg, k, msg, o);
+                    for p in &mut o[from..] {
+                        *p -= start;
+                    }
+                });
+            }
+        }
+        _ => {
+            // Tokens or salt without an id (huge or unusual inputs): hash them directly.
+            let Ok(value) = field_value(plan, fi, raw, sc.decode_buf) else {
+                return Status::Present;
+            };
+            sc.tokens.clear();
+            tokens::tokenise(&value, f.def.tokeniser, sc.tokens);
+            for t in sc.tokens.iter() {
+                let msg = salted_token(salting, t, sc.key);
+                sc.out.clear();
+                plan.hasher.positions(seg, k, msg, sc.out);
+                for &p in sc.out.iter() {
+                    let p = p - start;
+                    words[(p / 64) as usize] |= 1u64 << (p % 64);
+                }
+            }
         }
     }
-    if let (Some(seg), false) = (f.segment, matches!(salting, Salting::NoBits)) {
-        let k = f.def.bits_per_token;
-        let start = plan.schema.segments[seg].start_bit;
-        sc.tokens.clear();
-        tokens::tokenise(&value, f.def.tokeniser, sc.tokens);
-        sc.out.clear();
-        for token in sc.tokens.iter_mut() {
-            if let Salting::With(salt) = salting {
-                let mut m = Vec::with_capacity(salt.len() + token.len() + 2);
-                m.push(tokens::TOKEN_PART_SEPARATOR);
-                m.extend_from_slice(salt);
-                m.push(tokens::TOKEN_PART_SEPARATOR);
-                m.extend_from_slice(token);
-                *token = m;
-            }
-            let t = &*token;
-            sc.key.clear();
-            sc.key.push(seg as u8);
-            sc.key.push(k as u8);
-            sc.key.extend_from_slice(t);
-            sc.positions.get(sc.key, sc.out, |o| {
-                let from = o.len();
-                plan.hasher.positions(seg, k, t, o);
-                for p in &mut o[from..] {
-                    *p -= start;
-                }
-            });
-        }
-        for &p in sc.out.iter() {
-            sink.words[(p / 64) as usize] |= 1u64 << (p % 64);
-        }
+    if !sink.stored.is_empty() {
+        plan.hardener
+            .apply_segment(seg, sink.words, sink.stored, sc.harden);
     }
     Status::Present
 }
@@ -982,17 +1110,26 @@ pub fn encode_reader(
     let unmapped = (0..schema.fields.len())
         .filter(|i| !sources.iter().any(|s| s.field == *i))
         .collect();
+    let hardener = Hardener::new(key, schema);
     let plan = Plan {
         schema,
         map,
         hasher: Hasher::new(key, schema),
-        hardener: Hardener::new(key, schema),
         sources,
         header,
         id_column,
         today: opts.today,
         opaque_ids: opts.opaque_ids,
         unmapped,
+        segment_fields: (0..schema.segments.len())
+            .map(|seg| {
+                (0..schema.fields.len())
+                    .filter(|&fi| schema.fields[fi].segment == Some(seg))
+                    .collect()
+            })
+            .collect(),
+        cache_stored: hardener.transforms() && hardener.segment_is_pure(),
+        hardener,
     };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
