@@ -68,12 +68,20 @@ pub enum Status {
 #[derive(Clone, Copy)]
 struct Entry {
     status: Status,
+    /// Whether the value sets any filter bits.
+    has_bits: bool,
     parts: [(u32, u8); PARTS],
+    /// Interned ids of the parts (`NO_ID`: no part, or not interned).
+    ids: [u32; PARTS],
 }
+
+const NO_ID: u32 = u32::MAX;
 
 const EMPTY_ENTRY: Entry = Entry {
     status: Status::Missing,
+    has_bits: false,
     parts: [(0, NO_PART); PARTS],
+    ids: [NO_ID; PARTS],
 };
 
 /// Where a computed value writes its results.
@@ -139,8 +147,14 @@ impl FieldCache {
         }
     }
 
-    /// Looks `raw` up, computing (and caching) it on a miss.
-    pub fn get(&mut self, raw: &[u8], compute: impl FnOnce(&mut Sink<'_>) -> Status) -> Slot {
+    /// Looks `raw` up, computing (and caching) it on a miss. A cached value's token parts are
+    /// interned in `parts`, so token caches can be keyed by their ids.
+    pub fn get(
+        &mut self,
+        raw: &[u8],
+        parts: &mut Interner,
+        compute: impl FnOnce(&mut Sink<'_>) -> Status,
+    ) -> Slot {
         let key = if self.enabled {
             InlineKey::new(raw)
         } else {
@@ -170,6 +184,13 @@ impl FieldCache {
             text: &mut self.text,
         };
         entry.status = compute(&mut sink);
+        entry.has_bits = sink.words.iter().take(self.words_per).any(|&w| w != 0);
+        for (id, &(off, len)) in entry.ids.iter_mut().zip(&entry.parts) {
+            if len != NO_PART {
+                let text = &self.text[off as usize..off as usize + len as usize];
+                *id = parts.id(text).unwrap_or(NO_ID);
+            }
+        }
         self.entries.push(entry);
         self.map.insert(key, i as u32);
         Slot(i as u32)
@@ -187,6 +208,7 @@ impl FieldCache {
             text: &mut self.scratch_text,
         };
         entry.status = compute(&mut sink);
+        entry.has_bits = sink.words.iter().any(|&w| w != 0);
         self.scratch_entry = entry;
         SCRATCH
     }
@@ -225,6 +247,21 @@ impl FieldCache {
         }
     }
 
+    /// Whether the value sets any filter bits.
+    pub fn has_bits(&self, s: Slot) -> bool {
+        self.entry(s).has_bits
+    }
+
+    /// Whether token-part transform `index` applies to the value.
+    pub fn has_part(&self, s: Slot, index: usize) -> bool {
+        self.entry(s).parts[index].1 != NO_PART
+    }
+
+    /// The interned id of token-part transform `index`, if it applies and was interned.
+    pub fn part_id(&self, s: Slot, index: usize) -> Option<u32> {
+        Some(self.entry(s).ids[index]).filter(|&i| i != NO_ID)
+    }
+
     /// The text of token-part transform `index`, if the transform applies.
     pub fn part(&self, s: Slot, index: usize) -> Option<&[u8]> {
         let (off, len) = self.entry(s).parts[index];
@@ -240,17 +277,16 @@ impl FieldCache {
     }
 }
 
-/// A cache of keyed exact tokens by message.
-pub struct TokenCache {
-    map: Map<InlineKey, u64>,
+/// A cache of keyed exact tokens, by message (`InlineKey`) or by the ids of its parts (`u64`).
+pub struct TokenCache<K> {
+    map: Map<K, u64>,
     lookups: u64,
     hits: u64,
     enabled: bool,
 }
 
-impl TokenCache {
-    /// An empty cache.
-    pub fn new() -> TokenCache {
+impl<K: std::hash::Hash + Eq> Default for TokenCache<K> {
+    fn default() -> Self {
         TokenCache {
             map: Map::default(),
             lookups: 0,
@@ -258,15 +294,17 @@ impl TokenCache {
             enabled: true,
         }
     }
+}
 
-    /// The token for `message`, computing (and caching) it on a miss.
-    pub fn get(&mut self, message: &[u8], compute: impl FnOnce() -> u64) -> u64 {
-        let key = if self.enabled {
-            InlineKey::new(message)
-        } else {
-            None
-        };
-        let Some(key) = key else {
+impl<K: std::hash::Hash + Eq> TokenCache<K> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token for `key`, computing (and caching) it on a miss; `None` keys are not cached.
+    pub fn get(&mut self, key: Option<K>, compute: impl FnOnce() -> u64) -> u64 {
+        let Some(key) = key.filter(|_| self.enabled) else {
             return compute();
         };
         self.lookups += 1;
@@ -513,26 +551,31 @@ mod tests {
     #[test]
     fn field_cache_hits_and_scratch_agree() {
         let mut c = FieldCache::new(2, 0, true);
+        let mut parts = Interner::default();
         let mut calls = 0;
         let compute = |s: &mut Sink<'_>| {
             s.words[1] = 0b1010;
             s.set_part(1, b"2015");
             Status::Present
         };
-        let a = c.get(b"12/03/2015", |s| {
+        let a = c.get(b"12/03/2015", &mut parts, |s| {
             calls += 1;
             compute(s)
         });
-        let b = c.get(b"12/03/2015", |_| unreachable!("cached"));
+        let b = c.get(b"12/03/2015", &mut parts, |_| unreachable!("cached"));
         assert_eq!(a, b);
         assert_eq!(calls, 1);
         assert_eq!(c.words(a), &[0, 0b1010]);
         assert_eq!(c.part(a, 1), Some(&b"2015"[..]));
         assert_eq!(c.part(a, 0), None);
+        assert!(c.has_bits(a) && c.has_part(a, 1) && !c.has_part(a, 0));
+        assert_eq!(c.part_id(a, 1), parts.id(b"2015"));
+        assert_eq!(c.part_id(a, 0), None);
         // A key too long to inline goes through the scratch slot with the same result.
         let long = [b'x'; INLINE + 1];
-        let s = c.get(&long, compute);
+        let s = c.get(&long, &mut parts, compute);
         assert_eq!(c.words(s), &[0, 0b1010]);
+        assert_eq!(c.part_id(s, 1), None, "scratch values are not interned");
         assert_eq!(c.part(s, 1), Some(&b"2015"[..]));
         assert_eq!(c.status(s), Status::Present);
     }
@@ -541,16 +584,13 @@ mod tests {
     fn hopeless_token_cache_switches_off_and_stays_correct() {
         let mut c = TokenCache::new();
         for i in 0..(PROBE + 100) {
-            assert_eq!(c.get(&i.to_le_bytes(), || i * 3), i * 3);
+            assert_eq!(c.get(Some(i), || i * 3), i * 3);
         }
         assert!(!c.enabled);
         assert!(c.map.is_empty());
         let mut c = TokenCache::new();
         for i in 0..(PROBE + 100) {
-            assert_eq!(
-                c.get(&(i % 100).to_le_bytes(), || (i % 100) * 3),
-                (i % 100) * 3
-            );
+            assert_eq!(c.get(Some(i % 100), || (i % 100) * 3), (i % 100) * 3);
         }
         assert!(c.enabled);
     }
@@ -560,7 +600,7 @@ mod tests {
         let mut c = FieldCache::new(1, 0, false);
         let mut calls = 0;
         for _ in 0..3 {
-            let s = c.get(b"same", |s| {
+            let s = c.get(b"same", &mut Interner::default(), |s| {
                 calls += 1;
                 s.words[0] = 5;
                 Status::Present
@@ -573,8 +613,9 @@ mod tests {
     #[test]
     fn token_and_position_caches() {
         let mut t = TokenCache::new();
-        assert_eq!(t.get(b"a", || 7), 7);
-        assert_eq!(t.get(b"a", || 8), 7);
+        assert_eq!(t.get(InlineKey::new(b"a"), || 7), 7);
+        assert_eq!(t.get(InlineKey::new(b"a"), || 8), 7);
+        assert_eq!(t.get(None, || 9), 9);
         let mut p = PositionCache::default();
         let mut words = [0u64; 2];
         let k = PositionCache::key(1, 8, 3, 42);

@@ -13,7 +13,8 @@ use std::sync::{mpsc, Mutex};
 
 use blocks::{Block, BlockReader, Rec, RecordParser};
 use cache::{
-    FieldCache, Interner, NormCache, NormSink, PositionCache, Sink, Slot, Status, TokenCache,
+    FieldCache, InlineKey, Interner, NormCache, NormSink, PositionCache, Sink, Slot, Status,
+    TokenCache,
 };
 
 mod blocks;
@@ -238,7 +239,11 @@ impl Plan<'_> {
 struct Worker<'p, 'a> {
     plan: &'p Plan<'a>,
     fields: Vec<FieldCache>,
-    tokens: Vec<TokenCache>,
+    /// Token-part texts of cached values → ids.
+    parts: Interner,
+    /// Per token kind: by the ids of its parts, and by message (values without ids).
+    tokens_by_id: Vec<TokenCache<u64>>,
+    tokens: Vec<TokenCache<InlineKey>>,
     norms: Vec<NormCache>,
     interner: Interner,
     salts: Interner,
@@ -323,6 +328,13 @@ impl<'p, 'a> Worker<'p, 'a> {
                         !matches!(f.def.normaliser, Normaliser::NhsNumber | Normaliser::Upn);
                     FieldCache::new(words, stored, cache)
                 })
+                .collect(),
+            parts: Interner::default(),
+            tokens_by_id: plan
+                .schema
+                .tokens
+                .iter()
+                .map(|_| TokenCache::new())
                 .collect(),
             tokens: plan
                 .schema
@@ -515,11 +527,13 @@ impl<'p, 'a> Worker<'p, 'a> {
         // known before any salted field is looked up.
         let salt = plan.schema.salt.as_ref();
         let mut have_salt = false;
+        let mut salt_id: Option<u32> = None;
         for src in &plan.sources {
             let fi = src.field;
             let raw = rec.get(src.column);
             let Worker {
                 fields,
+                parts,
                 norms,
                 interner,
                 salts,
@@ -533,14 +547,24 @@ impl<'p, 'a> Worker<'p, 'a> {
                 harden_scratch,
                 ..
             } = self;
-            // A salted value is cached under (salt, raw value): length-prefixed salt, or 0xFF
+            // A salted value is cached under (salt, raw value): 0xFE and the salt's part id,
+            // 0xFD and the length-prefixed salt text (no id), 0 for the no-salt marker, or 0xFF
             // when the salted field sets no bits for want of a salt.
             let salting = match salt {
                 Some(s) if s.salted[fi] => {
                     salted_key.clear();
                     if have_salt {
-                        salted_key.push(salt_buf.len() as u8);
-                        salted_key.extend_from_slice(salt_buf);
+                        match salt_id {
+                            Some(id) => {
+                                salted_key.push(0xfe);
+                                salted_key.extend_from_slice(&id.to_le_bytes());
+                            }
+                            None => {
+                                salted_key.push(0xfd);
+                                salted_key.push(salt_buf.len() as u8);
+                                salted_key.extend_from_slice(salt_buf);
+                            }
+                        }
                         Salting::With(salt_buf)
                     } else if s.when_missing == SaltMissing::Marker {
                         salted_key.push(0);
@@ -559,7 +583,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 salted_key.as_slice()
             };
             let no_bits = matches!(salting, Salting::NoBits);
-            let slot = fields[fi].get(cache_key, |sink| {
+            let slot = fields[fi].get(cache_key, parts, |sink| {
                 compute_field(
                     plan,
                     fi,
@@ -596,13 +620,21 @@ impl<'p, 'a> Worker<'p, 'a> {
                 }
             }
             if let Some(s) = salt.filter(|s| s.source.0 == fi) {
-                let part =
-                    self.slots[fi].and_then(|sl| self.fields[fi].part(sl, s.source.1.index()));
+                let ti = s.source.1.index();
                 self.salt.clear();
-                if let Some(p) = part {
-                    self.salt.extend_from_slice(p);
+                salt_id = None;
+                have_salt = false;
+                if let Some(sl) = self.slots[fi] {
+                    let c = &self.fields[fi];
+                    if let Some(id) = c.part_id(sl, ti) {
+                        self.salt.extend_from_slice(self.parts.text(id));
+                        salt_id = Some(id);
+                        have_salt = true;
+                    } else if let Some(p) = c.part(sl, ti) {
+                        self.salt.extend_from_slice(p);
+                        have_salt = true;
+                    }
                 }
-                have_salt = part.is_some();
             }
         }
         for &fi in &plan.unmapped {
@@ -655,8 +687,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 let out = &mut filter[plan.schema.stored_segments[seg].word_range()];
                 let mut feeding = fis.iter().filter_map(|&fi| {
                     let slot = self.slots[fi]?;
-                    let words = self.fields[fi].words(slot);
-                    words.iter().any(|&w| w != 0).then_some((fi, slot))
+                    self.fields[fi].has_bits(slot).then_some((fi, slot))
                 });
                 match (feeding.next(), feeding.next()) {
                     (None, _) => out.fill(0),
@@ -683,32 +714,58 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .apply_blip(filter, &plan.map.agency, &id, &mut self.harden_scratch);
         }
 
-        // Keyed exact tokens: the message (parts joined by 0x1F) doubles as the cache key.
+        // Keyed exact tokens: cached by the ids of their (one or two) parts, or else by the
+        // message (parts joined by 0x1F), which is what is hashed.
         row_tokens.clear();
         for (kind, t) in plan.schema.tokens.iter().enumerate() {
-            let msg = &mut self.message;
-            msg.clear();
-            let mut complete = true;
-            for (i, &(fi, tr)) in t.parts.iter().enumerate() {
-                let part = self.slots[fi].and_then(|s| self.fields[fi].part(s, tr.index()));
-                match part {
-                    Some(p) => {
-                        if i > 0 {
-                            msg.push(tokens::TOKEN_PART_SEPARATOR);
-                        }
+            let present = t.parts.iter().all(|&(fi, tr)| {
+                self.slots[fi].is_some_and(|s| self.fields[fi].has_part(s, tr.index()))
+            });
+            if !present {
+                continue;
+            }
+            let id_of = |&(fi, tr): &(usize, Transform)| {
+                self.slots[fi].and_then(|s| self.fields[fi].part_id(s, tr.index()))
+            };
+            let id_key = match t.parts.as_slice() {
+                [a] => id_of(a).map(|a| u64::from(a) << 32 | u64::from(u32::MAX)),
+                [a, b] => id_of(a)
+                    .zip(id_of(b))
+                    .map(|(a, b)| u64::from(a) << 32 | u64::from(b)),
+                _ => None,
+            };
+            let Worker {
+                fields,
+                slots,
+                message,
+                tokens_by_id,
+                tokens: by_message,
+                ..
+            } = self;
+            let message_of = |msg: &mut Vec<u8>| {
+                msg.clear();
+                for (i, &(fi, tr)) in t.parts.iter().enumerate() {
+                    if i > 0 {
+                        msg.push(tokens::TOKEN_PART_SEPARATOR);
+                    }
+                    if let Some(p) = slots[fi].and_then(|s| fields[fi].part(s, tr.index())) {
                         msg.extend_from_slice(p);
                     }
-                    None => {
-                        complete = false;
-                        break;
-                    }
                 }
-            }
-            if complete {
-                let hasher = &plan.hasher;
-                let msg = &self.message;
-                row_tokens.push(self.tokens[kind].get(msg, || hasher.exact_token(kind, msg)));
-            }
+            };
+            let hasher = &plan.hasher;
+            let token = match id_key {
+                Some(k) => tokens_by_id[kind].get(Some(k), || {
+                    message_of(message);
+                    hasher.exact_token(kind, message)
+                }),
+                None => {
+                    message_of(message);
+                    let msg = &*message;
+                    by_message[kind].get(InlineKey::new(msg), || hasher.exact_token(kind, msg))
+                }
+            };
+            row_tokens.push(token);
         }
         row_tokens.sort_unstable();
 
