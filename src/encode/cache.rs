@@ -124,6 +124,8 @@ pub struct FieldCache {
     scratch_stored: Vec<u64>,
     scratch_text: Vec<u8>,
     enabled: bool,
+    /// Which token parts are interned (the ones some keyed token or the salt uses).
+    interned: [bool; PARTS],
 }
 
 impl FieldCache {
@@ -144,7 +146,14 @@ impl FieldCache {
             scratch_stored: vec![0; stored_per],
             scratch_text: Vec::new(),
             enabled,
+            interned: [true; PARTS],
         }
+    }
+
+    /// Interns only the token parts marked in `interned` (the others are never looked up by id).
+    pub fn interning(mut self, interned: [bool; PARTS]) -> FieldCache {
+        self.interned = interned;
+        self
     }
 
     /// Looks `raw` up, computing (and caching) it on a miss. A cached value's token parts are
@@ -185,7 +194,13 @@ impl FieldCache {
         };
         entry.status = compute(&mut sink);
         entry.has_bits = sink.words.iter().take(self.words_per).any(|&w| w != 0);
-        for (id, &(off, len)) in entry.ids.iter_mut().zip(&entry.parts) {
+        for ((id, &(off, len)), _) in entry
+            .ids
+            .iter_mut()
+            .zip(&entry.parts)
+            .zip(&self.interned)
+            .filter(|(_, &keep)| keep)
+        {
             if len != NO_PART {
                 let text = &self.text[off as usize..off as usize + len as usize];
                 *id = parts.id(text).unwrap_or(NO_ID);

@@ -313,7 +313,8 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .schema
                 .fields
                 .iter()
-                .map(|f| {
+                .enumerate()
+                .map(|(fi, f)| {
                     let words = f
                         .segment
                         .map_or(0, |s| plan.schema.segments[s].word_range().len());
@@ -326,7 +327,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     // Identifiers are unique per child and cheap to check: caching them only costs.
                     let cache =
                         !matches!(f.def.normaliser, Normaliser::NhsNumber | Normaliser::Upn);
-                    FieldCache::new(words, stored, cache)
+                    FieldCache::new(words, stored, cache).interning(interned_parts(plan, fi))
                 })
                 .collect(),
             parts: Interner::default(),
@@ -776,6 +777,23 @@ impl<'p, 'a> Worker<'p, 'a> {
             Ok((id, None))
         }
     }
+}
+
+/// The token parts of field `fi` that are looked up by id: those of keyed tokens and the salt.
+fn interned_parts(plan: &Plan<'_>, fi: usize) -> [bool; cache::PARTS] {
+    let mut keep = [false; cache::PARTS];
+    let used = plan
+        .schema
+        .tokens
+        .iter()
+        .flat_map(|t| t.parts.iter().copied());
+    let salt = plan.schema.salt.as_ref().map(|s| s.source);
+    for (f, tr) in used.chain(salt) {
+        if f == fi {
+            keep[tr.index()] = true;
+        }
+    }
+    keep
 }
 
 fn enc_name(e: TextEncoding) -> &'static str {
