@@ -398,7 +398,22 @@ pub fn all_pairs_above(
     // Whether every Dice value can be computed in `f32` (see `dice_batch`).
     let small = |pops: &[u32]| pops.iter().all(|&p| p < DICE_F32_BELOW);
     let f32_ok = words < DICE_F32_BELOW as usize / 64 && small(pop_a) && small(pop_b);
-    // The fused AVX-512 loop beats the bit-sliced path at any number of queries.
+    if n_a >= SLICED_MIN_QUERIES {
+        let cx = Pairs {
+            kernel,
+            words,
+            threshold,
+            f32_ok,
+            tile_range: &tile_range,
+        };
+        // The fused AVX-512 loop over transposed candidates beats the bit-sliced path.
+        match (has_fused(kernel, words, f32_ok), words) {
+            (true, 8) => return all_pairs_grouped::<8, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 16) => return all_pairs_grouped::<16, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 32) => return all_pairs_grouped::<32, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            _ => {}
+        }
+    }
     if n_a >= SLICED_MIN_QUERIES && !has_fused(kernel, words, f32_ok) {
         let cx = Pairs {
             kernel,
@@ -504,6 +519,94 @@ fn fused_run(
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (pa, block, pbs, threshold, f);
+        unreachable!("has_fused is false off x86_64");
+    }
+}
+
+/// Calls `run(s, e)` for each maximal run `s..e` of `pbs` (one tile's popcounts) within
+/// `lo..=hi`; `(tile_lo, tile_hi)` is the tile's popcount range.
+fn eligible_runs(
+    pbs: &[u32],
+    (lo, hi): (u32, u32),
+    (tile_lo, tile_hi): (u32, u32),
+    mut run: impl FnMut(usize, usize),
+) {
+    if tile_hi < lo || tile_lo > hi {
+        return;
+    }
+    if lo <= tile_lo && tile_hi <= hi {
+        return run(0, pbs.len());
+    }
+    let eligible = |pb: &u32| (lo..=hi).contains(pb);
+    let mut start = 0;
+    while let Some(s) = pbs[start..].iter().position(eligible) {
+        let s = start + s;
+        let e = pbs[s..]
+            .iter()
+            .position(|pb| !eligible(pb))
+            .map_or(pbs.len(), |e| s + e);
+        run(s, e);
+        start = e;
+    }
+}
+
+/// [`all_pairs_above`] for many queries on AVX-512 with filters of `W` words: `b` is
+/// transposed once into groups of eight (see `avx512::to_groups`) and each query runs the
+/// fused loop over the eligible runs of each tile. Same pairs, values and order as the
+/// direct path.
+fn all_pairs_grouped<const W: usize, F: FnMut(usize, usize, f32)>(
+    cx: &Pairs<'_>,
+    a: &[u64],
+    pop_a: &[u32],
+    b: &[u64],
+    pop_b: &[u32],
+    f: &mut F,
+) {
+    debug_assert!(has_fused(cx.kernel, W, cx.f32_ok) && cx.words == W);
+    // Cheap (a cached mask), and makes the calls below sound whoever calls this.
+    Kernel::Avx512.checked();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let groups = avx512::to_groups::<W>(b);
+        let pbs: Vec<[u32; 8]> = pop_b
+            .chunks(8)
+            .map(|c| {
+                let mut p = [0; 8];
+                p[..c.len()].copy_from_slice(c);
+                p
+            })
+            .collect();
+        for (i, (query, &pa)) in a.as_chunks::<W>().0.iter().zip(pop_a).enumerate() {
+            let Some(range) = eligible_range(pa, cx.threshold) else {
+                continue;
+            };
+            let mut hit = |j: usize, d: f32| f(i, j, d);
+            for (t, (pbt, &tr)) in pop_b.chunks(TILE).zip(cx.tile_range).enumerate() {
+                eligible_runs(pbt, range, tr, |s, e| {
+                    let (s, e) = (t * TILE + s, t * TILE + e);
+                    let (g0, g1) = (s / 8, e.div_ceil(8));
+                    let (gs, ps) = (&groups[g0..g1], &pbs[g0..g1]);
+                    // SAFETY: `Kernel::Avx512.checked()` above verified that this CPU supports
+                    // avx512f, avx512vpopcntdq and avx2; `has_fused` promised `f32` range.
+                    unsafe {
+                        avx512::dice_groups::<W>(
+                            query,
+                            pa,
+                            gs,
+                            ps,
+                            8 * g0,
+                            (s, e),
+                            cx.threshold,
+                            &mut hit,
+                        )
+                    }
+                });
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, pop_a, b, pop_b, f);
         unreachable!("has_fused is false off x86_64");
     }
 }
@@ -1511,6 +1614,91 @@ mod avx512 {
         qv
     }
 
+    /// Transposes `b` (filters of `W` words) into groups of eight: word `w` of candidate
+    /// `8 * g + l` is `out[g][w][l]`; the last group is padded with empty filters.
+    pub(super) fn to_groups<const W: usize>(b: &[u64]) -> Vec<[[u64; 8]; W]> {
+        let filters = b.as_chunks::<W>().0;
+        filters
+            .chunks(8)
+            .map(|fs| {
+                let mut g = [[0u64; 8]; W];
+                for (l, x) in fs.iter().enumerate() {
+                    for (w, &word) in x.iter().enumerate() {
+                        g[w][l] = word;
+                    }
+                }
+                g
+            })
+            .collect()
+    }
+
+    /// The fused Dice loop over transposed candidates (see [`to_groups`]): `groups[k]` holds
+    /// candidates `first + 8k ..`, `pbs[k]` their popcounts (0 for padding). Calls `f(j,
+    /// dice)` for each candidate `j` in `range` with `dice >= threshold`, in increasing `j`.
+    /// One query word broadcast against one word of eight candidates per step: the counts
+    /// land in the eight lanes with no horizontal sums. Same contract on value ranges as
+    /// [`dice_run`].
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dice_groups<const W: usize>(
+        q: &[u64; W],
+        pa: u32,
+        groups: &[[[u64; 8]; W]],
+        pbs: &[[u32; 8]],
+        first: usize,
+        range: (usize, usize),
+        threshold: f32,
+        f: &mut impl FnMut(usize, f32),
+    ) {
+        let pa_v = _mm256_set1_epi32(pa as i32);
+        let t_v = _mm256_set1_ps(threshold);
+        let mut dv = [0f32; 8];
+        for (k, (g, pb)) in groups.iter().zip(pbs).enumerate() {
+            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for (pair, qw) in g.as_chunks::<2>().0.iter().zip(q.as_chunks::<2>().0) {
+                let x0 = _mm512_and_si512(load8(&pair[0]), _mm512_set1_epi64(qw[0] as i64));
+                let x1 = _mm512_and_si512(load8(&pair[1]), _mm512_set1_epi64(qw[1] as i64));
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x0));
+                a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(x1));
+            }
+            if W % 2 == 1 {
+                let x = _mm512_and_si512(load8(&g[W - 1]), _mm512_set1_epi64(q[W - 1] as i64));
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x));
+            }
+            let c = _mm512_cvtepi64_epi32(_mm512_add_epi64(a0, a1));
+            // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
+            // requirement.
+            let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
+            let sum = _mm256_add_epi32(pa_v, pb);
+            let d = _mm256_div_ps(
+                _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
+                _mm256_cvtepi32_ps(sum),
+            );
+            // Both filters empty: 0/0 becomes +0.0, as in `dice`.
+            let d = _mm256_andnot_ps(
+                _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
+                d,
+            );
+            let base = first + 8 * k;
+            // Lanes inside `range`.
+            let lo = range.0.saturating_sub(base).min(8);
+            let hi = range.1.saturating_sub(base).min(8);
+            let in_range = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+            let mut hits =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32 & in_range;
+            if hits != 0 {
+                // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
+                // alignment requirement.
+                unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
+                while hits != 0 {
+                    let l = hits.trailing_zeros() as usize;
+                    f(base + l, dv[l]);
+                    hits &= hits - 1;
+                }
+            }
+        }
+    }
+
     /// The fused Dice loop of `all_pairs_above` for a query of exactly `8 * C` words with
     /// popcount `pa`, against the `pbs.len()` filters of `stride` words in `block` (popcounts
     /// `pbs`): calls `f(k, dice)` for each candidate `k` with `dice >= threshold`, in
@@ -1777,12 +1965,15 @@ mod tests {
         }
     }
 
-    /// The bit-sliced path (many queries), several tiles, pruning densities.
+    /// The many-query paths (bit-sliced, or grouped on AVX-512), several tiles, pruning
+    /// densities.
     #[test]
     fn all_pairs_above_sliced_path() {
         let mut rng = Rng(19);
         for (words, n_a, n_b) in [
             (16, SLICED_MIN_QUERIES, TILE + 45),
+            (8, SLICED_MIN_QUERIES + 1, TILE + 3),
+            (32, SLICED_MIN_QUERIES + 2, 2 * TILE + 7),
             (5, SLICED_MIN_QUERIES + 3, 2 * TILE + 1),
             (1, 70, 20),
         ] {
