@@ -360,7 +360,12 @@ const SLICED_MIN_QUERIES: usize = 64;
 /// tiles of 256 candidates and each query counts a whole tile with a
 /// Harley–Seal adder tree over the rows of its set bits (about a third of the
 /// work per comparison on AVX2); the results are identical. The kernel
-/// selects the instruction set of both paths.
+/// selects the instruction set of both paths. With [`Kernel::Avx512`] and
+/// filters of 8, 16 or 32 words (Dice exact in `f32`), both paths are fused
+/// AVX-512 loops instead: 1 query against 8 candidates with the counts reduced
+/// in registers, and, for many queries, `b` transposed once into groups of
+/// eight so that each broadcast query word meets one word of eight candidates
+/// and the counts land in the lanes.
 ///
 /// # Panics
 /// If `kernel` is not available on this CPU.
