@@ -360,7 +360,12 @@ const SLICED_MIN_QUERIES: usize = 64;
 /// tiles of 256 candidates and each query counts a whole tile with a
 /// Harley–Seal adder tree over the rows of its set bits (about a third of the
 /// work per comparison on AVX2); the results are identical. The kernel
-/// selects the instruction set of both paths.
+/// selects the instruction set of both paths. With [`Kernel::Avx512`] and
+/// filters of 8, 16 or 32 words (Dice exact in `f32`), both paths are fused
+/// AVX-512 loops instead: 1 query against 8 candidates with the counts reduced
+/// in registers, and, for many queries, `b` transposed once into groups of
+/// eight so that each broadcast query word meets one word of eight candidates
+/// and the counts land in the lanes.
 ///
 /// # Panics
 /// If `kernel` is not available on this CPU.
@@ -406,6 +411,22 @@ pub fn all_pairs_above(
             f32_ok,
             tile_range: &tile_range,
         };
+        // The fused AVX-512 loop over transposed candidates beats the bit-sliced path.
+        match (has_fused(kernel, words, f32_ok), words) {
+            (true, 8) => return all_pairs_grouped::<8, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 16) => return all_pairs_grouped::<16, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 32) => return all_pairs_grouped::<32, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            _ => {}
+        }
+    }
+    if n_a >= SLICED_MIN_QUERIES && !has_fused(kernel, words, f32_ok) {
+        let cx = Pairs {
+            kernel,
+            words,
+            threshold,
+            f32_ok,
+            tile_range: &tile_range,
+        };
         return all_pairs_sliced(&cx, a, pop_a, b, pop_b, &mut f);
     }
     let mut counts = [0u32; TILE];
@@ -440,19 +461,158 @@ pub fn all_pairs_above(
                         .map_or(pbs.len(), |e| s + e);
                     (s, e)
                 };
-                let cnt = &mut counts[s..e];
-                many_unchecked(kernel, query, &block[s * words..e * words], words, cnt);
-                let dv = &mut dices[s..e];
-                dice_batch(kernel, f32_ok, cnt, pa, &pbs[s..e], dv);
                 let j0 = t * TILE + s;
-                for (k, &d) in dv.iter().enumerate() {
-                    if d >= threshold {
-                        f(i, j0 + k, d);
+                let run = &block[s * words..e * words];
+                if has_fused(kernel, words, f32_ok) {
+                    let mut hit = |k: usize, d: f32| f(i, j0 + k, d);
+                    fused_run(query, pa, run, &pbs[s..e], threshold, &mut hit);
+                } else {
+                    let cnt = &mut counts[s..e];
+                    many_unchecked(kernel, query, run, words, cnt);
+                    let dv = &mut dices[s..e];
+                    dice_batch(kernel, f32_ok, cnt, pa, &pbs[s..e], dv);
+                    for (k, &d) in dv.iter().enumerate() {
+                        if d >= threshold {
+                            f(i, j0 + k, d);
+                        }
                     }
                 }
                 run_start = e;
             }
         }
+    }
+}
+
+/// Whether [`all_pairs_above`] runs the fused AVX-512 loop ([`fused_run`]): the kernel is
+/// AVX-512, every Dice value can be computed in `f32`, and filters are 8, 16 or 32 words.
+#[inline]
+fn has_fused(kernel: Kernel, words: usize, f32_ok: bool) -> bool {
+    cfg!(target_arch = "x86_64")
+        && kernel == Kernel::Avx512
+        && f32_ok
+        && matches!(words, 8 | 16 | 32)
+}
+
+/// One query (popcount `pa`) against a run of candidates (`pbs.len()` filters of
+/// `query.len()` words in `block`, popcounts `pbs`) with the fused AVX-512 loop: `f(k, dice)`
+/// for each candidate `k` with `dice >= threshold`, in increasing `k`, with exactly the values
+/// of [`dice`]. Only called when [`has_fused`] holds; panics if AVX-512 is not available.
+#[inline]
+fn fused_run(
+    query: &[u64],
+    pa: u32,
+    block: &[u64],
+    pbs: &[u32],
+    threshold: f32,
+    f: &mut impl FnMut(usize, f32),
+) {
+    let words = query.len();
+    debug_assert_eq!(block.len(), pbs.len() * words);
+    // Cheap (a cached mask), and makes the calls below sound whoever calls this.
+    Kernel::Avx512.checked();
+    #[cfg(target_arch = "x86_64")]
+    match words {
+        // SAFETY: `Kernel::Avx512.checked()` above verified that this CPU supports avx512f,
+        // avx512vpopcntdq and avx2 (`probe_cpu` requires all three for it).
+        8 => unsafe { avx512::dice_run::<1, 8>(query, pa, block, pbs, threshold, f) },
+        // SAFETY: as above.
+        16 => unsafe { avx512::dice_run::<2, 16>(query, pa, block, pbs, threshold, f) },
+        // SAFETY: as above.
+        32 => unsafe { avx512::dice_run::<4, 32>(query, pa, block, pbs, threshold, f) },
+        _ => unreachable!("has_fused admits 8, 16 and 32 words"),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (pa, block, pbs, threshold, f);
+        unreachable!("has_fused is false off x86_64");
+    }
+}
+
+/// Calls `run(s, e)` for each maximal run `s..e` of `pbs` (one tile's popcounts) within
+/// `lo..=hi`; `(tile_lo, tile_hi)` is the tile's popcount range.
+fn eligible_runs(
+    pbs: &[u32],
+    (lo, hi): (u32, u32),
+    (tile_lo, tile_hi): (u32, u32),
+    mut run: impl FnMut(usize, usize),
+) {
+    if tile_hi < lo || tile_lo > hi {
+        return;
+    }
+    if lo <= tile_lo && tile_hi <= hi {
+        return run(0, pbs.len());
+    }
+    let eligible = |pb: &u32| (lo..=hi).contains(pb);
+    let mut start = 0;
+    while let Some(s) = pbs[start..].iter().position(eligible) {
+        let s = start + s;
+        let e = pbs[s..]
+            .iter()
+            .position(|pb| !eligible(pb))
+            .map_or(pbs.len(), |e| s + e);
+        run(s, e);
+        start = e;
+    }
+}
+
+/// [`all_pairs_above`] for many queries on AVX-512 with filters of `W` words: `b` is
+/// transposed once into groups of eight (see `avx512::to_groups`) and each query runs the
+/// fused loop over the eligible runs of each tile. Same pairs, values and order as the
+/// direct path.
+fn all_pairs_grouped<const W: usize, F: FnMut(usize, usize, f32)>(
+    cx: &Pairs<'_>,
+    a: &[u64],
+    pop_a: &[u32],
+    b: &[u64],
+    pop_b: &[u32],
+    f: &mut F,
+) {
+    debug_assert!(has_fused(cx.kernel, W, cx.f32_ok) && cx.words == W);
+    // Cheap (a cached mask), and makes the calls below sound whoever calls this.
+    Kernel::Avx512.checked();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let groups = avx512::to_groups::<W>(b);
+        let pbs: Vec<[u32; 8]> = pop_b
+            .chunks(8)
+            .map(|c| {
+                let mut p = [0; 8];
+                p[..c.len()].copy_from_slice(c);
+                p
+            })
+            .collect();
+        for (i, (query, &pa)) in a.as_chunks::<W>().0.iter().zip(pop_a).enumerate() {
+            let Some(range) = eligible_range(pa, cx.threshold) else {
+                continue;
+            };
+            let mut hit = |j: usize, d: f32| f(i, j, d);
+            for (t, (pbt, &tr)) in pop_b.chunks(TILE).zip(cx.tile_range).enumerate() {
+                eligible_runs(pbt, range, tr, |s, e| {
+                    let (s, e) = (t * TILE + s, t * TILE + e);
+                    let (g0, g1) = (s / 8, e.div_ceil(8));
+                    let (gs, ps) = (&groups[g0..g1], &pbs[g0..g1]);
+                    // SAFETY: `Kernel::Avx512.checked()` above verified that this CPU supports
+                    // avx512f, avx512vpopcntdq and avx2; `has_fused` promised `f32` range.
+                    unsafe {
+                        avx512::dice_groups::<W>(
+                            query,
+                            pa,
+                            gs,
+                            ps,
+                            8 * g0,
+                            (s, e),
+                            cx.threshold,
+                            &mut hit,
+                        )
+                    }
+                });
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, pop_a, b, pop_b, f);
+        unreachable!("has_fused is false off x86_64");
     }
 }
 
@@ -1309,9 +1469,22 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     fn many_fixed<const C: usize>(q: &[u64], block: &[u64], stride: usize, out: &mut [u32]) {
         const { assert!(C >= 1 && 8 * C <= PACK_MAX_WORDS) };
-        let mut qv = [_mm512_setzero_si512(); C];
-        for (v, c) in qv.iter_mut().zip(head::<C>(q)) {
-            *v = load8(c);
+        let qv = query::<C>(q);
+        let n8 = out.len() / 8 * 8;
+        let (out8, out) = out.split_at_mut(n8);
+        let (block8, block) = block.split_at(n8 * stride);
+        let out8 = out8.as_chunks_mut::<8>().0;
+        if stride == 8 * C {
+            // Whole filters: lengths known at compile time.
+            match C {
+                1 => exact8::<C, 8>(&qv, block8, out8),
+                2 => exact8::<C, 16>(&qv, block8, out8),
+                _ => exact8::<C, 32>(&qv, block8, out8),
+            }
+        } else {
+            for (g, o) in block8.chunks_exact(8 * stride).zip(out8) {
+                store8(o, counts8(&qv, g, stride));
+            }
         }
         let n4 = out.len() / 4 * 4;
         let (out4, out_rest) = out.split_at_mut(n4);
@@ -1351,6 +1524,251 @@ mod avx512 {
         }
         for (f, o) in filters.zip(outs) {
             *o = hsum(lanes(q, f));
+        }
+    }
+
+    /// Lane `k` of the result is the sum of the lanes of `v[k]`: a shuffle-and-add tree
+    /// (21 operations for eight candidates, against eight separate horizontal sums).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn reduce8(v: &[__m512i; 8]) -> __m512i {
+        // Within each 128-bit lane L: [sum of a's two words in L, same for b].
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn pair(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+        }
+        // Adds 128-bit lanes 0+1 and 2+3 of `a`, then of `b`: [a01, a23, b01, b23].
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn fold(a: __m512i, b: __m512i) -> __m512i {
+            _mm512_add_epi64(
+                _mm512_shuffle_i64x2::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_i64x2::<0b11_01_11_01>(a, b),
+            )
+        }
+        let s0 = fold(pair(v[0], v[1]), pair(v[2], v[3]));
+        let s1 = fold(pair(v[4], v[5]), pair(v[6], v[7]));
+        // Lanes of s0: (v0, v1) over 128-bit lanes 0–1, the same over 2–3, then (v2, v3);
+        // one more fold adds the two halves of each.
+        fold(s0, s1)
+    }
+
+    /// `popcount(q AND x)` of the eight filters of `stride` words starting at `g` (only the
+    /// first `8 * C` words of each), as the eight `u64` lanes of a vector.
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[inline]
+    fn counts8<const C: usize>(qv: &[__m512i; C], g: &[u64], stride: usize) -> __m512i {
+        debug_assert!(g.len() >= 7 * stride + 8 * C);
+        let mut v = [_mm512_setzero_si512(); 8];
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = fixed_lanes(qv, head::<C>(&g[k * stride..]));
+        }
+        reduce8(&v)
+    }
+
+    /// [`counts8`] for eight filters of exactly `W == 8 * C` words (lengths known at compile
+    /// time, so no bounds checks in the loop).
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[inline]
+    fn counts8_exact<const C: usize, const W: usize>(
+        qv: &[__m512i; C],
+        g: &[[u64; W]; 8],
+    ) -> __m512i {
+        let mut v = [_mm512_setzero_si512(); 8];
+        for (vk, x) in v.iter_mut().zip(g) {
+            *vk = fixed_lanes(qv, head::<C>(x));
+        }
+        reduce8(&v)
+    }
+
+    /// Counts of groups of eight filters of exactly `W` words (`block.len() == 8 * W *
+    /// out.len()`) into `out`. `W` must be `8 * C` (checked).
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[inline]
+    fn exact8<const C: usize, const W: usize>(
+        qv: &[__m512i; C],
+        block: &[u64],
+        out: &mut [[u32; 8]],
+    ) {
+        assert_eq!(W, 8 * C, "exact8: filter length");
+        let groups = block.as_chunks::<W>().0.as_chunks::<8>().0;
+        for (g, o) in groups.iter().zip(out) {
+            store8(o, counts8_exact(qv, g));
+        }
+    }
+
+    /// Stores the low 32 bits of the eight lanes of `v`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store8(o: &mut [u32; 8], v: __m512i) {
+        let w = _mm512_cvtepi64_epi32(v);
+        // SAFETY: `o` is a unique reference to 32 writable bytes; `storeu` has no alignment
+        // requirement.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), w) }
+    }
+
+    /// A query of `8 * C` words in registers.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn query<const C: usize>(q: &[u64]) -> [__m512i; C] {
+        let mut qv = [_mm512_setzero_si512(); C];
+        for (v, c) in qv.iter_mut().zip(head::<C>(q)) {
+            *v = load8(c);
+        }
+        qv
+    }
+
+    /// Transposes `b` (filters of `W` words) into groups of eight: word `w` of candidate
+    /// `8 * g + l` is `out[g][w][l]`; the last group is padded with empty filters.
+    pub(super) fn to_groups<const W: usize>(b: &[u64]) -> Vec<[[u64; 8]; W]> {
+        let filters = b.as_chunks::<W>().0;
+        filters
+            .chunks(8)
+            .map(|fs| {
+                let mut g = [[0u64; 8]; W];
+                for (l, x) in fs.iter().enumerate() {
+                    for (w, &word) in x.iter().enumerate() {
+                        g[w][l] = word;
+                    }
+                }
+                g
+            })
+            .collect()
+    }
+
+    /// The fused Dice loop over transposed candidates (see [`to_groups`]): `groups[k]` holds
+    /// candidates `first + 8k ..`, `pbs[k]` their popcounts (0 for padding). Calls `f(j,
+    /// dice)` for each candidate `j` in `range` with `dice >= threshold`, in increasing `j`.
+    /// One query word broadcast against one word of eight candidates per step: the counts
+    /// land in the eight lanes with no horizontal sums. Same contract on value ranges as
+    /// [`dice_run`].
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dice_groups<const W: usize>(
+        q: &[u64; W],
+        pa: u32,
+        groups: &[[[u64; 8]; W]],
+        pbs: &[[u32; 8]],
+        first: usize,
+        range: (usize, usize),
+        threshold: f32,
+        f: &mut impl FnMut(usize, f32),
+    ) {
+        let pa_v = _mm256_set1_epi32(pa as i32);
+        let t_v = _mm256_set1_ps(threshold);
+        let mut dv = [0f32; 8];
+        for (k, (g, pb)) in groups.iter().zip(pbs).enumerate() {
+            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for (pair, qw) in g.as_chunks::<2>().0.iter().zip(q.as_chunks::<2>().0) {
+                let x0 = _mm512_and_si512(load8(&pair[0]), _mm512_set1_epi64(qw[0] as i64));
+                let x1 = _mm512_and_si512(load8(&pair[1]), _mm512_set1_epi64(qw[1] as i64));
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x0));
+                a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(x1));
+            }
+            if W % 2 == 1 {
+                let x = _mm512_and_si512(load8(&g[W - 1]), _mm512_set1_epi64(q[W - 1] as i64));
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x));
+            }
+            let c = _mm512_cvtepi64_epi32(_mm512_add_epi64(a0, a1));
+            // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
+            // requirement.
+            let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
+            let sum = _mm256_add_epi32(pa_v, pb);
+            let d = _mm256_div_ps(
+                _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
+                _mm256_cvtepi32_ps(sum),
+            );
+            // Both filters empty: 0/0 becomes +0.0, as in `dice`.
+            let d = _mm256_andnot_ps(
+                _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
+                d,
+            );
+            let base = first + 8 * k;
+            // Lanes inside `range`.
+            let lo = range.0.saturating_sub(base).min(8);
+            let hi = range.1.saturating_sub(base).min(8);
+            let in_range = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+            let mut hits =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32 & in_range;
+            if hits != 0 {
+                // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
+                // alignment requirement.
+                unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
+                while hits != 0 {
+                    let l = hits.trailing_zeros() as usize;
+                    f(base + l, dv[l]);
+                    hits &= hits - 1;
+                }
+            }
+        }
+    }
+
+    /// The fused Dice loop of `all_pairs_above` for a query of exactly `8 * C` words with
+    /// popcount `pa`, against the `pbs.len()` filters of `stride` words in `block` (popcounts
+    /// `pbs`): calls `f(k, dice)` for each candidate `k` with `dice >= threshold`, in
+    /// increasing `k`. Eight candidates per step, counts and Dice values kept in registers.
+    /// The caller promises that `pa`, every `pbs[k]` and every count are below 2^23 (so the
+    /// `f32` formula of `dice_batch_f32` is exact; out-of-range inputs give wrong values,
+    /// never undefined behaviour).
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dice_run<const C: usize, const W: usize>(
+        q: &[u64],
+        pa: u32,
+        block: &[u64],
+        pbs: &[u32],
+        threshold: f32,
+        f: &mut impl FnMut(usize, f32),
+    ) {
+        const { assert!(C >= 1 && W == 8 * C && W <= PACK_MAX_WORDS) };
+        debug_assert_eq!(block.len(), pbs.len() * W);
+        let qv = query::<C>(q);
+        let n8 = pbs.len() / 8 * 8;
+        let (pbs8, pbs_rest) = pbs.split_at(n8);
+        let (filters, _) = block.as_chunks::<W>();
+        let (block8, block_rest) = filters.split_at(n8.min(filters.len()));
+        let pa_v = _mm256_set1_epi32(pa as i32);
+        let t_v = _mm256_set1_ps(threshold);
+        let mut dv = [0f32; 8];
+        for (k0, (g, pb)) in block8
+            .as_chunks::<8>()
+            .0
+            .iter()
+            .zip(pbs8.as_chunks::<8>().0)
+            .enumerate()
+        {
+            let c = _mm512_cvtepi64_epi32(counts8_exact(&qv, g));
+            // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
+            // requirement.
+            let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
+            let sum = _mm256_add_epi32(pa_v, pb);
+            let d = _mm256_div_ps(
+                _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
+                _mm256_cvtepi32_ps(sum),
+            );
+            // Both filters empty: 0/0 becomes +0.0, as in `dice`.
+            let d = _mm256_andnot_ps(
+                _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
+                d,
+            );
+            let mut hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32;
+            if hits != 0 {
+                // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
+                // alignment requirement.
+                unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
+                while hits != 0 {
+                    let k = hits.trailing_zeros() as usize;
+                    f(8 * k0 + k, dv[k]);
+                    hits &= hits - 1;
+                }
+            }
+        }
+        for (k, (x, &pb)) in block_rest.iter().zip(pbs_rest).enumerate() {
+            let d = super::dice(hsum(fixed_lanes(&qv, head::<C>(x))), pa, pb);
+            if d >= threshold {
+                f(n8 + k, d);
+            }
         }
     }
 }
@@ -1552,12 +1970,15 @@ mod tests {
         }
     }
 
-    /// The bit-sliced path (many queries), several tiles, pruning densities.
+    /// The many-query paths (bit-sliced, or grouped on AVX-512), several tiles, pruning
+    /// densities.
     #[test]
     fn all_pairs_above_sliced_path() {
         let mut rng = Rng(19);
         for (words, n_a, n_b) in [
             (16, SLICED_MIN_QUERIES, TILE + 45),
+            (8, SLICED_MIN_QUERIES + 1, TILE + 3),
+            (32, SLICED_MIN_QUERIES + 2, 2 * TILE + 7),
             (5, SLICED_MIN_QUERIES + 3, 2 * TILE + 1),
             (1, 70, 20),
         ] {
@@ -1719,6 +2140,24 @@ mod tests {
                     && std::is_x86_feature_detected!("avx512vpopcntdq")
             );
         }
+    }
+
+    /// On a CPU with AVX-512 the detected kernel is `avx512` and `all_pairs_above` takes its
+    /// fused loop for 1024-bit filters (so the equality tests above exercise it here).
+    #[test]
+    fn avx512_fused_path_selected_when_available() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vpopcntdq")
+            && std::is_x86_feature_detected!("avx2")
+        {
+            assert_eq!(Kernel::detect(), Kernel::Avx512);
+        }
+        let fused = Kernel::Avx512.is_available();
+        assert_eq!(has_fused(Kernel::detect(), 16, true), fused);
+        assert!(!has_fused(Kernel::detect(), 16, false));
+        assert!(!has_fused(Kernel::detect(), 5, true));
+        assert!(!has_fused(Kernel::Portable, 16, true));
     }
 
     #[test]
