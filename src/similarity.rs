@@ -1657,7 +1657,6 @@ mod avx512 {
     ) {
         let pa_v = _mm256_set1_epi32(pa as i32);
         let t_v = _mm256_set1_ps(threshold);
-        let mut dv = [0f32; 8];
         for (k, (g, pb)) in groups.iter().zip(pbs).enumerate() {
             let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             for (pair, qw) in g.as_chunks::<2>().0.iter().zip(q.as_chunks::<2>().0) {
@@ -1671,35 +1670,52 @@ mod avx512 {
                 a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(x));
             }
             let c = _mm512_cvtepi64_epi32(_mm512_add_epi64(a0, a1));
-            // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
-            // requirement.
-            let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
-            let sum = _mm256_add_epi32(pa_v, pb);
-            let d = _mm256_div_ps(
-                _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
-                _mm256_cvtepi32_ps(sum),
-            );
-            // Both filters empty: 0/0 becomes +0.0, as in `dice`.
-            let d = _mm256_andnot_ps(
-                _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
-                d,
-            );
             let base = first + 8 * k;
             // Lanes inside `range`.
             let lo = range.0.saturating_sub(base).min(8);
             let hi = range.1.saturating_sub(base).min(8);
             let in_range = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
-            let mut hits =
-                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32 & in_range;
-            if hits != 0 {
-                // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
-                // alignment requirement.
-                unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
-                while hits != 0 {
-                    let l = hits.trailing_zeros() as usize;
-                    f(base + l, dv[l]);
-                    hits &= hits - 1;
-                }
+            emit_above(c, pb, pa_v, t_v, base, in_range, f);
+        }
+    }
+
+    /// The Dice values of eight candidates from their AND counts `c` and popcounts `pb` (the
+    /// query's popcount in every lane of `pa_v`); calls `f(base + lane, dice)`, in lane order,
+    /// for each lane in the mask `lanes` whose Dice is at least the threshold in `t_v`.
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2")]
+    #[inline]
+    fn emit_above(
+        c: __m256i,
+        pb: &[u32; 8],
+        pa_v: __m256i,
+        t_v: __m256,
+        base: usize,
+        lanes: u32,
+        f: &mut impl FnMut(usize, f32),
+    ) {
+        // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
+        // requirement.
+        let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
+        let sum = _mm256_add_epi32(pa_v, pb);
+        let d = _mm256_div_ps(
+            _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
+            _mm256_cvtepi32_ps(sum),
+        );
+        // Both filters empty: 0/0 becomes +0.0, as in `dice`.
+        let d = _mm256_andnot_ps(
+            _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
+            d,
+        );
+        let mut hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32 & lanes;
+        if hits != 0 {
+            let mut dv = [0f32; 8];
+            // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
+            // alignment requirement.
+            unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
+            while hits != 0 {
+                let l = hits.trailing_zeros() as usize;
+                f(base + l, dv[l]);
+                hits &= hits - 1;
             }
         }
     }
@@ -1730,7 +1746,6 @@ mod avx512 {
         let (block8, block_rest) = filters.split_at(n8.min(filters.len()));
         let pa_v = _mm256_set1_epi32(pa as i32);
         let t_v = _mm256_set1_ps(threshold);
-        let mut dv = [0f32; 8];
         for (k0, (g, pb)) in block8
             .as_chunks::<8>()
             .0
@@ -1739,30 +1754,7 @@ mod avx512 {
             .enumerate()
         {
             let c = _mm512_cvtepi64_epi32(counts8_exact(&qv, g));
-            // SAFETY: `pb` is a reference to 32 readable bytes; `loadu` has no alignment
-            // requirement.
-            let pb = unsafe { _mm256_loadu_si256(pb.as_ptr().cast()) };
-            let sum = _mm256_add_epi32(pa_v, pb);
-            let d = _mm256_div_ps(
-                _mm256_cvtepi32_ps(_mm256_slli_epi32::<1>(c)),
-                _mm256_cvtepi32_ps(sum),
-            );
-            // Both filters empty: 0/0 becomes +0.0, as in `dice`.
-            let d = _mm256_andnot_ps(
-                _mm256_castsi256_ps(_mm256_cmpeq_epi32(sum, _mm256_setzero_si256())),
-                d,
-            );
-            let mut hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(d, t_v)) as u32;
-            if hits != 0 {
-                // SAFETY: `dv` is a unique reference to 32 writable bytes; `storeu` has no
-                // alignment requirement.
-                unsafe { _mm256_storeu_ps(dv.as_mut_ptr(), d) };
-                while hits != 0 {
-                    let k = hits.trailing_zeros() as usize;
-                    f(8 * k0 + k, dv[k]);
-                    hits &= hits - 1;
-                }
-            }
+            emit_above(c, pb, pa_v, t_v, 8 * k0, 0xff, f);
         }
         for (k, (x, &pb)) in block_rest.iter().zip(pbs_rest).enumerate() {
             let d = super::dice(hsum(fixed_lanes(&qv, head::<C>(x))), pa, pb);
