@@ -370,3 +370,59 @@ fn encode_summary_names_the_hardening() {
         assert_eq!(json["hardening"], expect, "{name}");
     }
 }
+
+#[test]
+fn cached_hardened_segments_equal_hardening_each_record() {
+    use bloomlink::harden::{Hardener, Scratch};
+    use bloomlink::key::{Expiry, LinkageKey};
+    use bloomlink::schema::Schema;
+    // The encoder keeps each value's hardened segment and transforms per row only segments fed
+    // by two values. Reference: encode without the filter transforms (salting kept, it changes
+    // the hashed tokens), then harden every record's whole filter.
+    let dir = tempfile::tempdir().unwrap();
+    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
+    let map = bloomlink::colmap::ColumnMap::load(&testdata("health.toml")).unwrap();
+    let data = std::fs::read(testdata("health.csv")).unwrap();
+    let encode = |schema: &Schema| {
+        let opts = bloomlink::encode::EncodeOptions {
+            today: bloomlink::date::Date::new(2026, 11, 1).unwrap(),
+            threads: 2,
+            ..Default::default()
+        };
+        bloomlink::encode::encode_reader(
+            &data[..],
+            Path::new("health.csv"),
+            data.len() as u64,
+            &key,
+            schema,
+            &map,
+            &opts,
+        )
+        .unwrap()
+        .records
+    };
+    for name in EXAMPLES.iter().filter(|&&n| n != "none" && n != "salt-yob") {
+        let text = std::fs::read_to_string(example(name)).unwrap();
+        let hard = Schema::from_toml(&text, name).unwrap();
+        let mut plain: toml::Table = toml::from_str(&text).unwrap();
+        let h = plain["hardening"].as_table_mut().unwrap();
+        h.retain(|k, _| k == "salt");
+        let plain = Schema::from_toml(&toml::to_string(&plain).unwrap(), "plain.toml").unwrap();
+        let (raw, stored) = (encode(&plain), encode(&hard));
+        assert_eq!(raw.ids, stored.ids, "{name}");
+        assert!(stored.len() > 1000, "{name}");
+        let hardener = Hardener::new(&key, &hard);
+        let mut scratch = Scratch::default();
+        let mut out = vec![0u64; stored.words];
+        for i in 0..stored.len() {
+            hardener.apply(
+                raw.filter(i),
+                &mut out,
+                &map.agency,
+                &stored.ids[i],
+                &mut scratch,
+            );
+            assert_eq!(out, stored.filter(i), "{name}: record {i}");
+        }
+    }
+}
