@@ -411,23 +411,14 @@ pub fn all_pairs_above(
             f32_ok,
             tile_range: &tile_range,
         };
-        // The fused AVX-512 loop over transposed candidates beats the bit-sliced path.
-        match (has_fused(kernel, words, f32_ok), words) {
-            (true, 8) => return all_pairs_grouped::<8, _>(&cx, a, pop_a, b, pop_b, &mut f),
-            (true, 16) => return all_pairs_grouped::<16, _>(&cx, a, pop_a, b, pop_b, &mut f),
-            (true, 32) => return all_pairs_grouped::<32, _>(&cx, a, pop_a, b, pop_b, &mut f),
-            _ => {}
-        }
-    }
-    if n_a >= SLICED_MIN_QUERIES && !has_fused(kernel, words, f32_ok) {
-        let cx = Pairs {
-            kernel,
-            words,
-            threshold,
-            f32_ok,
-            tile_range: &tile_range,
+        // The fused AVX-512 loop over transposed candidates beats the bit-sliced path
+        // (`has_fused` holds only for 8, 16 and 32 words).
+        return match (has_fused(kernel, words, f32_ok), words) {
+            (true, 8) => all_pairs_grouped::<8, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 16) => all_pairs_grouped::<16, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            (true, 32) => all_pairs_grouped::<32, _>(&cx, a, pop_a, b, pop_b, &mut f),
+            _ => all_pairs_sliced(&cx, a, pop_a, b, pop_b, &mut f),
         };
-        return all_pairs_sliced(&cx, a, pop_a, b, pop_b, &mut f);
     }
     let mut counts = [0u32; TILE];
     let mut dices = [0f32; TILE];
