@@ -218,28 +218,40 @@ fn encode_warns_about_weak_schemas() {
     ));
 }
 
+/// Encodes the CSV `data` through the library with `threads` workers (dates of birth judged
+/// against a fixed day, so results do not depend on when the test runs).
+fn encode_with(
+    key: &bloomlink::key::LinkageKey,
+    schema: &bloomlink::schema::Schema,
+    map: &bloomlink::colmap::ColumnMap,
+    data: &[u8],
+    threads: usize,
+) -> bloomlink::encode::Encoded {
+    let opts = bloomlink::encode::EncodeOptions {
+        today: bloomlink::date::Date::new(2026, 11, 1).unwrap(),
+        threads,
+        ..Default::default()
+    };
+    bloomlink::encode::encode_reader(
+        data,
+        Path::new("input.csv"),
+        data.len() as u64,
+        key,
+        schema,
+        map,
+        &opts,
+    )
+    .unwrap()
+}
+
 /// Encodes `rows` (after the health header) with `schema` through the library.
 fn encode_lib(schema: &bloomlink::schema::Schema, rows: &str) -> bloomlink::encode::Encoded {
     use bloomlink::key::{Expiry, LinkageKey};
     let dir = tempfile::tempdir().unwrap();
     let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
     let map = bloomlink::colmap::ColumnMap::from_toml(HEALTH_MAP, Path::new("map.toml")).unwrap();
-    let opts = bloomlink::encode::EncodeOptions {
-        today: bloomlink::date::Date::new(2026, 1, 1).unwrap(),
-        threads: 1,
-        ..Default::default()
-    };
     let csv = format!("{HEALTH_HEADER}{rows}");
-    bloomlink::encode::encode_reader(
-        csv.as_bytes(),
-        Path::new("rows.csv"),
-        0,
-        &key,
-        schema,
-        &map,
-        &opts,
-    )
-    .unwrap()
+    encode_with(&key, schema, &map, csv.as_bytes(), 1)
 }
 
 fn dice(a: &[u64], b: &[u64]) -> f64 {
@@ -318,24 +330,7 @@ fn hardened_encodings_are_identical_for_any_thread_count() {
     let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
     for name in ["salt-yob+blip", "balance+salt-yob"] {
         let schema = bloomlink::schema::Schema::load(&example(name)).unwrap();
-        let encode = |threads| {
-            let opts = bloomlink::encode::EncodeOptions {
-                today: bloomlink::date::Date::new(2026, 11, 1).unwrap(),
-                threads,
-                ..Default::default()
-            };
-            bloomlink::encode::encode_reader(
-                &data[..],
-                Path::new("big.csv"),
-                data.len() as u64,
-                &key,
-                &schema,
-                &map,
-                &opts,
-            )
-            .unwrap()
-            .records
-        };
+        let encode = |threads| encode_with(&key, &schema, &map, &data, threads).records;
         let one = encode(1);
         assert_eq!(one.len(), rows.len() * 20, "{name}");
         assert!(one == encode(3), "{name}: bits depend on the thread count");
@@ -383,24 +378,7 @@ fn cached_hardened_segments_equal_hardening_each_record() {
     let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
     let map = bloomlink::colmap::ColumnMap::load(&testdata("health.toml")).unwrap();
     let data = std::fs::read(testdata("health.csv")).unwrap();
-    let encode = |schema: &Schema| {
-        let opts = bloomlink::encode::EncodeOptions {
-            today: bloomlink::date::Date::new(2026, 11, 1).unwrap(),
-            threads: 2,
-            ..Default::default()
-        };
-        bloomlink::encode::encode_reader(
-            &data[..],
-            Path::new("health.csv"),
-            data.len() as u64,
-            &key,
-            schema,
-            &map,
-            &opts,
-        )
-        .unwrap()
-        .records
-    };
+    let encode = |schema: &Schema| encode_with(&key, schema, &map, &data, 2).records;
     for name in EXAMPLES.iter().filter(|&&n| n != "none" && n != "salt-yob") {
         let text = std::fs::read_to_string(example(name)).unwrap();
         let hard = Schema::from_toml(&text, name).unwrap();

@@ -95,12 +95,18 @@ pub struct Sink<'a> {
     text: &'a mut Vec<u8>,
 }
 
+/// Appends a token-part text (at most 254 bytes of it) to `arena`; returns its span.
+fn push_part(arena: &mut Vec<u8>, text: &[u8]) -> (u32, u8) {
+    let t = &text[..text.len().min(254)];
+    let span = (arena.len() as u32, t.len() as u8);
+    arena.extend_from_slice(t);
+    span
+}
+
 impl Sink<'_> {
     /// Records the text of token-part transform `index` (at most 254 bytes are kept).
     pub fn set_part(&mut self, index: usize, text: &[u8]) {
-        let t = &text[..text.len().min(254)];
-        self.parts[index] = (self.text.len() as u32, t.len() as u8);
-        self.text.extend_from_slice(t);
+        self.parts[index] = push_part(self.text, text);
     }
 }
 
@@ -437,9 +443,7 @@ pub struct NormSink<'a> {
 impl NormSink<'_> {
     /// Records the text of token-part transform `index` (at most 254 bytes are kept).
     pub fn set_part(&mut self, index: usize, text: &[u8]) {
-        let t = &text[..text.len().min(254)];
-        self.parts[index] = (self.text.len() as u32, t.len() as u8);
-        self.text.extend_from_slice(t);
+        self.parts[index] = push_part(self.text, text);
     }
 
     /// Appends a filter token's id (`None`: it has none, so the value is not cached).
