@@ -136,6 +136,53 @@ impl RecordParser {
     }
 }
 
+/// Records parsed ahead of encoding, so that a batch of rows can have its cache lookups in
+/// flight together: each record's fields, and the line it starts on.
+#[derive(Default)]
+pub struct RecordBatch {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// Per record: where its bytes and its field ends start, and its line.
+    records: Vec<(usize, usize, u64)>,
+}
+
+impl RecordBatch {
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.ends.clear();
+        self.records.clear();
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Appends a copy of `rec`, which starts on `line`.
+    pub fn push(&mut self, rec: &Rec<'_>, line: u64) {
+        self.records.push((self.out.len(), self.ends.len(), line));
+        self.out.extend_from_slice(rec.out);
+        self.ends.extend_from_slice(rec.ends);
+    }
+
+    /// Record `i` and its line.
+    pub fn get(&self, i: usize) -> (Rec<'_>, u64) {
+        let (out, ends, line) = self.records[i];
+        let (out_end, ends_end) = self
+            .records
+            .get(i + 1)
+            .map_or((self.out.len(), self.ends.len()), |&(o, e, _)| (o, e));
+        (
+            Rec {
+                out: &self.out[out..out_end],
+                ends: &self.ends[ends..ends_end],
+            },
+            line,
+        )
+    }
+}
+
 /// A block of whole records.
 pub struct Block {
     /// Block buffer; the records are `data[..len]`.
@@ -364,19 +411,24 @@ mod tests {
         }
         let mut p = RecordParser::new(delimiter);
         let mut buf = vec![0u8; block];
+        // Records go through a batch, as the encoder's workers read them.
+        let mut batch = RecordBatch::default();
         while let Some(b) = r.next_block(std::mem::take(&mut buf)).unwrap() {
             p.start(delimiter, b.first_line);
             let mut at = 0;
-            let mut rows = 0;
+            batch.clear();
             loop {
                 let line = p.line();
                 let (n, rec) = p.next(&b.data[at..b.len], b.last);
                 at += n;
                 let Some(rec) = rec else { break };
-                rows += 1;
+                batch.push(&rec, line);
+            }
+            assert_eq!(batch.len(), b.rows);
+            for i in 0..batch.len() {
+                let (rec, line) = batch.get(i);
                 out.push((line, (0..rec.len()).map(|i| rec.get(i).to_vec()).collect()));
             }
-            assert_eq!(rows, b.rows);
             buf = b.data;
         }
         out

@@ -66,7 +66,10 @@ pub enum Status {
 }
 
 #[derive(Clone, Copy)]
+#[repr(align(32))]
 struct Entry {
+    /// The cache key (`InlineKey` as words), compared on lookup.
+    key: [u64; 4],
     status: Status,
     /// Whether the value sets any filter bits.
     has_bits: bool,
@@ -78,6 +81,7 @@ struct Entry {
 const NO_ID: u32 = u32::MAX;
 
 const EMPTY_ENTRY: Entry = Entry {
+    key: [0; 4],
     status: Status::Missing,
     has_bits: false,
     parts: [(0, NO_PART); PARTS],
@@ -116,22 +120,60 @@ pub struct Slot(u32);
 
 const SCRATCH: Slot = Slot(u32::MAX);
 
-/// One field's cache.
+/// One field's cache: an open-addressing table of entry numbers, the entries (each with its key
+/// inline), and the entries' segment words in one arena. A lookup can be split in steps
+/// ([`FieldCache::probe`], [`FieldCache::prefetch_entry`], [`FieldCache::get_probed`]) so that a
+/// batch of rows has all its table slots and entries in flight at once: the encoder is bound
+/// by memory latency, and a lookup done alone waits for two or three cache misses in a row.
 pub struct FieldCache {
     words_per: usize,
     stored_per: usize,
-    map: Map<InlineKey, u32>,
+    /// 0 = empty, else the hash's top 32 bits above (entry number + 1). Linear probing, kept at
+    /// most half full.
+    table: Vec<u64>,
     entries: Vec<Entry>,
-    words: Vec<u64>,
-    stored: Vec<u64>,
+    /// Per entry: its `words_per` segment words, then `stored_per` stored words.
+    arena: Vec<u64>,
     text: Vec<u8>,
     scratch_entry: Entry,
-    scratch_words: Vec<u64>,
-    scratch_stored: Vec<u64>,
+    scratch_arena: Vec<u64>,
     scratch_text: Vec<u8>,
     enabled: bool,
     /// Which token parts are interned (the ones some keyed token or the salt uses).
     interned: [bool; PARTS],
+}
+
+/// A value's cache key and its hash, made before the lookup so the table slot can be loaded
+/// ahead of it.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    key: [u64; 4],
+    hash: u64,
+}
+
+/// Table slots a field cache starts with.
+const MIN_TABLE: usize = 1 << 12;
+
+/// The key of `raw` (at most [`INLINE`] bytes) as four words: its length, then its bytes,
+/// zero-padded. Equal words mean equal values.
+fn key_words(raw: &[u8]) -> [u64; 4] {
+    let mut b = [0u8; 32];
+    b[0] = raw.len() as u8;
+    b[1..=raw.len()].copy_from_slice(raw);
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    [w(0), w(1), w(2), w(3)]
+}
+
+/// A fast hash of a key (folded multiplies). Not keyed: the table only ever holds values of the
+/// agency's own export, and a poor spread only slows it.
+fn key_hash(k: &[u64; 4]) -> u64 {
+    fn fold(a: u64, b: u64) -> u64 {
+        let p = u128::from(a) * u128::from(b);
+        p as u64 ^ (p >> 64) as u64
+    }
+    let h = fold(k[0] ^ 0x243f_6a88_85a3_08d3, k[1] ^ 0x1319_8a2e_0370_7344)
+        ^ fold(k[2] ^ 0xa409_3822_299f_31d0, k[3] ^ 0x082e_fa98_ec4e_6c89);
+    fold(h, 0x9e37_79b9_7f4a_7c15)
 }
 
 impl FieldCache {
@@ -142,14 +184,12 @@ impl FieldCache {
         FieldCache {
             words_per,
             stored_per,
-            map: Map::default(),
+            table: vec![0; MIN_TABLE],
             entries: Vec::new(),
-            words: Vec::new(),
-            stored: Vec::new(),
+            arena: Vec::new(),
             text: Vec::new(),
             scratch_entry: EMPTY_ENTRY,
-            scratch_words: vec![0; words_per],
-            scratch_stored: vec![0; stored_per],
+            scratch_arena: vec![0; words_per + stored_per],
             scratch_text: Vec::new(),
             enabled,
             interned: [true; PARTS],
@@ -162,6 +202,78 @@ impl FieldCache {
         self
     }
 
+    /// Empties the cache if `n` more values might not fit under its size bound. Slots handed
+    /// out before stay valid until the next call that empties it, so callers working in
+    /// batches call this once per batch.
+    pub fn make_room(&mut self, n: usize) {
+        if self.entries.len() + n > MAX_ENTRIES {
+            self.table.iter_mut().for_each(|s| *s = 0);
+            self.entries.clear();
+            self.arena.clear();
+            self.text.clear();
+        }
+    }
+
+    /// The probe for `raw`, or `None` when the value is computed without caching (the cache is
+    /// off, or the value is too long to keep inline). Starts loading the table slot.
+    pub fn probe(&self, raw: &[u8]) -> Option<Probe> {
+        if !self.enabled || raw.len() > INLINE {
+            return None;
+        }
+        let key = key_words(raw);
+        let hash = key_hash(&key);
+        prefetch(&self.table[hash as usize & (self.table.len() - 1)]);
+        Some(Probe { key, hash })
+    }
+
+    /// Starts loading the entry that `p` most likely finds (once its table slot has arrived).
+    pub fn prefetch_entry(&self, p: &Probe) {
+        let s = self.table[p.hash as usize & (self.table.len() - 1)];
+        if s != 0 && s >> 32 == p.hash >> 32 {
+            self.prefetch_slot(Slot((s as u32).wrapping_sub(1)));
+        }
+    }
+
+    /// Starts loading a looked-up value's entry and words.
+    pub fn prefetch_slot(&self, s: Slot) {
+        let i = s.0 as usize;
+        if let Some(e) = self.entries.get(i) {
+            prefetch(e);
+            let per = self.words_per + self.stored_per;
+            if per > 0 {
+                prefetch(&self.arena[i * per]);
+                prefetch(&self.arena[i * per + per - 1]);
+            }
+        }
+    }
+
+    fn find(&self, p: &Probe) -> Option<u32> {
+        let mask = self.table.len() - 1;
+        let mut i = p.hash as usize & mask;
+        loop {
+            let s = self.table[i];
+            if s == 0 {
+                return None;
+            }
+            if s >> 32 == p.hash >> 32 {
+                let e = (s as u32).wrapping_sub(1);
+                if self.entries[e as usize].key == p.key {
+                    return Some(e);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn place(table: &mut [u64], hash: u64, e: u32) {
+        let mask = table.len() - 1;
+        let mut i = hash as usize & mask;
+        while table[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        table[i] = (hash >> 32) << 32 | u64::from(e + 1);
+    }
+
     /// Looks `raw` up, computing (and caching) it on a miss. A cached value's token parts are
     /// interned in `parts`, so token caches can be keyed by their ids.
     pub fn get(
@@ -170,36 +282,43 @@ impl FieldCache {
         parts: &mut Interner,
         compute: impl FnOnce(&mut Sink<'_>) -> Status,
     ) -> Slot {
-        let key = if self.enabled {
-            InlineKey::new(raw)
-        } else {
-            None
-        };
-        let Some(key) = key else {
-            return self.compute_scratch(compute);
-        };
-        if let Some(&i) = self.map.get(&key) {
-            return Slot(i);
+        match self.probe(raw) {
+            Some(p) => self.get_probed(&p, parts, compute),
+            None => self.compute_scratch(compute),
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            self.map.clear();
-            self.entries.clear();
-            self.words.clear();
-            self.stored.clear();
-            self.text.clear();
+    }
+
+    /// [`FieldCache::get`] for a value already probed.
+    pub fn get_probed(
+        &mut self,
+        p: &Probe,
+        parts: &mut Interner,
+        compute: impl FnOnce(&mut Sink<'_>) -> Status,
+    ) -> Slot {
+        if let Some(e) = self.find(p) {
+            return Slot(e);
         }
         let i = self.entries.len();
-        self.words.resize((i + 1) * self.words_per, 0);
-        self.stored.resize((i + 1) * self.stored_per, 0);
+        if (i + 1) * 2 > self.table.len() {
+            let mut table = vec![0; self.table.len() * 2];
+            for (e, entry) in self.entries.iter().enumerate() {
+                Self::place(&mut table, key_hash(&entry.key), e as u32);
+            }
+            self.table = table;
+        }
+        let per = self.words_per + self.stored_per;
+        self.arena.resize((i + 1) * per, 0);
         let mut entry = EMPTY_ENTRY;
+        entry.key = p.key;
+        let (words, stored) = self.arena[i * per..].split_at_mut(self.words_per);
         let mut sink = Sink {
-            words: &mut self.words[i * self.words_per..],
-            stored: &mut self.stored[i * self.stored_per..],
+            words,
+            stored,
             parts: &mut entry.parts,
             text: &mut self.text,
         };
         entry.status = compute(&mut sink);
-        entry.has_bits = sink.words.iter().take(self.words_per).any(|&w| w != 0);
+        entry.has_bits = sink.words.iter().any(|&w| w != 0);
         for ((id, &(off, len)), _) in entry
             .ids
             .iter_mut()
@@ -213,18 +332,18 @@ impl FieldCache {
             }
         }
         self.entries.push(entry);
-        self.map.insert(key, i as u32);
+        Self::place(&mut self.table, p.hash, i as u32);
         Slot(i as u32)
     }
 
     fn compute_scratch(&mut self, compute: impl FnOnce(&mut Sink<'_>) -> Status) -> Slot {
-        self.scratch_words.iter_mut().for_each(|w| *w = 0);
-        self.scratch_stored.iter_mut().for_each(|w| *w = 0);
+        self.scratch_arena.iter_mut().for_each(|w| *w = 0);
         self.scratch_text.clear();
         let mut entry = EMPTY_ENTRY;
+        let (words, stored) = self.scratch_arena.split_at_mut(self.words_per);
         let mut sink = Sink {
-            words: &mut self.scratch_words,
-            stored: &mut self.scratch_stored,
+            words,
+            stored,
             parts: &mut entry.parts,
             text: &mut self.scratch_text,
         };
@@ -247,25 +366,25 @@ impl FieldCache {
         self.entry(s).status
     }
 
+    fn span(&self, s: Slot) -> &[u64] {
+        let per = self.words_per + self.stored_per;
+        if s == SCRATCH {
+            &self.scratch_arena
+        } else {
+            let i = s.0 as usize * per;
+            &self.arena[i..i + per]
+        }
+    }
+
     /// The value's contribution to its segment.
     pub fn words(&self, s: Slot) -> &[u64] {
-        if s == SCRATCH {
-            &self.scratch_words
-        } else {
-            let i = s.0 as usize * self.words_per;
-            &self.words[i..i + self.words_per]
-        }
+        &self.span(s)[..self.words_per]
     }
 
     /// The segment's stored form when this value is its only contribution (empty when the
     /// cache keeps none).
     pub fn stored(&self, s: Slot) -> &[u64] {
-        if s == SCRATCH {
-            &self.scratch_stored
-        } else {
-            let i = s.0 as usize * self.stored_per;
-            &self.stored[i..i + self.stored_per]
-        }
+        &self.span(s)[self.words_per..]
     }
 
     /// Whether the value sets any filter bits.
@@ -296,6 +415,21 @@ impl FieldCache {
         };
         Some(&text[off as usize..off as usize + len as usize])
     }
+}
+
+/// Asks the CPU to start loading the cache line holding `r`.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it has no architectural effect and cannot fault, and
+    // SSE, which it needs, is part of the x86-64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 /// A cache of keyed exact tokens, by message (`InlineKey`) or by the ids of its parts (`u64`).
@@ -597,6 +731,48 @@ mod tests {
         assert_eq!(c.part_id(s, 1), None, "scratch values are not interned");
         assert_eq!(c.part(s, 1), Some(&b"2015"[..]));
         assert_eq!(c.status(s), Status::Present);
+    }
+
+    #[test]
+    fn field_cache_table_grows_and_keeps_every_value() {
+        let mut c = FieldCache::new(1, 1, true);
+        let mut parts = Interner::default();
+        let value = |i: u32| format!("V{i}").into_bytes();
+        let mut slots = Vec::new();
+        // Enough values for several table doublings from `MIN_TABLE`.
+        for i in 0..(MIN_TABLE as u32 * 5) {
+            let s = c.get(&value(i), &mut parts, |s| {
+                s.words[0] = u64::from(i);
+                s.stored[0] = u64::from(i) << 32;
+                Status::Present
+            });
+            slots.push(s);
+        }
+        assert!(c.table.len() > MIN_TABLE * 8);
+        for (i, &s) in slots.iter().enumerate() {
+            let probe = c.probe(&value(i as u32)).expect("short values are cached");
+            c.prefetch_entry(&probe);
+            let again = c.get_probed(&probe, &mut parts, |_| unreachable!("cached"));
+            assert_eq!(again, s);
+            assert_eq!(c.words(s), &[i as u64]);
+            assert_eq!(c.stored(s), &[(i as u64) << 32]);
+        }
+        // Length is part of the key: a value and the same value with a trailing NUL differ.
+        let a = c.get(b"A", &mut parts, |_| Status::Missing);
+        let b = c.get(b"A\0", &mut parts, |_| Status::Present);
+        assert_ne!(a, b);
+        assert_eq!(c.status(a), Status::Missing);
+        // Room for a batch is only made by emptying the cache once it is near its bound.
+        c.make_room(64);
+        assert_eq!(c.get(b"A", &mut parts, |_| unreachable!("kept")), a);
+        c.make_room(MAX_ENTRIES);
+        assert!(c.entries.is_empty());
+        let mut recomputed = false;
+        c.get(b"A", &mut parts, |_| {
+            recomputed = true;
+            Status::Missing
+        });
+        assert!(recomputed);
     }
 
     #[test]

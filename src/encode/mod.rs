@@ -11,9 +11,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
-use blocks::{Block, BlockReader, Rec, RecordParser};
+use blocks::{Block, BlockReader, Rec, RecordBatch, RecordParser};
 use cache::{
-    FieldCache, InlineKey, Interner, NormCache, NormSink, PositionCache, Sink, Slot, Status,
+    FieldCache, InlineKey, Interner, NormCache, NormSink, PositionCache, Probe, Sink, Slot, Status,
     TokenCache,
 };
 
@@ -240,14 +240,17 @@ struct Worker<'p, 'a> {
     plan: &'p Plan<'a>,
     fields: Vec<FieldCache>,
     /// Token-part texts of cached values → ids.
-    parts: Interner,
+    /// Per field: its token-part texts → ids (each field has its own id space, so a small
+    /// field's interner stays small and hot next to a large one).
+    parts: Vec<Interner>,
     /// Per token kind: by the ids of its parts, and by message (values without ids).
     tokens_by_id: Vec<TokenCache<u64>>,
     tokens: Vec<TokenCache<InlineKey>>,
     norms: Vec<NormCache>,
-    interner: Interner,
+    /// Per field: filter token texts → ids, and token bit positions.
+    interner: Vec<Interner>,
     salts: Interner,
-    positions: PositionCache,
+    positions: Vec<PositionCache>,
     slots: Vec<Option<Slot>>,
     scratch_tokens: Vec<Vec<u8>>,
     scratch_positions: Vec<u32>,
@@ -260,6 +263,29 @@ struct Worker<'p, 'a> {
     /// The filter as hashed, before hardening transforms it into the stored layout.
     raw_filter: Vec<u64>,
     harden_scratch: harden::Scratch,
+    /// The batch being encoded, and what [`Worker::prepare`] found for it: per row and source,
+    /// the value's slot (`None`: looked up in the row pass), with the probes and each row's
+    /// salt on the way.
+    batch: RecordBatch,
+    pre: Vec<Option<Slot>>,
+    probes: Vec<Option<Probe>>,
+    row_salts: Vec<RowSalt>,
+    salt_text: Vec<u8>,
+}
+
+/// Rows parsed and looked up together (see [`Worker::prepare`]).
+const BATCH_ROWS: usize = 64;
+
+/// A row's salt, as [`Worker::prepare`] sees it.
+#[derive(Clone, Copy)]
+enum RowSalt {
+    /// Not known ahead (the salt source was left to the row pass, or its salt has no id): the
+    /// row's salted fields are left to the row pass too.
+    Unknown,
+    /// The row has no salt.
+    Absent,
+    /// The salt's part id, and its text in `salt_text`.
+    Id(u32, usize, usize),
 }
 
 /// A block of raw rows from the reader, and where its encoded rows go.
@@ -330,7 +356,12 @@ impl<'p, 'a> Worker<'p, 'a> {
                     FieldCache::new(words, stored, cache).interning(interned_parts(plan, fi))
                 })
                 .collect(),
-            parts: Interner::default(),
+            parts: plan
+                .schema
+                .fields
+                .iter()
+                .map(|_| Interner::default())
+                .collect(),
             tokens_by_id: plan
                 .schema
                 .tokens
@@ -349,9 +380,19 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .iter()
                 .map(|_| NormCache::default())
                 .collect(),
-            interner: Interner::default(),
+            interner: plan
+                .schema
+                .fields
+                .iter()
+                .map(|_| Interner::default())
+                .collect(),
             salts: Interner::default(),
-            positions: PositionCache::default(),
+            positions: plan
+                .schema
+                .fields
+                .iter()
+                .map(|_| PositionCache::default())
+                .collect(),
             slots: vec![None; plan.schema.fields.len()],
             scratch_tokens: Vec::new(),
             scratch_positions: Vec::new(),
@@ -362,6 +403,11 @@ impl<'p, 'a> Worker<'p, 'a> {
             salted_key: Vec::new(),
             raw_filter: vec![0; plan.schema.words()],
             harden_scratch: harden::Scratch::default(),
+            batch: RecordBatch::default(),
+            pre: Vec::new(),
+            probes: Vec::new(),
+            row_salts: Vec::new(),
+            salt_text: Vec::new(),
         }
     }
 
@@ -413,56 +459,213 @@ impl<'p, 'a> Worker<'p, 'a> {
         let data = &block.data[..block.len];
         let mut at = 0;
         let mut e = 0usize;
-        loop {
-            let line = parser.line();
-            let (used, rec) = parser.next(&data[at..], block.last);
-            at += used;
-            let Some(rec) = rec else { break };
-            let k = out.rows;
-            out.rows += 1;
-            // The reader counted the block's rows with the same parser: room is always there.
-            let (Some(filter), Some(pcs)) = (
-                dest.filters.get_mut(e * words..(e + 1) * words),
-                dest.popcounts.get_mut(e * (nseg + 1)..(e + 1) * (nseg + 1)),
-            ) else {
-                break;
-            };
-            let row = first_row + k as u64;
-            match self.encode_row(&rec, row, line, filter, &mut row_tokens, &mut out.stats) {
-                Ok((id, original_id)) => {
-                    pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
-                    for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
-                        *p = filter[s.word_range()]
-                            .iter()
-                            .map(|w| w.count_ones())
-                            .sum::<u32>() as u16;
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut ended = false;
+        'batches: while !ended {
+            batch.clear();
+            while batch.len() < BATCH_ROWS {
+                let line = parser.line();
+                let (used, rec) = parser.next(&data[at..], block.last);
+                at += used;
+                match rec {
+                    Some(rec) => batch.push(&rec, line),
+                    None => {
+                        ended = true;
+                        break;
                     }
-                    let t = out.tokens;
-                    if let Some(d) = dest.tokens.get_mut(t..t + row_tokens.len()) {
-                        d.copy_from_slice(&row_tokens);
-                    }
-                    out.tokens += row_tokens.len();
-                    out.ids.push(id);
-                    if let Some(o) = original_id {
-                        out.original_ids.push(o);
-                    }
-                    out.offsets.push(k as u32);
-                    out.lines.push(line);
-                    out.token_counts.push(row_tokens.len() as u8);
-                    e += 1;
                 }
-                Err(r) => out.rejects.push(r),
             }
+            self.prepare(&batch);
+            let pre = std::mem::take(&mut self.pre);
+            let nsrc = plan.sources.len();
+            for r in 0..batch.len() {
+                let (rec, line) = batch.get(r);
+                let k = out.rows;
+                out.rows += 1;
+                // The reader counted the block's rows with the same parser: room is always there.
+                let (Some(filter), Some(pcs)) = (
+                    dest.filters.get_mut(e * words..(e + 1) * words),
+                    dest.popcounts.get_mut(e * (nseg + 1)..(e + 1) * (nseg + 1)),
+                ) else {
+                    self.pre = pre;
+                    break 'batches;
+                };
+                let row = first_row + k as u64;
+                let pre_row = &pre[r * nsrc..(r + 1) * nsrc];
+                match self.encode_row(
+                    &rec,
+                    pre_row,
+                    (row, line),
+                    filter,
+                    &mut row_tokens,
+                    &mut out.stats,
+                ) {
+                    Ok((id, original_id)) => {
+                        pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
+                        for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
+                            *p = filter[s.word_range()]
+                                .iter()
+                                .map(|w| w.count_ones())
+                                .sum::<u32>() as u16;
+                        }
+                        let t = out.tokens;
+                        if let Some(d) = dest.tokens.get_mut(t..t + row_tokens.len()) {
+                            d.copy_from_slice(&row_tokens);
+                        }
+                        out.tokens += row_tokens.len();
+                        out.ids.push(id);
+                        if let Some(o) = original_id {
+                            out.original_ids.push(o);
+                        }
+                        out.offsets.push(k as u32);
+                        out.lines.push(line);
+                        out.token_counts.push(row_tokens.len() as u8);
+                        e += 1;
+                    }
+                    Err(r) => out.rejects.push(r),
+                }
+            }
+            self.pre = pre;
         }
+        self.batch = batch;
         out.own = own;
         (out, block.data)
+    }
+
+    /// Looks up the batch's field values column by column, before the row-by-row pass. Within a
+    /// column the lookups are independent, so each step (the table slots, then the entries
+    /// they point to, then the values themselves) has the whole batch's memory loads in flight
+    /// together, where row by row each lookup waits for its own two or three cache misses.
+    /// Values that are not cached (identifiers, over-long values) and salted values whose salt
+    /// has no id are left to the row pass, which looks them up as before.
+    fn prepare(&mut self, batch: &RecordBatch) {
+        let plan = self.plan;
+        let n = batch.len();
+        let nsrc = plan.sources.len();
+        let salt = plan.schema.salt.as_ref();
+        let Worker {
+            fields,
+            parts,
+            norms,
+            interner,
+            salts,
+            positions,
+            scratch_tokens,
+            scratch_positions,
+            key,
+            decode_buf,
+            salted_key,
+            harden_scratch,
+            pre,
+            probes,
+            row_salts,
+            salt_text,
+            ..
+        } = self;
+        pre.clear();
+        pre.resize(n * nsrc, None);
+        row_salts.clear();
+        row_salts.resize(n, RowSalt::Unknown);
+        salt_text.clear();
+        for f in fields.iter_mut() {
+            f.make_room(n);
+        }
+        for (si, src) in plan.sources.iter().enumerate() {
+            let fi = src.field;
+            let cache = &mut fields[fi];
+            let salted = salt.filter(|s| s.salted[fi]);
+            probes.clear();
+            for (r, &row_salt) in row_salts.iter().enumerate() {
+                let (rec, _) = batch.get(r);
+                let probe = if rec.len() != plan.header.len() {
+                    None
+                } else if let Some(s) = salted {
+                    salted_key.clear();
+                    match row_salt {
+                        RowSalt::Unknown => {}
+                        RowSalt::Id(id, _, _) => {
+                            salted_key.push(0xfe);
+                            salted_key.extend_from_slice(&id.to_le_bytes());
+                        }
+                        RowSalt::Absent if s.when_missing == SaltMissing::Marker => {
+                            salted_key.push(0)
+                        }
+                        RowSalt::Absent => salted_key.push(0xff),
+                    }
+                    if salted_key.is_empty() {
+                        None
+                    } else {
+                        salted_key.extend_from_slice(rec.get(src.column));
+                        cache.probe(salted_key)
+                    }
+                } else {
+                    cache.probe(rec.get(src.column))
+                };
+                probes.push(probe);
+            }
+            for p in probes.iter().flatten() {
+                cache.prefetch_entry(p);
+            }
+            for (r, p) in probes.iter().enumerate() {
+                let Some(p) = p else { continue };
+                let (rec, _) = batch.get(r);
+                let raw = rec.get(src.column);
+                let salting = match (salted, row_salts[r]) {
+                    (None, _) => Salting::Unsalted,
+                    (Some(_), RowSalt::Id(_, a, b)) => Salting::With(&salt_text[a..b]),
+                    (Some(s), _) if s.when_missing == SaltMissing::Marker => Salting::With(b""),
+                    (Some(_), _) => Salting::NoBits,
+                };
+                let slot = cache.get_probed(p, &mut parts[fi], |sink| {
+                    compute_field(
+                        plan,
+                        fi,
+                        raw,
+                        salting,
+                        sink,
+                        &mut FieldScratch {
+                            norms,
+                            interner: &mut interner[fi],
+                            salts,
+                            positions: &mut positions[fi],
+                            tokens: scratch_tokens,
+                            out: scratch_positions,
+                            key,
+                            decode_buf,
+                            harden: harden_scratch,
+                        },
+                    )
+                });
+                pre[r * nsrc + si] = Some(slot);
+            }
+            // The salt source comes first in `plan.sources`: its rows' salts are known before
+            // any salted field is probed (as in the row pass).
+            if let Some(s) = salt.filter(|s| s.source.0 == fi) {
+                let ti = s.source.1.index();
+                for (r, rs) in row_salts.iter_mut().enumerate() {
+                    *rs = match pre[r * nsrc + si] {
+                        None => RowSalt::Unknown,
+                        Some(sl) if cache.status(sl) != Status::Present => RowSalt::Absent,
+                        Some(sl) => match cache.part_id(sl, ti) {
+                            Some(id) => {
+                                let a = salt_text.len();
+                                salt_text.extend_from_slice(parts[fi].text(id));
+                                RowSalt::Id(id, a, salt_text.len())
+                            }
+                            None if cache.part(sl, ti).is_some() => RowSalt::Unknown,
+                            None => RowSalt::Absent,
+                        },
+                    };
+                }
+            }
+        }
     }
 
     fn encode_row(
         &mut self,
         rec: &Rec<'_>,
-        row: u64,
-        line: u64,
+        pre: &[Option<Slot>],
+        (row, line): (u64, u64),
         filter: &mut [u64],
         row_tokens: &mut Vec<u64>,
         stats: &mut [FieldStats],
@@ -529,9 +732,12 @@ impl<'p, 'a> Worker<'p, 'a> {
         let salt = plan.schema.salt.as_ref();
         let mut have_salt = false;
         let mut salt_id: Option<u32> = None;
-        for src in &plan.sources {
+        for (si, src) in plan.sources.iter().enumerate() {
             let fi = src.field;
             let raw = rec.get(src.column);
+            let no_bits = salt.is_some_and(|s| {
+                s.salted[fi] && !have_salt && s.when_missing != SaltMissing::Marker
+            });
             let Worker {
                 fields,
                 parts,
@@ -548,62 +754,66 @@ impl<'p, 'a> Worker<'p, 'a> {
                 harden_scratch,
                 ..
             } = self;
-            // A salted value is cached under (salt, raw value): 0xFE and the salt's part id,
-            // 0xFD and the length-prefixed salt text (no id), 0 for the no-salt marker, or 0xFF
-            // when the salted field sets no bits for want of a salt.
-            let salting = match salt {
-                Some(s) if s.salted[fi] => {
-                    salted_key.clear();
-                    if have_salt {
-                        match salt_id {
-                            Some(id) => {
-                                salted_key.push(0xfe);
-                                salted_key.extend_from_slice(&id.to_le_bytes());
-                            }
-                            None => {
-                                salted_key.push(0xfd);
-                                salted_key.push(salt_buf.len() as u8);
-                                salted_key.extend_from_slice(salt_buf);
-                            }
-                        }
-                        Salting::With(salt_buf)
-                    } else if s.when_missing == SaltMissing::Marker {
-                        salted_key.push(0);
-                        Salting::With(b"")
-                    } else {
-                        salted_key.push(0xff);
-                        Salting::NoBits
-                    }
-                }
-                _ => Salting::Unsalted,
-            };
-            let cache_key = if let Salting::Unsalted = salting {
-                raw
+            // Looked up ahead by `prepare`, or here. A salted value is cached under (salt, raw
+            // value): 0xFE and the salt's part id, 0xFD and the length-prefixed salt text (no
+            // id), 0 for the no-salt marker, or 0xFF when the salted field sets no bits for want
+            // of a salt.
+            let slot = if let Some(slot) = pre[si] {
+                slot
             } else {
-                salted_key.extend_from_slice(raw);
-                salted_key.as_slice()
+                let salting = match salt {
+                    Some(s) if s.salted[fi] => {
+                        salted_key.clear();
+                        if have_salt {
+                            match salt_id {
+                                Some(id) => {
+                                    salted_key.push(0xfe);
+                                    salted_key.extend_from_slice(&id.to_le_bytes());
+                                }
+                                None => {
+                                    salted_key.push(0xfd);
+                                    salted_key.push(salt_buf.len() as u8);
+                                    salted_key.extend_from_slice(salt_buf);
+                                }
+                            }
+                            Salting::With(salt_buf)
+                        } else if s.when_missing == SaltMissing::Marker {
+                            salted_key.push(0);
+                            Salting::With(b"")
+                        } else {
+                            salted_key.push(0xff);
+                            Salting::NoBits
+                        }
+                    }
+                    _ => Salting::Unsalted,
+                };
+                let cache_key = if let Salting::Unsalted = salting {
+                    raw
+                } else {
+                    salted_key.extend_from_slice(raw);
+                    salted_key.as_slice()
+                };
+                fields[fi].get(cache_key, &mut parts[fi], |sink| {
+                    compute_field(
+                        plan,
+                        fi,
+                        raw,
+                        salting,
+                        sink,
+                        &mut FieldScratch {
+                            norms,
+                            interner: &mut interner[fi],
+                            salts,
+                            positions: &mut positions[fi],
+                            tokens: scratch_tokens,
+                            out: scratch_positions,
+                            key,
+                            decode_buf,
+                            harden: harden_scratch,
+                        },
+                    )
+                })
             };
-            let no_bits = matches!(salting, Salting::NoBits);
-            let slot = fields[fi].get(cache_key, parts, |sink| {
-                compute_field(
-                    plan,
-                    fi,
-                    raw,
-                    salting,
-                    sink,
-                    &mut FieldScratch {
-                        norms,
-                        interner,
-                        salts,
-                        positions,
-                        tokens: scratch_tokens,
-                        out: scratch_positions,
-                        key,
-                        decode_buf,
-                        harden: harden_scratch,
-                    },
-                )
-            });
             let st = &mut stats[fi];
             match self.fields[fi].status(slot) {
                 Status::Missing => st.missing += 1,
@@ -628,7 +838,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 if let Some(sl) = self.slots[fi] {
                     let c = &self.fields[fi];
                     if let Some(id) = c.part_id(sl, ti) {
-                        self.salt.extend_from_slice(self.parts.text(id));
+                        self.salt.extend_from_slice(self.parts[fi].text(id));
                         salt_id = Some(id);
                         have_salt = true;
                     } else if let Some(p) = c.part(sl, ti) {
