@@ -159,6 +159,11 @@ impl RecordBatch {
         self.records.len()
     }
 
+    /// True if the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Appends a copy of `rec`, which starts on `line`.
     pub fn push(&mut self, rec: &Rec<'_>, line: u64) {
         self.records.push((self.out.len(), self.ends.len(), line));
@@ -166,20 +171,22 @@ impl RecordBatch {
         self.ends.extend_from_slice(rec.ends);
     }
 
-    /// Record `i` and its line.
-    pub fn get(&self, i: usize) -> (Rec<'_>, u64) {
-        let (out, ends, line) = self.records[i];
+    /// Record `i`.
+    pub fn get(&self, i: usize) -> Rec<'_> {
+        let (out, ends, _) = self.records[i];
         let (out_end, ends_end) = self
             .records
             .get(i + 1)
             .map_or((self.out.len(), self.ends.len()), |&(o, e, _)| (o, e));
-        (
-            Rec {
-                out: &self.out[out..out_end],
-                ends: &self.ends[ends..ends_end],
-            },
-            line,
-        )
+        Rec {
+            out: &self.out[out..out_end],
+            ends: &self.ends[ends..ends_end],
+        }
+    }
+
+    /// The line record `i` starts on.
+    pub fn line(&self, i: usize) -> u64 {
+        self.records[i].2
     }
 }
 
@@ -426,8 +433,9 @@ mod tests {
             }
             assert_eq!(batch.len(), b.rows);
             for i in 0..batch.len() {
-                let (rec, line) = batch.get(i);
-                out.push((line, (0..rec.len()).map(|i| rec.get(i).to_vec()).collect()));
+                let rec = batch.get(i);
+                let fields = (0..rec.len()).map(|i| rec.get(i).to_vec()).collect();
+                out.push((batch.line(i), fields));
             }
             buf = b.data;
         }

@@ -1,24 +1,22 @@
 //! Encoding an agency export: CSV → canonical fields → tokens → keyed Bloom filter + keyed exact
 //! tokens, with every row either encoded or rejected (and counted).
 //!
-//! Speed comes from caching: names, dates and postcodes repeat, so each worker thread caches, per
-//! field, the raw bytes → (normalised value, bit positions), and per token kind the token value.
-//! A cache that does not earn its keep (unique identifiers) switches itself off. Caching never
-//! changes results, only speed: output is identical for any thread count.
+//! A reader thread cuts the input into blocks of whole records; worker threads encode blocks
+//! (`engine`: per-worker caches of field values, bit positions and keyed tokens) straight into
+//! the output space; the rows are then checked for duplicate record ids and put in order.
+//! Caching never changes results, only speed: output is identical for any thread count.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
-use blocks::{Block, BlockReader, Rec, RecordBatch, RecordParser};
-use cache::{
-    FieldCache, InlineKey, Interner, NormCache, NormSink, PositionCache, Probe, Sink, Slot, Status,
-    TokenCache,
-};
+use blocks::{Block, BlockReader, RecordBatch, RecordParser};
+use engine::{FieldCounts, FieldPlan, Worker};
 
 mod blocks;
-mod cache;
+mod engine;
+mod table;
 
 type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 use serde::Serialize;
@@ -26,11 +24,11 @@ use serde::Serialize;
 use crate::colmap::{ColumnMap, Sex, TextEncoding};
 use crate::date::Date;
 use crate::error::{Error, Result};
-use crate::harden::{self, Hardener};
+use crate::harden::Hardener;
 use crate::key::LinkageKey;
 use crate::normalise::{self, Invalid};
-use crate::schema::{Normaliser, SaltMissing, Schema, Transform};
-use crate::tokens::{self, Hasher, Value};
+use crate::schema::{Normaliser, Schema};
+use crate::tokens::{Hasher, Value};
 
 /// Longest record id accepted, in bytes.
 pub const MAX_RECORD_ID_BYTES: usize = 256;
@@ -212,12 +210,25 @@ struct Plan<'a> {
     hardener: Hardener,
     /// Per segment, the schema fields that set its bits.
     segment_fields: Vec<Vec<usize>>,
-    /// True when each field cache also keeps its segment's stored (hardened) form: the
-    /// hardening transforms the filter but adds no per-record noise.
-    cache_stored: bool,
+    /// Per schema field, how the workers cache and lay out its values.
+    fields: Vec<FieldPlan>,
 }
 
 impl Plan<'_> {
+    /// Field statistics from a block's counts.
+    fn stats_of(&self, counts: &[FieldCounts]) -> Vec<FieldStats> {
+        let mut stats = self.stats_template();
+        for (s, c) in stats.iter_mut().zip(counts) {
+            s.present = c.present;
+            s.missing = c.missing;
+            for (i, &n) in c.invalid.iter().enumerate().filter(|(_, &n)| n > 0) {
+                let code = Invalid::ALL.get(i).map_or("invalid_encoding", |w| w.code());
+                *s.invalid.entry(code.to_string()).or_default() += n;
+            }
+        }
+        stats
+    }
+
     fn stats_template(&self) -> Vec<FieldStats> {
         self.schema
             .fields
@@ -234,58 +245,6 @@ impl Plan<'_> {
             })
             .collect()
     }
-}
-
-struct Worker<'p, 'a> {
-    plan: &'p Plan<'a>,
-    fields: Vec<FieldCache>,
-    /// Token-part texts of cached values → ids.
-    /// Per field: its token-part texts → ids (each field has its own id space, so a small
-    /// field's interner stays small and hot next to a large one).
-    parts: Vec<Interner>,
-    /// Per token kind: by the ids of its parts, and by message (values without ids).
-    tokens_by_id: Vec<TokenCache<u64>>,
-    tokens: Vec<TokenCache<InlineKey>>,
-    norms: Vec<NormCache>,
-    /// Per field: filter token texts → ids, and token bit positions.
-    interner: Vec<Interner>,
-    salts: Interner,
-    positions: Vec<PositionCache>,
-    slots: Vec<Option<Slot>>,
-    scratch_tokens: Vec<Vec<u8>>,
-    scratch_positions: Vec<u32>,
-    key: Vec<u8>,
-    message: Vec<u8>,
-    decode_buf: String,
-    /// The record's salt value (attribute salting) and the cache key of a salted value.
-    salt: Vec<u8>,
-    salted_key: Vec<u8>,
-    /// The filter as hashed, before hardening transforms it into the stored layout.
-    raw_filter: Vec<u64>,
-    harden_scratch: harden::Scratch,
-    /// The batch being encoded, and what [`Worker::prepare`] found for it: per row and source,
-    /// the value's slot (`None`: looked up in the row pass), with the probes and each row's
-    /// salt on the way.
-    batch: RecordBatch,
-    pre: Vec<Option<Slot>>,
-    probes: Vec<Option<Probe>>,
-    row_salts: Vec<RowSalt>,
-    salt_text: Vec<u8>,
-}
-
-/// Rows parsed and looked up together (see [`Worker::prepare`]).
-const BATCH_ROWS: usize = 64;
-
-/// A row's salt, as [`Worker::prepare`] sees it.
-#[derive(Clone, Copy)]
-enum RowSalt {
-    /// Not known ahead (the salt source was left to the row pass, or its salt has no id): the
-    /// row's salted fields are left to the row pass too.
-    Unknown,
-    /// The row has no salt.
-    Absent,
-    /// The salt's part id, and its text in `salt_text`.
-    Id(u32, usize, usize),
 }
 
 /// A block of raw rows from the reader, and where its encoded rows go.
@@ -331,673 +290,106 @@ struct BlockOut {
     own: Option<OwnDest>,
 }
 
-impl<'p, 'a> Worker<'p, 'a> {
-    fn new(plan: &'p Plan<'a>) -> Self {
-        Worker {
-            plan,
-            fields: plan
-                .schema
-                .fields
-                .iter()
-                .enumerate()
-                .map(|(fi, f)| {
-                    let words = f
-                        .segment
-                        .map_or(0, |s| plan.schema.segments[s].word_range().len());
-                    let stored = match f.segment {
-                        Some(s) if plan.cache_stored => {
-                            plan.schema.stored_segments[s].word_range().len()
-                        }
-                        _ => 0,
-                    };
-                    // Identifiers are unique per child and cheap to check: caching them only costs.
-                    let cache =
-                        !matches!(f.def.normaliser, Normaliser::NhsNumber | Normaliser::Upn);
-                    FieldCache::new(words, stored, cache).interning(interned_parts(plan, fi))
-                })
-                .collect(),
-            parts: plan
-                .schema
-                .fields
-                .iter()
-                .map(|_| Interner::default())
-                .collect(),
-            tokens_by_id: plan
-                .schema
-                .tokens
-                .iter()
-                .map(|_| TokenCache::new())
-                .collect(),
-            tokens: plan
-                .schema
-                .tokens
-                .iter()
-                .map(|_| TokenCache::new())
-                .collect(),
-            norms: plan
-                .schema
-                .fields
-                .iter()
-                .map(|_| NormCache::default())
-                .collect(),
-            interner: plan
-                .schema
-                .fields
-                .iter()
-                .map(|_| Interner::default())
-                .collect(),
-            salts: Interner::default(),
-            positions: plan
-                .schema
-                .fields
-                .iter()
-                .map(|_| PositionCache::default())
-                .collect(),
-            slots: vec![None; plan.schema.fields.len()],
-            scratch_tokens: Vec::new(),
-            scratch_positions: Vec::new(),
-            key: Vec::new(),
-            message: Vec::new(),
-            decode_buf: String::new(),
-            salt: Vec::new(),
-            salted_key: Vec::new(),
-            raw_filter: vec![0; plan.schema.words()],
-            harden_scratch: harden::Scratch::default(),
-            batch: RecordBatch::default(),
-            pre: Vec::new(),
-            probes: Vec::new(),
-            row_salts: Vec::new(),
-            salt_text: Vec::new(),
-        }
-    }
+/// Rows parsed and encoded together (see [`Worker::encode_batch`]).
+const BATCH_ROWS: usize = 128;
 
-    /// Encodes a block; also returns the block's buffer for reuse.
-    fn run(&mut self, job: Job<'_>, parser: &mut RecordParser) -> (BlockOut, Vec<u8>) {
-        let plan = self.plan;
-        let words = plan.schema.stored_words();
-        let nseg = plan.schema.segments.len();
-        let ntok = plan.schema.tokens.len();
-        let Job {
-            index,
-            first_row,
-            block,
-            dest,
-        } = job;
-        let n = block.rows;
-        let mut own = None;
-        let dest = match dest {
-            Some(d) => d,
-            None => {
-                let o = own.insert(OwnDest {
-                    filters: vec![0; n * words],
-                    popcounts: vec![0; n * (nseg + 1)],
-                    tokens: vec![0; n * ntok],
-                });
-                Dest {
-                    filters: &mut o.filters,
-                    popcounts: &mut o.popcounts,
-                    tokens: &mut o.tokens,
-                }
-            }
-        };
-        let mut out = BlockOut {
-            index,
-            first_row,
-            rows: 0,
-            ids: Vec::with_capacity(n),
-            original_ids: Vec::new(),
-            offsets: Vec::with_capacity(n),
-            lines: Vec::with_capacity(n),
-            token_counts: Vec::with_capacity(n),
-            tokens: 0,
-            rejects: Vec::new(),
-            stats: plan.stats_template(),
-            own: None,
-        };
-        let mut row_tokens: Vec<u64> = Vec::new();
-        parser.start(plan.map.delimiter, block.first_line);
-        let data = &block.data[..block.len];
-        let mut at = 0;
-        let mut e = 0usize;
-        let mut batch = std::mem::take(&mut self.batch);
-        let mut ended = false;
-        'batches: while !ended {
-            batch.clear();
-            while batch.len() < BATCH_ROWS {
-                let line = parser.line();
-                let (used, rec) = parser.next(&data[at..], block.last);
-                at += used;
-                match rec {
-                    Some(rec) => batch.push(&rec, line),
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-            self.prepare(&batch);
-            let pre = std::mem::take(&mut self.pre);
-            let nsrc = plan.sources.len();
-            for r in 0..batch.len() {
-                let (rec, line) = batch.get(r);
-                let k = out.rows;
-                out.rows += 1;
-                // The reader counted the block's rows with the same parser: room is always there.
-                let (Some(filter), Some(pcs)) = (
-                    dest.filters.get_mut(e * words..(e + 1) * words),
-                    dest.popcounts.get_mut(e * (nseg + 1)..(e + 1) * (nseg + 1)),
-                ) else {
-                    self.pre = pre;
-                    break 'batches;
-                };
-                let row = first_row + k as u64;
-                let pre_row = &pre[r * nsrc..(r + 1) * nsrc];
-                match self.encode_row(
-                    &rec,
-                    pre_row,
-                    (row, line),
-                    filter,
-                    &mut row_tokens,
-                    &mut out.stats,
-                ) {
-                    Ok((id, original_id)) => {
-                        pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
-                        for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
-                            *p = filter[s.word_range()]
-                                .iter()
-                                .map(|w| w.count_ones())
-                                .sum::<u32>() as u16;
-                        }
-                        let t = out.tokens;
-                        if let Some(d) = dest.tokens.get_mut(t..t + row_tokens.len()) {
-                            d.copy_from_slice(&row_tokens);
-                        }
-                        out.tokens += row_tokens.len();
-                        out.ids.push(id);
-                        if let Some(o) = original_id {
-                            out.original_ids.push(o);
-                        }
-                        out.offsets.push(k as u32);
-                        out.lines.push(line);
-                        out.token_counts.push(row_tokens.len() as u8);
-                        e += 1;
-                    }
-                    Err(r) => out.rejects.push(r),
-                }
-            }
-            self.pre = pre;
-        }
-        self.batch = batch;
-        out.own = own;
-        (out, block.data)
-    }
-
-    /// Looks up the batch's field values column by column, before the row-by-row pass. Within a
-    /// column the lookups are independent, so each step (the table slots, then the entries
-    /// they point to, then the values themselves) has the whole batch's memory loads in flight
-    /// together, where row by row each lookup waits for its own two or three cache misses.
-    /// Values that are not cached (identifiers, over-long values) and salted values whose salt
-    /// has no id are left to the row pass, which looks them up as before.
-    fn prepare(&mut self, batch: &RecordBatch) {
-        let plan = self.plan;
-        let n = batch.len();
-        let nsrc = plan.sources.len();
-        let salt = plan.schema.salt.as_ref();
-        let Worker {
-            fields,
-            parts,
-            norms,
-            interner,
-            salts,
-            positions,
-            scratch_tokens,
-            scratch_positions,
-            key,
-            decode_buf,
-            salted_key,
-            harden_scratch,
-            pre,
-            probes,
-            row_salts,
-            salt_text,
-            ..
-        } = self;
-        pre.clear();
-        pre.resize(n * nsrc, None);
-        row_salts.clear();
-        row_salts.resize(n, RowSalt::Unknown);
-        salt_text.clear();
-        for f in fields.iter_mut() {
-            f.make_room(n);
-        }
-        for (si, src) in plan.sources.iter().enumerate() {
-            let fi = src.field;
-            let cache = &mut fields[fi];
-            let salted = salt.filter(|s| s.salted[fi]);
-            probes.clear();
-            for (r, &row_salt) in row_salts.iter().enumerate() {
-                let (rec, _) = batch.get(r);
-                let probe = if rec.len() != plan.header.len() {
-                    None
-                } else if let Some(s) = salted {
-                    salted_key.clear();
-                    match row_salt {
-                        RowSalt::Unknown => {}
-                        RowSalt::Id(id, _, _) => {
-                            salted_key.push(0xfe);
-                            salted_key.extend_from_slice(&id.to_le_bytes());
-                        }
-                        RowSalt::Absent if s.when_missing == SaltMissing::Marker => {
-                            salted_key.push(0)
-                        }
-                        RowSalt::Absent => salted_key.push(0xff),
-                    }
-                    if salted_key.is_empty() {
-                        None
-                    } else {
-                        salted_key.extend_from_slice(rec.get(src.column));
-                        cache.probe(salted_key)
-                    }
-                } else {
-                    cache.probe(rec.get(src.column))
-                };
-                probes.push(probe);
-            }
-            for p in probes.iter().flatten() {
-                cache.prefetch_entry(p);
-            }
-            for (r, p) in probes.iter().enumerate() {
-                let Some(p) = p else { continue };
-                let (rec, _) = batch.get(r);
-                let raw = rec.get(src.column);
-                let salting = match (salted, row_salts[r]) {
-                    (None, _) => Salting::Unsalted,
-                    (Some(_), RowSalt::Id(_, a, b)) => Salting::With(&salt_text[a..b]),
-                    (Some(s), _) if s.when_missing == SaltMissing::Marker => Salting::With(b""),
-                    (Some(_), _) => Salting::NoBits,
-                };
-                let slot = cache.get_probed(p, &mut parts[fi], |sink| {
-                    compute_field(
-                        plan,
-                        fi,
-                        raw,
-                        salting,
-                        sink,
-                        &mut FieldScratch {
-                            norms,
-                            interner: &mut interner[fi],
-                            salts,
-                            positions: &mut positions[fi],
-                            tokens: scratch_tokens,
-                            out: scratch_positions,
-                            key,
-                            decode_buf,
-                            harden: harden_scratch,
-                        },
-                    )
-                });
-                pre[r * nsrc + si] = Some(slot);
-            }
-            // The salt source comes first in `plan.sources`: its rows' salts are known before
-            // any salted field is probed (as in the row pass).
-            if let Some(s) = salt.filter(|s| s.source.0 == fi) {
-                let ti = s.source.1.index();
-                for (r, rs) in row_salts.iter_mut().enumerate() {
-                    *rs = match pre[r * nsrc + si] {
-                        None => RowSalt::Unknown,
-                        Some(sl) if cache.status(sl) != Status::Present => RowSalt::Absent,
-                        Some(sl) => match cache.part_id(sl, ti) {
-                            Some(id) => {
-                                let a = salt_text.len();
-                                salt_text.extend_from_slice(parts[fi].text(id));
-                                RowSalt::Id(id, a, salt_text.len())
-                            }
-                            None if cache.part(sl, ti).is_some() => RowSalt::Unknown,
-                            None => RowSalt::Absent,
-                        },
-                    };
-                }
-            }
-        }
-    }
-
-    fn encode_row(
-        &mut self,
-        rec: &Rec<'_>,
-        pre: &[Option<Slot>],
-        (row, line): (u64, u64),
-        filter: &mut [u64],
-        row_tokens: &mut Vec<u64>,
-        stats: &mut [FieldStats],
-    ) -> std::result::Result<(String, Option<String>), Reject> {
-        let plan = self.plan;
-        let reject = |column: Option<&str>, reason, detail: String| Reject {
-            row,
-            line,
-            column: column.map(String::from),
-            field: None,
-            reason,
-            detail,
-        };
-        if rec.len() != plan.header.len() {
-            return Err(reject(
-                None,
-                "wrong_field_count",
-                format!(
-                    "has {} fields, the header has {}",
-                    rec.len(),
-                    plan.header.len()
-                ),
-            ));
-        }
-        let id_col = plan.header[plan.id_column].as_str();
-        let id = match decode(
-            plan.map.encoding,
-            rec.get(plan.id_column),
-            &mut self.decode_buf,
-        ) {
-            Some(s) => s.trim().to_string(),
-            None => {
-                return Err(reject(
-                    Some(id_col),
-                    "invalid_encoding",
-                    format!(
-                        "column `{id_col}` is not valid {}",
-                        enc_name(plan.map.encoding)
-                    ),
-                ))
-            }
-        };
-        if id.is_empty() {
-            return Err(reject(
-                Some(id_col),
-                "missing_record_id",
-                format!("record id column `{id_col}` is empty"),
-            ));
-        }
-        if id.len() > MAX_RECORD_ID_BYTES {
-            return Err(reject(
-                Some(id_col),
-                "record_id_too_long",
-                format!("record id is longer than {MAX_RECORD_ID_BYTES} bytes"),
-            ));
-        }
-
-        // Normalise every mapped field through its cache.
-        self.slots.iter_mut().for_each(|s| *s = None);
-        let mut bad_bytes: Option<usize> = None;
-        let mut in_filter = 0u32;
-        // Attribute salting: the salt source comes first in `plan.sources`, so its value is
-        // known before any salted field is looked up.
-        let salt = plan.schema.salt.as_ref();
-        let mut have_salt = false;
-        let mut salt_id: Option<u32> = None;
-        for (si, src) in plan.sources.iter().enumerate() {
-            let fi = src.field;
-            let raw = rec.get(src.column);
-            let no_bits = salt.is_some_and(|s| {
-                s.salted[fi] && !have_salt && s.when_missing != SaltMissing::Marker
+/// Encodes a block; also returns the block's buffer for reuse.
+fn run_block(
+    w: &mut Worker<'_, '_>,
+    plan: &Plan<'_>,
+    job: Job<'_>,
+    parser: &mut RecordParser,
+) -> (BlockOut, Vec<u8>) {
+    let words = plan.schema.stored_words();
+    let nseg = plan.schema.segments.len();
+    let ntok = plan.schema.tokens.len();
+    let Job {
+        index,
+        first_row,
+        block,
+        dest,
+    } = job;
+    let n = block.rows;
+    let mut own = None;
+    let mut dest = match dest {
+        Some(d) => d,
+        None => {
+            let o = own.insert(OwnDest {
+                filters: vec![0; n * words],
+                popcounts: vec![0; n * (nseg + 1)],
+                tokens: vec![0; n * ntok],
             });
-            let Worker {
-                fields,
-                parts,
-                norms,
-                interner,
-                salts,
-                positions,
-                scratch_tokens,
-                scratch_positions,
-                key,
-                decode_buf,
-                salt: salt_buf,
-                salted_key,
-                harden_scratch,
-                ..
-            } = self;
-            // Looked up ahead by `prepare`, or here. A salted value is cached under (salt, raw
-            // value): 0xFE and the salt's part id, 0xFD and the length-prefixed salt text (no
-            // id), 0 for the no-salt marker, or 0xFF when the salted field sets no bits for want
-            // of a salt.
-            let slot = if let Some(slot) = pre[si] {
-                slot
-            } else {
-                let salting = match salt {
-                    Some(s) if s.salted[fi] => {
-                        salted_key.clear();
-                        if have_salt {
-                            match salt_id {
-                                Some(id) => {
-                                    salted_key.push(0xfe);
-                                    salted_key.extend_from_slice(&id.to_le_bytes());
-                                }
-                                None => {
-                                    salted_key.push(0xfd);
-                                    salted_key.push(salt_buf.len() as u8);
-                                    salted_key.extend_from_slice(salt_buf);
-                                }
-                            }
-                            Salting::With(salt_buf)
-                        } else if s.when_missing == SaltMissing::Marker {
-                            salted_key.push(0);
-                            Salting::With(b"")
-                        } else {
-                            salted_key.push(0xff);
-                            Salting::NoBits
-                        }
-                    }
-                    _ => Salting::Unsalted,
-                };
-                let cache_key = if let Salting::Unsalted = salting {
-                    raw
-                } else {
-                    salted_key.extend_from_slice(raw);
-                    salted_key.as_slice()
-                };
-                fields[fi].get(cache_key, &mut parts[fi], |sink| {
-                    compute_field(
-                        plan,
-                        fi,
-                        raw,
-                        salting,
-                        sink,
-                        &mut FieldScratch {
-                            norms,
-                            interner: &mut interner[fi],
-                            salts,
-                            positions: &mut positions[fi],
-                            tokens: scratch_tokens,
-                            out: scratch_positions,
-                            key,
-                            decode_buf,
-                            harden: harden_scratch,
-                        },
-                    )
-                })
-            };
-            let st = &mut stats[fi];
-            match self.fields[fi].status(slot) {
-                Status::Missing => st.missing += 1,
-                Status::Invalid(why) => *st.invalid.entry(why.code().to_string()).or_default() += 1,
-                Status::BadBytes => {
-                    *st.invalid.entry("invalid_encoding".into()).or_default() += 1;
-                    bad_bytes.get_or_insert(src.column);
-                }
-                Status::Present => {
-                    st.present += 1;
-                    self.slots[fi] = Some(slot);
-                    if plan.schema.fields[fi].segment.is_some() && !no_bits {
-                        in_filter += 1;
-                    }
-                }
-            }
-            if let Some(s) = salt.filter(|s| s.source.0 == fi) {
-                let ti = s.source.1.index();
-                self.salt.clear();
-                salt_id = None;
-                have_salt = false;
-                if let Some(sl) = self.slots[fi] {
-                    let c = &self.fields[fi];
-                    if let Some(id) = c.part_id(sl, ti) {
-                        self.salt.extend_from_slice(self.parts[fi].text(id));
-                        salt_id = Some(id);
-                        have_salt = true;
-                    } else if let Some(p) = c.part(sl, ti) {
-                        self.salt.extend_from_slice(p);
-                        have_salt = true;
-                    }
-                }
+            Dest {
+                filters: &mut o.filters,
+                popcounts: &mut o.popcounts,
+                tokens: &mut o.tokens,
             }
         }
-        for &fi in &plan.unmapped {
-            stats[fi].missing += 1;
-        }
-        if let Some(col) = bad_bytes {
-            let c = plan.header[col].as_str();
-            let hint = if plan.map.encoding == TextEncoding::Windows1252 {
-                ""
-            } else {
-                " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
-            };
-            return Err(reject(
-                Some(c),
-                "invalid_encoding",
-                format!(
-                    "column `{c}` is not valid {}{hint}",
-                    enc_name(plan.map.encoding)
-                ),
-            ));
-        }
-        if in_filter < plan.schema.def.min_fields {
-            return Err(reject(
-                None,
-                "too_few_fields",
-                format!(
-                    "only {in_filter} of the linking fields are usable, at least {} are needed",
-                    plan.schema.def.min_fields
-                ),
-            ));
-        }
-
-        // Filter: OR each present field's pre-computed segment words (into the raw buffer when
-        // hardening then transforms it into the stored layout).
-        if !plan.hardener.transforms() {
-            filter.iter_mut().for_each(|w| *w = 0);
-            for (fi, slot) in self.slots.iter().enumerate() {
-                let (Some(slot), Some(seg)) = (slot, plan.schema.fields[fi].segment) else {
-                    continue;
-                };
-                let base = plan.schema.segments[seg].word_range().start;
-                for (d, s) in filter[base..].iter_mut().zip(self.fields[fi].words(*slot)) {
-                    *d |= s;
-                }
-            }
-        } else {
-            // Hardened: a segment fed by one value is copied in its cached stored form; only a
-            // segment fed by several values is ORed and transformed here.
-            for (seg, fis) in plan.segment_fields.iter().enumerate() {
-                let out = &mut filter[plan.schema.stored_segments[seg].word_range()];
-                let mut feeding = fis.iter().filter_map(|&fi| {
-                    let slot = self.slots[fi]?;
-                    self.fields[fi].has_bits(slot).then_some((fi, slot))
-                });
-                match (feeding.next(), feeding.next()) {
-                    (None, _) => out.fill(0),
-                    (Some((fi, slot)), None) if plan.cache_stored => {
-                        out.copy_from_slice(self.fields[fi].stored(slot));
-                    }
-                    _ => {
-                        let raw =
-                            &mut self.raw_filter[..plan.schema.segments[seg].word_range().len()];
-                        raw.fill(0);
-                        for &fi in fis {
-                            if let Some(slot) = self.slots[fi] {
-                                for (d, s) in raw.iter_mut().zip(self.fields[fi].words(slot)) {
-                                    *d |= s;
-                                }
-                            }
-                        }
-                        plan.hardener
-                            .apply_segment(seg, raw, out, &mut self.harden_scratch);
-                    }
-                }
-            }
-            plan.hardener
-                .apply_blip(filter, &plan.map.agency, &id, &mut self.harden_scratch);
-        }
-
-        // Keyed exact tokens: cached by the ids of their (one or two) parts, or else by the
-        // message (parts joined by 0x1F), which is what is hashed.
-        row_tokens.clear();
-        for (kind, t) in plan.schema.tokens.iter().enumerate() {
-            let present = t.parts.iter().all(|&(fi, tr)| {
-                self.slots[fi].is_some_and(|s| self.fields[fi].has_part(s, tr.index()))
-            });
-            if !present {
-                continue;
-            }
-            let id_of = |&(fi, tr): &(usize, Transform)| {
-                self.slots[fi].and_then(|s| self.fields[fi].part_id(s, tr.index()))
-            };
-            let id_key = match t.parts.as_slice() {
-                [a] => id_of(a).map(|a| u64::from(a) << 32 | u64::from(u32::MAX)),
-                [a, b] => id_of(a)
-                    .zip(id_of(b))
-                    .map(|(a, b)| u64::from(a) << 32 | u64::from(b)),
-                _ => None,
-            };
-            let Worker {
-                fields,
-                slots,
-                message,
-                tokens_by_id,
-                tokens: by_message,
-                ..
-            } = self;
-            let message_of = |msg: &mut Vec<u8>| {
-                msg.clear();
-                for (i, &(fi, tr)) in t.parts.iter().enumerate() {
-                    if i > 0 {
-                        msg.push(tokens::TOKEN_PART_SEPARATOR);
-                    }
-                    if let Some(p) = slots[fi].and_then(|s| fields[fi].part(s, tr.index())) {
-                        msg.extend_from_slice(p);
-                    }
-                }
-            };
-            let hasher = &plan.hasher;
-            let token = match id_key {
-                Some(k) => tokens_by_id[kind].get(Some(k), || {
-                    message_of(message);
-                    hasher.exact_token(kind, message)
-                }),
-                None => {
-                    message_of(message);
-                    let msg = &*message;
-                    by_message[kind].get(InlineKey::new(msg), || hasher.exact_token(kind, msg))
-                }
-            };
-            row_tokens.push(token);
-        }
-        row_tokens.sort_unstable();
-
-        if plan.opaque_ids {
-            let r = plan.hasher.opaque_ref(&plan.map.agency, &id);
-            Ok((r, Some(id)))
-        } else {
-            Ok((id, None))
-        }
+    };
+    let mut out = BlockOut {
+        index,
+        first_row,
+        rows: 0,
+        ids: Vec::with_capacity(n),
+        original_ids: Vec::new(),
+        offsets: Vec::with_capacity(n),
+        lines: Vec::with_capacity(n),
+        token_counts: Vec::with_capacity(n),
+        tokens: 0,
+        rejects: Vec::new(),
+        stats: Vec::new(),
+        own: None,
+    };
+    for c in &mut w.counts {
+        *c = FieldCounts::default();
     }
+    parser.start(plan.map.delimiter, block.first_line);
+    let data = &block.data[..block.len];
+    let mut at = 0;
+    let mut encoded = 0usize;
+    let mut batch = RecordBatch::default();
+    loop {
+        batch.clear();
+        while batch.len() < BATCH_ROWS {
+            let line = parser.line();
+            let (used, rec) = parser.next(&data[at..], block.last);
+            at += used;
+            match rec {
+                Some(rec) => batch.push(&rec, line),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        // The reader counted the block's rows with the same parser: room is always there.
+        if out.rows + batch.len() > n {
+            break;
+        }
+        let first = first_row + out.rows as u64;
+        let offset = out.rows;
+        out.rows += batch.len();
+        w.encode_batch(
+            &batch,
+            first,
+            offset,
+            engine::BatchOut {
+                dest: &mut dest,
+                out: &mut out,
+                encoded: &mut encoded,
+            },
+        );
+    }
+    out.stats = plan.stats_of(&w.counts);
+    out.own = own;
+    (out, block.data)
 }
 
 /// The token parts of field `fi` that are looked up by id: those of keyed tokens and the salt.
-fn interned_parts(plan: &Plan<'_>, fi: usize) -> [bool; cache::PARTS] {
-    let mut keep = [false; cache::PARTS];
-    let used = plan
-        .schema
-        .tokens
-        .iter()
-        .flat_map(|t| t.parts.iter().copied());
-    let salt = plan.schema.salt.as_ref().map(|s| s.source);
+fn interned_parts(schema: &Schema, fi: usize) -> [bool; engine::PARTS] {
+    let mut keep = [false; engine::PARTS];
+    let used = schema.tokens.iter().flat_map(|t| t.parts.iter().copied());
+    let salt = schema.salt.as_ref().map(|s| s.source);
     for (f, tr) in used.chain(salt) {
         if f == fi {
             keep[tr.index()] = true;
@@ -1027,19 +419,6 @@ pub(crate) fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) 
             Some(buf.as_str())
         }
     }
-}
-
-/// Buffers used when a field value is computed.
-struct FieldScratch<'s> {
-    norms: &'s mut [NormCache],
-    interner: &'s mut Interner,
-    salts: &'s mut Interner,
-    positions: &'s mut PositionCache,
-    tokens: &'s mut Vec<Vec<u8>>,
-    out: &'s mut Vec<u32>,
-    key: &'s mut Vec<u8>,
-    decode_buf: &'s mut String,
-    harden: &'s mut harden::Scratch,
 }
 
 /// The canonical value of one decoded raw field under `normaliser`, as the encoder sees it:
@@ -1081,154 +460,6 @@ pub fn normalise_value(
             }
         }
     }
-}
-
-/// How a value's filter tokens are salted.
-#[derive(Clone, Copy)]
-enum Salting<'s> {
-    /// The field is not salted.
-    Unsalted,
-    /// Hash each token as 0x1F ‖ salt ‖ 0x1F ‖ token (an empty salt is the "no salt" marker).
-    With(&'s [u8]),
-    /// The field is salted but the record has no salt, and the schema says to skip it.
-    NoBits,
-}
-
-/// Normalises one raw value of field `fi` into `ns`: its token-part texts and the interned ids
-/// of its filter tokens.
-fn normalise_field(
-    plan: &Plan<'_>,
-    fi: usize,
-    raw: &[u8],
-    ns: &mut NormSink<'_>,
-    decode_buf: &mut String,
-    tokens: &mut Vec<Vec<u8>>,
-    interner: &mut Interner,
-) -> Status {
-    let value = match field_value(plan, fi, raw, decode_buf) {
-        Ok(v) => v,
-        Err(status) => return status,
-    };
-    for t in Transform::ALL {
-        if let Some(p) = tokens::part_text(&value, t) {
-            ns.set_part(t.index(), p.as_bytes());
-        }
-    }
-    let f = &plan.schema.fields[fi];
-    if f.segment.is_some() {
-        tokens.clear();
-        tokens::tokenise(&value, f.def.tokeniser, tokens);
-        for t in tokens.iter() {
-            ns.push_token(interner.id(t));
-        }
-    }
-    Status::Present
-}
-
-/// The canonical value of a raw field, or the status that says why there is none.
-fn field_value(
-    plan: &Plan<'_>,
-    fi: usize,
-    raw: &[u8],
-    decode_buf: &mut String,
-) -> std::result::Result<Value, Status> {
-    if raw.len() > normalise::MAX_FIELD_BYTES {
-        return Err(Status::Invalid(Invalid::TooLong));
-    }
-    let Some(text) = decode(plan.map.encoding, raw, decode_buf) else {
-        return Err(Status::BadBytes);
-    };
-    let f = &plan.schema.fields[fi];
-    match normalise_value(f.def.normaliser, text, plan.map, plan.today) {
-        Err(why) => Err(Status::Invalid(why)),
-        Ok(None) => Err(Status::Missing),
-        Ok(Some(v)) => Ok(v),
-    }
-}
-
-/// The message hashed for a filter token: the token itself, or 0x1F ‖ salt ‖ 0x1F ‖ token.
-fn salted_token<'m>(salting: Salting<'_>, token: &'m [u8], buf: &'m mut Vec<u8>) -> &'m [u8] {
-    match salting {
-        Salting::With(salt) => {
-            buf.clear();
-            buf.push(tokens::TOKEN_PART_SEPARATOR);
-            buf.extend_from_slice(salt);
-            buf.push(tokens::TOKEN_PART_SEPARATOR);
-            buf.extend_from_slice(token);
-            buf
-        }
-        _ => token,
-    }
-}
-
-/// Normalises one raw value of field `fi`, and writes its segment bits (and, when the cache
-/// keeps it, the segment's stored form) and token parts.
-fn compute_field(
-    plan: &Plan<'_>,
-    fi: usize,
-    raw: &[u8],
-    salting: Salting<'_>,
-    sink: &mut Sink<'_>,
-    sc: &mut FieldScratch<'_>,
-) -> Status {
-    let f = &plan.schema.fields[fi];
-    // A salted field's raw values recur under many salts: keep their normalised forms.
-    let salted = !matches!(salting, Salting::Unsalted);
-    let n = sc.norms[fi].get(raw, salted, |ns| {
-        normalise_field(plan, fi, raw, ns, sc.decode_buf, sc.tokens, sc.interner)
-    });
-    if n.status != Status::Present {
-        return n.status;
-    }
-    n.copy_parts(sink);
-    let (Some(seg), false) = (f.segment, matches!(salting, Salting::NoBits)) else {
-        return Status::Present;
-    };
-    let k = f.def.bits_per_token;
-    let start = plan.schema.segments[seg].start_bit;
-    let salt_id = match salting {
-        Salting::With(s) => sc.salts.id(s).filter(|&i| i < u32::from(u16::MAX)),
-        _ => Some(u32::from(u16::MAX)),
-    };
-    let words = &mut *sink.words;
-    match (n.tokens, salt_id) {
-        (Some(ids), Some(sid)) => {
-            let interner = &*sc.interner;
-            for &t in ids {
-                let key = PositionCache::key(seg, k, sid as u16, t);
-                sc.positions.set_bits(key, words, |o| {
-                    let msg = salted_token(salting, interner.text(t), sc.key);
-                    let from = o.len();
-                    plan.hasher.positions(seg, k, msg, o);
-                    for p in &mut o[from..] {
-                        *p -= start;
-                    }
-                });
-            }
-        }
-        _ => {
-            // Tokens or salt without an id (huge or unusual inputs): hash them directly.
-            let Ok(value) = field_value(plan, fi, raw, sc.decode_buf) else {
-                return Status::Present;
-            };
-            sc.tokens.clear();
-            tokens::tokenise(&value, f.def.tokeniser, sc.tokens);
-            for t in sc.tokens.iter() {
-                let msg = salted_token(salting, t, sc.key);
-                sc.out.clear();
-                plan.hasher.positions(seg, k, msg, sc.out);
-                for &p in sc.out.iter() {
-                    let p = p - start;
-                    words[(p / 64) as usize] |= 1u64 << (p % 64);
-                }
-            }
-        }
-    }
-    if !sink.stored.is_empty() {
-        plan.hardener
-            .apply_segment(seg, sink.words, sink.stored, sc.harden);
-    }
-    Status::Present
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -1396,6 +627,44 @@ pub fn encode_reader(
         .filter(|i| !sources.iter().any(|s| s.field == *i))
         .collect();
     let hardener = Hardener::new(key, schema);
+    let segment_fields: Vec<Vec<usize>> = (0..schema.segments.len())
+        .map(|seg| {
+            (0..schema.fields.len())
+                .filter(|&fi| schema.fields[fi].segment == Some(seg))
+                .collect()
+        })
+        .collect();
+    // A value keeps its segment's stored form when it alone feeds the segment and the
+    // hardening transforms the filter without per-record noise.
+    let cache_stored = hardener.transforms() && hardener.segment_is_pure();
+    let fields = schema
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(fi, f)| {
+            let seg = f.segment.map(|s| {
+                let l = &schema.segments[s];
+                (s, f.def.bits_per_token, l.start_bit)
+            });
+            let raw_words = f
+                .segment
+                .map_or(0, |s| schema.segments[s].word_range().len());
+            let stored_words = match f.segment {
+                Some(s) if cache_stored && segment_fields[s].len() == 1 => {
+                    schema.stored_segments[s].word_range().len()
+                }
+                _ => 0,
+            };
+            FieldPlan::new(
+                seg,
+                schema.salt.as_ref().is_some_and(|s| s.salted[fi]),
+                engine::worth_caching(f.def.normaliser),
+                interned_parts(schema, fi),
+                raw_words,
+                stored_words,
+            )
+        })
+        .collect();
     let plan = Plan {
         schema,
         map,
@@ -1406,14 +675,8 @@ pub fn encode_reader(
         today: opts.today,
         opaque_ids: opts.opaque_ids,
         unmapped,
-        segment_fields: (0..schema.segments.len())
-            .map(|seg| {
-                (0..schema.fields.len())
-                    .filter(|&fi| schema.fields[fi].segment == Some(seg))
-                    .collect()
-            })
-            .collect(),
-        cache_stored: hardener.transforms() && hardener.segment_is_pure(),
+        segment_fields,
+        fields,
         hardener,
     };
     let threads = if opts.threads == 0 {
@@ -1468,7 +731,7 @@ pub fn encode_reader(
                         Err(_) => return,
                     };
                     let Ok(job) = next else { return };
-                    let (out, data) = w.run(job, &mut parser);
+                    let (out, data) = run_block(&mut w, plan, job, &mut parser);
                     let _ = recycle_tx.send(data);
                     if out_tx.send(out).is_err() {
                         return;

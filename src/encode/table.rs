@@ -1,0 +1,444 @@
+//! Flat, open-addressing hash tables for the encoder's per-worker caches.
+//!
+//! The encoder is bound by memory latency: a cached value must cost one or two cache lines, not
+//! a chain of pointers. So each table is a vector of 64-bit slots (a 32-bit hash tag and a
+//! 32-bit reference) probed linearly and kept at most half full, over a contiguous arena. The
+//! hashes are fast and unkeyed: the tables only ever hold values of the agency's own export, and
+//! a poor spread would only slow them down.
+
+/// Slots a table starts with.
+const MIN_SLOTS: usize = 1 << 10;
+
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    p as u64 ^ (p >> 64) as u64
+}
+
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// A fast hash of a byte string (folded multiplies over 16-byte chunks, seeded by the length).
+pub fn hash_bytes(b: &[u8]) -> u64 {
+    const K: [u64; 4] = [
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    ];
+    let mut h = (b.len() as u64) ^ K[2];
+    let mut chunks = b.chunks_exact(16);
+    for c in &mut chunks {
+        h = fold(word(&c[..8]) ^ K[0] ^ h, word(&c[8..]) ^ K[1]);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() || b.is_empty() {
+        let (lo, hi) = rest.split_at(rest.len().min(8));
+        h = fold(word(lo) ^ K[0] ^ h, word(hi) ^ K[3]);
+    }
+    fold(h, 0x9e37_79b9_7f4a_7c15)
+}
+
+/// A fast hash of a 64-bit key (the MurmurHash3 finaliser: every input bit affects every
+/// output bit, so keys that differ only in their high bits spread over the table).
+pub fn hash_u64(k: u64) -> u64 {
+    let mut h = k;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ h >> 33
+}
+
+/// The slot array shared by the tables: 0 is empty, otherwise the hash's top 32 bits above a
+/// nonzero 32-bit reference.
+#[derive(Clone)]
+struct Slots {
+    slots: Vec<u64>,
+    used: usize,
+}
+
+impl Slots {
+    fn new() -> Slots {
+        Slots {
+            slots: vec![0; MIN_SLOTS],
+            used: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The references whose tag matches `hash`, in probe order, until an empty slot.
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
+        let mask = self.mask();
+        let tag = hash >> 32;
+        let mut i = hash as usize & mask;
+        std::iter::from_fn(move || loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+            if s >> 32 == tag {
+                return Some(s as u32);
+            }
+        })
+    }
+
+    /// Adds `reference` (nonzero) under `hash`; `rehash` gives the hash of every reference
+    /// already in, for when the table grows.
+    fn insert(&mut self, hash: u64, reference: u32, rehash: impl Fn(u32) -> u64) {
+        debug_assert!(reference != 0);
+        if (self.used + 1) * 2 > self.slots.len() {
+            let grown = vec![0; self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            for s in old.into_iter().filter(|&s| s != 0) {
+                let r = s as u32;
+                Self::place(&mut self.slots, rehash(r), r);
+            }
+        }
+        Self::place(&mut self.slots, hash, reference);
+        self.used += 1;
+    }
+
+    fn place(slots: &mut [u64], hash: u64, reference: u32) {
+        let mask = slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        slots[i] = (hash >> 32) << 32 | u64::from(reference);
+    }
+
+    fn prefetch(&self, hash: u64) {
+        prefetch(&self.slots[hash as usize & self.mask()]);
+    }
+}
+
+/// Byte strings → dense ids (0, 1, 2, …), with the strings kept for [`Interner::text`].
+#[derive(Clone)]
+pub struct Interner {
+    slots: Slots,
+    spans: Vec<(u32, u32)>,
+    text: Vec<u8>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            slots: Slots::new(),
+            spans: Vec::new(),
+            text: Vec::new(),
+        }
+    }
+}
+
+impl Interner {
+    /// The id of `b`, interning it if new.
+    pub fn id(&mut self, b: &[u8]) -> u32 {
+        let hash = hash_bytes(b);
+        for r in self.slots.candidates(hash) {
+            if self.text_of(r - 1) == b {
+                return r - 1;
+            }
+        }
+        let id = self.spans.len() as u32;
+        self.spans.push((self.text.len() as u32, b.len() as u32));
+        self.text.extend_from_slice(b);
+        let (spans, text) = (&self.spans, &self.text);
+        self.slots.insert(hash, id + 1, |r| {
+            let (o, l) = spans[r as usize - 1];
+            hash_bytes(&text[o as usize..(o + l) as usize])
+        });
+        id
+    }
+
+    fn text_of(&self, id: u32) -> &[u8] {
+        let (o, l) = self.spans[id as usize];
+        &self.text[o as usize..(o + l) as usize]
+    }
+
+    /// The string with id `id`.
+    pub fn text(&self, id: u32) -> &[u8] {
+        self.text_of(id)
+    }
+
+    /// Number of strings interned.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+}
+
+/// Byte strings → records of `u64` words in one arena. Each record is stored as a header word
+/// (key length), the key's bytes in whole words, then the payload; a lookup touches the slot
+/// and then one contiguous stretch of the arena.
+pub struct Dict {
+    slots: Slots,
+    arena: Vec<u64>,
+    /// Lookups and hits, to switch off a dictionary that does not earn its keep.
+    lookups: u64,
+    hits: u64,
+}
+
+/// A record's place in a [`Dict`]'s arena: the offset of its payload.
+pub type Payload = u32;
+
+fn key_words(len: usize) -> usize {
+    len.div_ceil(8)
+}
+
+impl Default for Dict {
+    fn default() -> Self {
+        Dict {
+            slots: Slots::new(),
+            arena: vec![0],
+            lookups: 0,
+            hits: 0,
+        }
+    }
+}
+
+impl Dict {
+    fn key_at(&self, at: usize) -> &[u8] {
+        let len = self.arena[at] as usize;
+        let words = &self.arena[at + 1..at + 1 + key_words(len)];
+        &bytemuck::cast_slice::<u64, u8>(words)[..len]
+    }
+
+    /// Starts loading the slot `hash` lands on.
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.slots.prefetch(hash);
+    }
+
+    /// Starts loading the record that `hash` most likely finds (once its slot has arrived).
+    pub fn prefetch_record(&self, hash: u64) {
+        if let Some(r) = self.slots.candidates(hash).next() {
+            prefetch(&self.arena[r as usize]);
+        }
+    }
+
+    /// The payload of `key` (with `hash = hash_bytes(key)`), if present.
+    pub fn find(&mut self, hash: u64, key: &[u8]) -> Option<Payload> {
+        self.lookups += 1;
+        for r in self.slots.candidates(hash) {
+            let at = r as usize;
+            if self.key_at(at) == key {
+                self.hits += 1;
+                return Some((at + 1 + key_words(key.len())) as Payload);
+            }
+        }
+        None
+    }
+
+    /// Adds `key` with a payload of `payload_words` zeroed words; returns where the payload is.
+    /// The key must not be present.
+    pub fn insert(&mut self, hash: u64, key: &[u8], payload_words: usize) -> Payload {
+        let at = self.arena.len();
+        self.arena.push(key.len() as u64);
+        let kw = key_words(key.len());
+        self.arena.resize(at + 1 + kw + payload_words, 0);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut self.arena[at + 1..at + 1 + kw])[..key.len()]
+            .copy_from_slice(key);
+        let arena = &self.arena;
+        let key_at = |r: u32| {
+            let at = r as usize;
+            let len = arena[at] as usize;
+            hash_bytes(
+                &bytemuck::cast_slice::<u64, u8>(&arena[at + 1..at + 1 + key_words(len)])[..len],
+            )
+        };
+        self.slots.insert(hash, at as u32, key_at);
+        (at + 1 + kw) as Payload
+    }
+
+    /// The payload words at `p`.
+    pub fn payload(&self, p: Payload, words: usize) -> &[u64] {
+        &self.arena[p as usize..p as usize + words]
+    }
+
+    /// The payload words at `p`, to fill in.
+    pub fn payload_mut(&mut self, p: Payload, words: usize) -> &mut [u64] {
+        &mut self.arena[p as usize..p as usize + words]
+    }
+
+    /// Words in the arena.
+    pub fn arena_words(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Share of lookups that found their key, once `min_lookups` lookups were made.
+    pub fn hit_rate(&self, min_lookups: u64) -> Option<f64> {
+        (self.lookups >= min_lookups).then(|| self.hits as f64 / self.lookups as f64)
+    }
+}
+
+/// Nonzero 64-bit keys → 64-bit values, kept inline in the slots (one cache line per lookup).
+pub struct U64Map {
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    lookups: u64,
+    hits: u64,
+}
+
+impl Default for U64Map {
+    fn default() -> Self {
+        U64Map {
+            slots: vec![(0, 0); MIN_SLOTS],
+            len: 0,
+            lookups: 0,
+            hits: 0,
+        }
+    }
+}
+
+impl U64Map {
+    fn home(&self, key: u64) -> usize {
+        hash_u64(key) as usize & (self.slots.len() - 1)
+    }
+
+    /// The value under `key` (nonzero), if present.
+    pub fn get(&mut self, key: u64) -> Option<u64> {
+        self.lookups += 1;
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let (k, v) = self.slots[i];
+            if k == key {
+                self.hits += 1;
+                return Some(v);
+            }
+            if k == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Starts loading the slot of `key`.
+    pub fn prefetch(&self, key: u64) {
+        prefetch(&self.slots[self.home(key)]);
+    }
+
+    /// Adds `key` (nonzero, not present) with `value`.
+    pub fn insert(&mut self, key: u64, value: u64) {
+        debug_assert!(key != 0);
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![(0, 0); self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            for (k, v) in old.into_iter().filter(|&(k, _)| k != 0) {
+                self.place(k, v);
+            }
+        }
+        self.place(key, value);
+        self.len += 1;
+    }
+
+    fn place(&mut self, key: u64, value: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        while self.slots[i].0 != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (key, value);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Share of lookups that found their key, once `min_lookups` lookups were made.
+    pub fn hit_rate(&self, min_lookups: u64) -> Option<f64> {
+        (self.lookups >= min_lookups).then(|| self.hits as f64 / self.lookups as f64)
+    }
+}
+
+/// Asks the CPU to start loading the cache line holding `r`.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it has no architectural effect and cannot fault, and
+    // SSE, which it needs, is part of the x86-64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_gives_dense_stable_ids_through_growth() {
+        let mut i = Interner::default();
+        let words: Vec<String> = (0..5000).map(|n| format!("w{n}")).collect();
+        for (n, w) in words.iter().enumerate() {
+            assert_eq!(i.id(w.as_bytes()), n as u32);
+        }
+        for (n, w) in words.iter().enumerate().rev() {
+            assert_eq!(i.id(w.as_bytes()), n as u32);
+            assert_eq!(i.text(n as u32), w.as_bytes());
+        }
+        assert_eq!(i.id(b""), 5000);
+        assert_eq!(i.id(b""), 5000);
+    }
+
+    #[test]
+    fn dict_keeps_payloads_of_any_key_length_through_growth() {
+        let mut d = Dict::default();
+        let keys: Vec<Vec<u8>> = (0..3000usize)
+            .map(|n| (0..n % 40).map(|j| (n * 7 + j) as u8).collect())
+            .collect();
+        let mut seen = std::collections::HashMap::new();
+        for k in &keys {
+            let h = hash_bytes(k);
+            if seen.contains_key(k) {
+                continue;
+            }
+            assert!(d.find(h, k).is_none());
+            let p = d.insert(h, k, 2);
+            d.payload_mut(p, 2).copy_from_slice(&[k.len() as u64, h]);
+            seen.insert(k.clone(), ());
+        }
+        for k in &keys {
+            let h = hash_bytes(k);
+            let p = d.find(h, k).expect("present");
+            assert_eq!(d.payload(p, 2), &[k.len() as u64, h]);
+        }
+        assert!(d.find(hash_bytes(b"absent key!"), b"absent key!").is_none());
+    }
+
+    #[test]
+    fn u64_map_round_trips() {
+        let mut m = U64Map::default();
+        for k in 1..10_000u64 {
+            m.insert(k * 0x9e37_79b9, k);
+        }
+        for k in 1..10_000u64 {
+            assert_eq!(m.get(k * 0x9e37_79b9), Some(k));
+        }
+        assert_eq!(m.get(12345), None);
+        assert_eq!(m.len(), 9_999);
+    }
+
+    #[test]
+    fn hash_depends_on_every_byte_and_the_length() {
+        let base = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".to_vec();
+        let h = hash_bytes(&base);
+        for i in 0..base.len() {
+            let mut b = base.clone();
+            b[i] ^= 1;
+            assert_ne!(hash_bytes(&b), h, "byte {i}");
+        }
+        assert_ne!(hash_bytes(b"A"), hash_bytes(b"A\0"));
+        assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
+    }
+}
