@@ -107,6 +107,16 @@ impl Diffusion {
         }
     }
 
+    /// XORs the layer's output for `input` into `out`.
+    fn xor_into(&self, input: &[u64], out: &mut [u64]) {
+        let ow = self.out_words;
+        for_each_set_bit(input, |i| {
+            for (o, c) in out.iter_mut().zip(&self.columns[i * ow..(i + 1) * ow]) {
+                *o ^= c;
+            }
+        });
+    }
+
     fn apply_n<const N: usize>(&self, input: &[u64], out: &mut [u64]) {
         let mut acc = [0u64; N];
         for_each_set_bit(input, |i| {
@@ -296,6 +306,44 @@ impl Hardener {
             std::mem::swap(a, b);
         }
         out.copy_from_slice(a);
+    }
+
+    /// True when the transforms of segment `seg` are linear over GF(2) (diffusion and folding;
+    /// balancing is not). Then the stored form of ORed inputs follows from the inputs' own
+    /// stored forms: T(a | b) = T(a) ^ T(b) ^ T(a & b), where a & b has few bits.
+    pub fn segment_is_linear(&self, seg: usize) -> bool {
+        self.segments[seg].balance.is_none()
+    }
+
+    /// XORs the transform of `input` (hashed words) into `out` (stored words), for a segment
+    /// where [`Hardener::segment_is_linear`] holds. T(0) = 0, so an empty input changes nothing.
+    pub fn xor_segment(&self, seg: usize, input: &[u64], out: &mut [u64], scratch: &mut Scratch) {
+        debug_assert!(self.segment_is_linear(seg));
+        if input.iter().all(|&w| w == 0) {
+            return;
+        }
+        let s = &self.segments[seg];
+        match (&s.diffusion, s.fold) {
+            (Some(d), false) => d.xor_into(input, out),
+            (None, false) => {
+                for (o, x) in out.iter_mut().zip(input) {
+                    *o ^= x;
+                }
+            }
+            (d, true) => {
+                let Scratch { a, b, .. } = scratch;
+                a.clear();
+                a.extend_from_slice(input);
+                if let Some(d) = d {
+                    d.apply(a, b);
+                    std::mem::swap(a, b);
+                }
+                fold(a, b);
+                for (o, x) in out.iter_mut().zip(b.iter()) {
+                    *o ^= x;
+                }
+            }
+        }
     }
 
     /// BLIP noise on a stored filter (nothing when the schema has none): fixed per key, agency

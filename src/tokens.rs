@@ -36,12 +36,71 @@ impl Value {
 /// Appends the tokens of `value` under `tokeniser` to `out` (as bytes; tokens are distinct
 /// strings per tokeniser by construction, e.g. date parts carry a `y:`/`m:` prefix).
 pub fn tokenise(value: &Value, tokeniser: Tokeniser, out: &mut Vec<Vec<u8>>) {
-    match (tokeniser, value) {
-        (Tokeniser::Exact, v) => {
-            let mut t = b"=".to_vec();
-            t.extend_from_slice(v.canonical().as_bytes());
-            out.push(t);
+    let mut buf = TokenBuf::default();
+    tokenise_into(value, tokeniser, &mut buf);
+    out.extend(buf.iter().map(<[u8]>::to_vec));
+}
+
+/// The tokens of one value in one buffer (no allocation per token), each marked whether it
+/// determines the whole value (`=SMITH`, `pc:SW1A1AA`, `ymd:2015-03-12`): such a token is as
+/// rare as the value itself, so caching anything per token gains nothing over caching per value.
+#[derive(Clone, Debug, Default)]
+pub struct TokenBuf {
+    bytes: Vec<u8>,
+    /// Per token: its end in `bytes`, and whether it determines the value.
+    ends: Vec<(usize, bool)>,
+}
+
+impl TokenBuf {
+    /// Empties the buffer.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is no token.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Token `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1].0 };
+        &self.bytes[start..self.ends[i].0]
+    }
+
+    /// Whether token `i` determines the whole value.
+    pub fn whole(&self, i: usize) -> bool {
+        self.ends[i].1
+    }
+
+    /// The tokens, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Ends the token being written.
+    fn end(&mut self, whole: bool) {
+        self.ends.push((self.bytes.len(), whole));
+    }
+
+    fn push(&mut self, parts: &[&[u8]], whole: bool) {
+        for p in parts {
+            self.bytes.extend_from_slice(p);
         }
+        self.end(whole);
+    }
+}
+
+/// Appends the tokens of `value` under `tokeniser` to `out` (see [`tokenise`]).
+pub fn tokenise_into(value: &Value, tokeniser: Tokeniser, out: &mut TokenBuf) {
+    use std::io::Write;
+    match (tokeniser, value) {
         (Tokeniser::Bigrams, Value::Text(s)) => bigrams(s, out),
         (Tokeniser::DateParts, Value::Date(d)) => {
             let (lo, hi) = if d.day <= d.month {
@@ -49,52 +108,64 @@ pub fn tokenise(value: &Value, tokeniser: Tokeniser, out: &mut Vec<Vec<u8>>) {
             } else {
                 (d.month, d.day)
             };
-            for t in [
-                format!("y:{:04}", d.year),
-                format!("m:{:02}", d.month),
-                format!("d:{:02}", d.day),
-                format!("ym:{:04}-{:02}", d.year, d.month),
-                format!("ymd:{d}"),
-                format!("dm:{lo:02}-{hi:02}"),
-            ] {
-                out.push(t.into_bytes());
-            }
+            let b = &mut out.bytes;
+            // Writing to a Vec cannot fail.
+            let _ = write!(b, "y:{:04}", d.year);
+            out.end(false);
+            let _ = write!(out.bytes, "m:{:02}", d.month);
+            out.end(false);
+            let _ = write!(out.bytes, "d:{:02}", d.day);
+            out.end(false);
+            let _ = write!(out.bytes, "ym:{:04}-{:02}", d.year, d.month);
+            out.end(false);
+            let _ = write!(out.bytes, "ymd:{d}");
+            out.end(true);
+            let _ = write!(out.bytes, "dm:{lo:02}-{hi:02}");
+            out.end(false);
         }
         (Tokeniser::PostcodeParts, Value::Text(pc)) => {
             let (outward, inward) = pc.split_once(' ').unwrap_or((pc.as_str(), ""));
-            let area: String = outward
-                .chars()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .collect();
-            let sector_digit: String = inward.chars().take(1).collect();
-            for t in [
-                format!("pc:{outward}{inward}"),
-                format!("sec:{outward} {sector_digit}"),
-                format!("out:{outward}"),
-                format!("area:{area}"),
-            ] {
-                out.push(t.into_bytes());
-            }
+            let area_len = outward.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let sector_digit = inward.chars().next().map_or(0, char::len_utf8);
+            let (o, i) = (outward.as_bytes(), inward.as_bytes());
+            out.push(&[b"pc:", o, i], true);
+            out.push(&[b"sec:", o, b" ", &i[..sector_digit]], false);
+            out.push(&[b"out:", o], false);
+            out.push(&[b"area:", &o[..area_len]], false);
         }
-        // Combinations the schema validation rules out; tokenise the canonical text as exact.
+        // Exact, and combinations the schema validation rules out: the canonical text.
         (_, v) => {
-            let mut t = b"=".to_vec();
-            t.extend_from_slice(v.canonical().as_bytes());
-            out.push(t);
+            out.bytes.push(b'=');
+            let _ = write!(out.bytes, "{}", Canonical(v));
+            out.end(true);
+        }
+    }
+}
+
+/// Displays a value's canonical text (see [`Value::canonical`]) without allocating.
+struct Canonical<'v>(&'v Value);
+
+impl std::fmt::Display for Canonical<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Value::Text(s) => f.write_str(s),
+            Value::Date(d) => write!(f, "{d}"),
+            Value::Sex(s) => write!(f, "{s:?}"),
         }
     }
 }
 
 /// Padded bigrams of each space-separated part: `JO ANN` → `_J JO O_ _A AN NN N_`.
-fn bigrams(s: &str, out: &mut Vec<Vec<u8>>) {
+fn bigrams(s: &str, out: &mut TokenBuf) {
     for part in s.split(' ').filter(|p| !p.is_empty()) {
         let mut prev = '_';
         for c in part.chars().chain(std::iter::once('_')) {
-            let mut t = Vec::with_capacity(8);
             let mut buf = [0u8; 4];
-            t.extend_from_slice(prev.encode_utf8(&mut buf).as_bytes());
-            t.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            out.push(t);
+            out.bytes
+                .extend_from_slice(prev.encode_utf8(&mut buf).as_bytes());
+            out.bytes
+                .extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            out.end(false);
             prev = c;
         }
     }
@@ -142,6 +213,36 @@ pub fn soundex(name: &str) -> String {
         out.push(b'0');
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the text a token part contributes to `out`; `false` (and nothing appended) if the
+/// transform yields nothing. The same text as [`part_text`].
+pub fn part_text_into(value: &Value, transform: Transform, out: &mut Vec<u8>) -> bool {
+    use std::io::Write;
+    match (transform, value) {
+        (Transform::Value, v) => {
+            let _ = write!(out, "{}", Canonical(v));
+        }
+        (Transform::Year, Value::Date(d)) => {
+            let _ = write!(out, "{:04}", d.year);
+        }
+        (Transform::Initial, Value::Text(s)) => match s.chars().next() {
+            Some(c) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            None => return false,
+        },
+        (Transform::Soundex, Value::Text(s)) => {
+            let code = soundex(s);
+            if code.is_empty() {
+                return false;
+            }
+            out.extend_from_slice(code.as_bytes());
+        }
+        (Transform::Outward, Value::Text(s)) => {
+            out.extend_from_slice(s.split(' ').next().unwrap_or("").as_bytes());
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// The text a token part contributes, or `None` if the transform yields nothing.
@@ -309,6 +410,58 @@ mod tests {
             toks(Value::Text("SW1A 1AA".into()), Tokeniser::PostcodeParts),
             ["pc:SW1A1AA", "sec:SW1A 1", "out:SW1A", "area:SW"]
         );
+    }
+
+    #[test]
+    fn whole_value_tokens_are_marked() {
+        let mut b = TokenBuf::default();
+        tokenise_into(
+            &Value::Text("SW1A 1AA".into()),
+            Tokeniser::PostcodeParts,
+            &mut b,
+        );
+        let whole: Vec<bool> = (0..b.len()).map(|i| b.whole(i)).collect();
+        assert_eq!(whole, [true, false, false, false]);
+        b.clear();
+        tokenise_into(&Value::Text("JO".into()), Tokeniser::Bigrams, &mut b);
+        assert!((0..b.len()).all(|i| !b.whole(i)));
+        b.clear();
+        let d = Value::Date(Date::new(2015, 3, 12).unwrap());
+        tokenise_into(&d, Tokeniser::DateParts, &mut b);
+        assert_eq!(b.get(4), b"ymd:2015-03-12");
+        assert!(b.whole(4) && (0..b.len()).filter(|&i| b.whole(i)).count() == 1);
+        b.clear();
+        tokenise_into(&Value::Sex(crate::colmap::Sex::F), Tokeniser::Exact, &mut b);
+        assert_eq!(b.get(0), b"=F");
+        assert!(b.whole(0));
+    }
+
+    #[test]
+    fn part_texts_written_in_place_equal_the_allocated_ones() {
+        let values = [
+            Value::Text("O CONNOR SMITH".into()),
+            Value::Text("محمد".into()),
+            Value::Text("SW1A 1AA".into()),
+            Value::Text(String::new()),
+            Value::Date(Date::new(2015, 3, 12).unwrap()),
+            Value::Sex(crate::colmap::Sex::M),
+        ];
+        for v in &values {
+            for t in Transform::ALL {
+                let mut out = b"x".to_vec();
+                let wrote = part_text_into(v, t, &mut out);
+                match part_text(v, t) {
+                    Some(p) => {
+                        assert!(wrote, "{v:?} {t:?}");
+                        assert_eq!(&out[1..], p.as_bytes(), "{v:?} {t:?}");
+                    }
+                    None => {
+                        assert!(!wrote, "{v:?} {t:?}");
+                        assert_eq!(out, b"x");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,50 +1,54 @@
-//! The per-worker encoder: one record at a time, from raw CSV fields to the stored filter, the
-//! popcounts and the keyed exact tokens.
+//! The per-worker encoder: batches of parsed records to stored filters, popcounts and keyed
+//! exact tokens, written straight into the block's output space.
 //!
-//! What is cached, and why it is shaped this way (docs/DESIGN-NOTES.md, "Encoder"):
-//! - **Values, unsalted.** Per field, a dictionary maps the *raw* bytes of a value to what the
-//!   value is: its status, the interned ids of its token parts (for keyed tokens and the salt)
-//!   and either its segment bits (unsalted fields; plus the segment's stored, hardened form when
-//!   the field alone feeds its segment) or the ids of its filter tokens (salted fields). Salting
-//!   does not multiply the keys: a name is looked up once whatever the year of birth.
-//! - **Bit positions**, per field, salt and filter token, in dense tables: the filter tokens
-//!   (bigrams, date parts) and the salts (years) are few, so the tables stay small and hot and a
-//!   salted name costs a few table reads per row instead of a cache miss on a large table.
-//! - **Keyed exact tokens**, per kind, by the ids of their parts. A cache that does not earn its
-//!   keep (a token of near-unique parts, such as postcode + year) switches itself off.
-//! - Per row, what is left is setting the salted fields' bits and hardening the segments fed by
-//!   more than one value or by a salted one (the diffusion layer is one word-XOR of a column per
-//!   set bit).
+//! The encoder is bound by memory latency, so what is cached is shaped to cost a cache line or
+//! two per row, and each batch is worked column by column, so that its lookups have their cache
+//! misses in flight together (docs/DESIGN-NOTES.md, "Encoder"):
+//! - **Values**, per field, in a dictionary keyed by the *raw, unsalted* bytes: the status, the
+//!   token parts (text, and an interned id where a cache needs one), and either the segment's
+//!   hashed bits and stored (hardened) form (unsalted fields) or the ids of the filter tokens
+//!   (salted fields). A name is normalised once, whatever the year of birth it comes with.
+//! - **Salted values**, per field, by (salt, value): the hashed bits and stored form. Their
+//!   bits come from dense per-salt tables of each filter token's positions: the tokens
+//!   (bigrams) and salts (years) are few, so those tables stay small.
+//! - **Keyed exact tokens**, per kind, by the ids of their parts.
+//! - A segment fed by several values is the XOR of their stored forms, corrected for the bits
+//!   they share, when its hardening is linear (diffusion, folding); otherwise their bits are
+//!   ORed and hardened per row.
 //!
-//! Caching never changes results, only speed: the output is identical for any thread count and
-//! any order of rows (tests/vectors.rs, tests/hardening.rs).
+//! A cache that does not earn its keep switches itself off, and a worker whose caches outgrow
+//! their bounds empties them. Caching never changes results, only speed: the output is
+//! identical for any thread count and any order of rows (tests/vectors.rs, tests/hardening.rs).
 
 use super::blocks::RecordBatch;
-use super::table::{hash_bytes, Dict, Interner, Payload, U64Map};
+use super::table::{hash_bytes, Dict, Found, Interner, Payload, U64Map, WordMap};
 use super::{decode, enc_name, normalise_value, Plan, Reject};
 use crate::colmap::TextEncoding;
 use crate::harden;
 use crate::normalise::{self, Invalid};
 use crate::schema::{Normaliser, SaltMissing, Transform};
-use crate::tokens::{self, Value};
+use crate::tokens::{self, TokenBuf, Value};
 
 /// Number of token-part transforms (see [`Transform::ALL`]).
 pub const PARTS: usize = 5;
-/// No interned id: the part does not apply to the value.
+/// No interned id.
 const NO_ID: u32 = u32::MAX;
+/// A part reference for a part the value does not have.
+const NO_PART: u64 = u64::MAX;
 /// A cache that finds its key less often than this, once it has seen [`PROBE`] lookups, is
-/// switched off. A keyed-token cache miss (a lookup and an insert, often a cache miss on a large
-/// table) costs about a third of the HMAC it saves on a hit; a value dictionary saves a whole
-/// normalisation and tokenisation per hit, so it pays at much lower hit rates.
+/// switched off. A keyed-token cache miss (a lookup and an insert, often a cache miss on a
+/// large table) costs about a third of the HMAC a hit saves; a value or salted-value cache
+/// saves a normalisation or a few dozen bit operations per hit, and pays at lower hit rates.
 const MIN_TOKEN_HIT_RATE: f64 = 0.3;
-const MIN_DICT_HIT_RATE: f64 = 0.05;
+const MIN_VALUE_HIT_RATE: f64 = 0.05;
+const MIN_SALTED_HIT_RATE: f64 = 0.2;
 const PROBE: u64 = 1 << 16;
 /// Bounds on a worker's caches: past them, the worker empties its caches and starts again
 /// (only inputs far beyond national scale, or schemas that put unique values in the filter,
 /// get there).
 const MAX_DICT_WORDS: usize = 1 << 25;
 const MAX_INTERNED: usize = 1 << 22;
-const MAX_TOKEN_ENTRIES: usize = 1 << 22;
+const MAX_CACHED: usize = 1 << 22;
 /// Salts with a position table each; records with other salts hash their tokens directly.
 const MAX_SALTS: usize = 1 << 12;
 
@@ -73,9 +77,7 @@ impl Status {
             Status::Present => ST_PRESENT,
             Status::Missing => ST_MISSING,
             Status::BadBytes => ST_BAD_BYTES,
-            Status::Invalid(why) => {
-                ST_INVALID + Invalid::ALL.iter().position(|&w| w == why).unwrap_or(0) as u8
-            }
+            Status::Invalid(why) => ST_INVALID + invalid_index(why) as u8,
         }
     }
 
@@ -89,11 +91,18 @@ impl Status {
     }
 }
 
-/// How a field's values are laid out in its payloads (see [`FieldPlan`]): the first word holds
-/// the status, whether the value sets bits, and its number of filter tokens; then the ids of
-/// the interned token parts, two per word; then, for an unsalted field with a segment, the
-/// segment's bits and, when the field alone feeds its segment, the stored form; for a salted
-/// field, the ids of its filter tokens, two per word.
+fn invalid_index(why: Invalid) -> usize {
+    Invalid::ALL.iter().position(|&w| w == why).unwrap_or(0)
+}
+
+/// How one field is encoded and how its values are laid out.
+///
+/// A value's payload (in its field's dictionary, or in the batch's scratch space) is: a word
+/// holding the status, whether the value sets bits, the payload's length and the number of
+/// filter tokens; a reference per kept token part (id, and the offset and length of its text);
+/// then, for an unsalted field with a segment, the segment's hashed words and, when kept, its
+/// stored words, or, for a salted field, the ids of its filter tokens (two per word); then the
+/// parts' texts.
 #[derive(Clone, Debug)]
 pub struct FieldPlan {
     /// The field's segment, bits per token and the segment's first bit.
@@ -105,40 +114,31 @@ pub struct FieldPlan {
     /// Values are looked up in a dictionary (not for identifiers: unique per child, so a
     /// dictionary would only cost).
     pub cached: bool,
-    /// Per transform: its slot among the interned parts, if interned.
+    /// Per transform: its slot among the kept parts (those a keyed token or the salt uses).
     part_slot: [Option<usize>; PARTS],
-    part_words: usize,
-    /// Segment words kept per value (unsalted fields with a segment).
-    raw_words: usize,
-    /// Stored (hardened) segment words kept per value.
+    nparts: usize,
+    /// The segment's hashed words, and its stored words when values keep their stored form.
+    seg_words: usize,
     stored_words: usize,
 }
 
 impl FieldPlan {
-    /// `interned`: which transforms some keyed token or the salt uses; `raw_words`: the
-    /// segment's hashed words (0 without a segment); `stored_words`: the segment's stored
-    /// words when the field alone feeds it and the hardening adds no per-record noise.
+    /// `kept`: which transforms some keyed token or the salt uses; `segment`: (index, bits per
+    /// token, first bit, hashed words, stored words kept per value or 0).
     pub fn new(
-        segment: Option<(usize, u32, u32)>,
+        segment: Option<(usize, u32, u32, usize, usize)>,
         salted: bool,
         cached: bool,
-        interned: [bool; PARTS],
-        raw_words: usize,
-        stored_words: usize,
+        kept: [bool; PARTS],
     ) -> FieldPlan {
         let mut part_slot = [None; PARTS];
         let mut n = 0;
-        for (slot, keep) in part_slot.iter_mut().zip(interned) {
+        for (slot, keep) in part_slot.iter_mut().zip(kept) {
             if keep {
                 *slot = Some(n);
                 n += 1;
             }
         }
-        let (raw_words, stored_words) = if salted || segment.is_none() {
-            (0, 0)
-        } else {
-            (raw_words, stored_words)
-        };
         FieldPlan {
             segment: segment.map(|s| s.0),
             k: segment.map_or(0, |s| s.1),
@@ -146,14 +146,24 @@ impl FieldPlan {
             salted: salted && segment.is_some(),
             cached,
             part_slot,
-            part_words: n.div_ceil(2),
-            raw_words,
-            stored_words,
+            nparts: n,
+            seg_words: segment.map_or(0, |s| s.3),
+            stored_words: segment.map_or(0, |s| s.4),
         }
     }
 
-    fn fixed_words(&self) -> usize {
-        1 + self.part_words + self.raw_words + self.stored_words
+    /// Words of a payload before its token ids (salted) or texts (unsalted).
+    fn body_at(&self) -> usize {
+        1 + self.nparts
+    }
+
+    /// Words of an unsalted value's bits and stored form.
+    fn bits_words(&self) -> usize {
+        if self.salted || self.segment.is_none() {
+            0
+        } else {
+            self.seg_words + self.stored_words
+        }
     }
 }
 
@@ -177,30 +187,47 @@ impl<'a> Val<'a> {
         (self.words[0] >> 32) as usize
     }
 
-    fn part(self, t: usize) -> Option<u32> {
-        let s = self.plan.part_slot[t]?;
-        let id = (self.words[1 + s / 2] >> (32 * (s % 2))) as u32;
-        (id != NO_ID).then_some(id)
+    fn text_at(self) -> usize {
+        let p = self.plan;
+        p.body_at() + p.bits_words() + if p.salted { self.ntok().div_ceil(2) } else { 0 }
+    }
+
+    /// Token part `t`: its interned id (if it has one) and its text; `None` if the value has
+    /// no such part.
+    fn part(self, t: usize) -> Option<(Option<u32>, &'a [u8])> {
+        let r = self.words[1 + self.plan.part_slot[t]?];
+        if r == NO_PART {
+            return None;
+        }
+        let id = r as u32;
+        let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
+        let text = bytemuck::cast_slice::<u64, u8>(&self.words[self.text_at()..]);
+        Some(((id != NO_ID).then_some(id), &text[off..off + len]))
     }
 
     fn raw(self) -> &'a [u64] {
-        let a = 1 + self.plan.part_words;
-        &self.words[a..a + self.plan.raw_words]
+        let a = self.plan.body_at();
+        &self.words[a..a + self.plan.seg_words]
     }
 
     fn stored(self) -> &'a [u64] {
-        let a = 1 + self.plan.part_words + self.plan.raw_words;
+        let a = self.plan.body_at() + self.plan.seg_words;
         &self.words[a..a + self.plan.stored_words]
     }
 
     fn tokens(self) -> impl Iterator<Item = u32> + 'a {
-        let a = self.plan.fixed_words();
+        let a = self.plan.body_at();
         let n = self.ntok();
         self.words[a..a + n.div_ceil(2)]
             .iter()
             .flat_map(|&w| [w as u32, (w >> 32) as u32])
             .take(n)
     }
+}
+
+/// The length of a payload, from its first word.
+fn payload_len(meta: u64) -> usize {
+    (meta >> 16 & 0xffff) as usize
 }
 
 /// Per salt, the segment-relative bit positions of each filter token, computed on first use.
@@ -246,16 +273,18 @@ struct FieldState {
     /// The dictionary is in use (switched off, between batches, when it does not earn its
     /// keep).
     use_dict: bool,
-    /// Interned token-part texts (for keyed tokens and the salt).
+    /// Interned token-part texts, for the ids that keyed-token caches and the salt use.
     parts: Interner,
+    /// Per transform: its parts get ids (a live cache or the salt needs them).
+    need_id: [bool; PARTS],
     /// Interned filter tokens, and their positions per salt.
     tokens: Interner,
     positions: Positions,
-    /// Values of this batch computed without the dictionary: their payloads, and their parts'
-    /// texts (the part ids in such a payload index `scratch_spans`).
+    /// Salted fields: hashed words and stored form by (salt, value), while it earns its keep.
+    salted: WordMap,
+    salted_on: bool,
+    /// Payloads of this batch's values computed without the dictionary.
     scratch: Vec<u64>,
-    scratch_text: Vec<u8>,
-    scratch_spans: Vec<(u32, u32)>,
 }
 
 /// Where a row's value of a field is.
@@ -269,8 +298,18 @@ enum Cur {
     Scratch(u32, u32),
 }
 
-/// The row's salt.
+/// Where a row's salted bits of a field are.
 #[derive(Clone, Copy)]
+enum Salted {
+    None,
+    /// In the field's salted cache, at this slot.
+    Slot(usize),
+    /// In the batch's salted scratch, at this offset.
+    Scratch(usize),
+}
+
+/// The row's salt.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Salt {
     /// Salted fields are hashed under this salt (an id in [`Worker::salts`]; [`MARKER`] is the
     /// "no salt" marker, the empty text). Salts past [`MAX_SALTS`] have no position tables:
@@ -312,6 +351,14 @@ pub struct BatchOut<'o, 'd> {
     pub encoded: &'o mut usize,
 }
 
+/// Buffers for building a segment.
+#[derive(Default)]
+struct SegScratch {
+    acc: Vec<u64>,
+    overlap: Vec<u64>,
+    harden: harden::Scratch,
+}
+
 /// Encodes records for one worker thread.
 pub struct Worker<'p, 'a> {
     plan: &'p Plan<'a>,
@@ -322,20 +369,23 @@ pub struct Worker<'p, 'a> {
     /// Salt texts → salt ids; and per salt-source part id, its salt id (dense).
     salts: Interner,
     salt_of_part: Vec<u32>,
-    /// Per batch: each row's state, and per row and field where its value is.
+    /// Per batch: each row's state; per row and field, where its value and its salted bits
+    /// are.
     rows: Vec<RowState>,
     cur: Vec<Cur>,
+    salted: Vec<Salted>,
+    salted_scratch: Vec<u64>,
     hashes: Vec<u64>,
     /// Per batch: each row's keyed tokens (`ntok` slots per row) and their number.
     row_tokens: Vec<u64>,
     row_ntok: Vec<u8>,
     keys: Vec<u64>,
-    raw: Vec<u64>,
+    seg: SegScratch,
     tmp: Vec<u64>,
-    harden_scratch: harden::Scratch,
+    text: Vec<u8>,
     msg: Vec<u8>,
     pos_buf: Vec<u32>,
-    tok_buf: Vec<Vec<u8>>,
+    tok_buf: TokenBuf,
     decode_buf: String,
     /// Per field counts for the block being encoded.
     pub counts: Vec<FieldCounts>,
@@ -351,18 +401,25 @@ impl<'p, 'a> Worker<'p, 'a> {
         let mut salts = Interner::default();
         let marker = salts.id(b"") as usize;
         debug_assert_eq!(marker, MARKER);
-        Worker {
+        let mut w = Worker {
             plan,
-            fields: (0..nf)
-                .map(|fi| FieldState {
+            fields: plan
+                .fields
+                .iter()
+                .map(|fp| FieldState {
                     dict: Dict::default(),
-                    use_dict: plan.fields[fi].cached,
+                    use_dict: fp.cached,
                     parts: Interner::default(),
+                    need_id: [false; PARTS],
                     tokens: Interner::default(),
                     positions: Positions::default(),
+                    salted: WordMap::new(if fp.salted {
+                        fp.seg_words + fp.stored_words
+                    } else {
+                        0
+                    }),
+                    salted_on: fp.cached && fp.salted,
                     scratch: Vec::new(),
-                    scratch_text: Vec::new(),
-                    scratch_spans: Vec::new(),
                 })
                 .collect(),
             token_cache: plan
@@ -371,66 +428,121 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .iter()
                 .map(|_| U64Map::default())
                 .collect(),
-            token_cache_on: vec![true; plan.schema.tokens.len()],
+            token_cache_on: plan
+                .schema
+                .tokens
+                .iter()
+                .map(|t| t.parts.len() <= 2)
+                .collect(),
             salts,
             salt_of_part: Vec::new(),
             rows: Vec::new(),
             cur: Vec::new(),
+            salted: Vec::new(),
+            salted_scratch: Vec::new(),
             hashes: Vec::new(),
             row_tokens: Vec::new(),
             row_ntok: Vec::new(),
             keys: Vec::new(),
-            raw: vec![0; plan.schema.words()],
+            seg: SegScratch::default(),
             tmp: Vec::new(),
-            harden_scratch: harden::Scratch::default(),
+            text: Vec::new(),
             msg: Vec::new(),
             pos_buf: Vec::new(),
-            tok_buf: Vec::new(),
+            tok_buf: TokenBuf::default(),
             decode_buf: String::new(),
             counts: vec![FieldCounts::default(); nf],
+        };
+        w.set_need_id();
+        w
+    }
+
+    /// Which parts get interned ids: the salt's, and those of keyed tokens whose cache is on.
+    fn set_need_id(&mut self) {
+        let schema = self.plan.schema;
+        for f in &mut self.fields {
+            f.need_id = [false; PARTS];
+        }
+        if let Some(s) = &schema.salt {
+            self.fields[s.source.0].need_id[s.source.1.index()] = true;
+        }
+        for (t, on) in schema.tokens.iter().zip(&self.token_cache_on) {
+            if *on {
+                for &(fi, tr) in &t.parts {
+                    self.fields[fi].need_id[tr.index()] = true;
+                }
+            }
         }
     }
 
-    /// Empties every cache when one has outgrown its bound, and switches off caches that do
-    /// not earn their keep (called between batches).
-    fn tend_caches(&mut self) {
+    /// Switches off caches that do not earn their keep, and empties every cache when one has
+    /// outgrown its bound (between batches, so no reference into a cache outlives it).
+    fn tend_caches(&mut self, batch_rows: usize) {
         for f in &mut self.fields {
             if f.use_dict
                 && f.dict
                     .hit_rate(PROBE)
-                    .is_some_and(|r| r < MIN_DICT_HIT_RATE)
+                    .is_some_and(|r| r < MIN_VALUE_HIT_RATE)
             {
                 f.use_dict = false;
                 f.dict = Dict::default();
             }
+            if f.salted_on
+                && f.salted
+                    .hit_rate(PROBE)
+                    .is_some_and(|r| r < MIN_SALTED_HIT_RATE)
+            {
+                f.salted_on = false;
+                f.salted = WordMap::new(0);
+            }
         }
+        let mut changed = false;
         for (c, on) in self.token_cache.iter_mut().zip(&mut self.token_cache_on) {
             if *on && c.hit_rate(PROBE).is_some_and(|r| r < MIN_TOKEN_HIT_RATE) {
                 *on = false;
                 *c = U64Map::default();
+                changed = true;
             }
+        }
+        if changed {
+            self.set_need_id();
         }
         let over = self.fields.iter().any(|f| {
             f.dict.arena_words() > MAX_DICT_WORDS
                 || f.parts.len() > MAX_INTERNED
                 || f.tokens.len() > MAX_INTERNED
+                || f.salted.len() > MAX_CACHED
         }) || self.salts.len() > MAX_INTERNED
-            || self.token_cache.iter().any(|c| c.len() > MAX_TOKEN_ENTRIES);
+            || self.token_cache.iter().any(|c| c.len() > MAX_CACHED);
         if over {
-            let on: Vec<bool> = self.fields.iter().map(|f| f.use_dict).collect();
+            let on: Vec<(bool, bool)> = self
+                .fields
+                .iter()
+                .map(|f| (f.use_dict, f.salted_on))
+                .collect();
             let tok_on = self.token_cache_on.clone();
             let mut fresh = Worker::new(self.plan);
             fresh.counts = std::mem::take(&mut self.counts);
             *self = fresh;
-            for (f, on) in self.fields.iter_mut().zip(on) {
-                f.use_dict = on;
+            for (f, (d, s)) in self.fields.iter_mut().zip(on) {
+                f.use_dict = d;
+                f.salted_on = s;
+                if !s {
+                    f.salted = WordMap::new(0);
+                }
             }
             self.token_cache_on = tok_on;
+            self.set_need_id();
+        }
+        for f in &mut self.fields {
+            if f.salted_on {
+                f.salted.reserve(batch_rows);
+            }
         }
     }
 
     /// Encodes a batch of parsed records, whose first is row `first_row` of the export and
-    /// `offset` of its block: accepted rows are written to `out` in order, rejected rows listed.
+    /// `offset` of its block: accepted rows are written to `o` in order, rejected rows listed.
     /// Works column by column, so that each step has the whole batch's memory loads in flight
     /// together, where row by row each lookup would wait for its own cache misses.
     pub fn encode_batch(
@@ -440,17 +552,15 @@ impl<'p, 'a> Worker<'p, 'a> {
         offset: usize,
         o: BatchOut<'_, '_>,
     ) {
-        self.tend_caches();
         let plan = self.plan;
         let n = batch.len();
         let nf = plan.schema.fields.len();
+        self.tend_caches(n);
         self.start_rows(batch, first_row, o.out);
         self.cur.clear();
         self.cur.resize(n * nf, Cur::None);
         for f in &mut self.fields {
             f.scratch.clear();
-            f.scratch_text.clear();
-            f.scratch_spans.clear();
         }
         for si in 0..plan.sources.len() {
             self.look_up_column(batch, si);
@@ -463,7 +573,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             for &fi in &plan.unmapped {
                 self.counts[fi].missing += 1;
             }
-            let (row, line) = (first_row + r as u64, batch.line(r));
+            let at = (first_row + r as u64, batch.line(r));
             if let Some(col) = st.bad_bytes {
                 let c = plan.header[col].as_str();
                 let hint = if plan.map.encoding == TextEncoding::Windows1252 {
@@ -473,7 +583,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 };
                 st.live = false;
                 o.out.rejects.push(reject(
-                    (row, line),
+                    at,
                     Some(c),
                     "invalid_encoding",
                     format!(
@@ -484,7 +594,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             } else if st.in_filter < plan.schema.def.min_fields {
                 st.live = false;
                 o.out.rejects.push(reject(
-                    (row, line),
+                    at,
                     None,
                     "too_few_fields",
                     format!(
@@ -494,10 +604,12 @@ impl<'p, 'a> Worker<'p, 'a> {
                 ));
             }
         }
+        self.salted_bits(n);
         // Filters, straight into the output, segment by segment; then noise and popcounts.
         let words = plan.schema.stored_words();
         let pw = plan.schema.segments.len() + 1;
         let e0 = *o.encoded;
+        let mut seg_scratch = std::mem::take(&mut self.seg);
         for seg in 0..plan.schema.segments.len() {
             let mut e = e0;
             for r in 0..n {
@@ -505,7 +617,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     continue;
                 }
                 let filter = &mut o.dest.filters[e * words..(e + 1) * words];
-                self.build_segment(r, seg, filter);
+                self.build_segment(r, seg, filter, &mut seg_scratch);
                 e += 1;
             }
         }
@@ -520,7 +632,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     filter,
                     &plan.map.agency,
                     &self.rows[r].id,
-                    &mut self.harden_scratch,
+                    &mut seg_scratch.harden,
                 );
             }
             let pcs = &mut o.dest.popcounts[e * pw..(e + 1) * pw];
@@ -533,6 +645,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             }
             e += 1;
         }
+        self.seg = seg_scratch;
         self.keyed_tokens(n);
         // Accepted rows' tokens, ids and places, in row order.
         let ntok = plan.schema.tokens.len();
@@ -674,10 +787,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 let hash = self.hashes[r];
                 match f.dict.find(hash, raw) {
                     Some(p) => {
-                        let mut len = fp.fixed_words();
-                        if fp.salted {
-                            len += ((f.dict.payload(p, 1)[0] >> 32) as usize).div_ceil(2);
-                        }
+                        let len = payload_len(f.dict.payload(p, 1)[0]);
                         Cur::Cached(p, len as u32)
                     }
                     None => {
@@ -701,9 +811,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             let st = &mut self.rows[r];
             match status {
                 Status::Missing => c.missing += 1,
-                Status::Invalid(why) => {
-                    c.invalid[Invalid::ALL.iter().position(|&w| w == why).unwrap_or(0)] += 1
-                }
+                Status::Invalid(why) => c.invalid[invalid_index(why)] += 1,
                 Status::BadBytes => {
                     c.invalid[Invalid::ALL.len()] += 1;
                     st.bad_bytes.get_or_insert(col);
@@ -711,7 +819,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 Status::Present => {
                     c.present += 1;
                     self.cur[r * nf + fi] = cur;
-                    if fp.segment.is_some() && !(fp.salted && matches!(st.salt, Salt::NoBits)) {
+                    if fp.segment.is_some() && !(fp.salted && st.salt == Salt::NoBits) {
                         st.in_filter += 1;
                     }
                 }
@@ -745,49 +853,30 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    /// The text of part `t` of field `fi`'s value `cur`.
-    fn part_text(&self, fi: usize, cur: Cur, t: usize) -> Option<&[u8]> {
-        let id = self.val(fi, cur)?.part(t)?;
-        let f = &self.fields[fi];
-        Some(match cur {
-            Cur::Scratch(..) => {
-                let (a, l) = f.scratch_spans[id as usize];
-                &f.scratch_text[a as usize..(a + l) as usize]
-            }
-            _ => f.parts.text(id),
-        })
-    }
-
     /// The salt given by part `t` of the salt source `fi`'s value `cur`; `None` when it gives
     /// none (the default then stands).
     fn row_salt(&mut self, cur: Cur, fi: usize, t: usize) -> Option<Salt> {
-        let part = self.val(fi, cur)?.part(t)?;
-        let id = match cur {
-            Cur::Cached(..) => {
-                let i = part as usize;
-                match self.salt_of_part.get(i) {
-                    Some(&s) if s != NO_ID => s,
-                    _ => {
-                        let s = self.salts.id(self.fields[fi].parts.text(part));
-                        if self.salt_of_part.len() <= i {
-                            self.salt_of_part.resize(i + 1, NO_ID);
-                        }
-                        self.salt_of_part[i] = s;
-                        s
-                    }
-                }
+        let (id, text) = self.val(fi, cur)?.part(t)?;
+        if let Some(&s) = id.and_then(|part| self.salt_of_part.get(part as usize)) {
+            if s != NO_ID {
+                return Some(Salt::Id(s as usize));
             }
-            _ => {
-                let text = self.part_text(fi, cur, t)?.to_vec();
-                self.salts.id(&text)
+        }
+        let text = text.to_vec();
+        let sid = self.salts.id(&text);
+        if let Some(part) = id.map(|p| p as usize) {
+            if self.salt_of_part.len() <= part {
+                self.salt_of_part.resize(part + 1, NO_ID);
             }
-        };
-        Some(Salt::Id(id as usize))
+            self.salt_of_part[part] = sid;
+        }
+        Some(Salt::Id(sid as usize))
     }
 
-    /// Computes field `fi`'s value of `raw` into `tmp`; with `intern`, its parts are interned
-    /// ids, otherwise indexes into the field's batch scratch spans.
-    fn compute(&mut self, fi: usize, raw: &[u8], intern: bool) {
+    /// Computes field `fi`'s value of `raw` into `tmp` (the payload laid out as [`FieldPlan`]
+    /// says); with `cached`, it goes into the dictionary, and its parts get the ids caches
+    /// need.
+    fn compute(&mut self, fi: usize, raw: &[u8], cached: bool) {
         let plan = self.plan;
         let fp = &plan.fields[fi];
         let fdef = &plan.schema.fields[fi];
@@ -796,50 +885,46 @@ impl<'p, 'a> Worker<'p, 'a> {
             decode_buf,
             tok_buf,
             pos_buf,
-            harden_scratch,
+            seg,
             tmp: s,
+            text,
             ..
         } = self;
         let f = &mut fields[fi];
         s.clear();
-        s.resize(fp.fixed_words(), 0);
-        for w in &mut s[1..1 + fp.part_words] {
-            *w = u64::MAX; // NO_ID in both halves
-        }
+        s.resize(fp.body_at() + fp.bits_words(), 0);
+        s[1..fp.body_at()].fill(NO_PART);
+        text.clear();
         let value = match field_value(plan, fi, raw, decode_buf) {
             Ok(v) => v,
             Err(st) => {
-                s[0] = u64::from(st.code());
+                s.truncate(fp.body_at());
+                s[0] = u64::from(st.code()) | (s.len() as u64) << 16;
                 return;
             }
         };
-        // Token parts.
         for (t, tr) in Transform::ALL.iter().enumerate() {
             let Some(slot) = fp.part_slot[t] else {
                 continue;
             };
-            let Some(text) = tokens::part_text(&value, *tr) else {
+            let off = text.len();
+            if !tokens::part_text_into(&value, *tr, text) {
                 continue;
-            };
-            let id = if intern {
-                f.parts.id(text.as_bytes())
+            }
+            let part = &text[off..];
+            let id = if cached && f.need_id[t] {
+                f.parts.id(part)
             } else {
-                let a = f.scratch_text.len() as u32;
-                f.scratch_text.extend_from_slice(text.as_bytes());
-                f.scratch_spans.push((a, text.len() as u32));
-                (f.scratch_spans.len() - 1) as u32
+                NO_ID
             };
-            let w = &mut s[1 + slot / 2];
-            let shift = 32 * (slot % 2);
-            *w = (*w & !(0xffff_ffffu64 << shift)) | u64::from(id) << shift;
+            s[1 + slot] = u64::from(id) | (off as u64) << 32 | (part.len() as u64) << 48;
         }
         let mut meta = u64::from(ST_PRESENT);
-        if let Some(seg) = fp.segment {
+        if let Some(sg) = fp.segment {
             tok_buf.clear();
-            tokens::tokenise(&value, fdef.def.tokeniser, tok_buf);
-            let k = fp.k as usize;
+            tokens::tokenise_into(&value, fdef.def.tokeniser, tok_buf);
             let hasher = &plan.hasher;
-            let start = fp.start_bit;
+            let (k, start) = (fp.k as usize, fp.start_bit);
             if fp.salted {
                 meta |= (tok_buf.len() as u64) << 32;
                 if !tok_buf.is_empty() {
@@ -857,30 +942,45 @@ impl<'p, 'a> Worker<'p, 'a> {
                     s.push(lo);
                 }
             } else {
-                let raw_at = 1 + fp.part_words;
-                for t in tok_buf.iter() {
+                let at = fp.body_at();
+                let words = &mut s[at..at + fp.seg_words];
+                for i in 0..tok_buf.len() {
+                    let t = tok_buf.get(i);
+                    // A token as rare as the value: nothing to gain from keeping its positions.
+                    if tok_buf.whole(i) {
+                        pos_buf.clear();
+                        hasher.positions(sg, fp.k, t, pos_buf);
+                        for &p in pos_buf.iter() {
+                            let p = p - start;
+                            words[(p / 64) as usize] |= 1 << (p % 64);
+                        }
+                        continue;
+                    }
                     let id = f.tokens.id(t);
                     let pos = f.positions.get(0, id, k, |out| {
                         pos_buf.clear();
-                        hasher.positions(seg, fp.k, t, pos_buf);
+                        hasher.positions(sg, fp.k, t, pos_buf);
                         out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
                     });
-                    let words = &mut s[raw_at..raw_at + fp.raw_words];
                     for &p in pos {
                         words[usize::from(p) / 64] |= 1 << (p % 64);
                     }
                 }
-                let words = &s[raw_at..raw_at + fp.raw_words];
                 if words.iter().any(|&w| w != 0) {
                     meta |= 1 << 8;
                 }
                 if fp.stored_words > 0 {
-                    let (a, b) = s[raw_at..].split_at_mut(fp.raw_words);
-                    plan.hardener
-                        .apply_segment(seg, a, &mut b[..fp.stored_words], harden_scratch);
+                    let (a, b) = s[at..at + fp.bits_words()].split_at_mut(fp.seg_words);
+                    plan.hardener.apply_segment(sg, a, b, &mut seg.harden);
                 }
             }
         }
+        s.extend(text.chunks(8).map(|c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        }));
+        meta |= (s.len() as u64) << 16;
         s[0] = meta;
     }
 
@@ -888,33 +988,87 @@ impl<'p, 'a> Worker<'p, 'a> {
     fn feeds(&self, fi: usize, cur: Cur, salt: Salt) -> bool {
         let fp = &self.plan.fields[fi];
         self.val(fi, cur)
-            .is_some_and(|v| v.has_bits() && !(fp.salted && matches!(salt, Salt::NoBits)))
+            .is_some_and(|v| v.has_bits() && !(fp.salted && salt == Salt::NoBits))
     }
 
-    /// ORs field `fi`'s bits for value `cur` under `salt` into `words` (its segment's hashed
-    /// words).
-    fn add_bits(&mut self, fi: usize, cur: Cur, salt: Salt, words: &mut [u64]) {
+    /// Each live row's salted fields' hashed words and stored forms, from the fields' salted
+    /// caches (slots and words loaded for the whole batch first) or computed.
+    fn salted_bits(&mut self, n: usize) {
+        let plan = self.plan;
+        let nf = plan.schema.fields.len();
+        self.salted.clear();
+        self.salted.resize(n * nf, Salted::None);
+        self.salted_scratch.clear();
+        for fi in (0..nf).filter(|&fi| plan.fields[fi].salted) {
+            let fp = &plan.fields[fi];
+            let on = self.fields[fi].salted_on;
+            self.keys.clear();
+            for r in 0..n {
+                let cur = self.cur[r * nf + fi];
+                let salt = self.rows[r].salt;
+                let key = match (cur, salt) {
+                    _ if !self.rows[r].live || !self.feeds(fi, cur, salt) => ABSENT,
+                    (Cur::Cached(p, _), Salt::Id(sid)) if on => {
+                        (sid as u64 + 1) << 32 | u64::from(p)
+                    }
+                    _ => 0,
+                };
+                if key != ABSENT && key != 0 {
+                    self.fields[fi].salted.prefetch(key);
+                }
+                self.keys.push(key);
+            }
+            let w = fp.seg_words + fp.stored_words;
+            let mut bits = std::mem::take(&mut self.tmp);
+            for r in 0..n {
+                let key = self.keys[r];
+                if key == ABSENT {
+                    continue;
+                }
+                let (cur, salt) = (self.cur[r * nf + fi], self.rows[r].salt);
+                let place = match (key, key != 0) {
+                    (_, true) => match self.fields[fi].salted.find(key) {
+                        Found::Hit(slot) => Salted::Slot(slot),
+                        Found::Miss(slot) => {
+                            self.compute_salted(fi, cur, salt, &mut bits);
+                            self.fields[fi]
+                                .salted
+                                .insert_at(slot, key)
+                                .copy_from_slice(&bits[..w]);
+                            Salted::Slot(slot)
+                        }
+                    },
+                    _ => {
+                        self.compute_salted(fi, cur, salt, &mut bits);
+                        let at = self.salted_scratch.len();
+                        self.salted_scratch.extend_from_slice(&bits[..w]);
+                        Salted::Scratch(at)
+                    }
+                };
+                self.salted[r * nf + fi] = place;
+            }
+            self.tmp = bits;
+        }
+    }
+
+    /// A salted field's hashed words under `salt`, then (when kept) their stored form, into
+    /// `bits`.
+    fn compute_salted(&mut self, fi: usize, cur: Cur, salt: Salt, bits: &mut Vec<u64>) {
         let plan = self.plan;
         let fp = &plan.fields[fi];
-        if !fp.salted {
-            if let Some(v) = self.val(fi, cur) {
-                for (d, s) in words.iter_mut().zip(v.raw()) {
-                    *d |= s;
-                }
-            }
-            return;
-        }
+        bits.clear();
+        bits.resize(fp.seg_words + fp.stored_words, 0);
         let Salt::Id(sid) = salt else {
             return;
         };
-        let seg = fp.segment.unwrap_or(0);
-        let k = fp.k as usize;
-        let start = fp.start_bit;
+        let sg = fp.segment.unwrap_or(0);
+        let (k, start) = (fp.k as usize, fp.start_bit);
         let Worker {
             fields,
             msg,
             pos_buf,
             salts,
+            seg,
             ..
         } = self;
         let f = &mut fields[fi];
@@ -931,75 +1085,114 @@ impl<'p, 'a> Worker<'p, 'a> {
         };
         let hasher = &plan.hasher;
         let salt_text = salts.text(sid as u32);
-        if sid >= MAX_SALTS {
-            for tok in v.tokens() {
+        let (words, stored) = bits.split_at_mut(fp.seg_words);
+        for tok in v.tokens() {
+            if sid >= MAX_SALTS {
                 let m = salted_message(salt_text, f.tokens.text(tok), msg);
                 pos_buf.clear();
-                hasher.positions(seg, fp.k, m, pos_buf);
+                hasher.positions(sg, fp.k, m, pos_buf);
                 for &p in pos_buf.iter() {
                     let p = p - start;
                     words[(p / 64) as usize] |= 1 << (p % 64);
                 }
+                continue;
             }
-            return;
-        }
-        for tok in v.tokens() {
             let pos = f.positions.get(sid, tok, k, |out| {
                 let m = salted_message(salt_text, f.tokens.text(tok), msg);
                 pos_buf.clear();
-                hasher.positions(seg, fp.k, m, pos_buf);
+                hasher.positions(sg, fp.k, m, pos_buf);
                 out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
             });
             for &p in pos {
                 words[usize::from(p) / 64] |= 1 << (p % 64);
             }
         }
+        if fp.stored_words > 0 {
+            plan.hardener
+                .apply_segment(sg, words, stored, &mut seg.harden);
+        }
+    }
+
+    /// Field `fi`'s hashed words and stored form (empty when not kept) in row `r`.
+    fn contribution(&self, r: usize, fi: usize) -> (&[u64], &[u64]) {
+        let nf = self.plan.schema.fields.len();
+        let fp = &self.plan.fields[fi];
+        if fp.salted {
+            let words = match self.salted[r * nf + fi] {
+                Salted::None => &[][..],
+                Salted::Slot(slot) => self.fields[fi].salted.get(slot),
+                Salted::Scratch(at) => {
+                    &self.salted_scratch[at..at + fp.seg_words + fp.stored_words]
+                }
+            };
+            return words.split_at(words.len().min(fp.seg_words));
+        }
+        match self.val(fi, self.cur[r * nf + fi]) {
+            Some(v) => (v.raw(), v.stored()),
+            None => (&[], &[]),
+        }
     }
 
     /// Writes segment `seg` of row `r`'s stored filter into `filter`.
-    fn build_segment(&mut self, r: usize, seg: usize, filter: &mut [u64]) {
+    fn build_segment(&self, r: usize, seg: usize, filter: &mut [u64], sc: &mut SegScratch) {
         let plan = self.plan;
         let schema = plan.schema;
         let nf = schema.fields.len();
         let salt = self.rows[r].salt;
         let fis = &plan.segment_fields[seg];
+        let feeds = |fi: usize| self.feeds(fi, self.cur[r * nf + fi], salt);
         if !plan.hardener.transforms() {
             let out = &mut filter[schema.segments[seg].word_range()];
             out.fill(0);
-            for &fi in fis {
-                let c = self.cur[r * nf + fi];
-                if self.feeds(fi, c, salt) {
-                    self.add_bits(fi, c, salt, out);
+            for &fi in fis.iter().filter(|&&fi| feeds(fi)) {
+                for (d, s) in out.iter_mut().zip(self.contribution(r, fi).0) {
+                    *d |= s;
                 }
             }
             return;
         }
         let out = &mut filter[schema.stored_segments[seg].word_range()];
-        let cur = |fi: usize| self.cur[r * nf + fi];
-        let mut feeding = fis
-            .iter()
-            .copied()
-            .filter(|&fi| self.feeds(fi, cur(fi), salt));
-        match (feeding.next(), feeding.next()) {
-            (None, _) => out.fill(0),
-            (Some(fi), None) if plan.fields[fi].stored_words > 0 => {
-                if let Some(v) = self.val(fi, cur(fi)) {
-                    out.copy_from_slice(v.stored());
+        let mut feeding = fis.iter().copied().filter(|&fi| feeds(fi));
+        let Some(first) = feeding.next() else {
+            out.fill(0);
+            return;
+        };
+        let second = feeding.next();
+        let (raw1, stored1) = self.contribution(r, first);
+        let keeps = |fi: usize| plan.fields[fi].stored_words > 0;
+        match second {
+            None if keeps(first) => out.copy_from_slice(stored1),
+            Some(_) if plan.hardener.segment_is_linear(seg) && fis.iter().all(|&fi| keeps(fi)) => {
+                // T(a | b) = T(a) ^ T(b) ^ T(a & b): XOR the stored forms, then correct for the
+                // few bits the values share.
+                out.copy_from_slice(stored1);
+                sc.acc.clear();
+                sc.acc.extend_from_slice(raw1);
+                for fi in fis.iter().copied().filter(|&fi| feeds(fi)).skip(1) {
+                    let (raw, stored) = self.contribution(r, fi);
+                    for (o, s) in out.iter_mut().zip(stored) {
+                        *o ^= s;
+                    }
+                    sc.overlap.clear();
+                    sc.overlap
+                        .extend(sc.acc.iter().zip(raw).map(|(a, w)| a & w));
+                    plan.hardener
+                        .xor_segment(seg, &sc.overlap, out, &mut sc.harden);
+                    for (a, w) in sc.acc.iter_mut().zip(raw) {
+                        *a |= w;
+                    }
                 }
             }
             _ => {
-                let mut raw = std::mem::take(&mut self.raw);
-                let rw = &mut raw[..schema.segments[seg].word_range().len()];
-                rw.fill(0);
-                for &fi in fis {
-                    let c = self.cur[r * nf + fi];
-                    if self.feeds(fi, c, salt) {
-                        self.add_bits(fi, c, salt, rw);
+                sc.acc.clear();
+                sc.acc.resize(schema.segments[seg].word_range().len(), 0);
+                for fi in fis.iter().copied().filter(|&fi| feeds(fi)) {
+                    for (a, w) in sc.acc.iter_mut().zip(self.contribution(r, fi).0) {
+                        *a |= w;
                     }
                 }
                 plan.hardener
-                    .apply_segment(seg, rw, out, &mut self.harden_scratch);
-                self.raw = raw;
+                    .apply_segment(seg, &sc.acc, out, &mut sc.harden);
             }
         }
     }
@@ -1016,7 +1209,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         self.row_ntok.clear();
         self.row_ntok.resize(n, 0);
         for (kind, t) in plan.schema.tokens.iter().enumerate() {
-            let on = self.token_cache_on[kind] && t.parts.len() <= 2;
+            let on = self.token_cache_on[kind];
             self.keys.clear();
             for r in 0..n {
                 let mut key = if self.rows[r].live { 0 } else { ABSENT };
@@ -1025,13 +1218,13 @@ impl<'p, 'a> Worker<'p, 'a> {
                     if key == ABSENT {
                         break;
                     }
-                    let cur = self.cur[r * nf + fi];
-                    match self.val(fi, cur).and_then(|v| v.part(tr.index())) {
+                    match self
+                        .val(fi, self.cur[r * nf + fi])
+                        .and_then(|v| v.part(tr.index()))
+                    {
                         None => key = ABSENT,
-                        Some(id) => {
-                            cacheable &= matches!(cur, Cur::Cached(..));
-                            key |= u64::from(id + 1) << (32 * (1 - i));
-                        }
+                        Some((None, _)) => cacheable = false,
+                        Some((Some(id), _)) => key |= u64::from(id + 1) << (32 * (1 - i)),
                     }
                 }
                 if key != ABSENT && !cacheable {
@@ -1061,8 +1254,10 @@ impl<'p, 'a> Worker<'p, 'a> {
                             if i > 0 {
                                 msg.push(tokens::TOKEN_PART_SEPARATOR);
                             }
-                            let cur = self.cur[r * nf + fi];
-                            if let Some(p) = self.part_text(fi, cur, tr.index()) {
+                            if let Some((_, p)) = self
+                                .val(fi, self.cur[r * nf + fi])
+                                .and_then(|v| v.part(tr.index()))
+                            {
                                 msg.extend_from_slice(p);
                             }
                         }

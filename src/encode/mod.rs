@@ -634,34 +634,34 @@ pub fn encode_reader(
                 .collect()
         })
         .collect();
-    // A value keeps its segment's stored form when it alone feeds the segment and the
-    // hardening transforms the filter without per-record noise.
-    let cache_stored = hardener.transforms() && hardener.segment_is_pure();
+    // A value keeps its segment's stored form when the hardening transforms the filter and
+    // the value alone feeds the segment, or the segment's transforms are linear (so several
+    // values' stored forms combine by XOR). BLIP is applied to the whole filter afterwards.
     let fields = schema
         .fields
         .iter()
         .enumerate()
         .map(|(fi, f)| {
             let seg = f.segment.map(|s| {
-                let l = &schema.segments[s];
-                (s, f.def.bits_per_token, l.start_bit)
+                let keep = hardener.transforms()
+                    && (hardener.segment_is_linear(s) || segment_fields[s].len() == 1);
+                (
+                    s,
+                    f.def.bits_per_token,
+                    schema.segments[s].start_bit,
+                    schema.segments[s].word_range().len(),
+                    if keep {
+                        schema.stored_segments[s].word_range().len()
+                    } else {
+                        0
+                    },
+                )
             });
-            let raw_words = f
-                .segment
-                .map_or(0, |s| schema.segments[s].word_range().len());
-            let stored_words = match f.segment {
-                Some(s) if cache_stored && segment_fields[s].len() == 1 => {
-                    schema.stored_segments[s].word_range().len()
-                }
-                _ => 0,
-            };
             FieldPlan::new(
                 seg,
                 schema.salt.as_ref().is_some_and(|s| s.salted[fi]),
                 engine::worth_caching(f.def.normaliser),
                 interned_parts(schema, fi),
-                raw_words,
-                stored_words,
             )
         })
         .collect();

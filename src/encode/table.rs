@@ -203,10 +203,14 @@ impl Default for Dict {
 }
 
 impl Dict {
-    fn key_at(&self, at: usize) -> &[u8] {
-        let len = self.arena[at] as usize;
-        let words = &self.arena[at + 1..at + 1 + key_words(len)];
-        &bytemuck::cast_slice::<u64, u8>(words)[..len]
+    /// Whether the record at `at` has key `key`: the length, then word by word against the
+    /// stored key's zero padding (no call to `memcmp` for these short keys).
+    fn key_is(&self, at: usize, key: &[u8]) -> bool {
+        if self.arena[at] != key.len() as u64 {
+            return false;
+        }
+        let stored = &self.arena[at + 1..at + 1 + key_words(key.len())];
+        key.chunks(8).zip(stored).all(|(c, &w)| word(c) == w)
     }
 
     /// Starts loading the slot `hash` lands on.
@@ -226,7 +230,7 @@ impl Dict {
         self.lookups += 1;
         for r in self.slots.candidates(hash) {
             let at = r as usize;
-            if self.key_at(at) == key {
+            if self.key_is(at, key) {
                 self.hits += 1;
                 return Some((at + 1 + key_words(key.len())) as Payload);
             }
@@ -357,6 +361,113 @@ impl U64Map {
     }
 }
 
+/// Nonzero 64-bit keys → a fixed number of `u64` words each. Slots are stable between calls to
+/// [`WordMap::reserve`]: reserve room for a batch first, then its slot numbers stay valid
+/// while the batch inserts.
+pub struct WordMap {
+    keys: Vec<u64>,
+    vals: Vec<u64>,
+    words: usize,
+    len: usize,
+    lookups: u64,
+    hits: u64,
+}
+
+/// A key's slot: where it was found, or the free slot where it goes.
+pub enum Found {
+    Hit(usize),
+    Miss(usize),
+}
+
+impl WordMap {
+    /// An empty map of `words` words per key.
+    pub fn new(words: usize) -> WordMap {
+        WordMap {
+            keys: vec![0; MIN_SLOTS],
+            vals: vec![0; MIN_SLOTS * words],
+            words,
+            len: 0,
+            lookups: 0,
+            hits: 0,
+        }
+    }
+
+    fn home(&self, key: u64) -> usize {
+        hash_u64(key) as usize & (self.keys.len() - 1)
+    }
+
+    /// Makes room for `n` more keys without moving any (the table stays at most half full).
+    pub fn reserve(&mut self, n: usize) {
+        if (self.len + n) * 2 <= self.keys.len() {
+            return;
+        }
+        let slots = ((self.len + n) * 2).next_power_of_two();
+        let keys = std::mem::replace(&mut self.keys, vec![0; slots]);
+        let vals = std::mem::replace(&mut self.vals, vec![0; slots * self.words]);
+        let w = self.words;
+        for (i, &k) in keys.iter().enumerate().filter(|(_, &k)| k != 0) {
+            let Found::Miss(j) = self.find_slot(k) else {
+                continue;
+            };
+            self.keys[j] = k;
+            self.vals[j * w..(j + 1) * w].copy_from_slice(&vals[i * w..(i + 1) * w]);
+        }
+    }
+
+    fn find_slot(&self, key: u64) -> Found {
+        let mask = self.keys.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.keys[i] {
+                k if k == key => return Found::Hit(i),
+                0 => return Found::Miss(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Looks `key` (nonzero) up.
+    pub fn find(&mut self, key: u64) -> Found {
+        self.lookups += 1;
+        let f = self.find_slot(key);
+        if let Found::Hit(_) = f {
+            self.hits += 1;
+        }
+        f
+    }
+
+    /// Puts `key` into the free `slot` that [`WordMap::find`] gave; returns its words to fill.
+    /// Room must have been reserved.
+    pub fn insert_at(&mut self, slot: usize, key: u64) -> &mut [u64] {
+        debug_assert!(self.keys[slot] == 0 && (self.len + 1) * 2 <= self.keys.len());
+        self.keys[slot] = key;
+        self.len += 1;
+        &mut self.vals[slot * self.words..(slot + 1) * self.words]
+    }
+
+    /// The words of `slot`.
+    pub fn get(&self, slot: usize) -> &[u64] {
+        &self.vals[slot * self.words..(slot + 1) * self.words]
+    }
+
+    /// Starts loading the slot where `key` most likely is, and its words.
+    pub fn prefetch(&self, key: u64) {
+        let i = self.home(key);
+        prefetch(&self.keys[i]);
+        prefetch(&self.vals[i * self.words]);
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Share of lookups that found their key, once `min_lookups` lookups were made.
+    pub fn hit_rate(&self, min_lookups: u64) -> Option<f64> {
+        (self.lookups >= min_lookups).then(|| self.hits as f64 / self.lookups as f64)
+    }
+}
+
 /// Asks the CPU to start loading the cache line holding `r`.
 #[inline(always)]
 #[allow(unsafe_code)]
@@ -427,6 +538,33 @@ mod tests {
         }
         assert_eq!(m.get(12345), None);
         assert_eq!(m.len(), 9_999);
+    }
+
+    #[test]
+    fn word_map_slots_stay_put_within_a_reservation() {
+        let mut m = WordMap::new(3);
+        let mut slots = Vec::new();
+        for round in 0..20u64 {
+            m.reserve(500);
+            for k in round * 500 + 1..=(round + 1) * 500 {
+                let Found::Miss(s) = m.find(k) else {
+                    panic!("{k} found before it was put in");
+                };
+                m.insert_at(s, k).copy_from_slice(&[k, k * 2, k * 3]);
+                slots.push((k, s));
+            }
+            // Slots handed out in this round are still where their keys are.
+            for &(k, s) in &slots[(round * 500) as usize..] {
+                assert_eq!(m.get(s), &[k, k * 2, k * 3]);
+            }
+        }
+        for k in 1..=10_000u64 {
+            let Found::Hit(s) = m.find(k) else {
+                panic!("{k} lost");
+            };
+            assert_eq!(m.get(s)[2], k * 3);
+        }
+        assert_eq!(m.len(), 10_000);
     }
 
     #[test]
