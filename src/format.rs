@@ -158,15 +158,8 @@ fn sha256_of(parts: &mut dyn FnMut(&mut ring::digest::Context)) -> [u8; 32] {
 /// SHA-256 of each section's bytes as [`write()`] lays them out, computed from the records.
 fn section_digests(records: &Records) -> [[u8; 32]; 6] {
     [
-        sha256_of(&mut |c| {
-            let mut off = 0u64;
-            c.update(&off.to_le_bytes());
-            for id in &records.ids {
-                off += id.len() as u64;
-                c.update(&off.to_le_bytes());
-            }
-        }),
-        sha256_of(&mut |c| records.ids.iter().for_each(|id| c.update(id.as_bytes()))),
+        sha256_of(&mut |c| c.update(id_offsets_bytes(records))),
+        sha256_of(&mut |c| c.update(&records.id_bytes)),
         sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.filters))),
         sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.popcounts))),
         sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.token_offsets))),
@@ -312,7 +305,7 @@ pub fn write_with(
     let n = records.len() as u64;
     let mut h = header.clone();
     h.records = n;
-    let id_bytes: u64 = records.ids.iter().map(|s| s.len() as u64).sum();
+    let id_bytes = records.id_bytes.len() as u64;
     if records.tokens.len() > u32::MAX as usize {
         return Err(Error::Usage("too many tokens for one encoding file".into()));
     }
@@ -359,60 +352,84 @@ pub fn write_with(
         }
     };
 
+    // The file as a list of pieces, in order: the SHA-256 trailer is computed over them on a
+    // second thread while this one writes them (both only read the records).
+    let s = h.sections;
+    let mut preamble = Vec::with_capacity(PREAMBLE as usize + header_bytes.len());
+    preamble.extend_from_slice(MAGIC);
+    preamble.extend_from_slice(&version.to_le_bytes());
+    preamble.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+    preamble.extend_from_slice(&header_bytes);
+    let sig = sig_block.as_ref().map(|block| {
+        let mut b = Vec::with_capacity(12 + block.len());
+        b.extend_from_slice(SIG_MAGIC);
+        b.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        b.extend_from_slice(block);
+        b
+    });
+    let sections: [(Span, &[u8]); 6] = [
+        (s.id_offsets, id_offsets_bytes(records)),
+        (s.id_bytes, &records.id_bytes),
+        (s.filters, bytemuck::cast_slice(&records.filters)),
+        (s.popcounts, bytemuck::cast_slice(&records.popcounts)),
+        (
+            s.token_offsets,
+            bytemuck::cast_slice(&records.token_offsets),
+        ),
+        (s.tokens, bytemuck::cast_slice(&records.tokens)),
+    ];
+    const ZEROS: [u8; 64] = [0; 64];
+    let mut pieces: Vec<&[u8]> = vec![&preamble];
+    let mut at = preamble.len() as u64;
+    for (span, bytes) in sections {
+        pieces.push(&ZEROS[..(span.offset - at) as usize]);
+        pieces.push(bytes);
+        at = span.offset + bytes.len() as u64;
+    }
+    if let Some(sig) = &sig {
+        let start = align(at);
+        pieces.push(&ZEROS[..(start - at) as usize]);
+        pieces.push(sig);
+        at = start + sig.len() as u64;
+    }
+    let len = at;
+
     fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
-        let mut hw = HashingWriter {
-            inner: w,
-            ctx: ring::digest::Context::new(&ring::digest::SHA256),
-            pos: 0,
-        };
         let io = |e| Error::io(path, e);
-        hw.write_all(MAGIC).map_err(io)?;
-        hw.write_all(&version.to_le_bytes()).map_err(io)?;
-        hw.write_all(&(header_bytes.len() as u32).to_le_bytes())
-            .map_err(io)?;
-        hw.write_all(&header_bytes).map_err(io)?;
-        let s = h.sections;
-        hw.pad_to(s.id_offsets.offset).map_err(io)?;
-        let mut off = 0u64;
-        hw.write_all(&off.to_le_bytes()).map_err(io)?;
-        for id in &records.ids {
-            off += id.len() as u64;
-            hw.write_all(&off.to_le_bytes()).map_err(io)?;
-        }
-        hw.pad_to(s.id_bytes.offset).map_err(io)?;
-        for id in &records.ids {
-            hw.write_all(id.as_bytes()).map_err(io)?;
-        }
-        hw.pad_to(s.filters.offset).map_err(io)?;
-        hw.write_all(bytemuck::cast_slice(&records.filters))
-            .map_err(io)?;
-        hw.pad_to(s.popcounts.offset).map_err(io)?;
-        hw.write_all(bytemuck::cast_slice(&records.popcounts))
-            .map_err(io)?;
-        hw.pad_to(s.token_offsets.offset).map_err(io)?;
-        hw.write_all(bytemuck::cast_slice(&records.token_offsets))
-            .map_err(io)?;
-        hw.pad_to(s.tokens.offset).map_err(io)?;
-        hw.write_all(bytemuck::cast_slice(&records.tokens))
-            .map_err(io)?;
-        if let Some(block) = &sig_block {
-            let at = align(hw.pos);
-            hw.pad_to(at).map_err(io)?;
-            hw.write_all(SIG_MAGIC).map_err(io)?;
-            hw.write_all(&(block.len() as u32).to_le_bytes())
-                .map_err(io)?;
-            hw.write_all(block).map_err(io)?;
-        }
-        let HashingWriter { inner, ctx, pos } = hw;
+        let (ctx, written) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                for p in &pieces {
+                    // In steps, so that hashing and writing stay near each other in memory.
+                    for chunk in p.chunks(1 << 22) {
+                        ctx.update(chunk);
+                    }
+                }
+                ctx
+            });
+            let written: std::io::Result<()> = pieces.iter().try_for_each(|p| w.write_all(p));
+            (hashing.join(), written)
+        });
+        written.map_err(io)?;
+        let ctx = ctx.map_err(|_| Error::format(path, "the checksum thread failed"))?;
         let mut whole = ctx.clone();
         let trailer = ctx.finish();
         whole.update(trailer.as_ref());
-        inner.write_all(trailer.as_ref()).map_err(io)?;
+        w.write_all(trailer.as_ref()).map_err(io)?;
         Ok(Written {
-            bytes: pos + TRAILER,
+            bytes: len + TRAILER,
             sha256: hex::encode(whole.finish().as_ref()),
         })
     })
+}
+
+/// The `id_offsets` section's bytes (a lone 0 when there are no records).
+fn id_offsets_bytes(records: &Records) -> &[u8] {
+    if records.id_offsets.is_empty() {
+        &[0; 8]
+    } else {
+        bytemuck::cast_slice(&records.id_offsets)
+    }
 }
 
 /// SHA-256 of a whole file (hex), streaming.
@@ -429,33 +446,6 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         ctx.update(&buf[..n]);
     }
     Ok(hex::encode(ctx.finish().as_ref()))
-}
-
-struct HashingWriter<'w, W: Write> {
-    inner: &'w mut W,
-    ctx: ring::digest::Context,
-    pos: u64,
-}
-
-impl<W: Write> HashingWriter<'_, W> {
-    fn pad_to(&mut self, offset: u64) -> std::io::Result<()> {
-        const ZEROS: [u8; 64] = [0; 64];
-        debug_assert!(offset >= self.pos && offset - self.pos < 64);
-        let n = offset.saturating_sub(self.pos) as usize;
-        self.write_all(&ZEROS[..n.min(64)])
-    }
-}
-
-impl<W: Write> Write for HashingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.ctx.update(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// An opened, validated encoding file, read zero-copy from a memory map.
@@ -651,7 +641,11 @@ impl EncodingFile {
         Records {
             words: self.header.words(),
             segments: self.header.segments.len(),
-            ids: (0..n).map(|i| self.row_ref(i).to_string()).collect(),
+            id_offsets: bytemuck::cast_slice::<u8, u64>(
+                self.section(self.header.sections.id_offsets),
+            )
+            .to_vec(),
+            id_bytes: self.section(self.header.sections.id_bytes).to_vec(),
             filters: self.filters().to_vec(),
             popcounts: self.popcounts().to_vec(),
             token_offsets,

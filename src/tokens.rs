@@ -99,7 +99,6 @@ impl TokenBuf {
 
 /// Appends the tokens of `value` under `tokeniser` to `out` (see [`tokenise`]).
 pub fn tokenise_into(value: &Value, tokeniser: Tokeniser, out: &mut TokenBuf) {
-    use std::io::Write;
     match (tokeniser, value) {
         (Tokeniser::Bigrams, Value::Text(s)) => bigrams(s, out),
         (Tokeniser::DateParts, Value::Date(d)) => {
@@ -108,19 +107,29 @@ pub fn tokenise_into(value: &Value, tokeniser: Tokeniser, out: &mut TokenBuf) {
             } else {
                 (d.month, d.day)
             };
+            let (y, m, day) = (d.year, i32::from(d.month), i32::from(d.day));
             let b = &mut out.bytes;
-            // Writing to a Vec cannot fail.
-            let _ = write!(b, "y:{:04}", d.year);
+            b.extend_from_slice(b"y:");
+            padded(b, y, 4);
             out.end(false);
-            let _ = write!(out.bytes, "m:{:02}", d.month);
+            out.bytes.extend_from_slice(b"m:");
+            padded(&mut out.bytes, m, 2);
             out.end(false);
-            let _ = write!(out.bytes, "d:{:02}", d.day);
+            out.bytes.extend_from_slice(b"d:");
+            padded(&mut out.bytes, day, 2);
             out.end(false);
-            let _ = write!(out.bytes, "ym:{:04}-{:02}", d.year, d.month);
+            out.bytes.extend_from_slice(b"ym:");
+            padded(&mut out.bytes, y, 4);
+            out.bytes.push(b'-');
+            padded(&mut out.bytes, m, 2);
             out.end(false);
-            let _ = write!(out.bytes, "ymd:{d}");
+            out.bytes.extend_from_slice(b"ymd:");
+            date_into(d, &mut out.bytes);
             out.end(true);
-            let _ = write!(out.bytes, "dm:{lo:02}-{hi:02}");
+            out.bytes.extend_from_slice(b"dm:");
+            padded(&mut out.bytes, i32::from(lo), 2);
+            out.bytes.push(b'-');
+            padded(&mut out.bytes, i32::from(hi), 2);
             out.end(false);
         }
         (Tokeniser::PostcodeParts, Value::Text(pc)) => {
@@ -136,23 +145,53 @@ pub fn tokenise_into(value: &Value, tokeniser: Tokeniser, out: &mut TokenBuf) {
         // Exact, and combinations the schema validation rules out: the canonical text.
         (_, v) => {
             out.bytes.push(b'=');
-            let _ = write!(out.bytes, "{}", Canonical(v));
+            canonical_into(v, &mut out.bytes);
             out.end(true);
         }
     }
 }
 
-/// Displays a value's canonical text (see [`Value::canonical`]) without allocating.
-struct Canonical<'v>(&'v Value);
+/// Appends a value's canonical text (see [`Value::canonical`]) to `out`, without the
+/// formatting machinery (this runs once per row for identifiers).
+fn canonical_into(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Text(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Date(d) => date_into(d, out),
+        Value::Sex(s) => out.extend_from_slice(format!("{s:?}").as_bytes()),
+    }
+}
 
-impl std::fmt::Display for Canonical<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Value::Text(s) => f.write_str(s),
-            Value::Date(d) => write!(f, "{d}"),
-            Value::Sex(s) => write!(f, "{s:?}"),
+/// Appends `d` as `YYYY-MM-DD` (as its `Display`).
+fn date_into(d: &Date, out: &mut Vec<u8>) {
+    padded(out, d.year, 4);
+    out.push(b'-');
+    padded(out, i32::from(d.month), 2);
+    out.push(b'-');
+    padded(out, i32::from(d.day), 2);
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits (as `format!("{n:0width$}")`).
+fn padded(out: &mut Vec<u8>, n: i32, width: usize) {
+    if n < 0 {
+        out.extend_from_slice(format!("{n:0width$}").as_bytes());
+        return;
+    }
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = n as u32;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
+    while digits.len() - i < width {
+        i -= 1;
+        digits[i] = b'0';
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Padded bigrams of each space-separated part: `JO ANN` → `_J JO O_ _A AN NN N_`.
@@ -218,14 +257,9 @@ pub fn soundex(name: &str) -> String {
 /// Appends the text a token part contributes to `out`; `false` (and nothing appended) if the
 /// transform yields nothing. The same text as [`part_text`].
 pub fn part_text_into(value: &Value, transform: Transform, out: &mut Vec<u8>) -> bool {
-    use std::io::Write;
     match (transform, value) {
-        (Transform::Value, v) => {
-            let _ = write!(out, "{}", Canonical(v));
-        }
-        (Transform::Year, Value::Date(d)) => {
-            let _ = write!(out, "{:04}", d.year);
-        }
+        (Transform::Value, v) => canonical_into(v, out),
+        (Transform::Year, Value::Date(d)) => padded(out, d.year, 4),
         (Transform::Initial, Value::Text(s)) => match s.chars().next() {
             Some(c) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             None => return false,
@@ -434,6 +468,31 @@ mod tests {
         tokenise_into(&Value::Sex(crate::colmap::Sex::F), Tokeniser::Exact, &mut b);
         assert_eq!(b.get(0), b"=F");
         assert!(b.whole(0));
+    }
+
+    #[test]
+    fn date_tokens_are_zero_padded_like_format() {
+        for (y, m, d) in [(2015, 3, 12), (1990, 1, 1), (999, 12, 31), (12, 1, 9)] {
+            let Some(date) = Date::new(y, m, d) else {
+                continue;
+            };
+            let mut b = TokenBuf::default();
+            tokenise_into(&Value::Date(date), Tokeniser::DateParts, &mut b);
+            let (lo, hi) = if d <= m { (d, m) } else { (m, d) };
+            let want = [
+                format!("y:{y:04}"),
+                format!("m:{m:02}"),
+                format!("d:{d:02}"),
+                format!("ym:{y:04}-{m:02}"),
+                format!("ymd:{date}"),
+                format!("dm:{lo:02}-{hi:02}"),
+            ];
+            let got: Vec<String> = b
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into())
+                .collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

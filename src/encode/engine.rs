@@ -58,35 +58,23 @@ const ST_MISSING: u8 = 1;
 const ST_BAD_BYTES: u8 = 2;
 const ST_INVALID: u8 = 3; // + index into Invalid::ALL
 
-/// What a raw field value turned out to be.
+/// Why a raw field value gives no usable value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
+enum Status {
     /// Empty or a null marker.
     Missing,
     /// Unusable, with the reason.
     Invalid(Invalid),
     /// Bytes not valid in the declared text encoding.
     BadBytes,
-    /// Usable.
-    Present,
 }
 
 impl Status {
     fn code(self) -> u8 {
         match self {
-            Status::Present => ST_PRESENT,
             Status::Missing => ST_MISSING,
             Status::BadBytes => ST_BAD_BYTES,
             Status::Invalid(why) => ST_INVALID + invalid_index(why) as u8,
-        }
-    }
-
-    fn from_code(c: u8) -> Status {
-        match c {
-            ST_PRESENT => Status::Present,
-            ST_MISSING => Status::Missing,
-            ST_BAD_BYTES => Status::BadBytes,
-            c => Status::Invalid(Invalid::ALL[usize::from(c - ST_INVALID) % Invalid::ALL.len()]),
         }
     }
 }
@@ -152,7 +140,7 @@ impl FieldPlan {
         }
     }
 
-    /// Words of a payload before its token ids (salted) or texts (unsalted).
+    /// Words of a payload before its bits (unsalted) or token ids (salted).
     fn body_at(&self) -> usize {
         1 + self.nparts
     }
@@ -165,69 +153,57 @@ impl FieldPlan {
             self.seg_words + self.stored_words
         }
     }
-}
 
-/// A value's payload, read.
-#[derive(Clone, Copy)]
-struct Val<'a> {
-    words: &'a [u64],
-    plan: &'a FieldPlan,
-}
-
-impl<'a> Val<'a> {
-    fn status(self) -> Status {
-        Status::from_code(self.words[0] as u8)
-    }
-
-    fn has_bits(self) -> bool {
-        self.words[0] >> 8 & 1 == 1
-    }
-
-    fn ntok(self) -> usize {
-        (self.words[0] >> 32) as usize
-    }
-
-    fn text_at(self) -> usize {
-        let p = self.plan;
-        p.body_at() + p.bits_words() + if p.salted { self.ntok().div_ceil(2) } else { 0 }
-    }
-
-    /// Token part `t`: its interned id (if it has one) and its text; `None` if the value has
-    /// no such part.
-    fn part(self, t: usize) -> Option<(Option<u32>, &'a [u8])> {
-        let r = self.words[1 + self.plan.part_slot[t]?];
-        if r == NO_PART {
-            return None;
-        }
-        let id = r as u32;
-        let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
-        let text = bytemuck::cast_slice::<u64, u8>(&self.words[self.text_at()..]);
-        Some(((id != NO_ID).then_some(id), &text[off..off + len]))
-    }
-
-    fn raw(self) -> &'a [u64] {
-        let a = self.plan.body_at();
-        &self.words[a..a + self.plan.seg_words]
-    }
-
-    fn stored(self) -> &'a [u64] {
-        let a = self.plan.body_at() + self.plan.seg_words;
-        &self.words[a..a + self.plan.stored_words]
-    }
-
-    fn tokens(self) -> impl Iterator<Item = u32> + 'a {
-        let a = self.plan.body_at();
-        let n = self.ntok();
-        self.words[a..a + n.div_ceil(2)]
-            .iter()
-            .flat_map(|&w| [w as u32, (w >> 32) as u32])
-            .take(n)
+    /// Whether values keep the segment's stored form.
+    fn keeps_stored(&self) -> bool {
+        self.stored_words > 0
     }
 }
 
-/// The length of a payload, from its first word.
+// A payload's first word: status (bits 0..8), sets bits (bit 8), length in words (16..32),
+// number of filter tokens (32..64).
+const META_BITS: u64 = 1 << 8;
+
 fn payload_len(meta: u64) -> usize {
     (meta >> 16 & 0xffff) as usize
+}
+
+fn meta_ntok(meta: u64) -> usize {
+    (meta >> 32) as usize
+}
+
+/// Where a payload's part texts start.
+fn text_at(fp: &FieldPlan, meta: u64) -> usize {
+    fp.body_at()
+        + fp.bits_words()
+        + if fp.salted {
+            meta_ntok(meta).div_ceil(2)
+        } else {
+            0
+        }
+}
+
+/// Part `t` of a payload: its interned id (if it has one) and its text; `None` if the value
+/// has no such part.
+fn part_of<'w>(fp: &FieldPlan, words: &'w [u64], t: usize) -> Option<(Option<u32>, &'w [u8])> {
+    let r = *words.get(1 + fp.part_slot[t]?)?;
+    if r == NO_PART {
+        return None;
+    }
+    let id = r as u32;
+    let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
+    let text = bytemuck::cast_slice::<u64, u8>(&words[text_at(fp, words[0])..]);
+    Some(((id != NO_ID).then_some(id), &text[off..off + len]))
+}
+
+/// The ids of a salted payload's filter tokens.
+fn token_ids<'w>(fp: &FieldPlan, words: &'w [u64]) -> impl Iterator<Item = u32> + 'w {
+    let a = fp.body_at();
+    let n = meta_ntok(words[0]);
+    words[a..a + n.div_ceil(2)]
+        .iter()
+        .flat_map(|&w| [w as u32, (w >> 32) as u32])
+        .take(n)
 }
 
 /// Per salt, the segment-relative bit positions of each filter token, computed on first use.
@@ -240,6 +216,7 @@ struct Positions {
 impl Positions {
     /// The positions of token `tok` under salt `salt`, computing them with `compute` (which
     /// appends `k` segment-relative positions) the first time.
+    #[inline]
     fn get(
         &mut self,
         salt: usize,
@@ -247,23 +224,32 @@ impl Positions {
         k: usize,
         compute: impl FnOnce(&mut Vec<u16>),
     ) -> &[u16] {
+        let t = tok as usize;
+        let known = self
+            .tables
+            .get(salt)
+            .is_some_and(|(_, known)| known.get(t / 64).is_some_and(|w| w >> (t % 64) & 1 == 1));
+        if !known {
+            self.fill(salt, t, k, compute);
+        }
+        &self.tables[salt].0[t * k..(t + 1) * k]
+    }
+
+    #[cold]
+    fn fill(&mut self, salt: usize, t: usize, k: usize, compute: impl FnOnce(&mut Vec<u16>)) {
         if self.tables.len() <= salt {
             self.tables.resize_with(salt + 1, Default::default);
         }
         let (pos, known) = &mut self.tables[salt];
-        let t = tok as usize;
         if known.len() <= t / 64 {
             let n = (t / 64 + 1).next_power_of_two();
             known.resize(n, 0);
             pos.resize(n * 64 * k, 0);
         }
-        if known[t / 64] >> (t % 64) & 1 == 0 {
-            let mut got = Vec::with_capacity(k);
-            compute(&mut got);
-            pos[t * k..(t + 1) * k].copy_from_slice(&got);
-            known[t / 64] |= 1 << (t % 64);
-        }
-        &pos[t * k..(t + 1) * k]
+        let mut got = Vec::with_capacity(k);
+        compute(&mut got);
+        pos[t * k..(t + 1) * k].copy_from_slice(&got);
+        known[t / 64] |= 1 << (t % 64);
     }
 }
 
@@ -287,6 +273,18 @@ struct FieldState {
     scratch: Vec<u64>,
 }
 
+impl FieldState {
+    /// The payload `cur` points to.
+    #[inline]
+    fn payload(&self, cur: Cur) -> &[u64] {
+        match cur {
+            Cur::None => &[],
+            Cur::Cached(p, len) => self.dict.payload(p, len as usize),
+            Cur::Scratch(at, len) => &self.scratch[at as usize..(at + len) as usize],
+        }
+    }
+}
+
 /// Where a row's value of a field is.
 #[derive(Clone, Copy)]
 enum Cur {
@@ -308,19 +306,18 @@ enum Salted {
     Scratch(usize),
 }
 
-/// The row's salt.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Salt {
-    /// Salted fields are hashed under this salt (an id in [`Worker::salts`]; [`MARKER`] is the
-    /// "no salt" marker, the empty text). Salts past [`MAX_SALTS`] have no position tables:
-    /// their tokens are hashed directly.
-    Id(usize),
-    /// No salt, and the schema says salted fields then set no bits.
-    NoBits,
-}
+/// The row's salt: salted fields are hashed under this salt (an id in [`Worker::salts`];
+/// [`MARKER`] is the "no salt" marker, the empty text), or [`NO_BITS`] (no salt, and the
+/// schema says salted fields then set no bits). Salts past [`MAX_SALTS`] have no position
+/// tables: their tokens are hashed directly.
+type Salt = usize;
+const MARKER: Salt = 0;
+const NO_BITS: Salt = usize::MAX;
 
-/// The salt id of the "no salt" marker (the empty text, interned first).
-const MARKER: usize = 0;
+/// Token-key flags of a row and kind: the token is not emitted (a part is missing), or its
+/// parts have no ids (hashed without the cache).
+const T_ABSENT: u8 = 1;
+const T_UNCACHED: u8 = 2;
 
 /// Counts of one field's values over a block.
 #[derive(Clone, Default)]
@@ -339,8 +336,8 @@ struct RowState {
     in_filter: u32,
     /// First column with bytes invalid for the declared encoding.
     bad_bytes: Option<usize>,
-    /// The record id (trimmed).
-    id: String,
+    /// The record id (trimmed), in the batch's `ids`.
+    id: (u32, u32),
 }
 
 /// Where a batch's encoded rows go: the block's output space and lists.
@@ -351,12 +348,27 @@ pub struct BatchOut<'o, 'd> {
     pub encoded: &'o mut usize,
 }
 
-/// Buffers for building a segment.
+/// Buffers for computing values and building segments.
 #[derive(Default)]
-struct SegScratch {
+struct Scratch {
     acc: Vec<u64>,
     overlap: Vec<u64>,
     harden: harden::Scratch,
+    payload: Vec<u64>,
+    text: Vec<u8>,
+    msg: Vec<u8>,
+    pos: Vec<u32>,
+    tokens: TokenBuf,
+    decode: String,
+}
+
+/// A keyed-token part a field gives: the token kind, the shift of the part's id in the cache
+/// key (`u32::MAX`: the kind is not cached), and the payload word with the part's reference.
+#[derive(Clone, Copy)]
+struct TokenUse {
+    kind: usize,
+    shift: u32,
+    word: usize,
 }
 
 /// Encodes records for one worker thread.
@@ -366,32 +378,32 @@ pub struct Worker<'p, 'a> {
     /// Per token kind: token by the ids of its parts, while it earns its keep.
     token_cache: Vec<U64Map>,
     token_cache_on: Vec<bool>,
+    /// Per field: the keyed-token parts it gives; per token kind: some part's field has no
+    /// column (the token is never emitted).
+    token_uses: Vec<Vec<TokenUse>>,
+    token_unmapped: Vec<bool>,
     /// Salt texts → salt ids; and per salt-source part id, its salt id (dense).
     salts: Interner,
     salt_of_part: Vec<u32>,
     /// Per batch: each row's state; per row and field, where its value and its salted bits
-    /// are.
+    /// are, and whether it sets bits; per row and token kind, the cache key and flags.
     rows: Vec<RowState>,
     cur: Vec<Cur>,
+    feeds: Vec<bool>,
     salted: Vec<Salted>,
     salted_scratch: Vec<u64>,
+    tkeys: Vec<u64>,
+    tflags: Vec<u8>,
     hashes: Vec<u64>,
-    /// Per batch: each row's keyed tokens (`ntok` slots per row) and their number.
-    row_tokens: Vec<u64>,
-    row_ntok: Vec<u8>,
     keys: Vec<u64>,
-    seg: SegScratch,
-    tmp: Vec<u64>,
-    text: Vec<u8>,
-    msg: Vec<u8>,
-    pos_buf: Vec<u32>,
-    tok_buf: TokenBuf,
-    decode_buf: String,
+    /// Per batch: the rows' record ids, one after another.
+    ids: String,
+    sc: Scratch,
     /// Per field counts for the block being encoded.
     pub counts: Vec<FieldCounts>,
 }
 
-/// `keys` entry of a row whose token is not emitted (a part is missing).
+/// `keys` entry of a row whose salted bits need no lookup.
 const ABSENT: u64 = u64::MAX;
 
 impl<'p, 'a> Worker<'p, 'a> {
@@ -401,6 +413,33 @@ impl<'p, 'a> Worker<'p, 'a> {
         let mut salts = Interner::default();
         let marker = salts.id(b"") as usize;
         debug_assert_eq!(marker, MARKER);
+        let token_uses = (0..nf)
+            .map(|fi| {
+                let fp = &plan.fields[fi];
+                let mut uses = Vec::new();
+                for (kind, t) in plan.schema.tokens.iter().enumerate() {
+                    for (i, &(f, tr)) in t.parts.iter().enumerate() {
+                        if f != fi {
+                            continue;
+                        }
+                        let Some(slot) = fp.part_slot[tr.index()] else {
+                            continue;
+                        };
+                        let shift = if t.parts.len() <= 2 {
+                            32 * (1 - i as u32)
+                        } else {
+                            u32::MAX
+                        };
+                        uses.push(TokenUse {
+                            kind,
+                            shift,
+                            word: 1 + slot,
+                        });
+                    }
+                }
+                uses
+            })
+            .collect();
         let mut w = Worker {
             plan,
             fields: plan
@@ -434,23 +473,26 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .iter()
                 .map(|t| t.parts.len() <= 2)
                 .collect(),
+            token_uses,
+            token_unmapped: plan
+                .schema
+                .tokens
+                .iter()
+                .map(|t| t.parts.iter().any(|(f, _)| plan.unmapped.contains(f)))
+                .collect(),
             salts,
             salt_of_part: Vec::new(),
             rows: Vec::new(),
             cur: Vec::new(),
+            feeds: Vec::new(),
             salted: Vec::new(),
             salted_scratch: Vec::new(),
+            tkeys: Vec::new(),
+            tflags: Vec::new(),
             hashes: Vec::new(),
-            row_tokens: Vec::new(),
-            row_ntok: Vec::new(),
             keys: Vec::new(),
-            seg: SegScratch::default(),
-            tmp: Vec::new(),
-            text: Vec::new(),
-            msg: Vec::new(),
-            pos_buf: Vec::new(),
-            tok_buf: TokenBuf::default(),
-            decode_buf: String::new(),
+            ids: String::new(),
+            sc: Scratch::default(),
             counts: vec![FieldCounts::default(); nf],
         };
         w.set_need_id();
@@ -543,8 +585,9 @@ impl<'p, 'a> Worker<'p, 'a> {
 
     /// Encodes a batch of parsed records, whose first is row `first_row` of the export and
     /// `offset` of its block: accepted rows are written to `o` in order, rejected rows listed.
-    /// Works column by column, so that each step has the whole batch's memory loads in flight
-    /// together, where row by row each lookup would wait for its own cache misses.
+    /// Values are looked up column by column, so that each step has the whole batch's memory
+    /// loads in flight together, where row by row each lookup would wait for its own cache
+    /// misses; then each accepted row is finished in one pass.
     pub fn encode_batch(
         &mut self,
         batch: &RecordBatch,
@@ -554,87 +597,26 @@ impl<'p, 'a> Worker<'p, 'a> {
     ) {
         let plan = self.plan;
         let n = batch.len();
-        let nf = plan.schema.fields.len();
         self.tend_caches(n);
-        self.start_rows(batch, first_row, o.out);
-        self.cur.clear();
-        self.cur.resize(n * nf, Cur::None);
-        for f in &mut self.fields {
-            f.scratch.clear();
-        }
+        self.start_batch(batch, first_row, o.out);
         for si in 0..plan.sources.len() {
             self.look_up_column(batch, si);
         }
-        // Rows rejected for their values (after their fields were counted).
-        for (r, st) in self.rows.iter_mut().enumerate() {
-            if !st.live {
-                continue;
-            }
-            for &fi in &plan.unmapped {
-                self.counts[fi].missing += 1;
-            }
-            let at = (first_row + r as u64, batch.line(r));
-            if let Some(col) = st.bad_bytes {
-                let c = plan.header[col].as_str();
-                let hint = if plan.map.encoding == TextEncoding::Windows1252 {
-                    ""
-                } else {
-                    " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
-                };
-                st.live = false;
-                o.out.rejects.push(reject(
-                    at,
-                    Some(c),
-                    "invalid_encoding",
-                    format!(
-                        "column `{c}` is not valid {}{hint}",
-                        enc_name(plan.map.encoding)
-                    ),
-                ));
-            } else if st.in_filter < plan.schema.def.min_fields {
-                st.live = false;
-                o.out.rejects.push(reject(
-                    at,
-                    None,
-                    "too_few_fields",
-                    format!(
-                        "only {} of the linking fields are usable, at least {} are needed",
-                        st.in_filter, plan.schema.def.min_fields
-                    ),
-                ));
-            }
-        }
+        self.check_rows(batch, first_row, o.out);
         self.salted_bits(n);
-        // Filters, straight into the output, segment by segment; then noise and popcounts.
+        self.prefetch_tokens(n);
         let words = plan.schema.stored_words();
         let pw = plan.schema.segments.len() + 1;
-        let e0 = *o.encoded;
-        let mut seg_scratch = std::mem::take(&mut self.seg);
-        for seg in 0..plan.schema.segments.len() {
-            let mut e = e0;
-            for r in 0..n {
-                if !self.rows[r].live {
-                    continue;
-                }
-                let filter = &mut o.dest.filters[e * words..(e + 1) * words];
-                self.build_segment(r, seg, filter, &mut seg_scratch);
-                e += 1;
-            }
-        }
-        let mut e = e0;
+        let ntok = plan.schema.tokens.len();
+        let mut toks = [0u64; 256];
+        let out = &mut *o.out;
         for r in 0..n {
             if !self.rows[r].live {
                 continue;
             }
+            let e = *o.encoded;
             let filter = &mut o.dest.filters[e * words..(e + 1) * words];
-            if plan.hardener.transforms() {
-                plan.hardener.apply_blip(
-                    filter,
-                    &plan.map.agency,
-                    &self.rows[r].id,
-                    &mut seg_scratch.harden,
-                );
-            }
+            self.build_filter(r, filter);
             let pcs = &mut o.dest.popcounts[e * pw..(e + 1) * pw];
             pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
             for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
@@ -643,31 +625,22 @@ impl<'p, 'a> Worker<'p, 'a> {
                     .map(|w| w.count_ones())
                     .sum::<u32>() as u16;
             }
-            e += 1;
-        }
-        self.seg = seg_scratch;
-        self.keyed_tokens(n);
-        // Accepted rows' tokens, ids and places, in row order.
-        let ntok = plan.schema.tokens.len();
-        let out = &mut *o.out;
-        for r in 0..n {
-            if !self.rows[r].live {
-                continue;
-            }
-            let toks = &mut self.row_tokens[r * ntok..r * ntok + usize::from(self.row_ntok[r])];
+            let nt = self.row_tokens(r, &mut toks[..ntok]);
+            let toks = &mut toks[..nt];
             toks.sort_unstable();
             let t = out.tokens;
-            if let Some(d) = o.dest.tokens.get_mut(t..t + toks.len()) {
-                d.copy_from_slice(toks);
+            if let Some(dst) = o.dest.tokens.get_mut(t..t + nt) {
+                dst.copy_from_slice(toks);
             }
-            out.tokens += toks.len();
-            out.token_counts.push(toks.len() as u8);
-            let id = std::mem::take(&mut self.rows[r].id);
+            out.tokens += nt;
+            out.token_counts.push(nt as u8);
+            let id = self.row_id(r);
             if plan.opaque_ids {
-                out.ids.push(plan.hasher.opaque_ref(&plan.map.agency, &id));
-                out.original_ids.push(id);
+                out.ids
+                    .push(plan.hasher.opaque_ref(&plan.map.agency, id).as_bytes());
+                out.original_ids.push(id.as_bytes());
             } else {
-                out.ids.push(id);
+                out.ids.push(id.as_bytes());
             }
             out.offsets.push((offset + r) as u32);
             out.lines.push(batch.line(r));
@@ -675,16 +648,26 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    /// Checks each row's field count and record id, and resets the batch's row states.
-    fn start_rows(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
+    /// Row `r`'s record id.
+    fn row_id(&self, r: usize) -> &str {
+        let (a, b) = self.rows[r].id;
+        &self.ids[a as usize..b as usize]
+    }
+
+    /// Checks each row's field count and record id, and resets the batch's state.
+    fn start_batch(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
+        let n = batch.len();
+        let nf = plan.schema.fields.len();
+        let ntok = plan.schema.tokens.len();
         let salt0 = match plan.schema.salt.as_ref() {
-            Some(s) if s.when_missing == SaltMissing::Skip => Salt::NoBits,
-            _ => Salt::Id(MARKER),
+            Some(s) if s.when_missing == SaltMissing::Skip => NO_BITS,
+            _ => MARKER,
         };
         self.rows.clear();
+        self.ids.clear();
         let id_col = plan.header[plan.id_column].as_str();
-        for r in 0..batch.len() {
+        for r in 0..n {
             let rec = batch.get(r);
             let at = (first_row + r as u64, batch.line(r));
             let mut st = RowState {
@@ -692,7 +675,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 salt: salt0,
                 in_filter: 0,
                 bad_bytes: None,
-                id: String::new(),
+                id: (0, 0),
             };
             let checked = if rec.len() != plan.header.len() {
                 Err(reject(
@@ -709,7 +692,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 match decode(
                     plan.map.encoding,
                     rec.get(plan.id_column),
-                    &mut self.decode_buf,
+                    &mut self.sc.decode,
                 )
                 .map(str::trim)
                 {
@@ -737,7 +720,11 @@ impl<'p, 'a> Worker<'p, 'a> {
                             super::MAX_RECORD_ID_BYTES
                         ),
                     )),
-                    Some(id) => Ok(id.to_string()),
+                    Some(id) => {
+                        let start = self.ids.len() as u32;
+                        self.ids.push_str(id);
+                        Ok((start, self.ids.len() as u32))
+                    }
                 }
             };
             match checked {
@@ -749,80 +736,138 @@ impl<'p, 'a> Worker<'p, 'a> {
             }
             self.rows.push(st);
         }
+        self.cur.clear();
+        self.cur.resize(n * nf, Cur::None);
+        self.feeds.clear();
+        self.feeds.resize(n * nf, false);
+        self.tkeys.clear();
+        self.tkeys.resize(n * ntok, 0);
+        self.tflags.clear();
+        let kind_flags: Vec<u8> = (0..ntok)
+            .map(|kind| {
+                let mut f = 0;
+                if self.token_unmapped[kind] {
+                    f |= T_ABSENT;
+                }
+                if !self.token_cache_on[kind] {
+                    f |= T_UNCACHED;
+                }
+                f
+            })
+            .collect();
+        for st in &self.rows {
+            let dead = if st.live { 0 } else { T_ABSENT };
+            self.tflags.extend(kind_flags.iter().map(|f| f | dead));
+        }
+        for f in &mut self.fields {
+            f.scratch.clear();
+        }
     }
 
     /// Looks up source `si`'s column for every live row of the batch: hashes and table slots
     /// first, then the records the slots point to, then the values themselves (computing the
-    /// ones not yet known); then counts them and, for the salt source, sets each row's salt.
+    /// ones not yet known); then counts them, notes their keyed-token parts and, for the salt
+    /// source, sets each row's salt.
     fn look_up_column(&mut self, batch: &RecordBatch, si: usize) {
         let plan = self.plan;
         let src = &plan.sources[si];
         let (fi, col) = (src.field, src.column);
         let nf = plan.schema.fields.len();
+        let ntok = plan.schema.tokens.len();
         let fp = &plan.fields[fi];
         let n = batch.len();
-        if self.fields[fi].use_dict {
-            self.hashes.clear();
-            for r in 0..n {
+        let Worker {
+            fields,
+            rows,
+            cur,
+            tkeys,
+            tflags,
+            hashes,
+            token_uses,
+            counts,
+            sc,
+            ..
+        } = self;
+        let f = &mut fields[fi];
+        let use_dict = f.use_dict;
+        if use_dict {
+            hashes.clear();
+            for (r, st) in rows.iter().enumerate() {
                 let mut h = 0;
-                if self.rows[r].live {
+                if st.live {
                     h = hash_bytes(batch.get(r).get(col));
-                    self.fields[fi].dict.prefetch_slot(h);
+                    f.dict.prefetch_slot(h);
                 }
-                self.hashes.push(h);
+                hashes.push(h);
             }
-            for r in 0..n {
-                if self.rows[r].live {
-                    self.fields[fi].dict.prefetch_record(self.hashes[r]);
+            for (st, &h) in rows.iter().zip(hashes.iter()) {
+                if st.live {
+                    f.dict.prefetch_record(h);
                 }
             }
         }
+        let uses = &token_uses[fi];
+        let counts = &mut counts[fi];
+        let in_filter = fp.segment.is_some();
         for r in 0..n {
-            if !self.rows[r].live {
+            let st = &mut rows[r];
+            if !st.live {
                 continue;
             }
             let raw = batch.get(r).get(col);
-            let f = &mut self.fields[fi];
-            let cur = if f.use_dict && raw.len() <= normalise::MAX_FIELD_BYTES {
-                let hash = self.hashes[r];
+            let c = if use_dict && raw.len() <= normalise::MAX_FIELD_BYTES {
+                let hash = hashes[r];
                 match f.dict.find(hash, raw) {
-                    Some(p) => {
-                        let len = payload_len(f.dict.payload(p, 1)[0]);
-                        Cur::Cached(p, len as u32)
-                    }
+                    Some(p) => Cur::Cached(p, payload_len(f.dict.payload(p, 1)[0]) as u32),
                     None => {
-                        self.compute(fi, raw, true);
-                        let f = &mut self.fields[fi];
-                        let len = self.tmp.len();
+                        compute_value(plan, fi, f, raw, true, sc);
+                        let len = sc.payload.len();
                         let p = f.dict.insert(hash, raw, len);
-                        f.dict.payload_mut(p, len).copy_from_slice(&self.tmp);
+                        f.dict.payload_mut(p, len).copy_from_slice(&sc.payload);
                         Cur::Cached(p, len as u32)
                     }
                 }
             } else {
-                self.compute(fi, raw, false);
-                let f = &mut self.fields[fi];
+                compute_value(plan, fi, f, raw, false, sc);
                 let at = f.scratch.len() as u32;
-                f.scratch.extend_from_slice(&self.tmp);
-                Cur::Scratch(at, self.tmp.len() as u32)
+                f.scratch.extend_from_slice(&sc.payload);
+                Cur::Scratch(at, sc.payload.len() as u32)
             };
-            let status = self.val(fi, cur).map_or(Status::Missing, |v| v.status());
-            let c = &mut self.counts[fi];
-            let st = &mut self.rows[r];
-            match status {
-                Status::Missing => c.missing += 1,
-                Status::Invalid(why) => c.invalid[invalid_index(why)] += 1,
-                Status::BadBytes => {
-                    c.invalid[Invalid::ALL.len()] += 1;
-                    st.bad_bytes.get_or_insert(col);
-                }
-                Status::Present => {
-                    c.present += 1;
-                    self.cur[r * nf + fi] = cur;
-                    if fp.segment.is_some() && !(fp.salted && st.salt == Salt::NoBits) {
+            let words = f.payload(c);
+            let meta = words[0];
+            let (keys, flags) = (
+                &mut tkeys[r * ntok..(r + 1) * ntok],
+                &mut tflags[r * ntok..(r + 1) * ntok],
+            );
+            match meta as u8 {
+                ST_PRESENT => {
+                    counts.present += 1;
+                    cur[r * nf + fi] = c;
+                    if in_filter && !(fp.salted && st.salt == NO_BITS) {
                         st.in_filter += 1;
                     }
+                    for u in uses {
+                        let part = words[u.word];
+                        if part == NO_PART {
+                            flags[u.kind] |= T_ABSENT;
+                        } else if part as u32 == NO_ID || u.shift == u32::MAX {
+                            flags[u.kind] |= T_UNCACHED;
+                        } else {
+                            keys[u.kind] |= ((part & 0xffff_ffff) + 1) << u.shift;
+                        }
+                    }
+                    continue;
                 }
+                ST_MISSING => counts.missing += 1,
+                ST_BAD_BYTES => {
+                    counts.invalid[Invalid::ALL.len()] += 1;
+                    st.bad_bytes.get_or_insert(col);
+                }
+                code => counts.invalid[usize::from(code - ST_INVALID)] += 1,
+            }
+            // Not present: the tokens it is part of are not emitted.
+            for u in uses {
+                flags[u.kind] |= T_ABSENT;
             }
         }
         if let Some(s) = plan.schema.salt.as_ref().filter(|s| s.source.0 == fi) {
@@ -837,29 +882,13 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    fn val(&self, fi: usize, cur: Cur) -> Option<Val<'_>> {
-        let plan = &self.plan.fields[fi];
-        let f = &self.fields[fi];
-        match cur {
-            Cur::None => None,
-            Cur::Cached(p, len) => Some(Val {
-                words: f.dict.payload(p, len as usize),
-                plan,
-            }),
-            Cur::Scratch(at, len) => Some(Val {
-                words: &f.scratch[at as usize..(at + len) as usize],
-                plan,
-            }),
-        }
-    }
-
     /// The salt given by part `t` of the salt source `fi`'s value `cur`; `None` when it gives
     /// none (the default then stands).
     fn row_salt(&mut self, cur: Cur, fi: usize, t: usize) -> Option<Salt> {
-        let (id, text) = self.val(fi, cur)?.part(t)?;
+        let (id, text) = part_of(&self.plan.fields[fi], self.fields[fi].payload(cur), t)?;
         if let Some(&s) = id.and_then(|part| self.salt_of_part.get(part as usize)) {
             if s != NO_ID {
-                return Some(Salt::Id(s as usize));
+                return Some(s as Salt);
             }
         }
         let text = text.to_vec();
@@ -870,125 +899,64 @@ impl<'p, 'a> Worker<'p, 'a> {
             }
             self.salt_of_part[part] = sid;
         }
-        Some(Salt::Id(sid as usize))
+        Some(sid as Salt)
     }
 
-    /// Computes field `fi`'s value of `raw` into `tmp` (the payload laid out as [`FieldPlan`]
-    /// says); with `cached`, it goes into the dictionary, and its parts get the ids caches
-    /// need.
-    fn compute(&mut self, fi: usize, raw: &[u8], cached: bool) {
+    /// Rejects the rows whose values make them unusable (their fields were counted), and
+    /// notes which values set bits in each accepted row.
+    fn check_rows(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
-        let fp = &plan.fields[fi];
-        let fdef = &plan.schema.fields[fi];
-        let Worker {
-            fields,
-            decode_buf,
-            tok_buf,
-            pos_buf,
-            seg,
-            tmp: s,
-            text,
-            ..
-        } = self;
-        let f = &mut fields[fi];
-        s.clear();
-        s.resize(fp.body_at() + fp.bits_words(), 0);
-        s[1..fp.body_at()].fill(NO_PART);
-        text.clear();
-        let value = match field_value(plan, fi, raw, decode_buf) {
-            Ok(v) => v,
-            Err(st) => {
-                s.truncate(fp.body_at());
-                s[0] = u64::from(st.code()) | (s.len() as u64) << 16;
-                return;
-            }
-        };
-        for (t, tr) in Transform::ALL.iter().enumerate() {
-            let Some(slot) = fp.part_slot[t] else {
-                continue;
-            };
-            let off = text.len();
-            if !tokens::part_text_into(&value, *tr, text) {
+        let nf = plan.schema.fields.len();
+        for (r, st) in self.rows.iter_mut().enumerate() {
+            if !st.live {
                 continue;
             }
-            let part = &text[off..];
-            let id = if cached && f.need_id[t] {
-                f.parts.id(part)
-            } else {
-                NO_ID
-            };
-            s[1 + slot] = u64::from(id) | (off as u64) << 32 | (part.len() as u64) << 48;
-        }
-        let mut meta = u64::from(ST_PRESENT);
-        if let Some(sg) = fp.segment {
-            tok_buf.clear();
-            tokens::tokenise_into(&value, fdef.def.tokeniser, tok_buf);
-            let hasher = &plan.hasher;
-            let (k, start) = (fp.k as usize, fp.start_bit);
-            if fp.salted {
-                meta |= (tok_buf.len() as u64) << 32;
-                if !tok_buf.is_empty() {
-                    meta |= 1 << 8;
+            for &fi in &plan.unmapped {
+                self.counts[fi].missing += 1;
+            }
+            let at = (first_row + r as u64, batch.line(r));
+            if let Some(col) = st.bad_bytes {
+                let c = plan.header[col].as_str();
+                let hint = if plan.map.encoding == TextEncoding::Windows1252 {
+                    ""
+                } else {
+                    " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
+                };
+                st.live = false;
+                out.rejects.push(reject(
+                    at,
+                    Some(c),
+                    "invalid_encoding",
+                    format!(
+                        "column `{c}` is not valid {}{hint}",
+                        enc_name(plan.map.encoding)
+                    ),
+                ));
+                continue;
+            }
+            if st.in_filter < plan.schema.def.min_fields {
+                st.live = false;
+                out.rejects.push(reject(
+                    at,
+                    None,
+                    "too_few_fields",
+                    format!(
+                        "only {} of the linking fields are usable, at least {} are needed",
+                        st.in_filter, plan.schema.def.min_fields
+                    ),
+                ));
+                continue;
+            }
+            for (fi, fp) in plan.fields.iter().enumerate() {
+                let c = self.cur[r * nf + fi];
+                if matches!(c, Cur::None) || fp.segment.is_none() {
+                    continue;
                 }
-                let mut pending = None;
-                for t in tok_buf.iter() {
-                    let id = u64::from(f.tokens.id(t));
-                    match pending.take() {
-                        None => pending = Some(id),
-                        Some(lo) => s.push(lo | id << 32),
-                    }
-                }
-                if let Some(lo) = pending {
-                    s.push(lo);
-                }
-            } else {
-                let at = fp.body_at();
-                let words = &mut s[at..at + fp.seg_words];
-                for i in 0..tok_buf.len() {
-                    let t = tok_buf.get(i);
-                    // A token as rare as the value: nothing to gain from keeping its positions.
-                    if tok_buf.whole(i) {
-                        pos_buf.clear();
-                        hasher.positions(sg, fp.k, t, pos_buf);
-                        for &p in pos_buf.iter() {
-                            let p = p - start;
-                            words[(p / 64) as usize] |= 1 << (p % 64);
-                        }
-                        continue;
-                    }
-                    let id = f.tokens.id(t);
-                    let pos = f.positions.get(0, id, k, |out| {
-                        pos_buf.clear();
-                        hasher.positions(sg, fp.k, t, pos_buf);
-                        out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
-                    });
-                    for &p in pos {
-                        words[usize::from(p) / 64] |= 1 << (p % 64);
-                    }
-                }
-                if words.iter().any(|&w| w != 0) {
-                    meta |= 1 << 8;
-                }
-                if fp.stored_words > 0 {
-                    let (a, b) = s[at..at + fp.bits_words()].split_at_mut(fp.seg_words);
-                    plan.hardener.apply_segment(sg, a, b, &mut seg.harden);
-                }
+                let meta = self.fields[fi].payload(c)[0];
+                self.feeds[r * nf + fi] =
+                    meta & META_BITS != 0 && !(fp.salted && st.salt == NO_BITS);
             }
         }
-        s.extend(text.chunks(8).map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        }));
-        meta |= (s.len() as u64) << 16;
-        s[0] = meta;
-    }
-
-    /// Whether field `fi`'s value `cur` sets bits in a row salted `salt`.
-    fn feeds(&self, fi: usize, cur: Cur, salt: Salt) -> bool {
-        let fp = &self.plan.fields[fi];
-        self.val(fi, cur)
-            .is_some_and(|v| v.has_bits() && !(fp.salted && salt == Salt::NoBits))
     }
 
     /// Each live row's salted fields' hashed words and stored forms, from the fields' salted
@@ -1001,119 +969,62 @@ impl<'p, 'a> Worker<'p, 'a> {
         self.salted_scratch.clear();
         for fi in (0..nf).filter(|&fi| plan.fields[fi].salted) {
             let fp = &plan.fields[fi];
-            let on = self.fields[fi].salted_on;
-            self.keys.clear();
+            let Worker {
+                fields,
+                rows,
+                cur,
+                feeds,
+                salted,
+                salted_scratch,
+                keys,
+                salts,
+                sc,
+                ..
+            } = self;
+            let f = &mut fields[fi];
+            let on = f.salted_on;
+            keys.clear();
             for r in 0..n {
-                let cur = self.cur[r * nf + fi];
-                let salt = self.rows[r].salt;
-                let key = match (cur, salt) {
-                    _ if !self.rows[r].live || !self.feeds(fi, cur, salt) => ABSENT,
-                    (Cur::Cached(p, _), Salt::Id(sid)) if on => {
-                        (sid as u64 + 1) << 32 | u64::from(p)
-                    }
+                let key = match (cur[r * nf + fi], rows[r].salt) {
+                    _ if !rows[r].live || !feeds[r * nf + fi] => ABSENT,
+                    (Cur::Cached(p, _), salt) if on => (salt as u64 + 1) << 32 | u64::from(p),
                     _ => 0,
                 };
                 if key != ABSENT && key != 0 {
-                    self.fields[fi].salted.prefetch(key);
+                    f.salted.prefetch(key);
                 }
-                self.keys.push(key);
+                keys.push(key);
             }
             let w = fp.seg_words + fp.stored_words;
-            let mut bits = std::mem::take(&mut self.tmp);
             for r in 0..n {
-                let key = self.keys[r];
+                let key = keys[r];
                 if key == ABSENT {
                     continue;
                 }
-                let (cur, salt) = (self.cur[r * nf + fi], self.rows[r].salt);
-                let place = match (key, key != 0) {
-                    (_, true) => match self.fields[fi].salted.find(key) {
+                let (c, salt) = (cur[r * nf + fi], rows[r].salt);
+                salted[r * nf + fi] = if key != 0 {
+                    match f.salted.find(key) {
                         Found::Hit(slot) => Salted::Slot(slot),
                         Found::Miss(slot) => {
-                            self.compute_salted(fi, cur, salt, &mut bits);
-                            self.fields[fi]
-                                .salted
+                            compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
+                            f.salted
                                 .insert_at(slot, key)
-                                .copy_from_slice(&bits[..w]);
+                                .copy_from_slice(&sc.payload[..w]);
                             Salted::Slot(slot)
                         }
-                    },
-                    _ => {
-                        self.compute_salted(fi, cur, salt, &mut bits);
-                        let at = self.salted_scratch.len();
-                        self.salted_scratch.extend_from_slice(&bits[..w]);
-                        Salted::Scratch(at)
                     }
+                } else {
+                    compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
+                    let at = salted_scratch.len();
+                    salted_scratch.extend_from_slice(&sc.payload[..w]);
+                    Salted::Scratch(at)
                 };
-                self.salted[r * nf + fi] = place;
             }
-            self.tmp = bits;
-        }
-    }
-
-    /// A salted field's hashed words under `salt`, then (when kept) their stored form, into
-    /// `bits`.
-    fn compute_salted(&mut self, fi: usize, cur: Cur, salt: Salt, bits: &mut Vec<u64>) {
-        let plan = self.plan;
-        let fp = &plan.fields[fi];
-        bits.clear();
-        bits.resize(fp.seg_words + fp.stored_words, 0);
-        let Salt::Id(sid) = salt else {
-            return;
-        };
-        let sg = fp.segment.unwrap_or(0);
-        let (k, start) = (fp.k as usize, fp.start_bit);
-        let Worker {
-            fields,
-            msg,
-            pos_buf,
-            salts,
-            seg,
-            ..
-        } = self;
-        let f = &mut fields[fi];
-        let v = match cur {
-            Cur::None => return,
-            Cur::Cached(p, len) => Val {
-                words: f.dict.payload(p, len as usize),
-                plan: fp,
-            },
-            Cur::Scratch(at, len) => Val {
-                words: &f.scratch[at as usize..(at + len) as usize],
-                plan: fp,
-            },
-        };
-        let hasher = &plan.hasher;
-        let salt_text = salts.text(sid as u32);
-        let (words, stored) = bits.split_at_mut(fp.seg_words);
-        for tok in v.tokens() {
-            if sid >= MAX_SALTS {
-                let m = salted_message(salt_text, f.tokens.text(tok), msg);
-                pos_buf.clear();
-                hasher.positions(sg, fp.k, m, pos_buf);
-                for &p in pos_buf.iter() {
-                    let p = p - start;
-                    words[(p / 64) as usize] |= 1 << (p % 64);
-                }
-                continue;
-            }
-            let pos = f.positions.get(sid, tok, k, |out| {
-                let m = salted_message(salt_text, f.tokens.text(tok), msg);
-                pos_buf.clear();
-                hasher.positions(sg, fp.k, m, pos_buf);
-                out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
-            });
-            for &p in pos {
-                words[usize::from(p) / 64] |= 1 << (p % 64);
-            }
-        }
-        if fp.stored_words > 0 {
-            plan.hardener
-                .apply_segment(sg, words, stored, &mut seg.harden);
         }
     }
 
     /// Field `fi`'s hashed words and stored form (empty when not kept) in row `r`.
+    #[inline]
     fn contribution(&self, r: usize, fi: usize) -> (&[u64], &[u64]) {
         let nf = self.plan.schema.fields.len();
         let fp = &self.plan.fields[fi];
@@ -1127,153 +1038,325 @@ impl<'p, 'a> Worker<'p, 'a> {
             };
             return words.split_at(words.len().min(fp.seg_words));
         }
-        match self.val(fi, self.cur[r * nf + fi]) {
-            Some(v) => (v.raw(), v.stored()),
-            None => (&[], &[]),
-        }
+        let words = self.fields[fi].payload(self.cur[r * nf + fi]);
+        let a = fp.body_at();
+        (
+            &words[a..a + fp.seg_words],
+            &words[a + fp.seg_words..a + fp.bits_words()],
+        )
     }
 
-    /// Writes segment `seg` of row `r`'s stored filter into `filter`.
-    fn build_segment(&self, r: usize, seg: usize, filter: &mut [u64], sc: &mut SegScratch) {
+    /// Writes row `r`'s stored filter into `filter`, segment by segment: a segment fed by one
+    /// value is that value's stored form; by several, when the segment's hardening is linear,
+    /// the XOR of their stored forms corrected for the bits they share
+    /// (T(a | b) = T(a) ^ T(b) ^ T(a & b)); otherwise their bits are ORed and hardened. BLIP
+    /// noise is added last.
+    fn build_filter(&mut self, r: usize, filter: &mut [u64]) {
         let plan = self.plan;
         let schema = plan.schema;
         let nf = schema.fields.len();
-        let salt = self.rows[r].salt;
-        let fis = &plan.segment_fields[seg];
-        let feeds = |fi: usize| self.feeds(fi, self.cur[r * nf + fi], salt);
-        if !plan.hardener.transforms() {
-            let out = &mut filter[schema.segments[seg].word_range()];
-            out.fill(0);
-            for &fi in fis.iter().filter(|&&fi| feeds(fi)) {
-                for (d, s) in out.iter_mut().zip(self.contribution(r, fi).0) {
-                    *d |= s;
-                }
-            }
-            return;
-        }
-        let out = &mut filter[schema.stored_segments[seg].word_range()];
-        let mut feeding = fis.iter().copied().filter(|&fi| feeds(fi));
-        let Some(first) = feeding.next() else {
-            out.fill(0);
-            return;
-        };
-        let second = feeding.next();
-        let (raw1, stored1) = self.contribution(r, first);
-        let keeps = |fi: usize| plan.fields[fi].stored_words > 0;
-        match second {
-            None if keeps(first) => out.copy_from_slice(stored1),
-            Some(_) if plan.hardener.segment_is_linear(seg) && fis.iter().all(|&fi| keeps(fi)) => {
-                // T(a | b) = T(a) ^ T(b) ^ T(a & b): XOR the stored forms, then correct for the
-                // few bits the values share.
-                out.copy_from_slice(stored1);
-                sc.acc.clear();
-                sc.acc.extend_from_slice(raw1);
-                for fi in fis.iter().copied().filter(|&fi| feeds(fi)).skip(1) {
-                    let (raw, stored) = self.contribution(r, fi);
-                    for (o, s) in out.iter_mut().zip(stored) {
-                        *o ^= s;
+        let mut sc = std::mem::take(&mut self.sc);
+        let transforms = plan.hardener.transforms();
+        for (seg, fis) in plan.segment_fields.iter().enumerate() {
+            let feeds = &self.feeds[r * nf..(r + 1) * nf];
+            let mut feeding = fis.iter().copied().filter(|&fi| feeds[fi]);
+            if !transforms {
+                let out = &mut filter[schema.segments[seg].word_range()];
+                out.fill(0);
+                for fi in feeding {
+                    for (d, s) in out.iter_mut().zip(self.contribution(r, fi).0) {
+                        *d |= s;
                     }
-                    sc.overlap.clear();
-                    sc.overlap
-                        .extend(sc.acc.iter().zip(raw).map(|(a, w)| a & w));
+                }
+                continue;
+            }
+            let out = &mut filter[schema.stored_segments[seg].word_range()];
+            let Some(first) = feeding.next() else {
+                out.fill(0);
+                continue;
+            };
+            let second = feeding.next();
+            let keeps = |fi: usize| plan.fields[fi].keeps_stored();
+            let (raw1, stored1) = self.contribution(r, first);
+            match second {
+                None if keeps(first) => out.copy_from_slice(stored1),
+                Some(_)
+                    if plan.hardener.segment_is_linear(seg) && fis.iter().all(|&f| keeps(f)) =>
+                {
+                    out.copy_from_slice(stored1);
+                    sc.acc.clear();
+                    sc.acc.extend_from_slice(raw1);
+                    for fi in fis.iter().copied().filter(|&fi| feeds[fi]).skip(1) {
+                        let (raw, stored) = self.contribution(r, fi);
+                        for (o, s) in out.iter_mut().zip(stored) {
+                            *o ^= s;
+                        }
+                        sc.overlap.clear();
+                        let mut any = 0;
+                        for (a, w) in sc.acc.iter_mut().zip(raw) {
+                            sc.overlap.push(*a & w);
+                            any |= *a & w;
+                            *a |= w;
+                        }
+                        if any != 0 {
+                            plan.hardener
+                                .xor_segment(seg, &sc.overlap, out, &mut sc.harden);
+                        }
+                    }
+                }
+                _ => {
+                    sc.acc.clear();
+                    sc.acc.resize(schema.segments[seg].word_range().len(), 0);
+                    for fi in fis.iter().copied().filter(|&fi| feeds[fi]) {
+                        for (a, w) in sc.acc.iter_mut().zip(self.contribution(r, fi).0) {
+                            *a |= w;
+                        }
+                    }
                     plan.hardener
-                        .xor_segment(seg, &sc.overlap, out, &mut sc.harden);
-                    for (a, w) in sc.acc.iter_mut().zip(raw) {
-                        *a |= w;
-                    }
+                        .apply_segment(seg, &sc.acc, out, &mut sc.harden);
                 }
             }
-            _ => {
-                sc.acc.clear();
-                sc.acc.resize(schema.segments[seg].word_range().len(), 0);
-                for fi in fis.iter().copied().filter(|&fi| feeds(fi)) {
-                    for (a, w) in sc.acc.iter_mut().zip(self.contribution(r, fi).0) {
-                        *a |= w;
-                    }
+        }
+        if transforms {
+            plan.hardener
+                .apply_blip(filter, &plan.map.agency, self.row_id(r), &mut sc.harden);
+        }
+        self.sc = sc;
+    }
+
+    /// Starts loading the keyed-token cache slots of the whole batch, kind by kind.
+    fn prefetch_tokens(&self, n: usize) {
+        let ntok = self.token_cache.len();
+        for (kind, c) in self.token_cache.iter().enumerate() {
+            for r in 0..n {
+                if self.tflags[r * ntok + kind] == 0 {
+                    c.prefetch(self.tkeys[r * ntok + kind]);
                 }
-                plan.hardener
-                    .apply_segment(seg, &sc.acc, out, &mut sc.harden);
             }
         }
     }
 
-    /// Each live row's keyed exact tokens into `row_tokens`: a token is emitted when all its
-    /// parts are present, cached by the ids of its (one or two) parts, else hashed from its
-    /// message. Kind by kind, with the whole batch's cache slots loaded first.
-    fn keyed_tokens(&mut self, n: usize) {
+    /// Row `r`'s keyed exact tokens into `out` (unsorted); returns how many. A token is
+    /// emitted when all its parts are present: from its cache, by the ids of its (one or two)
+    /// parts, or hashed from its message.
+    fn row_tokens(&mut self, r: usize, out: &mut [u64]) -> usize {
         let plan = self.plan;
         let nf = plan.schema.fields.len();
         let ntok = plan.schema.tokens.len();
-        self.row_tokens.clear();
-        self.row_tokens.resize(n * ntok, 0);
-        self.row_ntok.clear();
-        self.row_ntok.resize(n, 0);
+        let mut nt = 0;
         for (kind, t) in plan.schema.tokens.iter().enumerate() {
-            let on = self.token_cache_on[kind];
-            self.keys.clear();
-            for r in 0..n {
-                let mut key = if self.rows[r].live { 0 } else { ABSENT };
-                let mut cacheable = on;
-                for (i, &(fi, tr)) in t.parts.iter().enumerate() {
-                    if key == ABSENT {
-                        break;
-                    }
-                    match self
-                        .val(fi, self.cur[r * nf + fi])
-                        .and_then(|v| v.part(tr.index()))
-                    {
-                        None => key = ABSENT,
-                        Some((None, _)) => cacheable = false,
-                        Some((Some(id), _)) => key |= u64::from(id + 1) << (32 * (1 - i)),
-                    }
-                }
-                if key != ABSENT && !cacheable {
-                    key = 0;
-                }
-                if key != ABSENT && key != 0 {
-                    self.token_cache[kind].prefetch(key);
-                }
-                self.keys.push(key);
+            let flags = self.tflags[r * ntok + kind];
+            if flags & T_ABSENT != 0 {
+                continue;
             }
-            for r in 0..n {
-                let key = self.keys[r];
-                if key == ABSENT {
+            let key = self.tkeys[r * ntok + kind];
+            let cached = flags == 0;
+            if cached {
+                if let Some(tok) = self.token_cache[kind].get(key) {
+                    out[nt] = tok;
+                    nt += 1;
                     continue;
                 }
-                let cached = if key != 0 {
-                    self.token_cache[kind].get(key)
-                } else {
-                    None
-                };
-                let tok = match cached {
-                    Some(tok) => tok,
-                    None => {
-                        let mut msg = std::mem::take(&mut self.msg);
-                        msg.clear();
-                        for (i, &(fi, tr)) in t.parts.iter().enumerate() {
-                            if i > 0 {
-                                msg.push(tokens::TOKEN_PART_SEPARATOR);
-                            }
-                            if let Some((_, p)) = self
-                                .val(fi, self.cur[r * nf + fi])
-                                .and_then(|v| v.part(tr.index()))
-                            {
-                                msg.extend_from_slice(p);
-                            }
-                        }
-                        let tok = plan.hasher.exact_token(kind, &msg);
-                        self.msg = msg;
-                        if key != 0 {
-                            self.token_cache[kind].insert(key, tok);
-                        }
-                        tok
+            }
+            let msg = &mut self.sc.msg;
+            msg.clear();
+            for (i, &(fi, tr)) in t.parts.iter().enumerate() {
+                if i > 0 {
+                    msg.push(tokens::TOKEN_PART_SEPARATOR);
+                }
+                let words = self.fields[fi].payload(self.cur[r * nf + fi]);
+                if let Some((_, p)) = part_of(&plan.fields[fi], words, tr.index()) {
+                    msg.extend_from_slice(p);
+                }
+            }
+            let tok = plan.hasher.exact_token(kind, msg);
+            if cached {
+                self.token_cache[kind].insert(key, tok);
+            }
+            out[nt] = tok;
+            nt += 1;
+        }
+        nt
+    }
+}
+
+/// Computes field `fi`'s value of `raw` into `sc.payload` (laid out as [`FieldPlan`] says);
+/// with `cached`, it goes into the dictionary and its parts get the ids caches need, otherwise
+/// into the batch's scratch space.
+#[inline(never)]
+fn compute_value(
+    plan: &Plan<'_>,
+    fi: usize,
+    f: &mut FieldState,
+    raw: &[u8],
+    cached: bool,
+    sc: &mut Scratch,
+) {
+    let fp = &plan.fields[fi];
+    let fdef = &plan.schema.fields[fi];
+    let Scratch {
+        payload: s,
+        text,
+        tokens: tok_buf,
+        pos: pos_buf,
+        decode,
+        harden,
+        ..
+    } = sc;
+    s.clear();
+    s.resize(fp.body_at() + fp.bits_words(), 0);
+    s[1..fp.body_at()].fill(NO_PART);
+    text.clear();
+    let value = match field_value(plan, fi, raw, decode) {
+        Ok(v) => v,
+        Err(st) => {
+            s.truncate(fp.body_at());
+            s[0] = u64::from(st.code()) | (s.len() as u64) << 16;
+            return;
+        }
+    };
+    for (t, tr) in Transform::ALL.iter().enumerate() {
+        let Some(slot) = fp.part_slot[t] else {
+            continue;
+        };
+        let off = text.len();
+        if !tokens::part_text_into(&value, *tr, text) {
+            continue;
+        }
+        let part = &text[off..];
+        let id = if cached && f.need_id[t] {
+            f.parts.id(part)
+        } else {
+            NO_ID
+        };
+        s[1 + slot] = u64::from(id) | (off as u64) << 32 | (part.len() as u64) << 48;
+    }
+    let mut meta = u64::from(ST_PRESENT);
+    if let Some(sg) = fp.segment {
+        tok_buf.clear();
+        tokens::tokenise_into(&value, fdef.def.tokeniser, tok_buf);
+        let hasher = &plan.hasher;
+        let (k, start) = (fp.k as usize, fp.start_bit);
+        if fp.salted {
+            meta |= (tok_buf.len() as u64) << 32;
+            if !tok_buf.is_empty() {
+                meta |= META_BITS;
+            }
+            let mut pending = None;
+            for t in tok_buf.iter() {
+                let id = u64::from(f.tokens.id(t));
+                match pending.take() {
+                    None => pending = Some(id),
+                    Some(lo) => s.push(lo | id << 32),
+                }
+            }
+            if let Some(lo) = pending {
+                s.push(lo);
+            }
+        } else {
+            let at = fp.body_at();
+            let words = &mut s[at..at + fp.seg_words];
+            for i in 0..tok_buf.len() {
+                let t = tok_buf.get(i);
+                // A token as rare as the value: nothing to gain from keeping its positions.
+                if tok_buf.whole(i) {
+                    pos_buf.clear();
+                    hasher.positions(sg, fp.k, t, pos_buf);
+                    for &p in pos_buf.iter() {
+                        let p = p - start;
+                        words[(p / 64) as usize] |= 1 << (p % 64);
                     }
-                };
-                let c = &mut self.row_ntok[r];
-                self.row_tokens[r * ntok + usize::from(*c)] = tok;
-                *c += 1;
+                    continue;
+                }
+                let id = f.tokens.id(t);
+                let pos = f.positions.get(0, id, k, |out| {
+                    pos_buf.clear();
+                    hasher.positions(sg, fp.k, t, pos_buf);
+                    out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
+                });
+                for &p in pos {
+                    words[usize::from(p) / 64] |= 1 << (p % 64);
+                }
+            }
+            if words.iter().any(|&w| w != 0) {
+                meta |= META_BITS;
+            }
+            if fp.keeps_stored() {
+                let (a, b) = s[at..at + fp.bits_words()].split_at_mut(fp.seg_words);
+                plan.hardener.apply_segment(sg, a, b, harden);
             }
         }
+    }
+    s.extend(text.chunks(8).map(|c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    }));
+    meta |= (s.len() as u64) << 16;
+    s[0] = meta;
+}
+
+/// A salted field's hashed words under `salt` (whose text is `salt_text`), then (when kept)
+/// their stored form, into `sc.payload`.
+#[inline(never)]
+fn compute_salted(
+    plan: &Plan<'_>,
+    fi: usize,
+    f: &mut FieldState,
+    cur: Cur,
+    salt_text: &[u8],
+    salt: Salt,
+    sc: &mut Scratch,
+) {
+    let fp = &plan.fields[fi];
+    let Scratch {
+        payload: bits,
+        msg,
+        pos: pos_buf,
+        harden,
+        ..
+    } = sc;
+    bits.clear();
+    bits.resize(fp.seg_words + fp.stored_words, 0);
+    let sg = fp.segment.unwrap_or(0);
+    let (k, start) = (fp.k as usize, fp.start_bit);
+    let hasher = &plan.hasher;
+    let (words, stored) = bits.split_at_mut(fp.seg_words);
+    let FieldState {
+        dict,
+        scratch,
+        tokens,
+        positions,
+        ..
+    } = f;
+    let payload = match cur {
+        Cur::None => &[][..],
+        Cur::Cached(p, len) => dict.payload(p, len as usize),
+        Cur::Scratch(at, len) => &scratch[at as usize..(at + len) as usize],
+    };
+    for tok in token_ids(fp, payload) {
+        if salt >= MAX_SALTS {
+            let m = salted_message(salt_text, tokens.text(tok), msg);
+            pos_buf.clear();
+            hasher.positions(sg, fp.k, m, pos_buf);
+            for &p in pos_buf.iter() {
+                let p = p - start;
+                words[(p / 64) as usize] |= 1 << (p % 64);
+            }
+            continue;
+        }
+        let pos = positions.get(salt, tok, k, |out| {
+            let m = salted_message(salt_text, tokens.text(tok), msg);
+            pos_buf.clear();
+            hasher.positions(sg, fp.k, m, pos_buf);
+            out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
+        });
+        for &p in pos {
+            words[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+    }
+    if fp.keeps_stored() {
+        plan.hardener.apply_segment(sg, words, stored, harden);
     }
 }
 

@@ -42,8 +42,11 @@ pub struct Records {
     pub words: usize,
     /// Number of segments (popcounts per record = 1 + segments).
     pub segments: usize,
-    /// Row references (record ids, or opaque references).
-    pub ids: Vec<String>,
+    /// Where each row reference starts and ends in `id_bytes`: one more entry than there are
+    /// records, the first 0 (as the file's `id_offsets` section). Use [`Records::id`].
+    pub id_offsets: Vec<u64>,
+    /// Row references (record ids, or opaque references), concatenated (UTF-8).
+    pub id_bytes: Vec<u8>,
     /// Filters, `words` per record.
     pub filters: Vec<u64>,
     /// Per record: total popcount, then one popcount per segment.
@@ -57,12 +60,33 @@ pub struct Records {
 impl Records {
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.id_offsets.len().saturating_sub(1)
     }
 
     /// True if there are no records.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
+    }
+
+    /// Row reference of record `i`.
+    pub fn id(&self, i: usize) -> &str {
+        let bytes = &self.id_bytes[self.id_offsets[i] as usize..self.id_offsets[i + 1] as usize];
+        // Built from `str`s only (`push_id`, or validated by the file reader).
+        std::str::from_utf8(bytes).unwrap_or("")
+    }
+
+    /// The row references, in record order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.id(i))
+    }
+
+    /// Appends a row reference (for the next record).
+    pub fn push_id(&mut self, id: &str) {
+        if self.id_offsets.is_empty() {
+            self.id_offsets.push(0);
+        }
+        self.id_bytes.extend_from_slice(id.as_bytes());
+        self.id_offsets.push(self.id_bytes.len() as u64);
     }
 
     /// Filter of record `i`.
@@ -270,6 +294,29 @@ struct OwnDest {
     tokens: Vec<u64>,
 }
 
+/// Strings in one buffer: a block's row references.
+#[derive(Default)]
+struct IdList {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl IdList {
+    fn push(&mut self, s: &[u8]) {
+        self.bytes.extend_from_slice(s);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// A block after encoding.
 struct BlockOut {
     index: usize,
@@ -278,8 +325,8 @@ struct BlockOut {
     rows: usize,
     /// Per encoded row: row reference, original id (opaque ids), row offset in the block,
     /// line, token count.
-    ids: Vec<String>,
-    original_ids: Vec<String>,
+    ids: IdList,
+    original_ids: IdList,
     offsets: Vec<u32>,
     lines: Vec<u64>,
     token_counts: Vec<u8>,
@@ -330,8 +377,8 @@ fn run_block(
         index,
         first_row,
         rows: 0,
-        ids: Vec::with_capacity(n),
-        original_ids: Vec::new(),
+        ids: IdList::default(),
+        original_ids: IdList::default(),
         offsets: Vec::with_capacity(n),
         lines: Vec::with_capacity(n),
         token_counts: Vec::with_capacity(n),
@@ -823,17 +870,18 @@ pub fn encode_reader(
 
     // Assemble in row order; duplicates of a record id are rejected (first occurrence wins).
     let mut kept = 0usize;
+    let mut kept_bytes = 0usize;
     let mut duplicate_of: Vec<Vec<(usize, u64)>> = Vec::with_capacity(outs.len());
     {
-        let mut seen: FxHashMap<&str, u64> = FxHashMap::with_hasher(Default::default());
+        let mut seen: FxHashMap<&[u8], u64> = FxHashMap::with_hasher(Default::default());
         seen.reserve(rows_read as usize);
         for b in &outs {
             let mut dups = Vec::new();
-            for (e, id) in b.ids.iter().enumerate() {
+            for e in 0..b.ids.len() {
                 let local_id = if plan.opaque_ids {
-                    b.original_ids[e].as_str()
+                    b.original_ids.get(e)
                 } else {
-                    id.as_str()
+                    b.ids.get(e)
                 };
                 let row = b.first_row + u64::from(b.offsets[e]);
                 match seen.entry(local_id) {
@@ -841,6 +889,7 @@ pub fn encode_reader(
                     std::collections::hash_map::Entry::Vacant(v) => {
                         v.insert(row);
                         kept += 1;
+                        kept_bytes += b.ids.get(e).len();
                     }
                 }
             }
@@ -849,12 +898,14 @@ pub fn encode_reader(
     }
 
     // Move kept rows down into place (nothing moves when no row was rejected).
-    let mut ids = Vec::with_capacity(kept);
+    let mut id_offsets = Vec::with_capacity(kept + 1);
+    id_offsets.push(0u64);
+    let mut id_bytes = Vec::with_capacity(kept_bytes);
     let mut token_offsets = Vec::with_capacity(kept + 1);
     token_offsets.push(0u32);
     let mut rejects = Vec::new();
     let mut stats = plan.stats_template();
-    let mut seen_refs: FxHashMap<String, ()> = FxHashMap::with_hasher(Default::default());
+    let mut seen_refs: FxHashMap<Vec<u8>, ()> = FxHashMap::with_hasher(Default::default());
     let mut opaque_map = Vec::new();
     let id_col = plan.header[plan.id_column].clone();
     let (mut j, mut tj) = (0usize, 0usize); // rows and tokens kept so far
@@ -887,15 +938,10 @@ pub fn encode_reader(
             shared_done = true;
         }
         let mut dup_iter = dups.into_iter().peekable();
-        let mut originals = original_ids.into_iter();
         let mut t_src = 0usize; // token offset within the block's token space
-        for (e, id) in bids.into_iter().enumerate() {
+        for e in 0..bids.len() {
+            let id = bids.get(e);
             let tc = usize::from(token_counts[e]);
-            let original = if plan.opaque_ids {
-                originals.next()
-            } else {
-                None
-            };
             if let Some((_, first)) = dup_iter.next_if(|&(de, _)| de == e) {
                 rejects.push(Reject {
                     row: first_row + u64::from(offsets[e]),
@@ -908,15 +954,16 @@ pub fn encode_reader(
                 t_src += tc;
                 continue;
             }
-            if let Some(orig) = original {
-                if seen_refs.insert(id.clone(), ()).is_some() {
+            if plan.opaque_ids {
+                if seen_refs.insert(id.to_vec(), ()).is_some() {
                     return Err(Error::input(
                         input,
                         "two record ids map to the same opaque reference (a 64-bit \
                          collision); re-run without --opaque-ids and report this",
                     ));
                 }
-                opaque_map.push((id.clone(), orig));
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                opaque_map.push((text(id), text(original_ids.get(e))));
             }
             match &own {
                 None => {
@@ -939,7 +986,8 @@ pub fn encode_reader(
             t_src += tc;
             j += 1;
             tj += tc;
-            ids.push(id);
+            id_bytes.extend_from_slice(id);
+            id_offsets.push(id_bytes.len() as u64);
             token_offsets.push(tj as u32);
         }
         region_rows += rows;
@@ -952,7 +1000,8 @@ pub fn encode_reader(
     let records = Records {
         words,
         segments: nseg,
-        ids,
+        id_offsets,
+        id_bytes,
         filters,
         popcounts,
         token_offsets,

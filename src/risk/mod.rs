@@ -651,7 +651,7 @@ fn examples(
             }
         }
         out.push(Example {
-            record_id: records.ids[r].clone(),
+            record_id: records.id(r).to_string(),
             values,
         });
     }

@@ -142,8 +142,8 @@ pub(crate) fn load(
 
     let n = records.len();
     let mut wanted: HashMap<&str, usize> = HashMap::with_capacity(n);
-    for (i, id) in records.ids.iter().enumerate() {
-        wanted.insert(id.as_str(), i);
+    for (i, id) in records.ids().enumerate() {
+        wanted.insert(id, i);
     }
     let nf = schema.fields.len();
     let mut values: Vec<Vec<Option<Value>>> = vec![vec![None; nf]; n];
