@@ -213,13 +213,23 @@ fn bigrams(s: &str, out: &mut TokenBuf) {
 /// American Soundex of the first part of a name (`ROBERT` → `R163`). Names that do not start
 /// with a Latin letter yield their first four characters instead.
 pub fn soundex(name: &str) -> String {
+    let mut out = Vec::with_capacity(4);
+    soundex_into(name, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the [`soundex`] code of `name` to `out` (nothing for an empty name).
+fn soundex_into(name: &str, out: &mut Vec<u8>) {
     let first = name.split(' ').next().unwrap_or("");
     let mut chars = first.chars();
     let Some(c0) = chars.next() else {
-        return String::new();
+        return;
     };
     if !c0.is_ascii_uppercase() {
-        return first.chars().take(4).collect();
+        for c in first.chars().take(4) {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+        return;
     }
     let code = |c: char| match c {
         'B' | 'F' | 'P' | 'V' => b'1',
@@ -231,10 +241,11 @@ pub fn soundex(name: &str) -> String {
         'H' | 'W' => b'h',
         _ => b'0',
     };
-    let mut out = vec![c0 as u8];
+    let start = out.len();
+    out.push(c0 as u8);
     let mut last = code(c0);
     for c in chars {
-        if out.len() == 4 {
+        if out.len() - start == 4 {
             break;
         }
         let k = code(c);
@@ -248,10 +259,9 @@ pub fn soundex(name: &str) -> String {
             _ => {}
         }
     }
-    while out.len() < 4 {
+    while out.len() - start < 4 {
         out.push(b'0');
     }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Appends the text a token part contributes to `out`; `false` (and nothing appended) if the
@@ -265,11 +275,11 @@ pub fn part_text_into(value: &Value, transform: Transform, out: &mut Vec<u8>) ->
             None => return false,
         },
         (Transform::Soundex, Value::Text(s)) => {
-            let code = soundex(s);
-            if code.is_empty() {
+            let start = out.len();
+            soundex_into(s, out);
+            if out.len() == start {
                 return false;
             }
-            out.extend_from_slice(code.as_bytes());
         }
         (Transform::Outward, Value::Text(s)) => {
             out.extend_from_slice(s.split(' ').next().unwrap_or("").as_bytes());

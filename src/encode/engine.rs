@@ -790,12 +790,19 @@ impl<'p, 'a> Worker<'p, 'a> {
         } = self;
         let f = &mut fields[fi];
         let use_dict = f.use_dict;
+        // The column's values, and (dictionary) their hashes with the table slots loaded.
+        let mut raws: [&[u8]; super::BATCH_ROWS] = [&[]; super::BATCH_ROWS];
+        for (r, st) in rows.iter().enumerate() {
+            if st.live {
+                raws[r] = batch.get(r).get(col);
+            }
+        }
         if use_dict {
             hashes.clear();
-            for (r, st) in rows.iter().enumerate() {
+            for (st, raw) in rows.iter().zip(raws.iter()) {
                 let mut h = 0;
                 if st.live {
-                    h = hash_bytes(batch.get(r).get(col));
+                    h = hash_bytes(raw);
                     f.dict.prefetch_slot(h);
                 }
                 hashes.push(h);
@@ -814,26 +821,33 @@ impl<'p, 'a> Worker<'p, 'a> {
             if !st.live {
                 continue;
             }
-            let raw = batch.get(r).get(col);
-            let c = if use_dict && raw.len() <= normalise::MAX_FIELD_BYTES {
+            let raw = raws[r];
+            let (c, words) = if use_dict && raw.len() <= normalise::MAX_FIELD_BYTES {
                 let hash = hashes[r];
                 match f.dict.find(hash, raw) {
-                    Some(p) => Cur::Cached(p, payload_len(f.dict.payload(p, 1)[0]) as u32),
+                    Some(p) => {
+                        let words = f.dict.payload_from(p);
+                        let len = payload_len(words[0]);
+                        (Cur::Cached(p, len as u32), &words[..len])
+                    }
                     None => {
                         compute_value(plan, fi, f, raw, true, sc);
                         let len = sc.payload.len();
                         let p = f.dict.insert(hash, raw, len);
                         f.dict.payload_mut(p, len).copy_from_slice(&sc.payload);
-                        Cur::Cached(p, len as u32)
+                        (Cur::Cached(p, len as u32), f.dict.payload(p, len))
                     }
                 }
             } else {
                 compute_value(plan, fi, f, raw, false, sc);
-                let at = f.scratch.len() as u32;
+                let at = f.scratch.len();
                 f.scratch.extend_from_slice(&sc.payload);
-                Cur::Scratch(at, sc.payload.len() as u32)
+                let len = sc.payload.len();
+                (
+                    Cur::Scratch(at as u32, len as u32),
+                    &f.scratch[at..at + len],
+                )
             };
-            let words = f.payload(c);
             let meta = words[0];
             let (keys, flags) = (
                 &mut tkeys[r * ntok..(r + 1) * ntok],

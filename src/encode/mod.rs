@@ -338,7 +338,7 @@ struct BlockOut {
 }
 
 /// Rows parsed and encoded together (see [`Worker::encode_batch`]).
-const BATCH_ROWS: usize = 128;
+pub(crate) const BATCH_ROWS: usize = 128;
 
 /// Encodes a block; also returns the block's buffer for reuse.
 fn run_block(

@@ -120,9 +120,11 @@ impl Slots {
 }
 
 /// Byte strings → dense ids (0, 1, 2, …), with the strings kept for [`Interner::text`].
-#[derive(Clone)]
+/// Strings of one to seven bytes (bigrams, most date and postcode parts) are found through a
+/// map keyed by the string itself, one probe and no comparison of texts.
 pub struct Interner {
     slots: Slots,
+    short: U64Map,
     spans: Vec<(u32, u32)>,
     text: Vec<u8>,
 }
@@ -131,15 +133,43 @@ impl Default for Interner {
     fn default() -> Self {
         Interner {
             slots: Slots::new(),
+            short: U64Map::default(),
             spans: Vec::new(),
             text: Vec::new(),
         }
     }
 }
 
+/// The key of a string of one to seven bytes: its bytes, and its length in the top byte.
+fn short_key(b: &[u8]) -> Option<u64> {
+    (1..8)
+        .contains(&b.len())
+        .then(|| word(b) | (b.len() as u64) << 56)
+}
+
 impl Interner {
     /// The id of `b`, interning it if new.
+    #[inline]
     pub fn id(&mut self, b: &[u8]) -> u32 {
+        let Some(key) = short_key(b) else {
+            return self.id_long(b);
+        };
+        if let Some(id) = self.short.get(key) {
+            return id as u32;
+        }
+        let id = self.push(b);
+        self.short.insert(key, u64::from(id));
+        id
+    }
+
+    fn push(&mut self, b: &[u8]) -> u32 {
+        let id = self.spans.len() as u32;
+        self.spans.push((self.text.len() as u32, b.len() as u32));
+        self.text.extend_from_slice(b);
+        id
+    }
+
+    fn id_long(&mut self, b: &[u8]) -> u32 {
         let hash = hash_bytes(b);
         for r in self.slots.candidates(hash) {
             if self.text_of(r - 1) == b {
@@ -205,12 +235,24 @@ impl Default for Dict {
 impl Dict {
     /// Whether the record at `at` has key `key`: the length, then word by word against the
     /// stored key's zero padding (no call to `memcmp` for these short keys).
+    #[inline]
     fn key_is(&self, at: usize, key: &[u8]) -> bool {
-        if self.arena[at] != key.len() as u64 {
+        let Some(stored) = self.arena.get(at..at + 1 + key_words(key.len())) else {
+            return false;
+        };
+        if stored[0] != key.len() as u64 {
             return false;
         }
-        let stored = &self.arena[at + 1..at + 1 + key_words(key.len())];
-        key.chunks(8).zip(stored).all(|(c, &w)| word(c) == w)
+        let mut chunks = key.chunks_exact(8);
+        let mut i = 1;
+        for c in &mut chunks {
+            if u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) != stored[i] {
+                return false;
+            }
+            i += 1;
+        }
+        let rest = chunks.remainder();
+        rest.is_empty() || word(rest) == stored[i]
     }
 
     /// Starts loading the slot `hash` lands on.
@@ -226,16 +268,24 @@ impl Dict {
     }
 
     /// The payload of `key` (with `hash = hash_bytes(key)`), if present.
+    #[inline]
     pub fn find(&mut self, hash: u64, key: &[u8]) -> Option<Payload> {
         self.lookups += 1;
-        for r in self.slots.candidates(hash) {
-            let at = r as usize;
-            if self.key_is(at, key) {
-                self.hits += 1;
-                return Some((at + 1 + key_words(key.len())) as Payload);
+        let slots = &self.slots.slots;
+        let mask = slots.len() - 1;
+        let tag = hash >> 32;
+        let mut i = hash as usize & mask;
+        loop {
+            let s = slots[i];
+            if s == 0 {
+                return None;
             }
+            if s >> 32 == tag && self.key_is(s as u32 as usize, key) {
+                self.hits += 1;
+                return Some((s as u32 as usize + 1 + key_words(key.len())) as Payload);
+            }
+            i = (i + 1) & mask;
         }
-        None
     }
 
     /// Adds `key` with a payload of `payload_words` zeroed words; returns where the payload is.
@@ -262,6 +312,12 @@ impl Dict {
     /// The payload words at `p`.
     pub fn payload(&self, p: Payload, words: usize) -> &[u64] {
         &self.arena[p as usize..p as usize + words]
+    }
+
+    /// The arena from payload `p` on (its first word holds its length).
+    #[inline]
+    pub fn payload_from(&self, p: Payload) -> &[u64] {
+        &self.arena[p as usize..]
     }
 
     /// The payload words at `p`, to fill in.
