@@ -302,8 +302,9 @@ impl<R: Read> BlockReader<R> {
                     last: self.eof,
                 }));
             }
-            // No whole record yet: read more.
-            target *= 2;
+            // No whole record yet: read more. A reused buffer can be longer than `target`
+            // (and full): grow from its length, never shrink it below the bytes read.
+            target = buf.len() * 2;
             buf.resize(target, 0);
         }
     }
@@ -471,5 +472,22 @@ mod tests {
         assert_eq!(with_blocks(semi, b';', 4), with_csv(semi, b';'));
         let nl = b"a\nb\rc\n\nd";
         assert_eq!(with_blocks(nl, b'\n', 2), with_csv(nl, b'\n'));
+    }
+
+    /// A reused buffer longer than the block size, full of a record that does not end in it,
+    /// grows (it was once cut back below the bytes read, and the reader panicked).
+    #[test]
+    fn reused_buffer_grows_for_a_long_record() {
+        let data = b"h\nbbbbbbb\ncccccccccccccccccccccccccccccc\nd\n";
+        let mut r = BlockReader::new(&data[..], b',', Vec::new(), 1);
+        r.block_bytes = 2;
+        r.read_header().unwrap();
+        let mut buf = vec![0u8; 8];
+        let mut rows = 0;
+        while let Some(b) = r.next_block(std::mem::take(&mut buf)).unwrap() {
+            rows += b.rows;
+            buf = b.data;
+        }
+        assert_eq!(rows, 3);
     }
 }
