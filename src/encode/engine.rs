@@ -547,7 +547,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     /// together, where row by row each lookup would wait for its own cache misses.
     pub fn encode_batch(
         &mut self,
-        batch: &RecordBatch,
+        batch: &RecordBatch<'_>,
         first_row: u64,
         offset: usize,
         o: BatchOut<'_, '_>,
@@ -676,7 +676,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 
     /// Checks each row's field count and record id, and resets the batch's row states.
-    fn start_rows(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
+    fn start_rows(&mut self, batch: &RecordBatch<'_>, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
         let salt0 = match plan.schema.salt.as_ref() {
             Some(s) if s.when_missing == SaltMissing::Skip => Salt::NoBits,
@@ -754,7 +754,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     /// Looks up source `si`'s column for every live row of the batch: hashes and table slots
     /// first, then the records the slots point to, then the values themselves (computing the
     /// ones not yet known); then counts them and, for the salt source, sets each row's salt.
-    fn look_up_column(&mut self, batch: &RecordBatch, si: usize) {
+    fn look_up_column(&mut self, batch: &RecordBatch<'_>, si: usize) {
         let plan = self.plan;
         let src = &plan.sources[si];
         let (fi, col) = (src.field, src.column);
