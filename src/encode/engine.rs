@@ -590,7 +590,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     /// misses; then each accepted row is finished in one pass.
     pub fn encode_batch(
         &mut self,
-        batch: &RecordBatch,
+        batch: &RecordBatch<'_>,
         first_row: u64,
         offset: usize,
         o: BatchOut<'_, '_>,
@@ -655,7 +655,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 
     /// Checks each row's field count and record id, and resets the batch's state.
-    fn start_batch(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
+    fn start_batch(&mut self, batch: &RecordBatch<'_>, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
         let n = batch.len();
         let nf = plan.schema.fields.len();
@@ -768,7 +768,7 @@ impl<'p, 'a> Worker<'p, 'a> {
     /// first, then the records the slots point to, then the values themselves (computing the
     /// ones not yet known); then counts them, notes their keyed-token parts and, for the salt
     /// source, sets each row's salt.
-    fn look_up_column(&mut self, batch: &RecordBatch, si: usize) {
+    fn look_up_column(&mut self, batch: &RecordBatch<'_>, si: usize) {
         let plan = self.plan;
         let src = &plan.sources[si];
         let (fi, col) = (src.field, src.column);
@@ -918,7 +918,7 @@ impl<'p, 'a> Worker<'p, 'a> {
 
     /// Rejects the rows whose values make them unusable (their fields were counted), and
     /// notes which values set bits in each accepted row.
-    fn check_rows(&mut self, batch: &RecordBatch, first_row: u64, out: &mut super::BlockOut) {
+    fn check_rows(&mut self, batch: &RecordBatch<'_>, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
         let nf = plan.schema.fields.len();
         for (r, st) in self.rows.iter_mut().enumerate() {

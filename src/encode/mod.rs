@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 
-use blocks::{Block, BlockReader, RecordBatch, RecordParser};
+use blocks::{Block, BlockReader, BlockRecords, RecordBatch, RecordParser};
 use engine::{FieldCounts, FieldPlan, Worker};
 
 mod blocks;
@@ -390,22 +390,12 @@ fn run_block(
     for c in &mut w.counts {
         *c = FieldCounts::default();
     }
-    parser.start(plan.map.delimiter, block.first_line);
-    let data = &block.data[..block.len];
-    let mut at = 0;
     let mut encoded = 0usize;
+    // The batch may hold slices of the block: both end before the block's buffer is returned.
+    let mut records = BlockRecords::new(&block, plan.map.delimiter, parser);
     let mut batch = RecordBatch::default();
     loop {
-        batch.clear();
-        while batch.len() < BATCH_ROWS {
-            let line = parser.line();
-            let (used, rec) = parser.next(&data[at..], block.last);
-            at += used;
-            match rec {
-                Some(rec) => batch.push(&rec, line),
-                None => break,
-            }
-        }
+        records.fill(&mut batch, parser, BATCH_ROWS);
         if batch.is_empty() {
             break;
         }
