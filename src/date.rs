@@ -478,12 +478,26 @@ fn windowed_year(yy: u32, pivot: i32) -> i64 {
 }
 
 /// Month number of a month name from `table` that is exactly `name`,
-/// ignoring ASCII case.
+/// ignoring ASCII case. The tables are lowercase; names are compared in
+/// full only when the length and first letter agree.
 fn month_named(table: &[(&str, u8)], name: &[u8]) -> Option<u8> {
+    let first = name.first()?.to_ascii_lowercase();
     table
         .iter()
-        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .find(|(n, _)| {
+            let n = n.as_bytes();
+            n.len() == name.len() && n.first() == Some(&first) && n.eq_ignore_ascii_case(name)
+        })
         .map(|&(_, m)| m)
+}
+
+/// `s` without the prefix `lit`, if it starts with it. Separators are
+/// mostly one byte, which is compared directly rather than by `memcmp`.
+fn strip_literal<'a>(s: &'a [u8], lit: &[u8]) -> Option<&'a [u8]> {
+    match (lit, s) {
+        ([l], [c, rest @ ..]) => (l == c).then_some(rest),
+        _ => s.strip_prefix(lit),
+    }
 }
 
 /// Single-pass matcher for formats where [`is_unambiguous`] holds: each
@@ -495,19 +509,27 @@ fn scan(items: &[Item], mut s: &[u8], pivot: i32, shape: &mut bool) -> Option<Da
     let mut f = Fields::default();
     for item in items {
         match item {
-            Item::Literal(lit) => s = s.strip_prefix(lit.as_bytes())?,
+            Item::Literal(lit) => s = strip_literal(s, lit.as_bytes())?,
             Item::Day | Item::Month => {
-                let n = s.iter().take(3).take_while(|c| c.is_ascii_digit()).count();
-                if n == 0 || n > 2 {
-                    return None;
-                }
-                let v = u8::try_from(ascii_number(&s[..n])?).ok()?;
-                if *item == Item::Day {
+                let v = match *s {
+                    [a @ b'0'..=b'9', b @ b'0'..=b'9', ref rest @ ..] => {
+                        if rest.first().is_some_and(u8::is_ascii_digit) {
+                            return None;
+                        }
+                        s = rest;
+                        (a - b'0') * 10 + (b - b'0')
+                    }
+                    [a @ b'0'..=b'9', ref rest @ ..] => {
+                        s = rest;
+                        a - b'0'
+                    }
+                    _ => return None,
+                };
+                if matches!(item, Item::Day) {
                     f.day = Some(v);
                 } else {
                     f.month = Some(v);
                 }
-                s = &s[n..];
             }
             Item::Year4 => {
                 f.year = Some(i64::from(s.get(..4).and_then(ascii_number)?));
@@ -519,7 +541,7 @@ fn scan(items: &[Item], mut s: &[u8], pivot: i32, shape: &mut bool) -> Option<Da
                 s = &s[2..];
             }
             Item::MonthAbbr | Item::MonthFull => {
-                let table: &[(&str, u8)] = if *item == Item::MonthAbbr {
+                let table: &[(&str, u8)] = if matches!(item, Item::MonthAbbr) {
                     &MONTH_ABBR
                 } else {
                     &MONTH_FULL
@@ -856,6 +878,14 @@ mod tests {
         assert_eq!(f.parse("12-mé-2015"), None);
         let f = DateFormat::compile("%d·%m·%Y").unwrap();
         assert_eq!(f.parse("12·03·2015"), Some(d(2015, 3, 12)));
+    }
+
+    #[test]
+    fn month_tables_are_lowercase() {
+        // month_named relies on it.
+        for (name, _) in MONTH_ABBR.iter().chain(&MONTH_FULL) {
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase()), "{name}");
+        }
     }
 
     #[test]
