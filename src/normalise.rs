@@ -133,14 +133,96 @@ const NULL_MARKERS: [&str; 17] = [
     "XX",
 ];
 
+/// Bit `n` is set when some null marker is `n` bytes long.
+const NULL_MARKER_LENGTHS: u32 = {
+    let mut bits = 0u32;
+    let mut i = 0;
+    while i < NULL_MARKERS.len() {
+        // A marker of 32 bytes or more would overflow the shift and stop
+        // the build, so the mask cannot silently miss one.
+        bits |= 1 << NULL_MARKERS[i].len();
+        i += 1;
+    }
+    bits
+};
+
+/// Entry `b` is true when some null marker starts with byte `b` in either
+/// ASCII case.
+const NULL_MARKER_FIRST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < NULL_MARKERS.len() {
+        if let Some(&b) = NULL_MARKERS[i].as_bytes().first() {
+            table[b.to_ascii_uppercase() as usize] = true;
+            table[b.to_ascii_lowercase() as usize] = true;
+        }
+        i += 1;
+    }
+    table
+};
+
 /// Whether an already-trimmed value is a null marker such as `N/A`, `NULL`,
 /// `NOT KNOWN` or `-`. The comparison is ASCII-case-insensitive, so the
 /// argument need not actually be uppercased.
+///
+/// Every value goes through this, and most are not markers: values whose
+/// length or first byte no marker has (`SMITH`, `15/06/2010`) are turned
+/// away before the markers are compared one by one.
 pub fn is_null_marker(trimmed_upper: &str) -> bool {
-    trimmed_upper.len() <= 10
-        && NULL_MARKERS
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(trimmed_upper))
+    let b = trimmed_upper.as_bytes();
+    if b.len() >= 32 || NULL_MARKER_LENGTHS & (1 << b.len()) == 0 {
+        return false;
+    }
+    if b.first()
+        .is_some_and(|&c| !NULL_MARKER_FIRST_BYTES[usize::from(c)])
+    {
+        return false;
+    }
+    NULL_MARKERS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(trimmed_upper))
+}
+
+/// Whether `t` is a null marker once uppercased with the full Unicode
+/// mapping: `is_null_marker(&t.to_uppercase())`, for coded fields. ASCII
+/// needs no uppercased copy, since the comparison ignores ASCII case; other
+/// text can uppercase to a marker (`not ſtated` → `NOT STATED`), so it
+/// still takes the copy.
+pub fn is_null_marker_uppercased(t: &str) -> bool {
+    if t.is_ascii() {
+        is_null_marker(t)
+    } else {
+        is_null_marker(&t.to_uppercase())
+    }
+}
+
+/// Whether `b` is whitespace in the sense of [`char::is_whitespace`] (and so
+/// of [`str::trim`]). For ASCII that is space, `\t`, `\n`, `\x0B`, `\x0C`
+/// and `\r`; [`u8::is_ascii_whitespace`] leaves out `\x0B`, so it will not do.
+const fn is_ascii_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t'..=b'\r')
+}
+
+/// [`str::trim`], with ASCII ends handled byte by byte: `str::trim` decodes
+/// each character and asks whether it is Unicode whitespace. Only when an
+/// end is a non-ASCII character (which may be whitespace, such as a
+/// no-break space) is the rest left to `str::trim`.
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_ascii_ws(c)).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| !is_ascii_ws(c))
+        .map_or(start, |i| i + 1);
+    // Both ends are next to ASCII bytes (or the ends of s), so they are
+    // character boundaries.
+    let t = &s[start..end];
+    let tb = t.as_bytes();
+    if tb.first().is_some_and(|c| !c.is_ascii()) || tb.last().is_some_and(|c| !c.is_ascii()) {
+        t.trim()
+    } else {
+        t
+    }
 }
 
 /// Common prelude: length guard, trim, null markers. `Err` = return this.
@@ -148,11 +230,51 @@ fn prepare(raw: &str) -> Result<&str, Normalised<()>> {
     if raw.len() > MAX_FIELD_BYTES {
         return Err(Err(Invalid::TooLong));
     }
-    let s = raw.trim();
+    let s = trim(raw);
     if is_null_marker(s) {
         return Err(Ok(None));
     }
     Ok(s)
+}
+
+/// The ASCII `bytes` as a `String`. When the trimmed input `s` already is
+/// that text (a UPN typed `H801200001001`, a postcode typed `LS6 2AB`), it
+/// is copied as it stands, with no UTF-8 validation; otherwise the bytes
+/// are copied and validated, which is still cheaper than collecting
+/// `char`s. (Never lossy: the bytes are ASCII.)
+fn ascii_output(bytes: &[u8], s: &str) -> String {
+    if bytes == s.as_bytes() {
+        return s.to_owned();
+    }
+    String::from_utf8(bytes.to_vec())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Free text, normalised the way the encoder treats fields with no
+/// specific normaliser: split on Unicode whitespace, each word uppercased
+/// (full Unicode mapping), words joined by one space; `None` when nothing
+/// is left or the result is a null marker. ASCII text is uppercased in
+/// place in one buffer instead of word by word.
+pub fn free_text(raw: &str) -> Option<String> {
+    let t = if raw.is_ascii() {
+        let mut t = String::with_capacity(raw.len());
+        for w in raw.split_whitespace() {
+            if !t.is_empty() {
+                t.push(' ');
+            }
+            t.push_str(w);
+        }
+        t.make_ascii_uppercase();
+        t
+    } else {
+        let words: Vec<String> = raw.split_whitespace().map(str::to_uppercase).collect();
+        words.join(" ")
+    };
+    if t.is_empty() || is_null_marker(&t) {
+        None
+    } else {
+        Some(t)
+    }
 }
 
 /// Converts the prelude's early exit to the caller's value type.
@@ -309,6 +431,39 @@ impl NameBuf {
     }
 }
 
+/// What [`NameBuf`] makes of the most common names, without going through
+/// it character by character: when `s` is words of ASCII letters separated
+/// by single spaces or hyphens, with a letter at each end (`Mohammed`,
+/// `Mary Jane`, `Smith-Jones`), the output is `s` uppercased with hyphens
+/// turned into spaces. `None` for anything else.
+fn plain_name(s: &str) -> Option<String> {
+    let mut after_sep = true; // so that a leading separator fails
+    let mut hyphens = false;
+    for &c in s.as_bytes() {
+        if c == b' ' || c == b'-' {
+            if after_sep {
+                return None;
+            }
+            after_sep = true;
+            hyphens |= c == b'-';
+        } else if c.is_ascii_alphabetic() {
+            after_sep = false;
+        } else {
+            return None;
+        }
+    }
+    if after_sep {
+        return None;
+    }
+    let mut out = if hyphens {
+        s.replace('-', " ")
+    } else {
+        s.to_owned()
+    };
+    out.make_ascii_uppercase();
+    Some(out)
+}
+
 /// First words of placeholder names given to newborns.
 const PLACEHOLDER_HEADS: [&str; 8] = [
     "BABY", "BABYBOY", "BABYGIRL", "INFANT", "NEWBORN", "TWIN", "TRIPLET", "UNNAMED",
@@ -320,9 +475,32 @@ const PLACEHOLDER_TAILS: [&str; 23] = [
     "FIRST", "SECOND", "THIRD", "TWIN", "TRIPLET", "BABY", "INFANT", "NEWBORN", "UNNAMED",
 ];
 
+/// Entry `b` is true when some placeholder head starts with byte `b`.
+const PLACEHOLDER_FIRST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < PLACEHOLDER_HEADS.len() {
+        if let Some(&b) = PLACEHOLDER_HEADS[i].as_bytes().first() {
+            table[b as usize] = true;
+        }
+        i += 1;
+    }
+    table
+};
+
 /// Whether a normalised name is a newborn placeholder: "BABY", "BABY BOY",
 /// "TWIN A", "TWIN" (from "TWIN 1"), "BABY OF SMITH", ...
+///
+/// Most names do not start with the first letter of a placeholder head
+/// and are turned away on that alone.
 fn is_placeholder_name(n: &str) -> bool {
+    if !n
+        .as_bytes()
+        .first()
+        .is_some_and(|&b| PLACEHOLDER_FIRST_BYTES[usize::from(b)])
+    {
+        return false;
+    }
     let mut words = n.split(' ');
     let Some(head) = words.next() else {
         return false;
@@ -363,20 +541,24 @@ pub fn name(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = NameBuf {
-        out: String::with_capacity(s.len()),
-        pending_sep: false,
-    };
-    if s.is_ascii() {
-        for &b in s.as_bytes() {
-            buf.push_ascii(b);
-        }
+    let out = if let Some(out) = plain_name(s) {
+        out
     } else {
-        for c in s.chars() {
-            buf.push_char(c);
+        let mut buf = NameBuf {
+            out: String::with_capacity(s.len()),
+            pending_sep: false,
+        };
+        if s.is_ascii() {
+            for &b in s.as_bytes() {
+                buf.push_ascii(b);
+            }
+        } else {
+            for c in s.chars() {
+                buf.push_char(c);
+            }
         }
-    }
-    let out = buf.out;
+        buf.out
+    };
     if out.is_empty() {
         return Err(Invalid::NoLetters);
     }
@@ -453,18 +635,7 @@ pub fn postcode(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = [0u8; 7];
-    let mut len = 0usize;
-    for c in s.chars().filter(|c| !c.is_whitespace()) {
-        if !c.is_ascii_alphanumeric() {
-            return Err(Invalid::BadFormat);
-        }
-        if len == buf.len() {
-            return Err(Invalid::WrongLength);
-        }
-        buf[len] = (c as u8).to_ascii_uppercase();
-        len += 1;
-    }
+    let (buf, len) = compact_alnum::<7>(s)?;
     if len < 5 {
         return Err(Invalid::WrongLength);
     }
@@ -478,11 +649,75 @@ pub fn postcode(raw: &str) -> Normalised<String> {
     if !valid {
         return Err(Invalid::BadFormat);
     }
-    let mut out = String::with_capacity(len + 1);
-    out.extend(outward.iter().map(|&b| char::from(b)));
-    out.push(' ');
-    out.extend(inward.iter().map(|&b| char::from(b)));
-    Ok(Some(out))
+    let mut out = [b' '; 8];
+    out[..len - 3].copy_from_slice(outward);
+    out[len - 2..=len].copy_from_slice(inward);
+    Ok(Some(ascii_output(&out[..=len], s)))
+}
+
+/// The letters and digits of a postcode or UPN, uppercased, with
+/// whitespace removed: up to `N` of them in a buffer, and how many.
+/// `BadFormat` at the first character that is neither whitespace nor an
+/// ASCII letter or digit; `WrongLength` at the first letter or digit past
+/// `N` (whichever comes first). ASCII input is read byte by byte; the first
+/// non-ASCII byte sends the whole value to [`compact_alnum_chars`].
+fn compact_alnum<const N: usize>(s: &str) -> Result<([u8; N], usize), Invalid> {
+    let mut buf = [0u8; N];
+    let mut len = 0usize;
+    for &b in s.as_bytes() {
+        match ALNUM_UPPER[usize::from(b)] {
+            SKIP => {}
+            0 if b.is_ascii() => return Err(Invalid::BadFormat),
+            0 => return compact_alnum_chars(s),
+            upper => {
+                if len == N {
+                    return Err(Invalid::WrongLength);
+                }
+                buf[len] = upper;
+                len += 1;
+            }
+        }
+    }
+    Ok((buf, len))
+}
+
+/// [`ALNUM_UPPER`]'s mark for whitespace.
+const SKIP: u8 = 1;
+
+/// What [`compact_alnum`] does with each byte, in one look-up: an ASCII
+/// letter or digit maps to its uppercase form, ASCII whitespace to
+/// [`SKIP`], anything else to 0.
+const ALNUM_UPPER: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() {
+            table[i] = b.to_ascii_uppercase();
+        } else if is_ascii_ws(b) {
+            table[i] = SKIP;
+        }
+        i += 1;
+    }
+    table
+};
+
+/// [`compact_alnum`] character by character, for text that is not all
+/// ASCII (where Unicode whitespace is skipped too).
+fn compact_alnum_chars<const N: usize>(s: &str) -> Result<([u8; N], usize), Invalid> {
+    let mut buf = [0u8; N];
+    let mut len = 0usize;
+    for c in s.chars().filter(|c| !c.is_whitespace()) {
+        if !c.is_ascii_alphanumeric() {
+            return Err(Invalid::BadFormat);
+        }
+        if len == N {
+            return Err(Invalid::WrongLength);
+        }
+        buf[len] = (c as u8).to_ascii_uppercase();
+        len += 1;
+    }
+    Ok((buf, len))
 }
 
 // ---------------------------------------------------------------------------
@@ -510,6 +745,57 @@ pub fn nhs_number(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
+    let digits = nhs_digits(s)?;
+    if digits.iter().all(|&d| d == digits[0]) {
+        return Ok(None);
+    }
+    let sum: u32 = digits[..9]
+        .iter()
+        .zip((2..=10u32).rev())
+        .map(|(&d, w)| u32::from(d) * w)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return Err(Invalid::BadCheckDigit),
+        c => c,
+    };
+    if check != u32::from(digits[9]) {
+        return Err(Invalid::BadCheckDigit);
+    }
+    Ok(Some(ascii_output(&digits.map(|d| b'0' + d), s)))
+}
+
+/// The ten digit values of an NHS number, separators dropped: `BadFormat`
+/// at the first character that is neither a separator nor an ASCII digit,
+/// else `WrongLength` unless there are exactly ten digits. ASCII input is
+/// read byte by byte (its only separators are ASCII whitespace, `-` and
+/// `.`); the first non-ASCII byte sends the whole value to
+/// [`nhs_digits_chars`].
+fn nhs_digits(s: &str) -> Result<[u8; 10], Invalid> {
+    let mut digits = [0u8; 10];
+    let mut len = 0usize;
+    for &b in s.as_bytes() {
+        if b.is_ascii_digit() {
+            // Count digits past the tenth, but keep looking for BadFormat.
+            if let Some(d) = digits.get_mut(len) {
+                *d = b - b'0';
+            }
+            len += 1;
+        } else if !(is_ascii_ws(b) || b == b'-' || b == b'.') {
+            if !b.is_ascii() {
+                return nhs_digits_chars(s);
+            }
+            return Err(Invalid::BadFormat);
+        }
+    }
+    if len != digits.len() {
+        return Err(Invalid::WrongLength);
+    }
+    Ok(digits)
+}
+
+/// [`nhs_digits`] character by character, for text that is not all ASCII.
+fn nhs_digits_chars(s: &str) -> Result<[u8; 10], Invalid> {
     let mut digits = [0u8; 10];
     let mut len = 0usize;
     let mut too_long = false;
@@ -527,23 +813,7 @@ pub fn nhs_number(raw: &str) -> Normalised<String> {
     if too_long || len != digits.len() {
         return Err(Invalid::WrongLength);
     }
-    if digits.iter().all(|&d| d == digits[0]) {
-        return Ok(None);
-    }
-    let sum: u32 = digits[..9]
-        .iter()
-        .zip((2..=10u32).rev())
-        .map(|(&d, w)| u32::from(d) * w)
-        .sum();
-    let check = match 11 - sum % 11 {
-        11 => 0,
-        10 => return Err(Invalid::BadCheckDigit),
-        c => c,
-    };
-    if check != u32::from(digits[9]) {
-        return Err(Invalid::BadCheckDigit);
-    }
-    Ok(Some(digits.iter().map(|&d| char::from(b'0' + d)).collect()))
+    Ok(digits)
 }
 
 // ---------------------------------------------------------------------------
@@ -571,18 +841,7 @@ pub fn upn(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = [0u8; 13];
-    let mut len = 0usize;
-    for c in s.chars().filter(|c| !c.is_whitespace()) {
-        if !c.is_ascii_alphanumeric() {
-            return Err(Invalid::BadFormat);
-        }
-        if len == buf.len() {
-            return Err(Invalid::WrongLength);
-        }
-        buf[len] = (c as u8).to_ascii_uppercase();
-        len += 1;
-    }
+    let (buf, len) = compact_alnum::<13>(s)?;
     if len != buf.len() {
         return Err(Invalid::WrongLength);
     }
@@ -606,7 +865,7 @@ pub fn upn(raw: &str) -> Normalised<String> {
     if UPN_ALPHABET[(sum % 23) as usize] != buf[0] {
         return Err(Invalid::BadCheckDigit);
     }
-    Ok(Some(buf.iter().map(|&b| char::from(b)).collect()))
+    Ok(Some(ascii_output(&buf, s)))
 }
 
 // ---------------------------------------------------------------------------
@@ -735,6 +994,9 @@ pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalis
         Some(d) => Ok(Some(d)),
     }
 }
+
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {

@@ -477,7 +477,7 @@ pub fn normalise_value(
         Normaliser::Upn => normalise::upn(text).map(|o| o.map(Value::Text)),
         Normaliser::Sex => {
             let t = text.trim();
-            if t.is_empty() || normalise::is_null_marker(&t.to_uppercase()) {
+            if t.is_empty() || normalise::is_null_marker_uppercased(t) {
                 Ok(None)
             } else {
                 match map.sex(t) {
@@ -487,15 +487,7 @@ pub fn normalise_value(
                 }
             }
         }
-        Normaliser::Text => {
-            let t: Vec<String> = text.split_whitespace().map(str::to_uppercase).collect();
-            let t = t.join(" ");
-            if t.is_empty() || normalise::is_null_marker(&t) {
-                Ok(None)
-            } else {
-                Ok(Some(Value::Text(t)))
-            }
-        }
+        Normaliser::Text => Ok(normalise::free_text(text).map(Value::Text)),
     }
 }
 
