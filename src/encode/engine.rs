@@ -21,7 +21,7 @@
 //! identical for any thread count and any order of rows (tests/vectors.rs, tests/hardening.rs).
 
 use super::blocks::RecordBatch;
-use super::table::{hash_bytes, Dict, Found, Interner, Payload, U64Map, WordMap};
+use super::table::{hash_bytes, Dict, Interner, Payload, U64Map, WordMap};
 use super::{decode, enc_name, normalise_value, Plan, Reject};
 use crate::colmap::TextEncoding;
 use crate::harden;
@@ -108,13 +108,17 @@ pub struct FieldPlan {
     /// The segment's hashed words, and its stored words when values keep their stored form.
     seg_words: usize,
     stored_words: usize,
+    /// Values keep their hashed words (not needed when the field alone feeds a hardened
+    /// segment: its stored form is all that is used).
+    keep_raw: bool,
 }
 
 impl FieldPlan {
     /// `kept`: which transforms some keyed token or the salt uses; `segment`: (index, bits per
-    /// token, first bit, hashed words, stored words kept per value or 0).
+    /// token, first bit, hashed words, stored words kept per value or 0, whether values keep
+    /// their hashed words).
     pub fn new(
-        segment: Option<(usize, u32, u32, usize, usize)>,
+        segment: Option<(usize, u32, u32, usize, usize, bool)>,
         salted: bool,
         cached: bool,
         kept: [bool; PARTS],
@@ -137,6 +141,16 @@ impl FieldPlan {
             nparts: n,
             seg_words: segment.map_or(0, |s| s.3),
             stored_words: segment.map_or(0, |s| s.4),
+            keep_raw: segment.is_some_and(|s| s.5),
+        }
+    }
+
+    /// Hashed words kept per value.
+    fn raw_words(&self) -> usize {
+        if self.keep_raw {
+            self.seg_words
+        } else {
+            0
         }
     }
 
@@ -145,13 +159,18 @@ impl FieldPlan {
         1 + self.nparts
     }
 
-    /// Words of an unsalted value's bits and stored form.
+    /// Words of an unsalted value's bits and stored form in its payload.
     fn bits_words(&self) -> usize {
         if self.salted || self.segment.is_none() {
             0
         } else {
-            self.seg_words + self.stored_words
+            self.raw_words() + self.stored_words
         }
+    }
+
+    /// Words a salted value keeps per salt: its hashed words (when kept) and stored form.
+    fn salted_words(&self) -> usize {
+        self.raw_words() + self.stored_words
     }
 
     /// Whether values keep the segment's stored form.
@@ -296,14 +315,18 @@ enum Cur {
     Scratch(u32, u32),
 }
 
-/// Where a row's salted bits of a field are.
-#[derive(Clone, Copy)]
-enum Salted {
-    None,
-    /// In the field's salted cache, at this slot.
-    Slot(usize),
-    /// In the batch's salted scratch, at this offset.
-    Scratch(usize),
+/// How a segment's stored form is built from the values that feed it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SegMode {
+    /// No transform: the values' bits are ORed.
+    Plain,
+    /// One field feeds the segment: its value's stored form.
+    Single,
+    /// The transforms are linear and every value keeps its stored form: the XOR of the
+    /// stored forms, corrected for the bits the values share (T(a|b) = T(a)^T(b)^T(a&b)).
+    Linear,
+    /// Otherwise: the values' bits are ORed, then hardened.
+    General,
 }
 
 /// The row's salt: salted fields are hashed under this salt (an id in [`Worker::salts`];
@@ -353,6 +376,7 @@ pub struct BatchOut<'o, 'd> {
 struct Scratch {
     acc: Vec<u64>,
     overlap: Vec<u64>,
+    raw: Vec<u64>,
     harden: harden::Scratch,
     payload: Vec<u64>,
     text: Vec<u8>,
@@ -389,9 +413,14 @@ pub struct Worker<'p, 'a> {
     /// are, and whether it sets bits; per row and token kind, the cache key and flags.
     rows: Vec<RowState>,
     cur: Vec<Cur>,
-    feeds: Vec<bool>,
-    salted: Vec<Salted>,
-    salted_scratch: Vec<u64>,
+    /// Per segment, how its stored form is built.
+    seg_mode: Vec<SegMode>,
+    /// Per batch: each row's stored filter, built as its values are looked up (while they are
+    /// in cache), then copied to the output; per row, the hashed bits of its segments (stored
+    /// layout of `Schema::segments`) and which segments have a value yet.
+    fbuf: Vec<u64>,
+    acc: Vec<u64>,
+    seen: Vec<bool>,
     tkeys: Vec<u64>,
     tflags: Vec<u8>,
     hashes: Vec<u64>,
@@ -452,11 +481,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     need_id: [false; PARTS],
                     tokens: Interner::default(),
                     positions: Positions::default(),
-                    salted: WordMap::new(if fp.salted {
-                        fp.seg_words + fp.stored_words
-                    } else {
-                        0
-                    }),
+                    salted: WordMap::new(if fp.salted { fp.salted_words() } else { 0 }),
                     salted_on: fp.cached && fp.salted,
                     scratch: Vec::new(),
                 })
@@ -484,9 +509,26 @@ impl<'p, 'a> Worker<'p, 'a> {
             salt_of_part: Vec::new(),
             rows: Vec::new(),
             cur: Vec::new(),
-            feeds: Vec::new(),
-            salted: Vec::new(),
-            salted_scratch: Vec::new(),
+            seg_mode: plan
+                .segment_fields
+                .iter()
+                .enumerate()
+                .map(|(seg, fis)| {
+                    let keeps = fis.iter().all(|&fi| plan.fields[fi].keeps_stored());
+                    if !plan.hardener.transforms() {
+                        SegMode::Plain
+                    } else if fis.len() == 1 && keeps {
+                        SegMode::Single
+                    } else if keeps && plan.hardener.segment_is_linear(seg) {
+                        SegMode::Linear
+                    } else {
+                        SegMode::General
+                    }
+                })
+                .collect(),
+            fbuf: Vec::new(),
+            acc: Vec::new(),
+            seen: Vec::new(),
             tkeys: Vec::new(),
             tflags: Vec::new(),
             hashes: Vec::new(),
@@ -519,7 +561,7 @@ impl<'p, 'a> Worker<'p, 'a> {
 
     /// Switches off caches that do not earn their keep, and empties every cache when one has
     /// outgrown its bound (between batches, so no reference into a cache outlives it).
-    fn tend_caches(&mut self, batch_rows: usize) {
+    fn tend_caches(&mut self) {
         for f in &mut self.fields {
             if f.use_dict
                 && f.dict
@@ -576,11 +618,6 @@ impl<'p, 'a> Worker<'p, 'a> {
             self.token_cache_on = tok_on;
             self.set_need_id();
         }
-        for f in &mut self.fields {
-            if f.salted_on {
-                f.salted.reserve(batch_rows);
-            }
-        }
     }
 
     /// Encodes a batch of parsed records, whose first is row `first_row` of the export and
@@ -597,13 +634,13 @@ impl<'p, 'a> Worker<'p, 'a> {
     ) {
         let plan = self.plan;
         let n = batch.len();
-        self.tend_caches(n);
+        self.tend_caches();
         self.start_batch(batch, first_row, o.out);
         for si in 0..plan.sources.len() {
             self.look_up_column(batch, si);
         }
         self.check_rows(batch, first_row, o.out);
-        self.salted_bits(n);
+        self.finish_general_segments(n);
         self.prefetch_tokens(n);
         let words = plan.schema.stored_words();
         let pw = plan.schema.segments.len() + 1;
@@ -615,8 +652,17 @@ impl<'p, 'a> Worker<'p, 'a> {
                 continue;
             }
             let e = *o.encoded;
-            let filter = &mut o.dest.filters[e * words..(e + 1) * words];
-            self.build_filter(r, filter);
+            let filter = &mut self.fbuf[r * words..(r + 1) * words];
+            if plan.hardener.transforms() {
+                let (a, b) = self.rows[r].id;
+                plan.hardener.apply_blip(
+                    filter,
+                    &plan.map.agency,
+                    &self.ids[a as usize..b as usize],
+                    &mut self.sc.harden,
+                );
+            }
+            o.dest.filters[e * words..(e + 1) * words].copy_from_slice(filter);
             let pcs = &mut o.dest.popcounts[e * pw..(e + 1) * pw];
             pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
             for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
@@ -738,8 +784,12 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
         self.cur.clear();
         self.cur.resize(n * nf, Cur::None);
-        self.feeds.clear();
-        self.feeds.resize(n * nf, false);
+        self.fbuf.clear();
+        self.fbuf.resize(n * plan.schema.stored_words(), 0);
+        self.acc.clear();
+        self.acc.resize(n * plan.schema.words(), 0);
+        self.seen.clear();
+        self.seen.resize(n * plan.schema.segments.len(), false);
         self.tkeys.clear();
         self.tkeys.resize(n * ntok, 0);
         self.tflags.clear();
@@ -786,6 +836,10 @@ impl<'p, 'a> Worker<'p, 'a> {
             token_uses,
             counts,
             sc,
+            seg_mode,
+            fbuf,
+            acc,
+            seen,
             ..
         } = self;
         let f = &mut fields[fi];
@@ -860,6 +914,20 @@ impl<'p, 'a> Worker<'p, 'a> {
                     if in_filter && !(fp.salted && st.salt == NO_BITS) {
                         st.in_filter += 1;
                     }
+                    if let (Some(seg), false, true) = (fp.segment, fp.salted, meta & META_BITS != 0)
+                    {
+                        let a = fp.body_at();
+                        let (raw, stored) = words[a..a + fp.bits_words()].split_at(fp.raw_words());
+                        contribute(
+                            plan,
+                            seg,
+                            seg_mode[seg],
+                            Row::new(plan, r, fbuf, acc, seen),
+                            raw,
+                            stored,
+                            sc,
+                        );
+                    }
                     for u in uses {
                         let part = words[u.word];
                         if part == NO_PART {
@@ -894,6 +962,9 @@ impl<'p, 'a> Worker<'p, 'a> {
                 }
             }
         }
+        if fp.salted {
+            self.salted_column(fi, n);
+        }
     }
 
     /// The salt given by part `t` of the salt source `fi`'s value `cur`; `None` when it gives
@@ -916,11 +987,9 @@ impl<'p, 'a> Worker<'p, 'a> {
         Some(sid as Salt)
     }
 
-    /// Rejects the rows whose values make them unusable (their fields were counted), and
-    /// notes which values set bits in each accepted row.
+    /// Rejects the rows whose values make them unusable (their fields were counted).
     fn check_rows(&mut self, batch: &RecordBatch<'_>, first_row: u64, out: &mut super::BlockOut) {
         let plan = self.plan;
-        let nf = plan.schema.fields.len();
         for (r, st) in self.rows.iter_mut().enumerate() {
             if !st.live {
                 continue;
@@ -961,181 +1030,112 @@ impl<'p, 'a> Worker<'p, 'a> {
                 ));
                 continue;
             }
-            for (fi, fp) in plan.fields.iter().enumerate() {
-                let c = self.cur[r * nf + fi];
-                if matches!(c, Cur::None) || fp.segment.is_none() {
-                    continue;
-                }
-                let meta = self.fields[fi].payload(c)[0];
-                self.feeds[r * nf + fi] =
-                    meta & META_BITS != 0 && !(fp.salted && st.salt == NO_BITS);
-            }
         }
     }
 
-    /// Each live row's salted fields' hashed words and stored forms, from the fields' salted
-    /// caches (slots and words loaded for the whole batch first) or computed.
-    fn salted_bits(&mut self, n: usize) {
+    /// Salted field `fi`'s bits in each live row of the batch: from the field's salted cache
+    /// (slots and words loaded for the whole batch first) or computed, and added to the row's
+    /// filter.
+    fn salted_column(&mut self, fi: usize, n: usize) {
         let plan = self.plan;
         let nf = plan.schema.fields.len();
-        self.salted.clear();
-        self.salted.resize(n * nf, Salted::None);
-        self.salted_scratch.clear();
-        for fi in (0..nf).filter(|&fi| plan.fields[fi].salted) {
-            let fp = &plan.fields[fi];
-            let Worker {
-                fields,
-                rows,
-                cur,
-                feeds,
-                salted,
-                salted_scratch,
-                keys,
-                salts,
-                sc,
-                ..
-            } = self;
-            let f = &mut fields[fi];
-            let on = f.salted_on;
-            keys.clear();
-            for r in 0..n {
-                let key = match (cur[r * nf + fi], rows[r].salt) {
-                    _ if !rows[r].live || !feeds[r * nf + fi] => ABSENT,
-                    (Cur::Cached(p, _), salt) if on => (salt as u64 + 1) << 32 | u64::from(p),
-                    _ => 0,
-                };
-                if key != ABSENT && key != 0 {
-                    f.salted.prefetch(key);
-                }
-                keys.push(key);
-            }
-            let w = fp.seg_words + fp.stored_words;
-            for r in 0..n {
-                let key = keys[r];
-                if key == ABSENT {
-                    continue;
-                }
-                let (c, salt) = (cur[r * nf + fi], rows[r].salt);
-                salted[r * nf + fi] = if key != 0 {
-                    match f.salted.find(key) {
-                        Found::Hit(slot) => Salted::Slot(slot),
-                        Found::Miss(slot) => {
-                            compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
-                            f.salted
-                                .insert_at(slot, key)
-                                .copy_from_slice(&sc.payload[..w]);
-                            Salted::Slot(slot)
-                        }
-                    }
-                } else {
-                    compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
-                    let at = salted_scratch.len();
-                    salted_scratch.extend_from_slice(&sc.payload[..w]);
-                    Salted::Scratch(at)
-                };
-            }
-        }
-    }
-
-    /// Field `fi`'s hashed words and stored form (empty when not kept) in row `r`.
-    #[inline]
-    fn contribution(&self, r: usize, fi: usize) -> (&[u64], &[u64]) {
-        let nf = self.plan.schema.fields.len();
-        let fp = &self.plan.fields[fi];
-        if fp.salted {
-            let words = match self.salted[r * nf + fi] {
-                Salted::None => &[][..],
-                Salted::Slot(slot) => self.fields[fi].salted.get(slot),
-                Salted::Scratch(at) => {
-                    &self.salted_scratch[at..at + fp.seg_words + fp.stored_words]
-                }
+        let fp = &plan.fields[fi];
+        let Some(seg) = fp.segment else {
+            return;
+        };
+        let Worker {
+            fields,
+            rows,
+            cur,
+            keys,
+            salts,
+            sc,
+            seg_mode,
+            fbuf,
+            acc,
+            seen,
+            ..
+        } = self;
+        let f = &mut fields[fi];
+        let on = f.salted_on;
+        keys.clear();
+        for r in 0..n {
+            let c = cur[r * nf + fi];
+            let salt = rows[r].salt;
+            let feeds = rows[r].live
+                && salt != NO_BITS
+                && f.payload(c).first().is_some_and(|m| m & META_BITS != 0);
+            let key = match c {
+                _ if !feeds => ABSENT,
+                Cur::Cached(p, _) if on => (salt as u64 + 1) << 32 | u64::from(p),
+                _ => 0,
             };
-            return words.split_at(words.len().min(fp.seg_words));
+            if key != ABSENT && key != 0 {
+                f.salted.prefetch_slot(key);
+            }
+            keys.push(key);
         }
-        let words = self.fields[fi].payload(self.cur[r * nf + fi]);
-        let a = fp.body_at();
-        (
-            &words[a..a + fp.seg_words],
-            &words[a + fp.seg_words..a + fp.bits_words()],
-        )
+        for &key in keys.iter() {
+            if key != ABSENT && key != 0 {
+                f.salted.prefetch_words(key);
+            }
+        }
+        let w = fp.salted_words();
+        let mut bits = std::mem::take(&mut sc.acc);
+        for r in 0..n {
+            let key = keys[r];
+            if key == ABSENT {
+                continue;
+            }
+            let (c, salt) = (cur[r * nf + fi], rows[r].salt);
+            let words: &[u64] = if key != 0 {
+                match f.salted.find_or_add(key) {
+                    Ok(e) => f.salted.get(e),
+                    Err(e) => {
+                        compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
+                        let dst = f.salted.get_mut(e);
+                        dst.copy_from_slice(&sc.payload[..w]);
+                        dst
+                    }
+                }
+            } else {
+                compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
+                bits.clear();
+                bits.extend_from_slice(&sc.payload[..w]);
+                &bits
+            };
+            let (raw, stored) = words.split_at(fp.raw_words());
+            contribute(
+                plan,
+                seg,
+                seg_mode[seg],
+                Row::new(plan, r, fbuf, acc, seen),
+                raw,
+                stored,
+                sc,
+            );
+        }
+        sc.acc = bits;
     }
 
-    /// Writes row `r`'s stored filter into `filter`, segment by segment: a segment fed by one
-    /// value is that value's stored form; by several, when the segment's hardening is linear,
-    /// the XOR of their stored forms corrected for the bits they share
-    /// (T(a | b) = T(a) ^ T(b) ^ T(a & b)); otherwise their bits are ORed and hardened. BLIP
-    /// noise is added last.
-    fn build_filter(&mut self, r: usize, filter: &mut [u64]) {
+    /// Hardens the segments built by ORing their values' bits ([`SegMode::General`]), once
+    /// every value of the batch has been added.
+    fn finish_general_segments(&mut self, n: usize) {
         let plan = self.plan;
         let schema = plan.schema;
-        let nf = schema.fields.len();
-        let mut sc = std::mem::take(&mut self.sc);
-        let transforms = plan.hardener.transforms();
-        for (seg, fis) in plan.segment_fields.iter().enumerate() {
-            let feeds = &self.feeds[r * nf..(r + 1) * nf];
-            let mut feeding = fis.iter().copied().filter(|&fi| feeds[fi]);
-            if !transforms {
-                let out = &mut filter[schema.segments[seg].word_range()];
-                out.fill(0);
-                for fi in feeding {
-                    for (d, s) in out.iter_mut().zip(self.contribution(r, fi).0) {
-                        *d |= s;
-                    }
-                }
+        let (words, raw_words, nseg) =
+            (schema.stored_words(), schema.words(), schema.segments.len());
+        for (seg, mode) in self.seg_mode.iter().enumerate() {
+            if *mode != SegMode::General {
                 continue;
             }
-            let out = &mut filter[schema.stored_segments[seg].word_range()];
-            let Some(first) = feeding.next() else {
-                out.fill(0);
-                continue;
-            };
-            let second = feeding.next();
-            let keeps = |fi: usize| plan.fields[fi].keeps_stored();
-            let (raw1, stored1) = self.contribution(r, first);
-            match second {
-                None if keeps(first) => out.copy_from_slice(stored1),
-                Some(_)
-                    if plan.hardener.segment_is_linear(seg) && fis.iter().all(|&f| keeps(f)) =>
-                {
-                    out.copy_from_slice(stored1);
-                    sc.acc.clear();
-                    sc.acc.extend_from_slice(raw1);
-                    for fi in fis.iter().copied().filter(|&fi| feeds[fi]).skip(1) {
-                        let (raw, stored) = self.contribution(r, fi);
-                        for (o, s) in out.iter_mut().zip(stored) {
-                            *o ^= s;
-                        }
-                        sc.overlap.clear();
-                        let mut any = 0;
-                        for (a, w) in sc.acc.iter_mut().zip(raw) {
-                            sc.overlap.push(*a & w);
-                            any |= *a & w;
-                            *a |= w;
-                        }
-                        if any != 0 {
-                            plan.hardener
-                                .xor_segment(seg, &sc.overlap, out, &mut sc.harden);
-                        }
-                    }
-                }
-                _ => {
-                    sc.acc.clear();
-                    sc.acc.resize(schema.segments[seg].word_range().len(), 0);
-                    for fi in fis.iter().copied().filter(|&fi| feeds[fi]) {
-                        for (a, w) in sc.acc.iter_mut().zip(self.contribution(r, fi).0) {
-                            *a |= w;
-                        }
-                    }
-                    plan.hardener
-                        .apply_segment(seg, &sc.acc, out, &mut sc.harden);
-                }
+            for r in (0..n).filter(|&r| self.rows[r].live && self.seen[r * nseg + seg]) {
+                let raw = &self.acc[r * raw_words..][schema.segments[seg].word_range()];
+                let out = &mut self.fbuf[r * words..][schema.stored_segments[seg].word_range()];
+                plan.hardener
+                    .apply_segment(seg, raw, out, &mut self.sc.harden);
             }
         }
-        if transforms {
-            plan.hardener
-                .apply_blip(filter, &plan.map.agency, self.row_id(r), &mut sc.harden);
-        }
-        self.sc = sc;
     }
 
     /// Starts loading the keyed-token cache slots of the whole batch, kind by kind.
@@ -1194,6 +1194,91 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 }
 
+/// One row's place in a batch's filter buffers.
+struct Row<'b> {
+    /// The row's stored filter, its segments' hashed bits, and which segments have a value.
+    filter: &'b mut [u64],
+    acc: &'b mut [u64],
+    seen: &'b mut [bool],
+}
+
+impl<'b> Row<'b> {
+    fn new(
+        plan: &Plan<'_>,
+        r: usize,
+        fbuf: &'b mut [u64],
+        acc: &'b mut [u64],
+        seen: &'b mut [bool],
+    ) -> Row<'b> {
+        let (w, rw, ns) = (
+            plan.schema.stored_words(),
+            plan.schema.words(),
+            plan.schema.segments.len(),
+        );
+        Row {
+            filter: &mut fbuf[r * w..(r + 1) * w],
+            acc: &mut acc[r * rw..(r + 1) * rw],
+            seen: &mut seen[r * ns..(r + 1) * ns],
+        }
+    }
+}
+
+/// Adds a value's hashed bits `raw` and stored form `stored` (empty when not kept) to segment
+/// `seg` of a row's filter, as `mode` says.
+#[inline]
+fn contribute(
+    plan: &Plan<'_>,
+    seg: usize,
+    mode: SegMode,
+    row: Row<'_>,
+    raw: &[u64],
+    stored: &[u64],
+    sc: &mut Scratch,
+) {
+    let schema = plan.schema;
+    let raw_range = schema.segments[seg].word_range();
+    match mode {
+        SegMode::Plain => {
+            for (d, s) in row.filter[raw_range].iter_mut().zip(raw) {
+                *d |= s;
+            }
+        }
+        SegMode::Single => {
+            row.filter[schema.stored_segments[seg].word_range()].copy_from_slice(stored);
+        }
+        SegMode::Linear => {
+            let out = &mut row.filter[schema.stored_segments[seg].word_range()];
+            let acc = &mut row.acc[raw_range];
+            if !row.seen[seg] {
+                row.seen[seg] = true;
+                out.copy_from_slice(stored);
+                acc.copy_from_slice(raw);
+                return;
+            }
+            for (o, s) in out.iter_mut().zip(stored) {
+                *o ^= s;
+            }
+            sc.overlap.clear();
+            let mut any = 0;
+            for (a, w) in acc.iter_mut().zip(raw) {
+                sc.overlap.push(*a & w);
+                any |= *a & w;
+                *a |= w;
+            }
+            if any != 0 {
+                plan.hardener
+                    .xor_segment(seg, &sc.overlap, out, &mut sc.harden);
+            }
+        }
+        SegMode::General => {
+            row.seen[seg] = true;
+            for (a, w) in row.acc[raw_range].iter_mut().zip(raw) {
+                *a |= w;
+            }
+        }
+    }
+}
+
 /// Computes field `fi`'s value of `raw` into `sc.payload` (laid out as [`FieldPlan`] says);
 /// with `cached`, it goes into the dictionary and its parts get the ids caches need, otherwise
 /// into the batch's scratch space.
@@ -1215,6 +1300,7 @@ fn compute_value(
         pos: pos_buf,
         decode,
         harden,
+        raw: words,
         ..
     } = sc;
     s.clear();
@@ -1269,7 +1355,8 @@ fn compute_value(
             }
         } else {
             let at = fp.body_at();
-            let words = &mut s[at..at + fp.seg_words];
+            words.clear();
+            words.resize(fp.seg_words, 0);
             for i in 0..tok_buf.len() {
                 let t = tok_buf.get(i);
                 // A token as rare as the value: nothing to gain from keeping its positions.
@@ -1295,9 +1382,10 @@ fn compute_value(
             if words.iter().any(|&w| w != 0) {
                 meta |= META_BITS;
             }
+            let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
+            raw.copy_from_slice(&words[..raw.len()]);
             if fp.keeps_stored() {
-                let (a, b) = s[at..at + fp.bits_words()].split_at_mut(fp.seg_words);
-                plan.hardener.apply_segment(sg, a, b, harden);
+                plan.hardener.apply_segment(sg, words, stored, harden);
             }
         }
     }
@@ -1371,6 +1459,9 @@ fn compute_salted(
     }
     if fp.keeps_stored() {
         plan.hardener.apply_segment(sg, words, stored, harden);
+    }
+    if !fp.keep_raw {
+        bits.drain(..fp.seg_words);
     }
 }
 

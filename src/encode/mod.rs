@@ -672,8 +672,8 @@ pub fn encode_reader(
         .enumerate()
         .map(|(fi, f)| {
             let seg = f.segment.map(|s| {
-                let keep = hardener.transforms()
-                    && (hardener.segment_is_linear(s) || segment_fields[s].len() == 1);
+                let single = segment_fields[s].len() == 1;
+                let keep = hardener.transforms() && (hardener.segment_is_linear(s) || single);
                 (
                     s,
                     f.def.bits_per_token,
@@ -684,6 +684,8 @@ pub fn encode_reader(
                     } else {
                         0
                     },
+                    // A value alone in a hardened segment is only ever used in stored form.
+                    !(hardener.transforms() && single),
                 )
             });
             FieldPlan::new(

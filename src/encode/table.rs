@@ -386,7 +386,9 @@ impl U64Map {
     /// Adds `key` (nonzero, not present) with `value`.
     pub fn insert(&mut self, key: u64, value: u64) {
         debug_assert!(key != 0);
-        if (self.len + 1) * 2 > self.slots.len() {
+        // Kept at most 70 % full: the slots hold the keys and values themselves, so a larger
+        // load costs a few more probes in one cache line but saves a table twice the size.
+        if (self.len + 1) * 10 > self.slots.len() * 7 {
             let grown = vec![(0, 0); self.slots.len() * 2];
             let old = std::mem::replace(&mut self.slots, grown);
             for (k, v) in old.into_iter().filter(|&(k, _)| k != 0) {
@@ -417,11 +419,12 @@ impl U64Map {
     }
 }
 
-/// Nonzero 64-bit keys → a fixed number of `u64` words each. Slots are stable between calls to
-/// [`WordMap::reserve`]: reserve room for a batch first, then its slot numbers stay valid
-/// while the batch inserts.
+/// Nonzero 64-bit keys → a fixed number of `u64` words each. The slots hold the keys and
+/// entry numbers; the words live in a dense arena by entry number, which never moves an entry
+/// (so an entry number stays valid as the map grows).
 pub struct WordMap {
     keys: Vec<u64>,
+    entry: Vec<u32>,
     vals: Vec<u64>,
     words: usize,
     len: usize,
@@ -429,18 +432,13 @@ pub struct WordMap {
     hits: u64,
 }
 
-/// A key's slot: where it was found, or the free slot where it goes.
-pub enum Found {
-    Hit(usize),
-    Miss(usize),
-}
-
 impl WordMap {
     /// An empty map of `words` words per key.
     pub fn new(words: usize) -> WordMap {
         WordMap {
             keys: vec![0; MIN_SLOTS],
-            vals: vec![0; MIN_SLOTS * words],
+            entry: vec![0; MIN_SLOTS],
+            vals: Vec::new(),
             words,
             len: 0,
             lookups: 0,
@@ -452,65 +450,72 @@ impl WordMap {
         hash_u64(key) as usize & (self.keys.len() - 1)
     }
 
-    /// Makes room for `n` more keys without moving any (the table stays at most half full).
-    pub fn reserve(&mut self, n: usize) {
-        if (self.len + n) * 2 <= self.keys.len() {
-            return;
-        }
-        let slots = ((self.len + n) * 2).next_power_of_two();
-        let keys = std::mem::replace(&mut self.keys, vec![0; slots]);
-        let vals = std::mem::replace(&mut self.vals, vec![0; slots * self.words]);
-        let w = self.words;
-        for (i, &k) in keys.iter().enumerate().filter(|(_, &k)| k != 0) {
-            let Found::Miss(j) = self.find_slot(k) else {
-                continue;
-            };
-            self.keys[j] = k;
-            self.vals[j * w..(j + 1) * w].copy_from_slice(&vals[i * w..(i + 1) * w]);
-        }
-    }
-
-    fn find_slot(&self, key: u64) -> Found {
+    /// The entry of `key` (nonzero): `Ok` if it was there, `Err` if it was added (its words
+    /// zeroed, to be filled in through [`WordMap::get_mut`]).
+    pub fn find_or_add(&mut self, key: u64) -> Result<usize, usize> {
+        self.lookups += 1;
         let mask = self.keys.len() - 1;
         let mut i = self.home(key);
         loop {
             match self.keys[i] {
-                k if k == key => return Found::Hit(i),
-                0 => return Found::Miss(i),
+                k if k == key => {
+                    self.hits += 1;
+                    return Ok(self.entry[i] as usize);
+                }
+                0 => break,
                 _ => i = (i + 1) & mask,
             }
         }
-    }
-
-    /// Looks `key` (nonzero) up.
-    pub fn find(&mut self, key: u64) -> Found {
-        self.lookups += 1;
-        let f = self.find_slot(key);
-        if let Found::Hit(_) = f {
-            self.hits += 1;
-        }
-        f
-    }
-
-    /// Puts `key` into the free `slot` that [`WordMap::find`] gave; returns its words to fill.
-    /// Room must have been reserved.
-    pub fn insert_at(&mut self, slot: usize, key: u64) -> &mut [u64] {
-        debug_assert!(self.keys[slot] == 0 && (self.len + 1) * 2 <= self.keys.len());
-        self.keys[slot] = key;
+        let e = self.len;
         self.len += 1;
-        &mut self.vals[slot * self.words..(slot + 1) * self.words]
+        self.vals.resize(self.len * self.words, 0);
+        self.keys[i] = key;
+        self.entry[i] = e as u32;
+        if self.len * 2 > self.keys.len() {
+            self.grow();
+        }
+        Err(e)
     }
 
-    /// The words of `slot`.
-    pub fn get(&self, slot: usize) -> &[u64] {
-        &self.vals[slot * self.words..(slot + 1) * self.words]
+    fn grow(&mut self) {
+        let n = self.keys.len() * 2;
+        let keys = std::mem::replace(&mut self.keys, vec![0; n]);
+        let entry = std::mem::replace(&mut self.entry, vec![0; n]);
+        let mask = n - 1;
+        for (k, e) in keys.into_iter().zip(entry).filter(|&(k, _)| k != 0) {
+            let mut i = self.home(k);
+            while self.keys[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.keys[i] = k;
+            self.entry[i] = e;
+        }
     }
 
-    /// Starts loading the slot where `key` most likely is, and its words.
-    pub fn prefetch(&self, key: u64) {
+    /// The words of entry `e`.
+    pub fn get(&self, e: usize) -> &[u64] {
+        &self.vals[e * self.words..(e + 1) * self.words]
+    }
+
+    /// The words of entry `e`, to fill in.
+    pub fn get_mut(&mut self, e: usize) -> &mut [u64] {
+        &mut self.vals[e * self.words..(e + 1) * self.words]
+    }
+
+    /// Starts loading the slot where `key` most likely is.
+    pub fn prefetch_slot(&self, key: u64) {
+        prefetch(&self.keys[self.home(key)]);
+        prefetch(&self.entry[self.home(key)]);
+    }
+
+    /// Starts loading the words of `key` if its slot (loaded by now) shows it at home.
+    pub fn prefetch_words(&self, key: u64) {
         let i = self.home(key);
-        prefetch(&self.keys[i]);
-        prefetch(&self.vals[i * self.words]);
+        if self.keys[i] == key {
+            if let Some(w) = self.vals.get(self.entry[i] as usize * self.words) {
+                prefetch(w);
+            }
+        }
     }
 
     /// Number of keys.
@@ -597,30 +602,22 @@ mod tests {
     }
 
     #[test]
-    fn word_map_slots_stay_put_within_a_reservation() {
+    fn word_map_entries_stay_put_as_it_grows() {
         let mut m = WordMap::new(3);
-        let mut slots = Vec::new();
-        for round in 0..20u64 {
-            m.reserve(500);
-            for k in round * 500 + 1..=(round + 1) * 500 {
-                let Found::Miss(s) = m.find(k) else {
-                    panic!("{k} found before it was put in");
-                };
-                m.insert_at(s, k).copy_from_slice(&[k, k * 2, k * 3]);
-                slots.push((k, s));
-            }
-            // Slots handed out in this round are still where their keys are.
-            for &(k, s) in &slots[(round * 500) as usize..] {
-                assert_eq!(m.get(s), &[k, k * 2, k * 3]);
-            }
-        }
+        let mut entries = Vec::new();
         for k in 1..=10_000u64 {
-            let Found::Hit(s) = m.find(k) else {
-                panic!("{k} lost");
+            let Err(e) = m.find_or_add(k) else {
+                panic!("{k} found before it was put in");
             };
-            assert_eq!(m.get(s)[2], k * 3);
+            m.get_mut(e).copy_from_slice(&[k, k * 2, k * 3]);
+            entries.push((k, e));
+        }
+        for &(k, e) in &entries {
+            assert_eq!(m.get(e), &[k, k * 2, k * 3]);
+            assert_eq!(m.find_or_add(k), Ok(e));
         }
         assert_eq!(m.len(), 10_000);
+        assert_eq!(m.hit_rate(1), Some(0.5));
     }
 
     #[test]
