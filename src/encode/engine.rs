@@ -1,32 +1,36 @@
 //! The per-worker encoder: batches of parsed records to stored filters, popcounts and keyed
-//! exact tokens, written straight into the block's output space.
+//! exact tokens, written into the block's output space.
 //!
-//! The encoder is bound by memory latency, so what is cached is shaped to cost a cache line or
-//! two per row, and each batch is worked column by column, so that its lookups have their cache
-//! misses in flight together (docs/DESIGN-NOTES.md, "Encoder"):
-//! - **Values**, per field, in a dictionary keyed by the *raw, unsalted* bytes: the status, the
-//!   token parts (text, and an interned id where a cache needs one), and either the segment's
-//!   hashed bits and stored (hardened) form (unsalted fields) or the ids of the filter tokens
-//!   (salted fields). A name is normalised once, whatever the year of birth it comes with.
-//! - **Salted values**, per field, by (salt, value): the hashed bits and stored form. Their
-//!   bits come from dense per-salt tables of each filter token's positions: the tokens
-//!   (bigrams) and salts (years) are few, so those tables stay small.
-//! - **Keyed exact tokens**, per kind, by the ids of their parts.
+//! The encoder is bound by the latency of its table lookups, so each row costs as few lookups
+//! as the schema allows, and each batch is worked column by column, so that a column's
+//! lookups have their cache misses in flight together (docs/DESIGN-NOTES.md, "Encoder"):
+//! - **One entry per field and row.** An unsalted field's entry is keyed by the value's raw
+//!   bytes; a salted field's by the row's salt and the raw bytes. The entry holds everything
+//!   the row needs of that value: its status, its token parts (text, and an interned id where
+//!   a cache needs one), its segment's hashed bits and stored (hardened) form, and the keyed
+//!   tokens whose parts are all in the entry (`dob` from the date; `yob_family` from a salted
+//!   surname, whose salt is the year). A salted name costs one lookup per row, whatever its
+//!   year.
+//! - **Values, unsalted**, for salted fields: a salted entry's bits are computed from the
+//!   value's filter tokens (kept in a dictionary by raw bytes, so each name is normalised
+//!   once) and dense per-salt tables of each token's positions (tokens and salts are few).
+//! - **Keyed exact tokens** of parts from several entries, per kind, by the ids of the parts.
 //! - A segment fed by several values is the XOR of their stored forms, corrected for the bits
 //!   they share, when its hardening is linear (diffusion, folding); otherwise their bits are
-//!   ORed and hardened per row.
+//!   ORed and hardened per row. Each row's filter is built in a small per-batch buffer as its
+//!   entries are looked up (while they are in cache) and copied out afterwards.
 //!
 //! A cache that does not earn its keep switches itself off, and a worker whose caches outgrow
 //! their bounds empties them. Caching never changes results, only speed: the output is
 //! identical for any thread count and any order of rows (tests/vectors.rs, tests/hardening.rs).
 
 use super::blocks::RecordBatch;
-use super::table::{hash_bytes, Dict, Interner, Payload, U64Map, WordMap};
+use super::table::{hash_bytes, Dict, Interner, Payload, U64Map};
 use super::{decode, enc_name, normalise_value, Plan, Reject};
 use crate::colmap::TextEncoding;
 use crate::harden;
 use crate::normalise::{self, Invalid};
-use crate::schema::{Normaliser, SaltMissing, Transform};
+use crate::schema::{Normaliser, SaltMissing, Schema, Transform};
 use crate::tokens::{self, TokenBuf, Value};
 
 /// Number of token-part transforms (see [`Transform::ALL`]).
@@ -35,13 +39,15 @@ pub const PARTS: usize = 5;
 const NO_ID: u32 = u32::MAX;
 /// A part reference for a part the value does not have.
 const NO_PART: u64 = u64::MAX;
+/// An embedded keyed token that is not emitted (a part is missing). Never a token: a token's
+/// top byte is its kind, and there are fewer than 255 kinds.
+const NO_TOKEN: u64 = u64::MAX;
 /// A cache that finds its key less often than this, once it has seen [`PROBE`] lookups, is
 /// switched off. A keyed-token cache miss (a lookup and an insert, often a cache miss on a
-/// large table) costs about a third of the HMAC a hit saves; a value or salted-value cache
-/// saves a normalisation or a few dozen bit operations per hit, and pays at lower hit rates.
+/// large table) costs about a third of the HMAC a hit saves; an entry dictionary saves a
+/// normalisation, tokenisation and hardening per hit, and pays at much lower hit rates.
 const MIN_TOKEN_HIT_RATE: f64 = 0.3;
-const MIN_VALUE_HIT_RATE: f64 = 0.05;
-const MIN_SALTED_HIT_RATE: f64 = 0.2;
+const MIN_ENTRY_HIT_RATE: f64 = 0.05;
 const PROBE: u64 = 1 << 16;
 /// Bounds on a worker's caches: past them, the worker empties its caches and starts again
 /// (only inputs far beyond national scale, or schemas that put unique values in the filter,
@@ -52,7 +58,7 @@ const MAX_CACHED: usize = 1 << 22;
 /// Salts with a position table each; records with other salts hash their tokens directly.
 const MAX_SALTS: usize = 1 << 12;
 
-/// Status codes kept in a value's first payload word.
+/// Status codes kept in an entry's first word.
 const ST_PRESENT: u8 = 0;
 const ST_MISSING: u8 = 1;
 const ST_BAD_BYTES: u8 = 2;
@@ -83,14 +89,15 @@ fn invalid_index(why: Invalid) -> usize {
     Invalid::ALL.iter().position(|&w| w == why).unwrap_or(0)
 }
 
-/// How one field is encoded and how its values are laid out.
+/// How one field is encoded and how its entries are laid out.
 ///
-/// A value's payload (in its field's dictionary, or in the batch's scratch space) is: a word
-/// holding the status, whether the value sets bits, the payload's length and the number of
-/// filter tokens; a reference per kept token part (id, and the offset and length of its text);
-/// then, for an unsalted field with a segment, the segment's hashed words and, when kept, its
-/// stored words, or, for a salted field, the ids of its filter tokens (two per word); then the
-/// parts' texts.
+/// An **entry** (what a row uses; in the field's entry dictionary, or in the batch's scratch
+/// space) is: a word holding the status, whether the value sets bits and the entry's length;
+/// a reference per kept token part (id, and the offset and length of its text); the segment's
+/// hashed words (when kept) and stored words (when kept); the embedded keyed tokens; then the
+/// parts' texts. A salted field's **value** (its unsalted form, in its value dictionary) has
+/// the same first word (with the number of filter tokens in the top half), the part
+/// references, the ids of its filter tokens (two per word), and the texts.
 #[derive(Clone, Debug)]
 pub struct FieldPlan {
     /// The field's segment, bits per token and the segment's first bit.
@@ -99,29 +106,33 @@ pub struct FieldPlan {
     pub start_bit: u32,
     /// Filter tokens are salted (their bits depend on the record's salt).
     pub salted: bool,
-    /// Values are looked up in a dictionary (not for identifiers: unique per child, so a
+    /// Entries are kept in a dictionary (not for identifiers: unique per child, so a
     /// dictionary would only cost).
     pub cached: bool,
     /// Per transform: its slot among the kept parts (those a keyed token or the salt uses).
     part_slot: [Option<usize>; PARTS],
     nparts: usize,
-    /// The segment's hashed words, and its stored words when values keep their stored form.
+    /// The segment's hashed words, and its stored words when entries keep their stored form.
     seg_words: usize,
     stored_words: usize,
-    /// Values keep their hashed words (not needed when the field alone feeds a hardened
+    /// Entries keep their hashed words (not needed when the field alone feeds a hardened
     /// segment: its stored form is all that is used).
     keep_raw: bool,
+    /// Keyed-token kinds computed once per entry: all their parts are this field's, or (for a
+    /// salted field) the salt.
+    embedded: Vec<usize>,
 }
 
 impl FieldPlan {
     /// `kept`: which transforms some keyed token or the salt uses; `segment`: (index, bits per
-    /// token, first bit, hashed words, stored words kept per value or 0, whether values keep
-    /// their hashed words).
+    /// token, first bit, hashed words, stored words kept per entry or 0, whether entries keep
+    /// their hashed words); `embedded`: see [`embedded_tokens`].
     pub fn new(
         segment: Option<(usize, u32, u32, usize, usize, bool)>,
         salted: bool,
         cached: bool,
         kept: [bool; PARTS],
+        embedded: Vec<usize>,
     ) -> FieldPlan {
         let mut part_slot = [None; PARTS];
         let mut n = 0;
@@ -142,10 +153,11 @@ impl FieldPlan {
             seg_words: segment.map_or(0, |s| s.3),
             stored_words: segment.map_or(0, |s| s.4),
             keep_raw: segment.is_some_and(|s| s.5),
+            embedded,
         }
     }
 
-    /// Hashed words kept per value.
+    /// Hashed words kept per entry.
     fn raw_words(&self) -> usize {
         if self.keep_raw {
             self.seg_words
@@ -154,33 +166,54 @@ impl FieldPlan {
         }
     }
 
-    /// Words of a payload before its bits (unsalted) or token ids (salted).
+    /// Words before an entry's bits (or a value's token ids).
     fn body_at(&self) -> usize {
         1 + self.nparts
     }
 
-    /// Words of an unsalted value's bits and stored form in its payload.
+    /// Words of an entry's bits and stored form.
     fn bits_words(&self) -> usize {
-        if self.salted || self.segment.is_none() {
-            0
-        } else {
-            self.raw_words() + self.stored_words
-        }
-    }
-
-    /// Words a salted value keeps per salt: its hashed words (when kept) and stored form.
-    fn salted_words(&self) -> usize {
         self.raw_words() + self.stored_words
     }
 
-    /// Whether values keep the segment's stored form.
+    /// Where an entry's embedded tokens start.
+    fn emb_at(&self) -> usize {
+        self.body_at() + self.bits_words()
+    }
+
+    /// Where an entry's part texts start.
+    fn entry_text_at(&self) -> usize {
+        self.emb_at() + self.embedded.len()
+    }
+
+    /// Whether entries keep the segment's stored form.
     fn keeps_stored(&self) -> bool {
         self.stored_words > 0
     }
 }
 
-// A payload's first word: status (bits 0..8), sets bits (bit 8), length in words (16..32),
-// number of filter tokens (32..64).
+/// The keyed-token kinds that field `fi`'s entries can hold: those all of whose parts are
+/// `fi`'s, or, when `fi` is salted, the salt (which is then the row's salt text). Each kind is
+/// embedded in at most one field.
+pub fn embedded_tokens(schema: &Schema, fi: usize) -> Vec<usize> {
+    let salt = schema.salt.as_ref();
+    let salted = salt.is_some_and(|s| s.salted[fi] && s.source.0 != fi);
+    schema
+        .tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            t.parts.iter().any(|&(f, _)| f == fi)
+                && t.parts.iter().all(|&(f, tr)| {
+                    f == fi || (salted && salt.is_some_and(|s| s.source == (f, tr)))
+                })
+        })
+        .map(|(kind, _)| kind)
+        .collect()
+}
+
+// An entry's first word: status (bits 0..8), sets bits (bit 8), length in words (16..32), and
+// for a salted field's value, its number of filter tokens (32..64).
 const META_BITS: u64 = 1 << 8;
 
 fn payload_len(meta: u64) -> usize {
@@ -191,31 +224,30 @@ fn meta_ntok(meta: u64) -> usize {
     (meta >> 32) as usize
 }
 
-/// Where a payload's part texts start.
-fn text_at(fp: &FieldPlan, meta: u64) -> usize {
-    fp.body_at()
-        + fp.bits_words()
-        + if fp.salted {
-            meta_ntok(meta).div_ceil(2)
-        } else {
-            0
-        }
-}
-
-/// Part `t` of a payload: its interned id (if it has one) and its text; `None` if the value
-/// has no such part.
-fn part_of<'w>(fp: &FieldPlan, words: &'w [u64], t: usize) -> Option<(Option<u32>, &'w [u8])> {
+/// Part `t` of a payload whose texts start at word `text_at`: its interned id (if it has one)
+/// and its text; `None` if the value has no such part.
+fn part_of<'w>(
+    fp: &FieldPlan,
+    words: &'w [u64],
+    text_at: usize,
+    t: usize,
+) -> Option<(Option<u32>, &'w [u8])> {
     let r = *words.get(1 + fp.part_slot[t]?)?;
     if r == NO_PART {
         return None;
     }
     let id = r as u32;
     let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
-    let text = bytemuck::cast_slice::<u64, u8>(&words[text_at(fp, words[0])..]);
+    let text = bytemuck::cast_slice::<u64, u8>(&words[text_at..]);
     Some(((id != NO_ID).then_some(id), &text[off..off + len]))
 }
 
-/// The ids of a salted payload's filter tokens.
+/// Where a salted field's value's texts start.
+fn value_text_at(fp: &FieldPlan, meta: u64) -> usize {
+    fp.body_at() + meta_ntok(meta).div_ceil(2)
+}
+
+/// The ids of a salted field's value's filter tokens.
 fn token_ids<'w>(fp: &FieldPlan, words: &'w [u64]) -> impl Iterator<Item = u32> + 'w {
     let a = fp.body_at();
     let n = meta_ntok(words[0]);
@@ -223,6 +255,15 @@ fn token_ids<'w>(fp: &FieldPlan, words: &'w [u64]) -> impl Iterator<Item = u32> 
         .iter()
         .flat_map(|&w| [w as u32, (w >> 32) as u32])
         .take(n)
+}
+
+/// Appends `text` to `words` as whole little-endian words (zero-padded).
+fn push_text(words: &mut Vec<u64>, text: &[u8]) {
+    words.extend(text.chunks(8).map(|c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    }));
 }
 
 /// Per salt, the segment-relative bit positions of each filter token, computed on first use.
@@ -274,10 +315,13 @@ impl Positions {
 
 /// One field's caches.
 struct FieldState {
-    dict: Dict,
-    /// The dictionary is in use (switched off, between batches, when it does not earn its
-    /// keep).
-    use_dict: bool,
+    /// Entries by key (raw bytes; for a salted field, the salt then the raw bytes), while the
+    /// dictionary earns its keep.
+    entries: Dict,
+    use_entries: bool,
+    /// A salted field's values by raw bytes (their filter token ids and parts).
+    values: Dict,
+    use_values: bool,
     /// Interned token-part texts, for the ids that keyed-token caches and the salt use.
     parts: Interner,
     /// Per transform: its parts get ids (a live cache or the salt needs them).
@@ -285,31 +329,28 @@ struct FieldState {
     /// Interned filter tokens, and their positions per salt.
     tokens: Interner,
     positions: Positions,
-    /// Salted fields: hashed words and stored form by (salt, value), while it earns its keep.
-    salted: WordMap,
-    salted_on: bool,
-    /// Payloads of this batch's values computed without the dictionary.
+    /// Entries of this batch made without the dictionary.
     scratch: Vec<u64>,
 }
 
 impl FieldState {
-    /// The payload `cur` points to.
+    /// The entry `cur` points to.
     #[inline]
-    fn payload(&self, cur: Cur) -> &[u64] {
+    fn entry(&self, cur: Cur) -> &[u64] {
         match cur {
             Cur::None => &[],
-            Cur::Cached(p, len) => self.dict.payload(p, len as usize),
+            Cur::Cached(p, len) => self.entries.payload(p, len as usize),
             Cur::Scratch(at, len) => &self.scratch[at as usize..(at + len) as usize],
         }
     }
 }
 
-/// Where a row's value of a field is.
+/// Where a row's entry of a field is.
 #[derive(Clone, Copy)]
 enum Cur {
     /// Not present (missing, invalid or unmapped).
     None,
-    /// In the dictionary: payload offset and length.
+    /// In the entry dictionary: payload offset and length.
     Cached(Payload, u32),
     /// In the field's batch scratch: offset and length.
     Scratch(u32, u32),
@@ -333,14 +374,15 @@ enum SegMode {
 /// [`MARKER`] is the "no salt" marker, the empty text), or [`NO_BITS`] (no salt, and the
 /// schema says salted fields then set no bits). Salts past [`MAX_SALTS`] have no position
 /// tables: their tokens are hashed directly.
-type Salt = usize;
+type Salt = u32;
 const MARKER: Salt = 0;
-const NO_BITS: Salt = usize::MAX;
+const NO_BITS: Salt = u32::MAX;
 
-/// Token-key flags of a row and kind: the token is not emitted (a part is missing), or its
-/// parts have no ids (hashed without the cache).
+/// Token flags of a row and kind: not emitted (a part is missing); hashed from its message
+/// (its parts have no ids, or its cache is off); found in an entry (its value is in `tkeys`).
 const T_ABSENT: u8 = 1;
 const T_UNCACHED: u8 = 2;
+const T_EMBEDDED: u8 = 4;
 
 /// Counts of one field's values over a block.
 #[derive(Clone, Default)]
@@ -371,14 +413,14 @@ pub struct BatchOut<'o, 'd> {
     pub encoded: &'o mut usize,
 }
 
-/// Buffers for computing values and building segments.
+/// Buffers for computing entries and building segments.
 #[derive(Default)]
 struct Scratch {
-    acc: Vec<u64>,
     overlap: Vec<u64>,
     raw: Vec<u64>,
     harden: harden::Scratch,
     payload: Vec<u64>,
+    value: Vec<u64>,
     text: Vec<u8>,
     msg: Vec<u8>,
     pos: Vec<u32>,
@@ -386,8 +428,9 @@ struct Scratch {
     decode: String,
 }
 
-/// A keyed-token part a field gives: the token kind, the shift of the part's id in the cache
-/// key (`u32::MAX`: the kind is not cached), and the payload word with the part's reference.
+/// A keyed-token part a field's entry gives: the token kind, the shift of the part's id in the
+/// cache key (`u32::MAX`: the kind is not cached), and the entry word with the part's
+/// reference.
 #[derive(Clone, Copy)]
 struct TokenUse {
     kind: usize,
@@ -402,56 +445,57 @@ pub struct Worker<'p, 'a> {
     /// Per token kind: token by the ids of its parts, while it earns its keep.
     token_cache: Vec<U64Map>,
     token_cache_on: Vec<bool>,
-    /// Per field: the keyed-token parts it gives; per token kind: some part's field has no
-    /// column (the token is never emitted).
+    /// Per field: the keyed-token parts its entries give (kinds not embedded); per token kind:
+    /// some part's field has no column (the token is never emitted).
     token_uses: Vec<Vec<TokenUse>>,
     token_unmapped: Vec<bool>,
+    /// Per segment, how its stored form is built.
+    seg_mode: Vec<SegMode>,
     /// Salt texts → salt ids; and per salt-source part id, its salt id (dense).
     salts: Interner,
     salt_of_part: Vec<u32>,
-    /// Per batch: each row's state; per row and field, where its value and its salted bits
-    /// are, and whether it sets bits; per row and token kind, the cache key and flags.
+    /// Per batch: each row's state; per row and field, where its entry is; per row and token
+    /// kind, the cache key (or the token) and flags; the record ids, one after another.
     rows: Vec<RowState>,
     cur: Vec<Cur>,
-    /// Per segment, how its stored form is built.
-    seg_mode: Vec<SegMode>,
-    /// Per batch: each row's stored filter, built as its values are looked up (while they are
-    /// in cache), then copied to the output; per row, the hashed bits of its segments (stored
-    /// layout of `Schema::segments`) and which segments have a value yet.
+    tkeys: Vec<u64>,
+    tflags: Vec<u8>,
+    ids: String,
+    /// Per batch: each row's stored filter, built as its entries are looked up, then copied
+    /// to the output; per row, the hashed bits of its segments (layout of
+    /// `Schema::segments`) and which segments have a value yet.
     fbuf: Vec<u64>,
     acc: Vec<u64>,
     seen: Vec<bool>,
-    tkeys: Vec<u64>,
-    tflags: Vec<u8>,
     hashes: Vec<u64>,
-    keys: Vec<u64>,
-    /// Per batch: the rows' record ids, one after another.
-    ids: String,
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
     sc: Scratch,
     /// Per field counts for the block being encoded.
     pub counts: Vec<FieldCounts>,
 }
 
-/// `keys` entry of a row whose salted bits need no lookup.
-const ABSENT: u64 = u64::MAX;
-
 impl<'p, 'a> Worker<'p, 'a> {
     /// A worker with empty caches.
     pub fn new(plan: &'p Plan<'a>) -> Self {
-        let nf = plan.schema.fields.len();
+        let schema = plan.schema;
+        let nf = schema.fields.len();
         let mut salts = Interner::default();
-        let marker = salts.id(b"") as usize;
+        let marker = salts.id(b"");
         debug_assert_eq!(marker, MARKER);
+        let token_embedded: Vec<bool> = (0..schema.tokens.len())
+            .map(|kind| plan.fields.iter().any(|fp| fp.embedded.contains(&kind)))
+            .collect();
         let token_uses = (0..nf)
             .map(|fi| {
                 let fp = &plan.fields[fi];
                 let mut uses = Vec::new();
-                for (kind, t) in plan.schema.tokens.iter().enumerate() {
+                for (kind, t) in schema.tokens.iter().enumerate() {
+                    if token_embedded[kind] {
+                        continue;
+                    }
                     for (i, &(f, tr)) in t.parts.iter().enumerate() {
-                        if f != fi {
-                            continue;
-                        }
-                        let Some(slot) = fp.part_slot[tr.index()] else {
+                        let Some(slot) = fp.part_slot[tr.index()].filter(|_| f == fi) else {
                             continue;
                         };
                         let shift = if t.parts.len() <= 2 {
@@ -475,40 +519,30 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .fields
                 .iter()
                 .map(|fp| FieldState {
-                    dict: Dict::default(),
-                    use_dict: fp.cached,
+                    entries: Dict::default(),
+                    use_entries: fp.cached,
+                    values: Dict::default(),
+                    use_values: fp.cached && fp.salted,
                     parts: Interner::default(),
                     need_id: [false; PARTS],
                     tokens: Interner::default(),
                     positions: Positions::default(),
-                    salted: WordMap::new(if fp.salted { fp.salted_words() } else { 0 }),
-                    salted_on: fp.cached && fp.salted,
                     scratch: Vec::new(),
                 })
                 .collect(),
-            token_cache: plan
-                .schema
+            token_cache: schema.tokens.iter().map(|_| U64Map::default()).collect(),
+            token_cache_on: schema
                 .tokens
                 .iter()
-                .map(|_| U64Map::default())
-                .collect(),
-            token_cache_on: plan
-                .schema
-                .tokens
-                .iter()
-                .map(|t| t.parts.len() <= 2)
+                .enumerate()
+                .map(|(kind, t)| t.parts.len() <= 2 && !token_embedded[kind])
                 .collect(),
             token_uses,
-            token_unmapped: plan
-                .schema
+            token_unmapped: schema
                 .tokens
                 .iter()
                 .map(|t| t.parts.iter().any(|(f, _)| plan.unmapped.contains(f)))
                 .collect(),
-            salts,
-            salt_of_part: Vec::new(),
-            rows: Vec::new(),
-            cur: Vec::new(),
             seg_mode: plan
                 .segment_fields
                 .iter()
@@ -526,14 +560,19 @@ impl<'p, 'a> Worker<'p, 'a> {
                     }
                 })
                 .collect(),
+            salts,
+            salt_of_part: Vec::new(),
+            rows: Vec::new(),
+            cur: Vec::new(),
+            tkeys: Vec::new(),
+            tflags: Vec::new(),
+            ids: String::new(),
             fbuf: Vec::new(),
             acc: Vec::new(),
             seen: Vec::new(),
-            tkeys: Vec::new(),
-            tflags: Vec::new(),
             hashes: Vec::new(),
             keys: Vec::new(),
-            ids: String::new(),
+            key_ends: Vec::new(),
             sc: Scratch::default(),
             counts: vec![FieldCounts::default(); nf],
         };
@@ -557,27 +596,41 @@ impl<'p, 'a> Worker<'p, 'a> {
                 }
             }
         }
+        // Tokens embedded in salted entries are cached by (salt, part id) when an entry is
+        // made.
+        for (fi, fp) in self.plan.fields.iter().enumerate() {
+            if !fp.salted {
+                continue;
+            }
+            for &kind in &fp.embedded {
+                for &(f, tr) in &schema.tokens[kind].parts {
+                    if f == fi {
+                        self.fields[fi].need_id[tr.index()] = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Switches off caches that do not earn their keep, and empties every cache when one has
     /// outgrown its bound (between batches, so no reference into a cache outlives it).
     fn tend_caches(&mut self) {
         for f in &mut self.fields {
-            if f.use_dict
-                && f.dict
+            if f.use_entries
+                && f.entries
                     .hit_rate(PROBE)
-                    .is_some_and(|r| r < MIN_VALUE_HIT_RATE)
+                    .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
             {
-                f.use_dict = false;
-                f.dict = Dict::default();
+                f.use_entries = false;
+                f.entries = Dict::default();
             }
-            if f.salted_on
-                && f.salted
+            if f.use_values
+                && f.values
                     .hit_rate(PROBE)
-                    .is_some_and(|r| r < MIN_SALTED_HIT_RATE)
+                    .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
             {
-                f.salted_on = false;
-                f.salted = WordMap::new(0);
+                f.use_values = false;
+                f.values = Dict::default();
             }
         }
         let mut changed = false;
@@ -592,28 +645,25 @@ impl<'p, 'a> Worker<'p, 'a> {
             self.set_need_id();
         }
         let over = self.fields.iter().any(|f| {
-            f.dict.arena_words() > MAX_DICT_WORDS
+            f.entries.arena_words() > MAX_DICT_WORDS
+                || f.values.arena_words() > MAX_DICT_WORDS
                 || f.parts.len() > MAX_INTERNED
                 || f.tokens.len() > MAX_INTERNED
-                || f.salted.len() > MAX_CACHED
         }) || self.salts.len() > MAX_INTERNED
             || self.token_cache.iter().any(|c| c.len() > MAX_CACHED);
         if over {
             let on: Vec<(bool, bool)> = self
                 .fields
                 .iter()
-                .map(|f| (f.use_dict, f.salted_on))
+                .map(|f| (f.use_entries, f.use_values))
                 .collect();
             let tok_on = self.token_cache_on.clone();
             let mut fresh = Worker::new(self.plan);
             fresh.counts = std::mem::take(&mut self.counts);
             *self = fresh;
-            for (f, (d, s)) in self.fields.iter_mut().zip(on) {
-                f.use_dict = d;
-                f.salted_on = s;
-                if !s {
-                    f.salted = WordMap::new(0);
-                }
+            for (f, (e, v)) in self.fields.iter_mut().zip(on) {
+                f.use_entries = e;
+                f.use_values = v;
             }
             self.token_cache_on = tok_on;
             self.set_need_id();
@@ -622,7 +672,7 @@ impl<'p, 'a> Worker<'p, 'a> {
 
     /// Encodes a batch of parsed records, whose first is row `first_row` of the export and
     /// `offset` of its block: accepted rows are written to `o` in order, rejected rows listed.
-    /// Values are looked up column by column, so that each step has the whole batch's memory
+    /// Entries are looked up column by column, so that each step has the whole batch's memory
     /// loads in flight together, where row by row each lookup would wait for its own cache
     /// misses; then each accepted row is finished in one pass.
     pub fn encode_batch(
@@ -814,10 +864,11 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    /// Looks up source `si`'s column for every live row of the batch: hashes and table slots
-    /// first, then the records the slots point to, then the values themselves (computing the
-    /// ones not yet known); then counts them, notes their keyed-token parts and, for the salt
-    /// source, sets each row's salt.
+    /// Looks up source `si`'s column for every live row of the batch: keys, hashes and table
+    /// slots first, then the records the slots point to, then the entries themselves
+    /// (making the ones not yet known); then counts them, notes their keyed-token parts and
+    /// embedded tokens, adds their bits to the rows' filters and, for the salt source, sets
+    /// each row's salt.
     fn look_up_column(&mut self, batch: &RecordBatch<'_>, si: usize) {
         let plan = self.plan;
         let src = &plan.sources[si];
@@ -833,6 +884,8 @@ impl<'p, 'a> Worker<'p, 'a> {
             tkeys,
             tflags,
             hashes,
+            keys,
+            key_ends,
             token_uses,
             counts,
             sc,
@@ -840,60 +893,87 @@ impl<'p, 'a> Worker<'p, 'a> {
             fbuf,
             acc,
             seen,
+            salts,
+            token_cache,
             ..
         } = self;
         let f = &mut fields[fi];
-        let use_dict = f.use_dict;
-        // The column's values, and (dictionary) their hashes with the table slots loaded.
-        let mut raws: [&[u8]; super::BATCH_ROWS] = [&[]; super::BATCH_ROWS];
+        let use_entries = f.use_entries;
+        // Each live row's key (a salted field's starts with the row's salt), its hash, and the
+        // table slot it lands on.
+        keys.clear();
+        key_ends.clear();
         for (r, st) in rows.iter().enumerate() {
             if st.live {
-                raws[r] = batch.get(r).get(col);
+                if fp.salted {
+                    keys.extend_from_slice(&st.salt.to_le_bytes());
+                }
+                keys.extend_from_slice(batch.get(r).get(col));
             }
+            key_ends.push(keys.len());
         }
-        if use_dict {
+        let key = |r: usize| {
+            let start = if r == 0 { 0 } else { key_ends[r - 1] };
+            &keys[start..key_ends[r]]
+        };
+        if use_entries {
             hashes.clear();
-            for (st, raw) in rows.iter().zip(raws.iter()) {
+            for (r, st) in rows.iter().enumerate() {
                 let mut h = 0;
                 if st.live {
-                    h = hash_bytes(raw);
-                    f.dict.prefetch_slot(h);
+                    h = hash_bytes(key(r));
+                    f.entries.prefetch_slot(h);
                 }
                 hashes.push(h);
             }
             for (st, &h) in rows.iter().zip(hashes.iter()) {
                 if st.live {
-                    f.dict.prefetch_record(h);
+                    f.entries.prefetch_record(h);
                 }
             }
         }
         let uses = &token_uses[fi];
         let counts = &mut counts[fi];
         let in_filter = fp.segment.is_some();
+        let salt_bytes = if fp.salted { 4 } else { 0 };
         for r in 0..n {
             let st = &mut rows[r];
             if !st.live {
                 continue;
             }
-            let raw = raws[r];
-            let (c, words) = if use_dict && raw.len() <= normalise::MAX_FIELD_BYTES {
+            let k = key(r);
+            let raw = &k[salt_bytes..];
+            let salt = st.salt;
+            let mut make = |f: &mut FieldState, sc: &mut Scratch, cached: bool| {
+                if fp.salted {
+                    let ctx = SaltCtx {
+                        salt,
+                        salts,
+                        token_cache,
+                    };
+                    make_salted_entry(plan, fi, f, raw, ctx, cached, sc);
+                } else {
+                    compute_value(plan, fi, f, raw, cached, sc);
+                }
+            };
+            let (c, words) = if use_entries && raw.len() <= normalise::MAX_FIELD_BYTES {
                 let hash = hashes[r];
-                match f.dict.find(hash, raw) {
+                match f.entries.find(hash, k) {
                     Some(p) => {
-                        let words = f.dict.payload_from(p);
+                        let words = f.entries.payload_from(p);
                         let len = payload_len(words[0]);
                         (Cur::Cached(p, len as u32), &words[..len])
                     }
                     None => {
-                        compute_value(plan, fi, f, raw, true, sc);
+                        make(f, sc, true);
                         let len = sc.payload.len();
-                        let p = f.dict.insert(hash, raw, len);
-                        f.dict.payload_mut(p, len).copy_from_slice(&sc.payload);
-                        (Cur::Cached(p, len as u32), f.dict.payload(p, len))
+                        let p = f.entries.insert(hash, k, len);
+                        f.entries.payload_mut(p, len).copy_from_slice(&sc.payload);
+                        (Cur::Cached(p, len as u32), f.entries.payload(p, len))
                     }
                 }
             } else {
-                compute_value(plan, fi, f, raw, false, sc);
+                make(f, sc, false);
                 let at = f.scratch.len();
                 f.scratch.extend_from_slice(&sc.payload);
                 let len = sc.payload.len();
@@ -903,7 +983,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 )
             };
             let meta = words[0];
-            let (keys, flags) = (
+            let (tk, flags) = (
                 &mut tkeys[r * ntok..(r + 1) * ntok],
                 &mut tflags[r * ntok..(r + 1) * ntok],
             );
@@ -911,11 +991,29 @@ impl<'p, 'a> Worker<'p, 'a> {
                 ST_PRESENT => {
                     counts.present += 1;
                     cur[r * nf + fi] = c;
-                    if in_filter && !(fp.salted && st.salt == NO_BITS) {
+                    if in_filter && !(fp.salted && salt == NO_BITS) {
                         st.in_filter += 1;
                     }
-                    if let (Some(seg), false, true) = (fp.segment, fp.salted, meta & META_BITS != 0)
-                    {
+                    for u in uses {
+                        let part = words[u.word];
+                        if part == NO_PART {
+                            flags[u.kind] |= T_ABSENT;
+                        } else if part as u32 == NO_ID || u.shift == u32::MAX {
+                            flags[u.kind] |= T_UNCACHED;
+                        } else {
+                            tk[u.kind] |= ((part & 0xffff_ffff) + 1) << u.shift;
+                        }
+                    }
+                    for (j, &kind) in fp.embedded.iter().enumerate() {
+                        match words[fp.emb_at() + j] {
+                            NO_TOKEN => flags[kind] |= T_ABSENT,
+                            tok => {
+                                tk[kind] = tok;
+                                flags[kind] |= T_EMBEDDED;
+                            }
+                        }
+                    }
+                    if let (Some(seg), true) = (fp.segment, meta & META_BITS != 0) {
                         let a = fp.body_at();
                         let (raw, stored) = words[a..a + fp.bits_words()].split_at(fp.raw_words());
                         contribute(
@@ -927,16 +1025,6 @@ impl<'p, 'a> Worker<'p, 'a> {
                             stored,
                             sc,
                         );
-                    }
-                    for u in uses {
-                        let part = words[u.word];
-                        if part == NO_PART {
-                            flags[u.kind] |= T_ABSENT;
-                        } else if part as u32 == NO_ID || u.shift == u32::MAX {
-                            flags[u.kind] |= T_UNCACHED;
-                        } else {
-                            keys[u.kind] |= ((part & 0xffff_ffff) + 1) << u.shift;
-                        }
                     }
                     continue;
                 }
@@ -951,6 +1039,9 @@ impl<'p, 'a> Worker<'p, 'a> {
             for u in uses {
                 flags[u.kind] |= T_ABSENT;
             }
+            for &kind in &fp.embedded {
+                flags[kind] |= T_ABSENT;
+            }
         }
         if let Some(s) = plan.schema.salt.as_ref().filter(|s| s.source.0 == fi) {
             let t = s.source.1.index();
@@ -962,18 +1053,16 @@ impl<'p, 'a> Worker<'p, 'a> {
                 }
             }
         }
-        if fp.salted {
-            self.salted_column(fi, n);
-        }
     }
 
-    /// The salt given by part `t` of the salt source `fi`'s value `cur`; `None` when it gives
+    /// The salt given by part `t` of the salt source `fi`'s entry `cur`; `None` when it gives
     /// none (the default then stands).
     fn row_salt(&mut self, cur: Cur, fi: usize, t: usize) -> Option<Salt> {
-        let (id, text) = part_of(&self.plan.fields[fi], self.fields[fi].payload(cur), t)?;
+        let fp = &self.plan.fields[fi];
+        let (id, text) = part_of(fp, self.fields[fi].entry(cur), fp.entry_text_at(), t)?;
         if let Some(&s) = id.and_then(|part| self.salt_of_part.get(part as usize)) {
             if s != NO_ID {
-                return Some(s as Salt);
+                return Some(s);
             }
         }
         let text = text.to_vec();
@@ -984,7 +1073,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             }
             self.salt_of_part[part] = sid;
         }
-        Some(sid as Salt)
+        Some(sid)
     }
 
     /// Rejects the rows whose values make them unusable (their fields were counted).
@@ -1028,94 +1117,8 @@ impl<'p, 'a> Worker<'p, 'a> {
                         st.in_filter, plan.schema.def.min_fields
                     ),
                 ));
-                continue;
             }
         }
-    }
-
-    /// Salted field `fi`'s bits in each live row of the batch: from the field's salted cache
-    /// (slots and words loaded for the whole batch first) or computed, and added to the row's
-    /// filter.
-    fn salted_column(&mut self, fi: usize, n: usize) {
-        let plan = self.plan;
-        let nf = plan.schema.fields.len();
-        let fp = &plan.fields[fi];
-        let Some(seg) = fp.segment else {
-            return;
-        };
-        let Worker {
-            fields,
-            rows,
-            cur,
-            keys,
-            salts,
-            sc,
-            seg_mode,
-            fbuf,
-            acc,
-            seen,
-            ..
-        } = self;
-        let f = &mut fields[fi];
-        let on = f.salted_on;
-        keys.clear();
-        for r in 0..n {
-            let c = cur[r * nf + fi];
-            let salt = rows[r].salt;
-            let feeds = rows[r].live
-                && salt != NO_BITS
-                && f.payload(c).first().is_some_and(|m| m & META_BITS != 0);
-            let key = match c {
-                _ if !feeds => ABSENT,
-                Cur::Cached(p, _) if on => (salt as u64 + 1) << 32 | u64::from(p),
-                _ => 0,
-            };
-            if key != ABSENT && key != 0 {
-                f.salted.prefetch_slot(key);
-            }
-            keys.push(key);
-        }
-        for &key in keys.iter() {
-            if key != ABSENT && key != 0 {
-                f.salted.prefetch_words(key);
-            }
-        }
-        let w = fp.salted_words();
-        let mut bits = std::mem::take(&mut sc.acc);
-        for r in 0..n {
-            let key = keys[r];
-            if key == ABSENT {
-                continue;
-            }
-            let (c, salt) = (cur[r * nf + fi], rows[r].salt);
-            let words: &[u64] = if key != 0 {
-                match f.salted.find_or_add(key) {
-                    Ok(e) => f.salted.get(e),
-                    Err(e) => {
-                        compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
-                        let dst = f.salted.get_mut(e);
-                        dst.copy_from_slice(&sc.payload[..w]);
-                        dst
-                    }
-                }
-            } else {
-                compute_salted(plan, fi, f, c, salts.text(salt as u32), salt, sc);
-                bits.clear();
-                bits.extend_from_slice(&sc.payload[..w]);
-                &bits
-            };
-            let (raw, stored) = words.split_at(fp.raw_words());
-            contribute(
-                plan,
-                seg,
-                seg_mode[seg],
-                Row::new(plan, r, fbuf, acc, seen),
-                raw,
-                stored,
-                sc,
-            );
-        }
-        sc.acc = bits;
     }
 
     /// Hardens the segments built by ORing their values' bits ([`SegMode::General`]), once
@@ -1151,8 +1154,8 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 
     /// Row `r`'s keyed exact tokens into `out` (unsorted); returns how many. A token is
-    /// emitted when all its parts are present: from its cache, by the ids of its (one or two)
-    /// parts, or hashed from its message.
+    /// emitted when all its parts are present: from the entry that holds it, from its cache
+    /// by the ids of its (one or two) parts, or hashed from its message.
     fn row_tokens(&mut self, r: usize, out: &mut [u64]) -> usize {
         let plan = self.plan;
         let nf = plan.schema.fields.len();
@@ -1164,6 +1167,11 @@ impl<'p, 'a> Worker<'p, 'a> {
                 continue;
             }
             let key = self.tkeys[r * ntok + kind];
+            if flags & T_EMBEDDED != 0 {
+                out[nt] = key;
+                nt += 1;
+                continue;
+            }
             let cached = flags == 0;
             if cached {
                 if let Some(tok) = self.token_cache[kind].get(key) {
@@ -1178,8 +1186,9 @@ impl<'p, 'a> Worker<'p, 'a> {
                 if i > 0 {
                     msg.push(tokens::TOKEN_PART_SEPARATOR);
                 }
-                let words = self.fields[fi].payload(self.cur[r * nf + fi]);
-                if let Some((_, p)) = part_of(&plan.fields[fi], words, tr.index()) {
+                let fp = &plan.fields[fi];
+                let words = self.fields[fi].entry(self.cur[r * nf + fi]);
+                if let Some((_, p)) = part_of(fp, words, fp.entry_text_at(), tr.index()) {
                     msg.extend_from_slice(p);
                 }
             }
@@ -1223,8 +1232,8 @@ impl<'b> Row<'b> {
     }
 }
 
-/// Adds a value's hashed bits `raw` and stored form `stored` (empty when not kept) to segment
-/// `seg` of a row's filter, as `mode` says.
+/// Adds a value's hashed bits `raw` and stored form `stored` (either empty when not kept) to
+/// segment `seg` of a row's filter, as `mode` says.
 #[inline]
 fn contribute(
     plan: &Plan<'_>,
@@ -1279,9 +1288,10 @@ fn contribute(
     }
 }
 
-/// Computes field `fi`'s value of `raw` into `sc.payload` (laid out as [`FieldPlan`] says);
-/// with `cached`, it goes into the dictionary and its parts get the ids caches need, otherwise
-/// into the batch's scratch space.
+/// Field `fi`'s value of `raw`, as [`FieldPlan`] lays it out, into `sc.payload`: for an
+/// unsalted field its entry (bits, stored form and embedded tokens included), for a salted
+/// one its value (filter token ids, no bits). With `cached`, it goes into a dictionary and its
+/// parts get the ids caches need.
 #[inline(never)]
 fn compute_value(
     plan: &Plan<'_>,
@@ -1301,10 +1311,16 @@ fn compute_value(
         decode,
         harden,
         raw: words,
+        msg,
         ..
     } = sc;
     s.clear();
-    s.resize(fp.body_at() + fp.bits_words(), 0);
+    let fixed = if fp.salted {
+        fp.body_at()
+    } else {
+        fp.entry_text_at()
+    };
+    s.resize(fixed, 0);
     s[1..fp.body_at()].fill(NO_PART);
     text.clear();
     let value = match field_value(plan, fi, raw, decode) {
@@ -1354,7 +1370,6 @@ fn compute_value(
                 s.push(lo);
             }
         } else {
-            let at = fp.body_at();
             words.clear();
             words.resize(fp.seg_words, 0);
             for i in 0..tok_buf.len() {
@@ -1382,6 +1397,7 @@ fn compute_value(
             if words.iter().any(|&w| w != 0) {
                 meta |= META_BITS;
             }
+            let at = fp.body_at();
             let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
             raw.copy_from_slice(&words[..raw.len()]);
             if fp.keeps_stored() {
@@ -1389,80 +1405,197 @@ fn compute_value(
             }
         }
     }
-    s.extend(text.chunks(8).map(|c| {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(w)
-    }));
+    if !fp.salted {
+        // Embedded tokens: all their parts are this value's.
+        for (j, &kind) in fp.embedded.iter().enumerate() {
+            s[fp.emb_at() + j] = embedded_token(plan, kind, fi, s, text, None, msg);
+        }
+    }
+    push_text(s, text);
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
 }
 
-/// A salted field's hashed words under `salt` (whose text is `salt_text`), then (when kept)
-/// their stored form, into `sc.payload`.
+/// Keyed token `kind` of an entry of field `fi` whose part references are in `refs` (an
+/// entry's first words) and texts in `text`; a part that is the salt takes `salt` (`None`:
+/// no salt, the token is not emitted). [`NO_TOKEN`] when a part is missing.
+fn embedded_token(
+    plan: &Plan<'_>,
+    kind: usize,
+    fi: usize,
+    refs: &[u64],
+    text: &[u8],
+    salt: Option<&[u8]>,
+    msg: &mut Vec<u8>,
+) -> u64 {
+    let fp = &plan.fields[fi];
+    msg.clear();
+    for (i, &(f, tr)) in plan.schema.tokens[kind].parts.iter().enumerate() {
+        if i > 0 {
+            msg.push(tokens::TOKEN_PART_SEPARATOR);
+        }
+        let part = if f == fi {
+            fp.part_slot[tr.index()]
+                .map(|slot| refs[1 + slot])
+                .filter(|&r| r != NO_PART)
+                .map(|r| {
+                    let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
+                    &text[off..off + len]
+                })
+        } else {
+            salt
+        };
+        match part {
+            Some(p) => msg.extend_from_slice(p),
+            None => return NO_TOKEN,
+        }
+    }
+    plan.hasher.exact_token(kind, msg)
+}
+
+/// A row's salt and what a salted entry needs of the worker to be made: the salt texts, and
+/// the keyed-token caches (for the tokens embedded in entries, by salt and part id).
+struct SaltCtx<'c> {
+    salt: Salt,
+    salts: &'c Interner,
+    token_cache: &'c mut [U64Map],
+}
+
+/// A salted field's entry for value `raw` under the row's salt into `sc.payload`: the value
+/// (from the field's value dictionary, or computed), its bits under the salt, the stored form,
+/// and the embedded tokens.
 #[inline(never)]
-fn compute_salted(
+fn make_salted_entry(
     plan: &Plan<'_>,
     fi: usize,
     f: &mut FieldState,
-    cur: Cur,
-    salt_text: &[u8],
-    salt: Salt,
+    raw: &[u8],
+    ctx: SaltCtx<'_>,
+    cached: bool,
     sc: &mut Scratch,
 ) {
+    let SaltCtx {
+        salt,
+        salts,
+        token_cache,
+    } = ctx;
     let fp = &plan.fields[fi];
-    let Scratch {
-        payload: bits,
-        msg,
-        pos: pos_buf,
-        harden,
-        ..
-    } = sc;
-    bits.clear();
-    bits.resize(fp.seg_words + fp.stored_words, 0);
-    let sg = fp.segment.unwrap_or(0);
-    let (k, start) = (fp.k as usize, fp.start_bit);
-    let hasher = &plan.hasher;
-    let (words, stored) = bits.split_at_mut(fp.seg_words);
-    let FieldState {
-        dict,
-        scratch,
-        tokens,
-        positions,
-        ..
-    } = f;
-    let payload = match cur {
-        Cur::None => &[][..],
-        Cur::Cached(p, len) => dict.payload(p, len as usize),
-        Cur::Scratch(at, len) => &scratch[at as usize..(at + len) as usize],
-    };
-    for tok in token_ids(fp, payload) {
-        if salt >= MAX_SALTS {
-            let m = salted_message(salt_text, tokens.text(tok), msg);
-            pos_buf.clear();
-            hasher.positions(sg, fp.k, m, pos_buf);
-            for &p in pos_buf.iter() {
-                let p = p - start;
-                words[(p / 64) as usize] |= 1 << (p % 64);
+    // The value, unsalted.
+    let value_at = if f.use_values && cached && raw.len() <= normalise::MAX_FIELD_BYTES {
+        let hash = hash_bytes(raw);
+        match f.values.find(hash, raw) {
+            Some(p) => Some(p),
+            None => {
+                compute_value(plan, fi, f, raw, true, sc);
+                let len = sc.payload.len();
+                let p = f.values.insert(hash, raw, len);
+                f.values.payload_mut(p, len).copy_from_slice(&sc.payload);
+                Some(p)
             }
-            continue;
         }
-        let pos = positions.get(salt, tok, k, |out| {
-            let m = salted_message(salt_text, tokens.text(tok), msg);
-            pos_buf.clear();
-            hasher.positions(sg, fp.k, m, pos_buf);
-            out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
-        });
-        for &p in pos {
-            words[usize::from(p) / 64] |= 1 << (p % 64);
+    } else {
+        compute_value(plan, fi, f, raw, cached, sc);
+        None
+    };
+    let mut value = std::mem::take(&mut sc.value);
+    value.clear();
+    match value_at {
+        Some(p) => {
+            let words = f.values.payload_from(p);
+            value.extend_from_slice(&words[..payload_len(words[0])]);
+        }
+        None => value.extend_from_slice(&sc.payload),
+    }
+    // The entry: the value's status and part references, its bits under the salt, the
+    // embedded tokens, the value's texts.
+    let meta = value[0];
+    let s = &mut sc.payload;
+    s.clear();
+    if meta as u8 != ST_PRESENT {
+        s.extend_from_slice(&value);
+        sc.value = value;
+        return;
+    }
+    s.extend_from_slice(&value[..fp.body_at()]);
+    s.resize(fp.entry_text_at(), 0);
+    let salt_text = (salt != NO_BITS).then(|| salts.text(salt));
+    let mut meta = u64::from(ST_PRESENT);
+    if let (Some(sg), Some(salt_text)) = (fp.segment, salt_text) {
+        let words = &mut sc.raw;
+        words.clear();
+        words.resize(fp.seg_words, 0);
+        let (k, start) = (fp.k as usize, fp.start_bit);
+        let hasher = &plan.hasher;
+        let (msg, pos_buf) = (&mut sc.msg, &mut sc.pos);
+        let FieldState {
+            tokens, positions, ..
+        } = &mut *f;
+        for tok in token_ids(fp, &value) {
+            if salt as usize >= MAX_SALTS {
+                let m = salted_message(salt_text, tokens.text(tok), msg);
+                pos_buf.clear();
+                hasher.positions(sg, fp.k, m, pos_buf);
+                for &p in pos_buf.iter() {
+                    let p = p - start;
+                    words[(p / 64) as usize] |= 1 << (p % 64);
+                }
+                continue;
+            }
+            let pos = positions.get(salt as usize, tok, k, |out| {
+                let m = salted_message(salt_text, tokens.text(tok), msg);
+                pos_buf.clear();
+                hasher.positions(sg, fp.k, m, pos_buf);
+                out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
+            });
+            for &p in pos {
+                words[usize::from(p) / 64] |= 1 << (p % 64);
+            }
+        }
+        if words.iter().any(|&w| w != 0) {
+            meta |= META_BITS;
+        }
+        let at = fp.body_at();
+        let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
+        raw.copy_from_slice(&words[..raw.len()]);
+        if fp.keeps_stored() {
+            plan.hardener
+                .apply_segment(sg, words, stored, &mut sc.harden);
         }
     }
-    if fp.keeps_stored() {
-        plan.hardener.apply_segment(sg, words, stored, harden);
+    let text_words = &value[value_text_at(fp, value[0])..];
+    let text = bytemuck::cast_slice::<u64, u8>(text_words);
+    // The salt is the salt source's part: a token using it is not emitted without a salt.
+    let salt_part = salt_text.filter(|_| salt != MARKER);
+    for (j, &kind) in fp.embedded.iter().enumerate() {
+        // Cached by (salt, the id of the field's one part) when the token has just those two.
+        let parts = &plan.schema.tokens[kind].parts;
+        let own: Vec<usize> = parts
+            .iter()
+            .filter(|&&(f, _)| f == fi)
+            .map(|&(_, tr)| tr.index())
+            .collect();
+        let key = match (own.as_slice(), salt_part.is_some() && parts.len() == 2) {
+            ([t], true) => part_of(fp, &value, value_text_at(fp, value[0]), *t)
+                .and_then(|(id, _)| id)
+                .map(|id| (u64::from(salt) + 1) << 32 | (u64::from(id) + 1)),
+            _ => None,
+        };
+        let cache = &mut token_cache[kind];
+        s[fp.emb_at() + j] = match key.and_then(|k| cache.get(k)) {
+            Some(tok) => tok,
+            None => {
+                let tok = embedded_token(plan, kind, fi, &value, text, salt_part, &mut sc.msg);
+                if let Some(k) = key.filter(|_| tok != NO_TOKEN) {
+                    cache.insert(k, tok);
+                }
+                tok
+            }
+        };
     }
-    if !fp.keep_raw {
-        bits.drain(..fp.seg_words);
-    }
+    s.extend_from_slice(text_words);
+    meta |= (s.len() as u64) << 16;
+    s[0] = meta;
+    sc.value = value;
 }
 
 fn reject(

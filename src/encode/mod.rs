@@ -693,6 +693,7 @@ pub fn encode_reader(
                 schema.salt.as_ref().is_some_and(|s| s.salted[fi]),
                 engine::worth_caching(f.def.normaliser),
                 interned_parts(schema, fi),
+                engine::embedded_tokens(schema, fi),
             )
         })
         .collect();

@@ -263,7 +263,13 @@ impl Dict {
     /// Starts loading the record that `hash` most likely finds (once its slot has arrived).
     pub fn prefetch_record(&self, hash: u64) {
         if let Some(r) = self.slots.candidates(hash).next() {
-            prefetch(&self.arena[r as usize]);
+            // Records span two or three cache lines (key, then payload): load the first three.
+            let at = r as usize;
+            for w in [at, at + 8, at + 16] {
+                if let Some(x) = self.arena.get(w) {
+                    prefetch(x);
+                }
+            }
         }
     }
 
@@ -419,116 +425,6 @@ impl U64Map {
     }
 }
 
-/// Nonzero 64-bit keys → a fixed number of `u64` words each. The slots hold the keys and
-/// entry numbers; the words live in a dense arena by entry number, which never moves an entry
-/// (so an entry number stays valid as the map grows).
-pub struct WordMap {
-    keys: Vec<u64>,
-    entry: Vec<u32>,
-    vals: Vec<u64>,
-    words: usize,
-    len: usize,
-    lookups: u64,
-    hits: u64,
-}
-
-impl WordMap {
-    /// An empty map of `words` words per key.
-    pub fn new(words: usize) -> WordMap {
-        WordMap {
-            keys: vec![0; MIN_SLOTS],
-            entry: vec![0; MIN_SLOTS],
-            vals: Vec::new(),
-            words,
-            len: 0,
-            lookups: 0,
-            hits: 0,
-        }
-    }
-
-    fn home(&self, key: u64) -> usize {
-        hash_u64(key) as usize & (self.keys.len() - 1)
-    }
-
-    /// The entry of `key` (nonzero): `Ok` if it was there, `Err` if it was added (its words
-    /// zeroed, to be filled in through [`WordMap::get_mut`]).
-    pub fn find_or_add(&mut self, key: u64) -> Result<usize, usize> {
-        self.lookups += 1;
-        let mask = self.keys.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            match self.keys[i] {
-                k if k == key => {
-                    self.hits += 1;
-                    return Ok(self.entry[i] as usize);
-                }
-                0 => break,
-                _ => i = (i + 1) & mask,
-            }
-        }
-        let e = self.len;
-        self.len += 1;
-        self.vals.resize(self.len * self.words, 0);
-        self.keys[i] = key;
-        self.entry[i] = e as u32;
-        if self.len * 2 > self.keys.len() {
-            self.grow();
-        }
-        Err(e)
-    }
-
-    fn grow(&mut self) {
-        let n = self.keys.len() * 2;
-        let keys = std::mem::replace(&mut self.keys, vec![0; n]);
-        let entry = std::mem::replace(&mut self.entry, vec![0; n]);
-        let mask = n - 1;
-        for (k, e) in keys.into_iter().zip(entry).filter(|&(k, _)| k != 0) {
-            let mut i = self.home(k);
-            while self.keys[i] != 0 {
-                i = (i + 1) & mask;
-            }
-            self.keys[i] = k;
-            self.entry[i] = e;
-        }
-    }
-
-    /// The words of entry `e`.
-    pub fn get(&self, e: usize) -> &[u64] {
-        &self.vals[e * self.words..(e + 1) * self.words]
-    }
-
-    /// The words of entry `e`, to fill in.
-    pub fn get_mut(&mut self, e: usize) -> &mut [u64] {
-        &mut self.vals[e * self.words..(e + 1) * self.words]
-    }
-
-    /// Starts loading the slot where `key` most likely is.
-    pub fn prefetch_slot(&self, key: u64) {
-        prefetch(&self.keys[self.home(key)]);
-        prefetch(&self.entry[self.home(key)]);
-    }
-
-    /// Starts loading the words of `key` if its slot (loaded by now) shows it at home.
-    pub fn prefetch_words(&self, key: u64) {
-        let i = self.home(key);
-        if self.keys[i] == key {
-            if let Some(w) = self.vals.get(self.entry[i] as usize * self.words) {
-                prefetch(w);
-            }
-        }
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Share of lookups that found their key, once `min_lookups` lookups were made.
-    pub fn hit_rate(&self, min_lookups: u64) -> Option<f64> {
-        (self.lookups >= min_lookups).then(|| self.hits as f64 / self.lookups as f64)
-    }
-}
-
 /// Asks the CPU to start loading the cache line holding `r`.
 #[inline(always)]
 #[allow(unsafe_code)]
@@ -599,25 +495,6 @@ mod tests {
         }
         assert_eq!(m.get(12345), None);
         assert_eq!(m.len(), 9_999);
-    }
-
-    #[test]
-    fn word_map_entries_stay_put_as_it_grows() {
-        let mut m = WordMap::new(3);
-        let mut entries = Vec::new();
-        for k in 1..=10_000u64 {
-            let Err(e) = m.find_or_add(k) else {
-                panic!("{k} found before it was put in");
-            };
-            m.get_mut(e).copy_from_slice(&[k, k * 2, k * 3]);
-            entries.push((k, e));
-        }
-        for &(k, e) in &entries {
-            assert_eq!(m.get(e), &[k, k * 2, k * 3]);
-            assert_eq!(m.find_or_add(k), Ok(e));
-        }
-        assert_eq!(m.len(), 10_000);
-        assert_eq!(m.hit_rate(1), Some(0.5));
     }
 
     #[test]
