@@ -295,6 +295,18 @@ impl Positions {
         &self.tables[salt].0[t * k..(t + 1) * k]
     }
 
+    /// Starts loading the positions of token `tok` under `salt` (and whether they are known).
+    #[inline]
+    fn prefetch(&self, salt: usize, tok: u32, k: usize) {
+        let t = tok as usize;
+        if let Some((pos, known)) = self.tables.get(salt) {
+            if let (Some(w), Some(p)) = (known.get(t / 64), pos.get(t * k)) {
+                super::table::prefetch(w);
+                super::table::prefetch(p);
+            }
+        }
+    }
+
     #[cold]
     fn fill(&mut self, salt: usize, t: usize, k: usize, compute: impl FnOnce(&mut Vec<u16>)) {
         if self.tables.len() <= salt {
@@ -1530,6 +1542,13 @@ fn make_salted_entry(
         let FieldState {
             tokens, positions, ..
         } = &mut *f;
+        // The tokens' positions are independent loads from tables the dictionaries keep
+        // evicting: start them all before using any.
+        if (salt as usize) < MAX_SALTS {
+            for tok in token_ids(fp, &value) {
+                positions.prefetch(salt as usize, tok, k);
+            }
+        }
         for tok in token_ids(fp, &value) {
             if salt as usize >= MAX_SALTS {
                 let m = salted_message(salt_text, tokens.text(tok), msg);
