@@ -42,21 +42,39 @@ const NO_PART: u64 = u64::MAX;
 /// An embedded keyed token that is not emitted (a part is missing). Never a token: a token's
 /// top byte is its kind, and there are fewer than 255 kinds.
 const NO_TOKEN: u64 = u64::MAX;
-/// A cache that finds its key less often than this, once it has seen [`PROBE`] lookups, is
+/// A cache that finds its key less often than this, once it has seen [`Limits::probe`] lookups, is
 /// switched off. A keyed-token cache miss (a lookup and an insert, often a cache miss on a
 /// large table) costs about a third of the HMAC a hit saves; an entry dictionary saves a
 /// normalisation, tokenisation and hardening per hit, and pays at much lower hit rates.
 const MIN_TOKEN_HIT_RATE: f64 = 0.3;
 const MIN_ENTRY_HIT_RATE: f64 = 0.05;
-const PROBE: u64 = 1 << 16;
-/// Bounds on a worker's caches: past them, the worker empties its caches and starts again
-/// (only inputs far beyond national scale, or schemas that put unique values in the filter,
-/// get there).
-const MAX_DICT_WORDS: usize = 1 << 25;
-const MAX_INTERNED: usize = 1 << 22;
-const MAX_CACHED: usize = 1 << 22;
-/// Salts with a position table each; records with other salts hash their tokens directly.
-const MAX_SALTS: usize = 1 << 12;
+
+/// When caches switch off and how large they grow.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Lookups a cache sees before its hit rate is judged.
+    pub probe: u64,
+    /// Bounds on a worker's caches: past them, the worker empties its caches and starts again
+    /// (only inputs far beyond national scale, or schemas that put unique values in the
+    /// filter, get there).
+    pub max_dict_words: usize,
+    pub max_interned: usize,
+    pub max_cached: usize,
+    /// Salts with a position table each; records with other salts hash their tokens directly.
+    pub max_salts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            probe: 1 << 16,
+            max_dict_words: 1 << 25,
+            max_interned: 1 << 22,
+            max_cached: 1 << 22,
+            max_salts: 1 << 12,
+        }
+    }
+}
 
 /// Status codes kept in an entry's first word.
 const ST_PRESENT: u8 = 0;
@@ -384,8 +402,8 @@ enum SegMode {
 
 /// The row's salt: salted fields are hashed under this salt (an id in [`Worker::salts`];
 /// [`MARKER`] is the "no salt" marker, the empty text), or [`NO_BITS`] (no salt, and the
-/// schema says salted fields then set no bits). Salts past [`MAX_SALTS`] have no position
-/// tables: their tokens are hashed directly.
+/// schema says salted fields then set no bits). Salts past [`Limits::max_salts`] have no
+/// position tables: their tokens are hashed directly.
 type Salt = u32;
 const MARKER: Salt = 0;
 const NO_BITS: Salt = u32::MAX;
@@ -627,10 +645,12 @@ impl<'p, 'a> Worker<'p, 'a> {
     /// Switches off caches that do not earn their keep, and empties every cache when one has
     /// outgrown its bound (between batches, so no reference into a cache outlives it).
     fn tend_caches(&mut self) {
+        let lim = self.plan.limits;
+        let probe = lim.probe;
         for f in &mut self.fields {
             if f.use_entries
                 && f.entries
-                    .hit_rate(PROBE)
+                    .hit_rate(probe)
                     .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
             {
                 f.use_entries = false;
@@ -638,7 +658,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             }
             if f.use_values
                 && f.values
-                    .hit_rate(PROBE)
+                    .hit_rate(probe)
                     .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
             {
                 f.use_values = false;
@@ -647,7 +667,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
         let mut changed = false;
         for (c, on) in self.token_cache.iter_mut().zip(&mut self.token_cache_on) {
-            if *on && c.hit_rate(PROBE).is_some_and(|r| r < MIN_TOKEN_HIT_RATE) {
+            if *on && c.hit_rate(probe).is_some_and(|r| r < MIN_TOKEN_HIT_RATE) {
                 *on = false;
                 *c = U64Map::default();
                 changed = true;
@@ -657,12 +677,12 @@ impl<'p, 'a> Worker<'p, 'a> {
             self.set_need_id();
         }
         let over = self.fields.iter().any(|f| {
-            f.entries.arena_words() > MAX_DICT_WORDS
-                || f.values.arena_words() > MAX_DICT_WORDS
-                || f.parts.len() > MAX_INTERNED
-                || f.tokens.len() > MAX_INTERNED
-        }) || self.salts.len() > MAX_INTERNED
-            || self.token_cache.iter().any(|c| c.len() > MAX_CACHED);
+            f.entries.arena_words() > lim.max_dict_words
+                || f.values.arena_words() > lim.max_dict_words
+                || f.parts.len() > lim.max_interned
+                || f.tokens.len() > lim.max_interned
+        }) || self.salts.len() > lim.max_interned
+            || self.token_cache.iter().any(|c| c.len() > lim.max_cached);
         if over {
             let on: Vec<(bool, bool)> = self
                 .fields
@@ -1544,13 +1564,13 @@ fn make_salted_entry(
         } = &mut *f;
         // The tokens' positions are independent loads from tables the dictionaries keep
         // evicting: start them all before using any.
-        if (salt as usize) < MAX_SALTS {
+        if (salt as usize) < plan.limits.max_salts {
             for tok in token_ids(fp, &value) {
                 positions.prefetch(salt as usize, tok, k);
             }
         }
         for tok in token_ids(fp, &value) {
-            if salt as usize >= MAX_SALTS {
+            if salt as usize >= plan.limits.max_salts {
                 let m = salted_message(salt_text, tokens.text(tok), msg);
                 pos_buf.clear();
                 hasher.positions(sg, fp.k, m, pos_buf);

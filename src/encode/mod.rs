@@ -16,6 +16,8 @@ use engine::{FieldCounts, FieldPlan, Worker};
 
 mod blocks;
 mod engine;
+#[cfg(test)]
+mod reference;
 mod table;
 
 type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
@@ -236,6 +238,8 @@ struct Plan<'a> {
     segment_fields: Vec<Vec<usize>>,
     /// Per schema field, how the workers cache and lay out its values.
     fields: Vec<FieldPlan>,
+    /// When the workers' caches switch off and how large they grow.
+    limits: engine::Limits,
 }
 
 impl Plan<'_> {
@@ -530,6 +534,23 @@ pub fn encode_reader(
     map: &ColumnMap,
     opts: &EncodeOptions<'_>,
 ) -> Result<Encoded> {
+    let limits = engine::Limits::default();
+    encode_reader_with(reader, input, input_bytes, key, schema, map, opts, limits)
+}
+
+/// [`encode_reader`] with the workers' caches switching off and bounded as `limits` says
+/// (tests shrink them to run those paths on small inputs).
+#[allow(clippy::too_many_arguments)]
+fn encode_reader_with(
+    reader: impl Read,
+    input: &Path,
+    input_bytes: u64,
+    key: &LinkageKey,
+    schema: &Schema,
+    map: &ColumnMap,
+    opts: &EncodeOptions<'_>,
+    limits: engine::Limits,
+) -> Result<Encoded> {
     map.check_against(schema)?;
     let mut hashing = HashingReader {
         inner: reader,
@@ -710,6 +731,7 @@ pub fn encode_reader(
         segment_fields,
         fields,
         hardener,
+        limits,
     };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
