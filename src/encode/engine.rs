@@ -356,6 +356,9 @@ struct FieldState {
     parts: Interner,
     /// Per transform: its parts get ids (a live cache or the salt needs them).
     need_id: [bool; PARTS],
+    /// Per embedded token kind of a salted field: the transform of the field's one part when
+    /// the token is that part and the salt (cached by salt and part id), else `None`.
+    salt_keyed: Vec<Option<usize>>,
     /// Interned filter tokens, and their positions per salt.
     tokens: Interner,
     positions: Positions,
@@ -548,7 +551,18 @@ impl<'p, 'a> Worker<'p, 'a> {
             fields: plan
                 .fields
                 .iter()
-                .map(|fp| FieldState {
+                .enumerate()
+                .map(|(fi, fp)| FieldState {
+                    salt_keyed: fp
+                        .embedded
+                        .iter()
+                        .map(|&kind| match schema.tokens[kind].parts.as_slice() {
+                            [(a, ta), (b, tb)] if (*a == fi) != (*b == fi) => {
+                                Some(if *a == fi { ta.index() } else { tb.index() })
+                            }
+                            _ => None,
+                        })
+                        .collect(),
                     entries: Dict::default(),
                     use_entries: fp.cached,
                     values: Dict::default(),
@@ -1410,10 +1424,7 @@ fn compute_value(
                 if tok_buf.whole(i) {
                     pos_buf.clear();
                     hasher.positions(sg, fp.k, t, pos_buf);
-                    for &p in pos_buf.iter() {
-                        let p = p - start;
-                        words[(p / 64) as usize] |= 1 << (p % 64);
-                    }
+                    set_bits(words, pos_buf.iter().map(|&p| p - start));
                     continue;
                 }
                 let id = f.tokens.id(t);
@@ -1422,19 +1433,9 @@ fn compute_value(
                     hasher.positions(sg, fp.k, t, pos_buf);
                     out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
                 });
-                for &p in pos {
-                    words[usize::from(p) / 64] |= 1 << (p % 64);
-                }
+                set_bits(words, pos.iter().map(|&p| u32::from(p)));
             }
-            if words.iter().any(|&w| w != 0) {
-                meta |= META_BITS;
-            }
-            let at = fp.body_at();
-            let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
-            raw.copy_from_slice(&words[..raw.len()]);
-            if fp.keeps_stored() {
-                plan.hardener.apply_segment(sg, words, stored, harden);
-            }
+            meta |= store_bits(plan, fp, sg, words, s, harden);
         }
     }
     if !fp.salted {
@@ -1446,6 +1447,37 @@ fn compute_value(
     push_text(s, text);
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
+}
+
+/// Sets the bits at `positions` (relative to the segment's first bit) in `words`.
+#[inline]
+fn set_bits(words: &mut [u64], positions: impl Iterator<Item = u32>) {
+    for p in positions {
+        words[(p / 64) as usize] |= 1 << (p % 64);
+    }
+}
+
+/// Writes a value's hashed segment `words` into its entry `s` (the hashed words when kept, and
+/// the stored form when kept); returns [`META_BITS`] when the value sets bits.
+fn store_bits(
+    plan: &Plan<'_>,
+    fp: &FieldPlan,
+    sg: usize,
+    words: &[u64],
+    s: &mut [u64],
+    harden: &mut harden::Scratch,
+) -> u64 {
+    let at = fp.body_at();
+    let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
+    raw.copy_from_slice(&words[..raw.len()]);
+    if fp.keeps_stored() {
+        plan.hardener.apply_segment(sg, words, stored, harden);
+    }
+    if words.iter().any(|&w| w != 0) {
+        META_BITS
+    } else {
+        0
+    }
 }
 
 /// Keyed token `kind` of an entry of field `fi` whose part references are in `refs` (an
@@ -1574,10 +1606,7 @@ fn make_salted_entry(
                 let m = salted_message(salt_text, tokens.text(tok), msg);
                 pos_buf.clear();
                 hasher.positions(sg, fp.k, m, pos_buf);
-                for &p in pos_buf.iter() {
-                    let p = p - start;
-                    words[(p / 64) as usize] |= 1 << (p % 64);
-                }
+                set_bits(words, pos_buf.iter().map(|&p| p - start));
                 continue;
             }
             let pos = positions.get(salt as usize, tok, k, |out| {
@@ -1586,20 +1615,9 @@ fn make_salted_entry(
                 hasher.positions(sg, fp.k, m, pos_buf);
                 out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
             });
-            for &p in pos {
-                words[usize::from(p) / 64] |= 1 << (p % 64);
-            }
+            set_bits(words, pos.iter().map(|&p| u32::from(p)));
         }
-        if words.iter().any(|&w| w != 0) {
-            meta |= META_BITS;
-        }
-        let at = fp.body_at();
-        let (raw, stored) = s[at..at + fp.bits_words()].split_at_mut(fp.raw_words());
-        raw.copy_from_slice(&words[..raw.len()]);
-        if fp.keeps_stored() {
-            plan.hardener
-                .apply_segment(sg, words, stored, &mut sc.harden);
-        }
+        meta |= store_bits(plan, fp, sg, words, s, &mut sc.harden);
     }
     let text_words = &value[value_text_at(fp, value[0])..];
     let text = bytemuck::cast_slice::<u64, u8>(text_words);
@@ -1607,18 +1625,11 @@ fn make_salted_entry(
     let salt_part = salt_text.filter(|_| salt != MARKER);
     for (j, &kind) in fp.embedded.iter().enumerate() {
         // Cached by (salt, the id of the field's one part) when the token has just those two.
-        let parts = &plan.schema.tokens[kind].parts;
-        let own: Vec<usize> = parts
-            .iter()
-            .filter(|&&(f, _)| f == fi)
-            .map(|&(_, tr)| tr.index())
-            .collect();
-        let key = match (own.as_slice(), salt_part.is_some() && parts.len() == 2) {
-            ([t], true) => part_of(fp, &value, value_text_at(fp, value[0]), *t)
-                .and_then(|(id, _)| id)
-                .map(|id| (u64::from(salt) + 1) << 32 | (u64::from(id) + 1)),
-            _ => None,
-        };
+        let key = f.salt_keyed[j]
+            .filter(|_| salt_part.is_some())
+            .and_then(|t| part_of(fp, &value, value_text_at(fp, value[0]), t))
+            .and_then(|(id, _)| id)
+            .map(|id| (u64::from(salt) + 1) << 32 | (u64::from(id) + 1));
         let cache = &mut token_cache[kind];
         s[fp.emb_at() + j] = match key.and_then(|k| cache.get(k)) {
             Some(tok) => tok,
