@@ -954,6 +954,21 @@ mod tests {
         ]
     }
 
+    /// The one-pass matcher and the backtracking one agree on `s`, shape flag included.
+    fn agrees_with_backtracking(
+        f: &DateFormat,
+        fmt: &str,
+        s: &str,
+        pivot: i32,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let (mut shape, mut ref_shape) = (false, false);
+        let got = f.match_date(s, pivot, &mut shape);
+        let want = f.match_date_backtracking(s, pivot, &mut ref_shape);
+        prop_assert_eq!(got, want, "{} {:?}", fmt, s);
+        prop_assert_eq!(shape, ref_shape, "{} {:?}", fmt, s);
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn scan_agrees_with_walk(
@@ -963,11 +978,7 @@ mod tests {
         ) {
             let f = DateFormat::compile(fmt).unwrap();
             let s = tokens.concat();
-            let (mut shape, mut ref_shape) = (false, false);
-            let got = f.match_date(&s, pivot, &mut shape);
-            let want = f.match_date_backtracking(&s, pivot, &mut ref_shape);
-            prop_assert_eq!(got, want, "{} {:?}", fmt, s);
-            prop_assert_eq!(shape, ref_shape, "{} {:?}", fmt, s);
+            agrees_with_backtracking(&f, fmt, &s, pivot)?;
         }
 
         #[test]
@@ -987,11 +998,7 @@ mod tests {
             if m == 0 || m == 13 {
                 s = s.replacen(&format!("{:02}", date.month), &format!("{m:02}"), 1);
             }
-            let (mut shape, mut ref_shape) = (false, false);
-            let got = f.match_date(&s, pivot, &mut shape);
-            let want = f.match_date_backtracking(&s, pivot, &mut ref_shape);
-            prop_assert_eq!(got, want, "{} {:?}", fmt, s);
-            prop_assert_eq!(shape, ref_shape, "{} {:?}", fmt, s);
+            agrees_with_backtracking(&f, fmt, &s, pivot)?;
         }
 
         #[test]
@@ -1005,11 +1012,7 @@ mod tests {
             if let Ok(f) = DateFormat::compile(&fmt) {
                 let date = Date { day, ..Date::from_days(n) };
                 for s in [tokens.concat(), format_with(&f, date, pad, false)] {
-                    let (mut shape, mut ref_shape) = (false, false);
-                    let got = f.match_date(&s, 2026, &mut shape);
-                    let want = f.match_date_backtracking(&s, 2026, &mut ref_shape);
-                    prop_assert_eq!(got, want, "{} {:?}", fmt, s);
-                    prop_assert_eq!(shape, ref_shape, "{} {:?}", fmt, s);
+                    agrees_with_backtracking(&f, &fmt, &s, 2026)?;
                 }
             }
         }

@@ -661,23 +661,15 @@ impl<'p, 'a> Worker<'p, 'a> {
     fn tend_caches(&mut self) {
         let lim = self.plan.limits;
         let probe = lim.probe;
+        let tend = |on: &mut bool, dict: &mut Dict| {
+            if *on && dict.hit_rate(probe).is_some_and(|r| r < MIN_ENTRY_HIT_RATE) {
+                *on = false;
+                *dict = Dict::default();
+            }
+        };
         for f in &mut self.fields {
-            if f.use_entries
-                && f.entries
-                    .hit_rate(probe)
-                    .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
-            {
-                f.use_entries = false;
-                f.entries = Dict::default();
-            }
-            if f.use_values
-                && f.values
-                    .hit_rate(probe)
-                    .is_some_and(|r| r < MIN_ENTRY_HIT_RATE)
-            {
-                f.use_values = false;
-                f.values = Dict::default();
-            }
+            tend(&mut f.use_entries, &mut f.entries);
+            tend(&mut f.use_values, &mut f.values);
         }
         let mut changed = false;
         for (c, on) in self.token_cache.iter_mut().zip(&mut self.token_cache_on) {
