@@ -147,24 +147,25 @@ pub fn manifest(
     m.into_bytes()
 }
 
-fn sha256_of(parts: &mut dyn FnMut(&mut ring::digest::Context)) -> [u8; 32] {
-    let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-    parts(&mut c);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(c.finish().as_ref());
-    out
+/// Each section's bytes as [`write()`] lays them out, in file order.
+fn section_bytes(records: &Records) -> [&[u8]; 6] {
+    [
+        id_offsets_bytes(records),
+        &records.id_bytes,
+        bytemuck::cast_slice(&records.filters),
+        bytemuck::cast_slice(&records.popcounts),
+        bytemuck::cast_slice(&records.token_offsets),
+        bytemuck::cast_slice(&records.tokens),
+    ]
 }
 
-/// SHA-256 of each section's bytes as [`write()`] lays them out, computed from the records.
+/// SHA-256 of each section's bytes, computed from the records.
 fn section_digests(records: &Records) -> [[u8; 32]; 6] {
-    [
-        sha256_of(&mut |c| c.update(id_offsets_bytes(records))),
-        sha256_of(&mut |c| c.update(&records.id_bytes)),
-        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.filters))),
-        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.popcounts))),
-        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.token_offsets))),
-        sha256_of(&mut |c| c.update(bytemuck::cast_slice(&records.tokens))),
-    ]
+    section_bytes(records).map(|b| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+        out
+    })
 }
 
 /// The file header. Holds no personal data.
@@ -367,21 +368,10 @@ pub fn write_with(
         b.extend_from_slice(block);
         b
     });
-    let sections: [(Span, &[u8]); 6] = [
-        (s.id_offsets, id_offsets_bytes(records)),
-        (s.id_bytes, &records.id_bytes),
-        (s.filters, bytemuck::cast_slice(&records.filters)),
-        (s.popcounts, bytemuck::cast_slice(&records.popcounts)),
-        (
-            s.token_offsets,
-            bytemuck::cast_slice(&records.token_offsets),
-        ),
-        (s.tokens, bytemuck::cast_slice(&records.tokens)),
-    ];
     const ZEROS: [u8; 64] = [0; 64];
     let mut pieces: Vec<&[u8]> = vec![&preamble];
     let mut at = preamble.len() as u64;
-    for (span, bytes) in sections {
+    for (span, bytes) in s.spans().into_iter().zip(section_bytes(records)) {
         pieces.push(&ZEROS[..(span.offset - at) as usize]);
         pieces.push(bytes);
         at = span.offset + bytes.len() as u64;

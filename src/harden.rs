@@ -96,13 +96,9 @@ impl Diffusion {
             6 => self.apply_n::<6>(input, out),
             7 => self.apply_n::<7>(input, out),
             8 => self.apply_n::<8>(input, out),
-            ow => {
+            _ => {
                 out.fill(0);
-                for_each_set_bit(input, |i| {
-                    for (o, c) in out.iter_mut().zip(&self.columns[i * ow..(i + 1) * ow]) {
-                        *o ^= c;
-                    }
-                });
+                self.xor_into(input, out);
             }
         }
     }

@@ -172,13 +172,11 @@ impl Interner {
     fn id_long(&mut self, b: &[u8]) -> u32 {
         let hash = hash_bytes(b);
         for r in self.slots.candidates(hash) {
-            if self.text_of(r - 1) == b {
+            if self.text(r - 1) == b {
                 return r - 1;
             }
         }
-        let id = self.spans.len() as u32;
-        self.spans.push((self.text.len() as u32, b.len() as u32));
-        self.text.extend_from_slice(b);
+        let id = self.push(b);
         let (spans, text) = (&self.spans, &self.text);
         self.slots.insert(hash, id + 1, |r| {
             let (o, l) = spans[r as usize - 1];
@@ -187,14 +185,10 @@ impl Interner {
         id
     }
 
-    fn text_of(&self, id: u32) -> &[u8] {
-        let (o, l) = self.spans[id as usize];
-        &self.text[o as usize..(o + l) as usize]
-    }
-
     /// The string with id `id`.
     pub fn text(&self, id: u32) -> &[u8] {
-        self.text_of(id)
+        let (o, l) = self.spans[id as usize];
+        &self.text[o as usize..(o + l) as usize]
     }
 
     /// Number of strings interned.
