@@ -776,6 +776,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             } else {
                 out.ids.push(id.as_bytes());
             }
+            out.id_hashes.push(hash_bytes(id.as_bytes()));
             out.offsets.push((offset + r) as u32);
             out.lines.push(batch.line(r));
             *o.encoded += 1;

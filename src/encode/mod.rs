@@ -334,6 +334,9 @@ struct BlockOut {
     offsets: Vec<u32>,
     lines: Vec<u64>,
     token_counts: Vec<u8>,
+    /// Per encoded row: [`table::hash_bytes`] of the agency's own record id (the original id
+    /// under opaque ids), for the duplicate check.
+    id_hashes: Vec<u64>,
     /// Tokens written (contiguous from the start of the block's token space).
     tokens: usize,
     rejects: Vec<Reject>,
@@ -343,6 +346,58 @@ struct BlockOut {
 
 /// Rows parsed and encoded together (see [`Worker::encode_batch`]).
 pub(crate) const BATCH_ROWS: usize = 128;
+
+/// The encoded rows whose record id an earlier row already has, per block (in `outs` order):
+/// (the row's index among the block's encoded rows, the row number of the id's first
+/// occurrence), in order.
+///
+/// Rows are sorted by (id hash, position), so that rows with equal ids sit together, earliest
+/// first; only rows whose hashes collide have their ids compared. Sorting in parallel keeps
+/// this step short at the end of a run: a hash set over a million ids costs a cache miss each.
+fn duplicates(outs: &[BlockOut], opaque_ids: bool) -> Vec<Vec<(usize, u64)>> {
+    use rayon::slice::ParallelSliceMut;
+    let mut keyed: Vec<(u64, u64)> = Vec::with_capacity(outs.iter().map(|b| b.ids.len()).sum());
+    for (bi, b) in outs.iter().enumerate() {
+        let at = (bi as u64) << 32;
+        keyed.extend(
+            b.id_hashes
+                .iter()
+                .enumerate()
+                .map(|(e, &h)| (h, at | e as u64)),
+        );
+    }
+    keyed.par_sort_unstable();
+    let own_id = |p: u64| {
+        let b = &outs[(p >> 32) as usize];
+        let e = p as u32 as usize;
+        if opaque_ids {
+            b.original_ids.get(e)
+        } else {
+            b.ids.get(e)
+        }
+    };
+    let row_of = |p: u64| {
+        let b = &outs[(p >> 32) as usize];
+        b.first_row + u64::from(b.offsets[p as u32 as usize])
+    };
+    let mut dups: Vec<Vec<(usize, u64)>> = vec![Vec::new(); outs.len()];
+    // The first occurrence of each distinct id among rows with one hash (nearly always one).
+    let mut firsts: Vec<u64> = Vec::new();
+    for group in keyed.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+        firsts.clear();
+        for &(_, p) in group {
+            let id = own_id(p);
+            match firsts.iter().find(|&&q| own_id(q) == id) {
+                Some(&q) => dups[(p >> 32) as usize].push((p as u32 as usize, row_of(q))),
+                None => firsts.push(p),
+            }
+        }
+    }
+    for d in &mut dups {
+        d.sort_unstable();
+    }
+    dups
+}
 
 /// Encodes a block; also returns the block's buffer for reuse.
 fn run_block(
@@ -386,6 +441,7 @@ fn run_block(
         offsets: Vec::with_capacity(n),
         lines: Vec::with_capacity(n),
         token_counts: Vec::with_capacity(n),
+        id_hashes: Vec::with_capacity(n),
         tokens: 0,
         rejects: Vec::new(),
         stats: Vec::new(),
@@ -876,33 +932,9 @@ fn encode_reader_with(
     let read_and_encode = started.elapsed().as_secs_f64();
 
     // Assemble in row order; duplicates of a record id are rejected (first occurrence wins).
-    let mut kept = 0usize;
-    let mut kept_bytes = 0usize;
-    let mut duplicate_of: Vec<Vec<(usize, u64)>> = Vec::with_capacity(outs.len());
-    {
-        let mut seen: FxHashMap<&[u8], u64> = FxHashMap::with_hasher(Default::default());
-        seen.reserve(rows_read as usize);
-        for b in &outs {
-            let mut dups = Vec::new();
-            for e in 0..b.ids.len() {
-                let local_id = if plan.opaque_ids {
-                    b.original_ids.get(e)
-                } else {
-                    b.ids.get(e)
-                };
-                let row = b.first_row + u64::from(b.offsets[e]);
-                match seen.entry(local_id) {
-                    std::collections::hash_map::Entry::Occupied(o) => dups.push((e, *o.get())),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(row);
-                        kept += 1;
-                        kept_bytes += b.ids.get(e).len();
-                    }
-                }
-            }
-            duplicate_of.push(dups);
-        }
-    }
+    let duplicate_of = duplicates(&outs, plan.opaque_ids);
+    let kept = outs.iter().map(|b| b.ids.len()).sum::<usize>();
+    let kept_bytes = outs.iter().map(|b| b.ids.bytes.len()).sum::<usize>();
 
     // Move kept rows down into place (nothing moves when no row was rejected).
     let mut id_offsets = Vec::with_capacity(kept + 1);
@@ -1118,5 +1150,67 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
             map.path.display(),
             found.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use super::*;
+
+    /// A block of encoded rows with record ids `ids` (row offsets 0, 1, …), each hashed by `hash`.
+    fn block(first_row: u64, ids: &[&str], hash: fn(&[u8]) -> u64) -> BlockOut {
+        let mut list = IdList::default();
+        for id in ids {
+            list.push(id.as_bytes());
+        }
+        BlockOut {
+            index: 0,
+            first_row,
+            rows: ids.len(),
+            id_hashes: ids.iter().map(|id| hash(id.as_bytes())).collect(),
+            ids: list,
+            original_ids: IdList::default(),
+            offsets: (0..ids.len() as u32).collect(),
+            lines: vec![0; ids.len()],
+            token_counts: vec![0; ids.len()],
+            tokens: 0,
+            rejects: Vec::new(),
+            stats: Vec::new(),
+            own: None,
+        }
+    }
+
+    fn blocks(hash: fn(&[u8]) -> u64) -> Vec<BlockOut> {
+        vec![
+            block(1, &["A", "B", "A", "C"], hash),
+            block(5, &["D", "A", "B", "B"], hash),
+        ]
+    }
+
+    /// Every later occurrence of an id names the row of its first one, in row order per block.
+    const EXPECTED: [&[(usize, u64)]; 2] = [&[(2, 1)], &[(1, 1), (2, 2), (3, 2)]];
+
+    #[test]
+    fn later_occurrences_of_an_id_point_at_the_first() {
+        assert_eq!(duplicates(&blocks(table::hash_bytes), false), EXPECTED);
+    }
+
+    #[test]
+    fn ids_whose_hashes_collide_are_told_apart_by_their_bytes() {
+        assert_eq!(duplicates(&blocks(|_| 7), false), EXPECTED);
+    }
+
+    #[test]
+    fn opaque_ids_are_checked_on_the_agencys_own_ids() {
+        let mut bs = blocks(table::hash_bytes);
+        for b in &mut bs {
+            // Opaque references all distinct; the agency's own ids as before.
+            b.original_ids = std::mem::take(&mut b.ids);
+            for e in 0..b.original_ids.len() {
+                b.ids.push(format!("ref{}-{e}", b.first_row).as_bytes());
+            }
+        }
+        assert_eq!(duplicates(&bs, true), EXPECTED);
+        assert!(duplicates(&bs, false).iter().all(Vec::is_empty));
     }
 }
