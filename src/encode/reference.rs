@@ -517,3 +517,160 @@ fn the_engine_matches_the_reference_on_an_awkward_export() {
         assert!(reasons.contains_key(reason), "no {reason} in {reasons:?}");
     }
 }
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of field values, valid and broken: values every normaliser accepts or refuses,
+    /// null markers, non-ASCII text, bytes that are not UTF-8, a byte-order mark, quotes and
+    /// spaces.
+    const VALUES: &[&[u8]] = &[
+        b"H1",
+        b"H2",
+        b"H10",
+        b"9434765918",
+        b"943 476 5919",
+        b"0000000000",
+        b"Zo\xc3\xab",
+        b"O'Brien",
+        b"Mary-Jane",
+        b"N/A",
+        b"Smith",
+        b"\xc5\x81ukasz",
+        b"12/03/2015",
+        b"2015-03-12",
+        b"31/02/2015",
+        b"12-Mar-2015",
+        b"SW1A 1AA",
+        b"ls6 2ab",
+        b"M",
+        b"F",
+        b"U",
+        b" ",
+        b"\xff",
+        b"\xef\xbb\xbf",
+        b"\"",
+        b"\"\"",
+        b"",
+    ];
+
+    /// What can break a line's structure: delimiters (`D` stands for the file's), line ends,
+    /// quotes (opening, escaped, around a delimiter), a comma where it is not the delimiter.
+    const BREAKS: &[&[u8]] = &[
+        b"D", b"DD", b"\n", b"\r\n", b"\r", b"\"", b"\"\"", b"\"D\"", b",",
+    ];
+
+    /// The first line of an agency's testdata export (with its byte-order mark if it has one).
+    fn header(agency: &str) -> Vec<u8> {
+        let file = std::fs::read(testdata(&format!("{agency}.csv"))).unwrap();
+        let end = file.iter().position(|&b| b == b'\n').unwrap() + 1;
+        file[..end].to_vec()
+    }
+
+    /// A line of `n` fields apart by `delim`, each a few value pieces (a whole field
+    /// sometimes quoted), now and then broken at one place.
+    fn line(delim: u8, n: usize) -> impl Strategy<Value = Vec<u8>> {
+        let field = (proptest::collection::vec(0..VALUES.len(), 0..3), 0..8u8);
+        (
+            proptest::collection::vec(field, n),
+            proptest::option::weighted(0.3, (0..BREAKS.len(), any::<proptest::sample::Index>())),
+            any::<bool>(),
+        )
+            .prop_map(move |(fields, brk, crlf)| {
+                let mut out = Vec::new();
+                for (i, (pieces, quote)) in fields.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(delim);
+                    }
+                    let quoted = quote == 0;
+                    if quoted {
+                        out.push(b'"');
+                    }
+                    for p in pieces {
+                        let v = VALUES[p];
+                        // Quotes inside a quoted field are escaped, as exports do.
+                        if quoted && v.contains(&b'"') {
+                            out.extend(v.iter().flat_map(|&b| {
+                                if b == b'"' {
+                                    vec![b'"', b'"']
+                                } else {
+                                    vec![b]
+                                }
+                            }));
+                        } else {
+                            out.extend_from_slice(v);
+                        }
+                    }
+                    if quoted {
+                        out.push(b'"');
+                    }
+                }
+                if let Some((b, at)) = brk {
+                    let at = at.index(out.len() + 1);
+                    let piece = BREAKS[b].iter().map(|&c| if c == b'D' { delim } else { c });
+                    out.splice(at..at, piece.collect::<Vec<u8>>());
+                }
+                out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any export, however broken, is encoded exactly as the naive reference encodes it
+        /// (same records, rejects and counts), or refused with an error when it has no data
+        /// rows at all; the engine never panics, and every row read is encoded or rejected.
+        #[test]
+        fn any_export_is_encoded_as_the_reference_does(
+            (agency, delim, lines) in (
+                prop_oneof![Just("health"), Just("police"), Just("education")],
+                prop_oneof![Just(b','), Just(b';'), Just(b'\t'), Just(b'|')],
+            ).prop_flat_map(|(a, d)| {
+                let n = header(a).iter().filter(|&&b| b == b',').count() + 1;
+                (Just(a), Just(d), proptest::collection::vec(line(d, n), 0..60))
+            }),
+            last_newline in any::<bool>(),
+            threads in 1usize..3,
+            tiny in any::<bool>(),
+        ) {
+            // The agency's header, its columns apart by `delim`.
+            let mut data: Vec<u8> =
+                header(agency).iter().map(|&b| if b == b',' { delim } else { b }).collect();
+            let header_len = data.len();
+            for l in lines {
+                data.extend_from_slice(&l);
+            }
+            if !last_newline && data.len() > header_len {
+                while data.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                    data.pop();
+                }
+            }
+            let (key, mut map, schema) = (key(), map(agency), Schema::default_uk());
+            map.delimiter = delim;
+            let today = Date::new(2026, 6, 1).unwrap();
+            let limits = if tiny { tiny_limits() } else { super::super::engine::Limits::default() };
+            let opts = EncodeOptions { today, threads, ..Default::default() };
+            let got = super::super::encode_reader_with(
+                data.as_slice(), Path::new("arbitrary.csv"), data.len() as u64,
+                &key, &schema, &map, &opts, limits,
+            );
+            let bare = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&data);
+            let want = reference(bare, &key, &schema, &map, today);
+            match got {
+                Ok(got) => {
+                    let r = &got.report;
+                    prop_assert_eq!(r.rows_read, r.encoded + r.rejected);
+                    prop_assert_eq!(r.encoded, got.records.len() as u64);
+                    prop_assert_eq!(r.rejected, got.rejects.len() as u64);
+                    assert_same("arbitrary export", &got, &want);
+                }
+                Err(e) => {
+                    prop_assert!(e.to_string().contains("no data rows"), "{}", e);
+                    prop_assert!(want.records.is_empty() && want.rejects.is_empty());
+                }
+            }
+        }
+    }
+}
