@@ -477,6 +477,15 @@ fn windowed_year(yy: u32, pivot: i32) -> i64 {
     }
 }
 
+/// The month names a `%b` (abbreviated) or `%B` (full) item matches.
+fn month_table(item: &Item) -> &'static [(&'static str, u8)] {
+    if *item == Item::MonthAbbr {
+        &MONTH_ABBR
+    } else {
+        &MONTH_FULL
+    }
+}
+
 /// Month number of a month name from `table` that is exactly `name`,
 /// ignoring ASCII case. The tables are lowercase; names are compared in
 /// full only when the length and first letter agree.
@@ -541,13 +550,8 @@ fn scan(items: &[Item], mut s: &[u8], pivot: i32, shape: &mut bool) -> Option<Da
                 s = &s[2..];
             }
             Item::MonthAbbr | Item::MonthFull => {
-                let table: &[(&str, u8)] = if matches!(item, Item::MonthAbbr) {
-                    &MONTH_ABBR
-                } else {
-                    &MONTH_FULL
-                };
                 let n = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-                f.month = Some(month_named(table, &s[..n])?);
+                f.month = Some(month_named(month_table(item), &s[..n])?);
                 s = &s[n..];
             }
         }
@@ -603,12 +607,7 @@ fn walk(items: &[Item], s: &[u8], f: Fields, pivot: i32, shape: &mut bool) -> Op
             walk(rest, &s[2..], g, pivot, shape)
         }
         Item::MonthAbbr | Item::MonthFull => {
-            let table: &[(&str, u8)] = if *item == Item::MonthAbbr {
-                &MONTH_ABBR
-            } else {
-                &MONTH_FULL
-            };
-            for &(name, m) in table {
+            for &(name, m) in month_table(item) {
                 let n = name.len();
                 match s.get(..n) {
                     Some(head) if head.eq_ignore_ascii_case(name.as_bytes()) => {

@@ -946,11 +946,9 @@ fn is_time_suffix(t: &str) -> bool {
     i == b.len()
 }
 
-/// First date any format gives for `s`; sets `*shape` if some format
-/// matched the shape of `s` but not with a real date.
-fn parse_any(s: &str, formats: &[DateFormat], pivot: i32, shape: &mut bool) -> Option<Date> {
-    formats.iter().find_map(|f| f.match_date(s, pivot, shape))
-}
+/// A date matcher: [`DateFormat::match_date`], or in tests the reference
+/// backtracking one.
+type Matcher = fn(&DateFormat, &str, i32, &mut bool) -> Option<Date>;
 
 /// Normalises a date of birth.
 ///
@@ -963,10 +961,20 @@ fn parse_any(s: &str, formats: &[DateFormat], pivot: i32, shape: &mut bool) -> O
 /// `2015-13-01`), else `BadFormat`. Dates before [`MIN_DATE_OF_BIRTH`] are
 /// `BeforeMinDate`; dates after `today` are `InFuture`.
 pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
-    let s = match prepare(raw) {
-        Ok(s) => s,
-        Err(e) => return early(e),
-    };
+    match prepare(raw) {
+        Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date),
+        Err(e) => early(e),
+    }
+}
+
+/// [`date_of_birth`] of a value already through the prelude, with `matcher`
+/// trying one format.
+fn prepared_date_of_birth(
+    s: &str,
+    formats: &[DateFormat],
+    today: Date,
+    matcher: Matcher,
+) -> Normalised<Date> {
     let formats = if formats.is_empty() {
         default_formats()
     } else {
@@ -974,7 +982,11 @@ pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalis
     };
     let pivot = today.year;
     let mut shape = false;
-    let parsed = parse_any(s, formats, pivot, &mut shape).or_else(|| {
+    // The first date any format gives for `s`; sets `*shape` if some format
+    // matched the shape of `s` but not with a real date.
+    let parse_any =
+        |s: &str, shape: &mut bool| formats.iter().find_map(|f| matcher(f, s, pivot, shape));
+    let parsed = parse_any(s, &mut shape).or_else(|| {
         s.char_indices()
             .filter(|&(_, c)| matches!(c, ' ' | 'T' | 't'))
             .find_map(|(i, _)| {
@@ -983,7 +995,7 @@ pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalis
                 if date.is_empty() || !is_time_suffix(time) {
                     return None;
                 }
-                parse_any(date, formats, pivot, &mut shape)
+                parse_any(date, &mut shape)
             })
     });
     match parsed {

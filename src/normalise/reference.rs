@@ -2,8 +2,9 @@
 //! kept verbatim as the reference that `tests` below hold the fast code to:
 //! every fast path must give exactly these results, error codes included.
 //! Test-only; shared helpers whose behaviour did not change (`NameBuf`,
-//! the postcode letter rules, the UPN alphabet, the time-suffix parser) are
-//! used from the parent module.
+//! the postcode letter rules, the UPN alphabet, the date-of-birth steps
+//! after the prelude, given the original date matcher) are used from the
+//! parent module.
 
 use super::*;
 
@@ -208,43 +209,13 @@ pub(super) fn upn(raw: &str) -> Normalised<String> {
     Ok(Some(buf.iter().map(|&b| char::from(b)).collect()))
 }
 
-/// Original `parse_any`, on the original backtracking date matcher.
-fn parse_any(s: &str, formats: &[DateFormat], pivot: i32, shape: &mut bool) -> Option<Date> {
-    formats
-        .iter()
-        .find_map(|f| f.match_date_backtracking(s, pivot, shape))
-}
-
-/// Original [`super::date_of_birth`].
+/// Original [`super::date_of_birth`]: the original prelude and the
+/// backtracking date matcher (what follows the prelude is unchanged and
+/// shared).
 pub(super) fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
-    let s = match prepare(raw) {
-        Ok(s) => s,
-        Err(e) => return early(e),
-    };
-    let formats = if formats.is_empty() {
-        default_formats()
-    } else {
-        formats
-    };
-    let pivot = today.year;
-    let mut shape = false;
-    let parsed = parse_any(s, formats, pivot, &mut shape).or_else(|| {
-        s.char_indices()
-            .filter(|&(_, c)| matches!(c, ' ' | 'T' | 't'))
-            .find_map(|(i, _)| {
-                let (date, time) = (s[..i].trim_end(), s[i + 1..].trim_start());
-                if date.is_empty() || !is_time_suffix(time) {
-                    return None;
-                }
-                parse_any(date, formats, pivot, &mut shape)
-            })
-    });
-    match parsed {
-        None if shape => Err(Invalid::ImpossibleDate),
-        None => Err(Invalid::BadFormat),
-        Some(d) if d < MIN_DATE_OF_BIRTH => Err(Invalid::BeforeMinDate),
-        Some(d) if d > today => Err(Invalid::InFuture),
-        Some(d) => Ok(Some(d)),
+    match prepare(raw) {
+        Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date_backtracking),
+        Err(e) => early(e),
     }
 }
 
