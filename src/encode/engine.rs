@@ -255,9 +255,19 @@ fn part_of<'w>(
         return None;
     }
     let id = r as u32;
-    let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
     let text = bytemuck::cast_slice::<u64, u8>(&words[text_at..]);
-    Some(((id != NO_ID).then_some(id), &text[off..off + len]))
+    Some(((id != NO_ID).then_some(id), ref_text(r, text)))
+}
+
+/// A part reference: interned id `id` (or [`NO_ID`]) of the text at `off..off + len`.
+fn part_ref(id: u32, off: usize, len: usize) -> u64 {
+    u64::from(id) | (off as u64) << 32 | (len as u64) << 48
+}
+
+/// The text of part reference `r` in an entry's part texts `text`.
+fn ref_text(r: u64, text: &[u8]) -> &[u8] {
+    let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
+    &text[off..off + len]
 }
 
 /// Where a salted field's value's texts start.
@@ -1219,18 +1229,13 @@ impl<'p, 'a> Worker<'p, 'a> {
                     continue;
                 }
             }
-            let msg = &mut self.sc.msg;
-            msg.clear();
-            for (i, &(fi, tr)) in t.parts.iter().enumerate() {
-                if i > 0 {
-                    msg.push(tokens::TOKEN_PART_SEPARATOR);
-                }
+            let (fields, cur, msg) = (&self.fields, &self.cur, &mut self.sc.msg);
+            // Every part is present (else the token is absent).
+            token_message(&t.parts, msg, |fi, tr| {
                 let fp = &plan.fields[fi];
-                let words = self.fields[fi].entry(self.cur[r * nf + fi]);
-                if let Some((_, p)) = part_of(fp, words, fp.entry_text_at(), tr.index()) {
-                    msg.extend_from_slice(p);
-                }
-            }
+                let words = fields[fi].entry(cur[r * nf + fi]);
+                Some(part_of(fp, words, fp.entry_text_at(), tr.index()).map_or(&[][..], |p| p.1))
+            });
             let tok = plan.hasher.exact_token(kind, msg);
             if cached {
                 self.token_cache[kind].insert(key, tok);
@@ -1384,14 +1389,13 @@ fn compute_value(
         } else {
             NO_ID
         };
-        s[1 + slot] = u64::from(id) | (off as u64) << 32 | (part.len() as u64) << 48;
+        s[1 + slot] = part_ref(id, off, part.len());
     }
     let mut meta = u64::from(ST_PRESENT);
     if let Some(sg) = fp.segment {
         tok_buf.clear();
         tokens::tokenise_into(&value, fdef.def.tokeniser, tok_buf);
-        let hasher = &plan.hasher;
-        let (k, start) = (fp.k as usize, fp.start_bit);
+        let k = fp.k as usize;
         if fp.salted {
             meta |= (tok_buf.len() as u64) << 32;
             if !tok_buf.is_empty() {
@@ -1415,16 +1419,12 @@ fn compute_value(
                 let t = tok_buf.get(i);
                 // A token as rare as the value: nothing to gain from keeping its positions.
                 if tok_buf.whole(i) {
-                    pos_buf.clear();
-                    hasher.positions(sg, fp.k, t, pos_buf);
-                    set_bits(words, pos_buf.iter().map(|&p| p - start));
+                    set_bits(words, segment_positions(plan, fp, sg, t, pos_buf));
                     continue;
                 }
                 let id = f.tokens.id(t);
                 let pos = f.positions.get(0, id, k, |out| {
-                    pos_buf.clear();
-                    hasher.positions(sg, fp.k, t, pos_buf);
-                    out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
+                    out.extend(segment_positions(plan, fp, sg, t, pos_buf).map(|p| p as u16));
                 });
                 set_bits(words, pos.iter().map(|&p| u32::from(p)));
             }
@@ -1440,6 +1440,21 @@ fn compute_value(
     push_text(s, text);
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
+}
+
+/// The bit positions of filter token `token` (its message) in field `fp`'s segment `sg`,
+/// relative to the segment's first bit; `buf` holds them.
+fn segment_positions<'b>(
+    plan: &Plan<'_>,
+    fp: &FieldPlan,
+    sg: usize,
+    token: &[u8],
+    buf: &'b mut Vec<u32>,
+) -> impl Iterator<Item = u32> + 'b {
+    buf.clear();
+    plan.hasher.positions(sg, fp.k, token, buf);
+    let start = fp.start_bit;
+    buf.iter().map(move |&p| p - start)
 }
 
 /// Sets the bits at `positions` (relative to the segment's first bit) in `words`.
@@ -1486,28 +1501,42 @@ fn embedded_token(
     msg: &mut Vec<u8>,
 ) -> u64 {
     let fp = &plan.fields[fi];
-    msg.clear();
-    for (i, &(f, tr)) in plan.schema.tokens[kind].parts.iter().enumerate() {
-        if i > 0 {
-            msg.push(tokens::TOKEN_PART_SEPARATOR);
-        }
-        let part = if f == fi {
+    let complete = token_message(&plan.schema.tokens[kind].parts, msg, |f, tr| {
+        if f == fi {
             fp.part_slot[tr.index()]
                 .map(|slot| refs[1 + slot])
                 .filter(|&r| r != NO_PART)
-                .map(|r| {
-                    let (off, len) = ((r >> 32) as u16 as usize, (r >> 48) as usize);
-                    &text[off..off + len]
-                })
+                .map(|r| ref_text(r, text))
         } else {
             salt
-        };
-        match part {
+        }
+    });
+    if complete {
+        plan.hasher.exact_token(kind, msg)
+    } else {
+        NO_TOKEN
+    }
+}
+
+/// The message of a keyed token with parts `parts` (field, transform) into `msg`: the parts'
+/// texts, given by `part`, apart by the part separator. False (the message unfinished) when
+/// `part` gives none for some part.
+fn token_message<'t>(
+    parts: &[(usize, Transform)],
+    msg: &mut Vec<u8>,
+    mut part: impl FnMut(usize, Transform) -> Option<&'t [u8]>,
+) -> bool {
+    msg.clear();
+    for (i, &(f, tr)) in parts.iter().enumerate() {
+        if i > 0 {
+            msg.push(tokens::TOKEN_PART_SEPARATOR);
+        }
+        match part(f, tr) {
             Some(p) => msg.extend_from_slice(p),
-            None => return NO_TOKEN,
+            None => return false,
         }
     }
-    plan.hasher.exact_token(kind, msg)
+    true
 }
 
 /// A row's salt and what a salted entry needs of the worker to be made: the salt texts, and
@@ -1581,8 +1610,7 @@ fn make_salted_entry(
         let words = &mut sc.raw;
         words.clear();
         words.resize(fp.seg_words, 0);
-        let (k, start) = (fp.k as usize, fp.start_bit);
-        let hasher = &plan.hasher;
+        let k = fp.k as usize;
         let (msg, pos_buf) = (&mut sc.msg, &mut sc.pos);
         let FieldState {
             tokens, positions, ..
@@ -1597,16 +1625,12 @@ fn make_salted_entry(
         for tok in token_ids(fp, &value) {
             if salt as usize >= plan.limits.max_salts {
                 let m = salted_message(salt_text, tokens.text(tok), msg);
-                pos_buf.clear();
-                hasher.positions(sg, fp.k, m, pos_buf);
-                set_bits(words, pos_buf.iter().map(|&p| p - start));
+                set_bits(words, segment_positions(plan, fp, sg, m, pos_buf));
                 continue;
             }
             let pos = positions.get(salt as usize, tok, k, |out| {
                 let m = salted_message(salt_text, tokens.text(tok), msg);
-                pos_buf.clear();
-                hasher.positions(sg, fp.k, m, pos_buf);
-                out.extend(pos_buf.iter().map(|&p| (p - start) as u16));
+                out.extend(segment_positions(plan, fp, sg, m, pos_buf).map(|p| p as u16));
             });
             set_bits(words, pos.iter().map(|&p| u32::from(p)));
         }

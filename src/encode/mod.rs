@@ -20,7 +20,6 @@ mod engine;
 mod reference;
 mod table;
 
-type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 use serde::Serialize;
 
 use crate::colmap::{ColumnMap, Sex, TextEncoding};
@@ -335,7 +334,7 @@ struct BlockOut {
     lines: Vec<u64>,
     token_counts: Vec<u8>,
     /// Per encoded row: [`table::hash_bytes`] of the agency's own record id (the original id
-    /// under opaque ids), for the duplicate check.
+    /// under opaque ids), hashed by the worker while the id is in cache.
     id_hashes: Vec<u64>,
     /// Tokens written (contiguous from the start of the block's token space).
     tokens: usize,
@@ -347,47 +346,42 @@ struct BlockOut {
 /// Rows parsed and encoded together (see [`Worker::encode_batch`]).
 pub(crate) const BATCH_ROWS: usize = 128;
 
-/// The encoded rows whose record id an earlier row already has, per block (in `outs` order):
-/// (the row's index among the block's encoded rows, the row number of the id's first
-/// occurrence), in order.
+/// The encoded rows whose string in `list` (their own record id, or their row reference) an
+/// earlier row already has, per block (in `outs` order): (the row's index among the block's
+/// encoded rows, the row number of the string's first occurrence), in order. `hash(b, e)` is
+/// [`table::hash_bytes`] of row `e`'s string in block `b` (tests force collisions).
 ///
-/// Rows are sorted by (id hash, position), so that rows with equal ids sit together, earliest
-/// first; only rows whose hashes collide have their ids compared. Sorting in parallel keeps
-/// this step short at the end of a run: a hash set over a million ids costs a cache miss each.
-fn duplicates(outs: &[BlockOut], opaque_ids: bool) -> Vec<Vec<(usize, u64)>> {
-    use rayon::slice::ParallelSliceMut;
-    let mut keyed: Vec<(u64, u64)> = Vec::with_capacity(outs.iter().map(|b| b.ids.len()).sum());
-    for (bi, b) in outs.iter().enumerate() {
-        let at = (bi as u64) << 32;
-        keyed.extend(
-            b.id_hashes
-                .iter()
-                .enumerate()
-                .map(|(e, &h)| (h, at | e as u64)),
-        );
-    }
+/// Rows are sorted by (hash, position), so that rows with equal strings sit together, earliest
+/// first; only rows whose hashes collide have their strings compared. Hashing and sorting in
+/// parallel keep this step short at the end of a run: a hash set over a million ids costs a
+/// cache miss each.
+fn duplicates(
+    outs: &[BlockOut],
+    list: fn(&BlockOut) -> &IdList,
+    hash: impl Fn(&BlockOut, usize) -> u64 + Sync,
+) -> Vec<Vec<(usize, u64)>> {
+    use rayon::prelude::*;
+    let mut keyed: Vec<(u64, u64)> = outs
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(bi, b)| {
+            let hash = &hash;
+            (0..list(b).len()).map(move |e| (hash(b, e), (bi as u64) << 32 | e as u64))
+        })
+        .collect();
     keyed.par_sort_unstable();
-    let own_id = |p: u64| {
-        let b = &outs[(p >> 32) as usize];
-        let e = p as u32 as usize;
-        if opaque_ids {
-            b.original_ids.get(e)
-        } else {
-            b.ids.get(e)
-        }
-    };
+    let text = |p: u64| list(&outs[(p >> 32) as usize]).get(p as u32 as usize);
     let row_of = |p: u64| {
         let b = &outs[(p >> 32) as usize];
         b.first_row + u64::from(b.offsets[p as u32 as usize])
     };
     let mut dups: Vec<Vec<(usize, u64)>> = vec![Vec::new(); outs.len()];
-    // The first occurrence of each distinct id among rows with one hash (nearly always one).
+    // The first occurrence of each distinct string among rows with one hash (nearly always one).
     let mut firsts: Vec<u64> = Vec::new();
     for group in keyed.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
         firsts.clear();
         for &(_, p) in group {
-            let id = own_id(p);
-            match firsts.iter().find(|&&q| own_id(q) == id) {
+            match firsts.iter().find(|&&q| text(q) == text(p)) {
                 Some(&q) => dups[(p >> 32) as usize].push((p as u32 as usize, row_of(q))),
                 None => firsts.push(p),
             }
@@ -397,6 +391,15 @@ fn duplicates(outs: &[BlockOut], opaque_ids: bool) -> Vec<Vec<(usize, u64)>> {
         d.sort_unstable();
     }
     dups
+}
+
+/// Whether two different record ids got one opaque reference, given the rows whose own id is a
+/// duplicate (`duplicate_of`, from [`duplicates`]). Rows with one id share a reference, so
+/// every such row also repeats an earlier reference; any further row that does is a collision.
+fn opaque_refs_collide(outs: &[BlockOut], duplicate_of: &[Vec<(usize, u64)>]) -> bool {
+    let count = |d: &[Vec<(usize, u64)>]| d.iter().map(Vec::len).sum::<usize>();
+    let refs = duplicates(outs, |b| &b.ids, |b, e| table::hash_bytes(b.ids.get(e)));
+    count(&refs) != count(duplicate_of)
 }
 
 /// Encodes a block; also returns the block's buffer for reuse.
@@ -932,19 +935,31 @@ fn encode_reader_with(
     let read_and_encode = started.elapsed().as_secs_f64();
 
     // Assemble in row order; duplicates of a record id are rejected (first occurrence wins).
-    let duplicate_of = duplicates(&outs, plan.opaque_ids);
-    let kept = outs.iter().map(|b| b.ids.len()).sum::<usize>();
-    let kept_bytes = outs.iter().map(|b| b.ids.bytes.len()).sum::<usize>();
+    let own_ids: fn(&BlockOut) -> &IdList = if plan.opaque_ids {
+        |b| &b.original_ids
+    } else {
+        |b| &b.ids
+    };
+    let duplicate_of = duplicates(&outs, own_ids, |b, e| b.id_hashes[e]);
+    if plan.opaque_ids && opaque_refs_collide(&outs, &duplicate_of) {
+        return Err(Error::input(
+            input,
+            "two record ids map to the same opaque reference (a 64-bit collision); \
+             re-run without --opaque-ids and report this",
+        ));
+    }
+    // At most this many rows and id bytes are kept (duplicates are not).
+    let rows_out = outs.iter().map(|b| b.ids.len()).sum::<usize>();
+    let id_bytes_out = outs.iter().map(|b| b.ids.bytes.len()).sum::<usize>();
 
     // Move kept rows down into place (nothing moves when no row was rejected).
-    let mut id_offsets = Vec::with_capacity(kept + 1);
+    let mut id_offsets = Vec::with_capacity(rows_out + 1);
     id_offsets.push(0u64);
-    let mut id_bytes = Vec::with_capacity(kept_bytes);
-    let mut token_offsets = Vec::with_capacity(kept + 1);
+    let mut id_bytes = Vec::with_capacity(id_bytes_out);
+    let mut token_offsets = Vec::with_capacity(rows_out + 1);
     token_offsets.push(0u32);
     let mut rejects = Vec::new();
     let mut stats = plan.stats_template();
-    let mut seen_refs: FxHashMap<Vec<u8>, ()> = FxHashMap::with_hasher(Default::default());
     let mut opaque_map = Vec::new();
     let id_col = plan.header[plan.id_column].clone();
     let (mut j, mut tj) = (0usize, 0usize); // rows and tokens kept so far
@@ -994,13 +1009,6 @@ fn encode_reader_with(
                 continue;
             }
             if plan.opaque_ids {
-                if seen_refs.insert(id.to_vec(), ()).is_some() {
-                    return Err(Error::input(
-                        input,
-                        "two record ids map to the same opaque reference (a 64-bit \
-                         collision); re-run without --opaque-ids and report this",
-                    ));
-                }
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 opaque_map.push((text(id), text(original_ids.get(e))));
             }
@@ -1157,8 +1165,8 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
 mod duplicate_tests {
     use super::*;
 
-    /// A block of encoded rows with record ids `ids` (row offsets 0, 1, …), each hashed by `hash`.
-    fn block(first_row: u64, ids: &[&str], hash: fn(&[u8]) -> u64) -> BlockOut {
+    /// A block of encoded rows with record ids `ids` (row offsets 0, 1, …).
+    fn block(first_row: u64, ids: &[&str]) -> BlockOut {
         let mut list = IdList::default();
         for id in ids {
             list.push(id.as_bytes());
@@ -1167,7 +1175,10 @@ mod duplicate_tests {
             index: 0,
             first_row,
             rows: ids.len(),
-            id_hashes: ids.iter().map(|id| hash(id.as_bytes())).collect(),
+            id_hashes: ids
+                .iter()
+                .map(|id| table::hash_bytes(id.as_bytes()))
+                .collect(),
             ids: list,
             original_ids: IdList::default(),
             offsets: (0..ids.len() as u32).collect(),
@@ -1180,11 +1191,15 @@ mod duplicate_tests {
         }
     }
 
-    fn blocks(hash: fn(&[u8]) -> u64) -> Vec<BlockOut> {
+    fn blocks() -> Vec<BlockOut> {
         vec![
-            block(1, &["A", "B", "A", "C"], hash),
-            block(5, &["D", "A", "B", "B"], hash),
+            block(1, &["A", "B", "A", "C"]),
+            block(5, &["D", "A", "B", "B"]),
         ]
+    }
+
+    fn ids(b: &BlockOut) -> &IdList {
+        &b.ids
     }
 
     /// Every later occurrence of an id names the row of its first one, in row order per block.
@@ -1192,25 +1207,37 @@ mod duplicate_tests {
 
     #[test]
     fn later_occurrences_of_an_id_point_at_the_first() {
-        assert_eq!(duplicates(&blocks(table::hash_bytes), false), EXPECTED);
+        assert_eq!(duplicates(&blocks(), ids, |b, e| b.id_hashes[e]), EXPECTED);
     }
 
     #[test]
     fn ids_whose_hashes_collide_are_told_apart_by_their_bytes() {
-        assert_eq!(duplicates(&blocks(|_| 7), false), EXPECTED);
+        assert_eq!(duplicates(&blocks(), ids, |_, _| 7), EXPECTED);
     }
 
     #[test]
-    fn opaque_ids_are_checked_on_the_agencys_own_ids() {
-        let mut bs = blocks(table::hash_bytes);
+    fn a_shared_opaque_reference_is_a_collision_unless_the_ids_repeat() {
+        let mut bs = blocks();
         for b in &mut bs {
-            // Opaque references all distinct; the agency's own ids as before.
+            // Each row's opaque reference derives from its own id, as the encoder's do.
             b.original_ids = std::mem::take(&mut b.ids);
             for e in 0..b.original_ids.len() {
-                b.ids.push(format!("ref{}-{e}", b.first_row).as_bytes());
+                let r = format!("ref-{}", String::from_utf8_lossy(b.original_ids.get(e)));
+                b.ids.push(r.as_bytes());
             }
         }
-        assert_eq!(duplicates(&bs, true), EXPECTED);
-        assert!(duplicates(&bs, false).iter().all(Vec::is_empty));
+        fn original(b: &BlockOut) -> &IdList {
+            &b.original_ids
+        }
+        let dups = duplicates(&bs, original, |b, e| b.id_hashes[e]);
+        assert_eq!(dups, EXPECTED);
+        // References repeat only with their ids: no collision.
+        assert!(!opaque_refs_collide(&bs, &dups));
+        // "C" (block 0, row 3) gets the reference of "D", another id: a collision.
+        bs[0].ids = IdList::default();
+        for r in ["ref-A", "ref-B", "ref-A", "ref-D"] {
+            bs[0].ids.push(r.as_bytes());
+        }
+        assert!(opaque_refs_collide(&bs, &dups));
     }
 }
