@@ -501,6 +501,12 @@ fn is_placeholder_name(n: &str) -> bool {
     {
         return false;
     }
+    is_placeholder_words(n)
+}
+
+/// [`is_placeholder_name`] without the first-letter check: a placeholder
+/// head, then placeholder tails or `OF`.
+fn is_placeholder_words(n: &str) -> bool {
     let mut words = n.split(' ');
     let Some(head) = words.next() else {
         return false;
@@ -541,24 +547,36 @@ pub fn name(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let out = if let Some(out) = plain_name(s) {
-        out
-    } else {
-        let mut buf = NameBuf {
-            out: String::with_capacity(s.len()),
-            pending_sep: false,
-        };
-        if s.is_ascii() {
-            for &b in s.as_bytes() {
-                buf.push_ascii(b);
-            }
-        } else {
-            for c in s.chars() {
-                buf.push_char(c);
-            }
-        }
-        buf.out
+    let out = plain_name(s).unwrap_or_else(|| name_text(s));
+    name_verdict(out, is_null_marker, is_placeholder_name)
+}
+
+/// A trimmed name through [`NameBuf`], character by character (byte by
+/// byte when ASCII).
+fn name_text(s: &str) -> String {
+    let mut buf = NameBuf {
+        out: String::with_capacity(s.len()),
+        pending_sep: false,
     };
+    if s.is_ascii() {
+        for &b in s.as_bytes() {
+            buf.push_ascii(b);
+        }
+    } else {
+        for c in s.chars() {
+            buf.push_char(c);
+        }
+    }
+    buf.out
+}
+
+/// What [`name`] makes of the normalised text `out`, given how null markers
+/// and newborn placeholders are recognised.
+fn name_verdict(
+    out: String,
+    is_null_marker: fn(&str) -> bool,
+    is_placeholder_name: fn(&str) -> bool,
+) -> Normalised<String> {
     if out.is_empty() {
         return Err(Invalid::NoLetters);
     }
@@ -636,23 +654,32 @@ pub fn postcode(raw: &str) -> Normalised<String> {
         Err(e) => return early(e),
     };
     let (buf, len) = compact_alnum::<7>(s)?;
-    if len < 5 {
+    check_postcode(&buf[..len])?;
+    let (outward, inward) = buf[..len].split_at(len - 3);
+    let mut out = [b' '; 8];
+    out[..len - 3].copy_from_slice(outward);
+    out[len - 2..=len].copy_from_slice(inward);
+    Ok(Some(ascii_output(&out[..=len], s)))
+}
+
+/// Checks a postcode's letters and digits, uppercased and without spaces:
+/// `WrongLength` under five, `BadFormat` unless the last three are a valid
+/// inward code and the rest a valid outward code (or it is `GIR0AA`).
+fn check_postcode(code: &[u8]) -> Result<(), Invalid> {
+    if code.len() < 5 {
         return Err(Invalid::WrongLength);
     }
-    let code = &buf[..len];
-    let (outward, inward) = code.split_at(len - 3);
+    let (outward, inward) = code.split_at(code.len() - 3);
     let valid = code == b"GIR0AA"
         || (valid_outward(outward)
             && inward[0].is_ascii_digit()
             && pc_inward_letter(inward[1])
             && pc_inward_letter(inward[2]));
-    if !valid {
-        return Err(Invalid::BadFormat);
+    if valid {
+        Ok(())
+    } else {
+        Err(Invalid::BadFormat)
     }
-    let mut out = [b' '; 8];
-    out[..len - 3].copy_from_slice(outward);
-    out[len - 2..=len].copy_from_slice(inward);
-    Ok(Some(ascii_output(&out[..=len], s)))
 }
 
 /// The letters and digits of a postcode or UPN, uppercased, with
@@ -746,8 +773,18 @@ pub fn nhs_number(raw: &str) -> Normalised<String> {
         Err(e) => return early(e),
     };
     let digits = nhs_digits(s)?;
-    if digits.iter().all(|&d| d == digits[0]) {
+    if !check_nhs(&digits)? {
         return Ok(None);
+    }
+    Ok(Some(ascii_output(&digits.map(|d| b'0' + d), s)))
+}
+
+/// The checks on an NHS number's ten digit values: `Ok(false)` for a filler
+/// number of one repeated digit, `BadCheckDigit` when the modulus-11 check
+/// fails.
+fn check_nhs(digits: &[u8; 10]) -> Result<bool, Invalid> {
+    if digits.iter().all(|&d| d == digits[0]) {
+        return Ok(false);
     }
     let sum: u32 = digits[..9]
         .iter()
@@ -762,7 +799,7 @@ pub fn nhs_number(raw: &str) -> Normalised<String> {
     if check != u32::from(digits[9]) {
         return Err(Invalid::BadCheckDigit);
     }
-    Ok(Some(ascii_output(&digits.map(|d| b'0' + d), s)))
+    Ok(true)
 }
 
 /// The ten digit values of an NHS number, separators dropped: `BadFormat`
@@ -845,6 +882,13 @@ pub fn upn(raw: &str) -> Normalised<String> {
     if len != buf.len() {
         return Err(Invalid::WrongLength);
     }
+    check_upn(&buf)?;
+    Ok(Some(ascii_output(&buf, s)))
+}
+
+/// The checks on a UPN's thirteen characters, uppercased: the format
+/// (`BadFormat`), then the check letter (`BadCheckDigit`).
+fn check_upn(buf: &[u8; 13]) -> Result<(), Invalid> {
     if !buf[0].is_ascii_uppercase() || !buf[1..12].iter().all(u8::is_ascii_digit) {
         return Err(Invalid::BadFormat);
     }
@@ -865,7 +909,7 @@ pub fn upn(raw: &str) -> Normalised<String> {
     if UPN_ALPHABET[(sum % 23) as usize] != buf[0] {
         return Err(Invalid::BadCheckDigit);
     }
-    Ok(Some(ascii_output(&buf, s)))
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

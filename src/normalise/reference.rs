@@ -1,10 +1,11 @@
-//! The normalisers as they were before their fast paths (commit f76d135),
-//! kept verbatim as the reference that `tests` below hold the fast code to:
-//! every fast path must give exactly these results, error codes included.
+//! The normalisers as they were before their fast paths (commit f76d135):
+//! the slow paths they had, kept as the reference that `tests` below hold
+//! the fast code to: every fast path must give exactly these results, error
+//! codes included.
 //! Test-only; shared helpers whose behaviour did not change (`NameBuf`,
-//! the postcode letter rules, the UPN alphabet, the date-of-birth steps
-//! after the prelude, given the original date matcher) are used from the
-//! parent module.
+//! the character-by-character scans of postcodes, UPNs and NHS numbers, the
+//! postcode, NHS and UPN checks, the date-of-birth steps after the prelude,
+//! given the original date matcher) are used from the parent module.
 
 use super::*;
 
@@ -28,56 +29,14 @@ fn prepare(raw: &str) -> Result<&str, Normalised<()>> {
     Ok(s)
 }
 
-/// Original [`super::is_placeholder_name`].
-fn is_placeholder_name(n: &str) -> bool {
-    let mut words = n.split(' ');
-    let Some(head) = words.next() else {
-        return false;
-    };
-    if !PLACEHOLDER_HEADS.contains(&head) {
-        return false;
-    }
-    for (i, w) in words.enumerate() {
-        if i == 0 && w == "OF" {
-            return true; // "BABY OF <mother's surname>"
-        }
-        if !PLACEHOLDER_TAILS.contains(&w) {
-            return false;
-        }
-    }
-    true
-}
-
-/// Original [`super::name`].
+/// Original [`super::name`] (its null-marker check; newborn placeholders
+/// without the first-letter check).
 pub(super) fn name(raw: &str) -> Normalised<String> {
     let s = match prepare(raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = NameBuf {
-        out: String::with_capacity(s.len()),
-        pending_sep: false,
-    };
-    if s.is_ascii() {
-        for &b in s.as_bytes() {
-            buf.push_ascii(b);
-        }
-    } else {
-        for c in s.chars() {
-            buf.push_char(c);
-        }
-    }
-    let out = buf.out;
-    if out.is_empty() {
-        return Err(Invalid::NoLetters);
-    }
-    if out.len() > MAX_FIELD_BYTES {
-        return Err(Invalid::TooLong);
-    }
-    if is_null_marker(&out) || out == "N A" || out == "N K" || is_placeholder_name(&out) {
-        return Ok(None);
-    }
-    Ok(Some(out))
+    name_verdict(name_text(s), is_null_marker, is_placeholder_words)
 }
 
 /// Original [`super::postcode`].
@@ -86,41 +45,14 @@ pub(super) fn postcode(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = [0u8; 7];
-    let mut len = 0usize;
-    for c in s.chars().filter(|c| !c.is_whitespace()) {
-        if !c.is_ascii_alphanumeric() {
-            return Err(Invalid::BadFormat);
-        }
-        if len == buf.len() {
-            return Err(Invalid::WrongLength);
-        }
-        buf[len] = (c as u8).to_ascii_uppercase();
-        len += 1;
-    }
-    if len < 5 {
-        return Err(Invalid::WrongLength);
-    }
-    let code = &buf[..len];
-    let (outward, inward) = code.split_at(len - 3);
-    let valid = code == b"GIR0AA"
-        || (valid_outward(outward)
-            && inward[0].is_ascii_digit()
-            && pc_inward_letter(inward[1])
-            && pc_inward_letter(inward[2]));
-    if !valid {
-        return Err(Invalid::BadFormat);
-    }
+    let (buf, len) = compact_alnum_chars::<7>(s)?;
+    check_postcode(&buf[..len])?;
+    let (outward, inward) = buf[..len].split_at(len - 3);
     let mut out = String::with_capacity(len + 1);
     out.extend(outward.iter().map(|&b| char::from(b)));
     out.push(' ');
     out.extend(inward.iter().map(|&b| char::from(b)));
     Ok(Some(out))
-}
-
-/// Original [`super::is_nhs_separator`].
-fn is_nhs_separator(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '-' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}')
 }
 
 /// Original [`super::nhs_number`].
@@ -129,38 +61,9 @@ pub(super) fn nhs_number(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut digits = [0u8; 10];
-    let mut len = 0usize;
-    let mut too_long = false;
-    for c in s.chars().filter(|&c| !is_nhs_separator(c)) {
-        if !c.is_ascii_digit() {
-            return Err(Invalid::BadFormat);
-        }
-        if len < digits.len() {
-            digits[len] = c as u8 - b'0';
-            len += 1;
-        } else {
-            too_long = true;
-        }
-    }
-    if too_long || len != digits.len() {
-        return Err(Invalid::WrongLength);
-    }
-    if digits.iter().all(|&d| d == digits[0]) {
+    let digits = nhs_digits_chars(s)?;
+    if !check_nhs(&digits)? {
         return Ok(None);
-    }
-    let sum: u32 = digits[..9]
-        .iter()
-        .zip((2..=10u32).rev())
-        .map(|(&d, w)| u32::from(d) * w)
-        .sum();
-    let check = match 11 - sum % 11 {
-        11 => 0,
-        10 => return Err(Invalid::BadCheckDigit),
-        c => c,
-    };
-    if check != u32::from(digits[9]) {
-        return Err(Invalid::BadCheckDigit);
     }
     Ok(Some(digits.iter().map(|&d| char::from(b'0' + d)).collect()))
 }
@@ -171,41 +74,11 @@ pub(super) fn upn(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let mut buf = [0u8; 13];
-    let mut len = 0usize;
-    for c in s.chars().filter(|c| !c.is_whitespace()) {
-        if !c.is_ascii_alphanumeric() {
-            return Err(Invalid::BadFormat);
-        }
-        if len == buf.len() {
-            return Err(Invalid::WrongLength);
-        }
-        buf[len] = (c as u8).to_ascii_uppercase();
-        len += 1;
-    }
+    let (buf, len) = compact_alnum_chars::<13>(s)?;
     if len != buf.len() {
         return Err(Invalid::WrongLength);
     }
-    if !buf[0].is_ascii_uppercase() || !buf[1..12].iter().all(u8::is_ascii_digit) {
-        return Err(Invalid::BadFormat);
-    }
-    let last = if buf[12].is_ascii_digit() {
-        u32::from(buf[12] - b'0')
-    } else {
-        match UPN_ALPHABET.iter().position(|&l| l == buf[12]) {
-            Some(i) => i as u32,
-            None => return Err(Invalid::BadFormat),
-        }
-    };
-    let sum: u32 = buf[1..12]
-        .iter()
-        .zip(2u32..)
-        .map(|(&d, w)| u32::from(d - b'0') * w)
-        .sum::<u32>()
-        + last * 13;
-    if UPN_ALPHABET[(sum % 23) as usize] != buf[0] {
-        return Err(Invalid::BadCheckDigit);
-    }
+    check_upn(&buf)?;
     Ok(Some(buf.iter().map(|&b| char::from(b)).collect()))
 }
 
