@@ -761,14 +761,22 @@ impl<'p, 'a> Worker<'p, 'a> {
                 );
             }
             o.dest.filters[e * words..(e + 1) * words].copy_from_slice(filter);
+            // The stored segments lie end to end over the whole filter (`schema::stored_layout`),
+            // so the filter's popcount is the sum of theirs.
             let pcs = &mut o.dest.popcounts[e * pw..(e + 1) * pw];
-            pcs[0] = filter.iter().map(|w| w.count_ones()).sum::<u32>() as u16;
+            let mut total = 0;
             for (p, s) in pcs[1..].iter_mut().zip(&plan.schema.stored_segments) {
                 *p = filter[s.word_range()]
                     .iter()
                     .map(|w| w.count_ones())
                     .sum::<u32>() as u16;
+                total += *p;
             }
+            debug_assert_eq!(
+                u32::from(total),
+                filter.iter().map(|w| w.count_ones()).sum::<u32>()
+            );
+            pcs[0] = total;
             let nt = self.row_tokens(r, &mut toks[..ntok]);
             let toks = &mut toks[..nt];
             toks.sort_unstable();
