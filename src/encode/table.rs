@@ -141,6 +141,10 @@ pub struct Interner {
     slots: Slots,
     short: U64Map,
     spans: Vec<(u32, u32)>,
+    /// Per id, the [`head`] of its string: strings of up to 15 bytes are told apart by it
+    /// alone, longer ones by it first (one load instead of the span, the text and a call to
+    /// compare them).
+    heads: Vec<[u64; 2]>,
     text: Vec<u8>,
 }
 
@@ -150,6 +154,7 @@ impl Default for Interner {
             slots: Slots::new(),
             short: U64Map::default(),
             spans: Vec::new(),
+            heads: Vec::new(),
             text: Vec::new(),
         }
     }
@@ -160,6 +165,16 @@ fn short_key(b: &[u8]) -> Option<u64> {
     (1..8)
         .contains(&b.len())
         .then(|| word(b) | (b.len() as u64) << 56)
+}
+
+/// A string's first 15 bytes as two words, zero-padded, with its length (up to 255) in the
+/// top byte.
+fn head(b: &[u8]) -> [u64; 2] {
+    let (lo, hi) = b.split_at(b.len().min(8));
+    [
+        word(lo),
+        word(&hi[..hi.len().min(7)]) | (b.len().min(255) as u64) << 56,
+    ]
 }
 
 impl Interner {
@@ -180,15 +195,18 @@ impl Interner {
     fn push(&mut self, b: &[u8]) -> u32 {
         let id = self.spans.len() as u32;
         self.spans.push((self.text.len() as u32, b.len() as u32));
+        self.heads.push(head(b));
         self.text.extend_from_slice(b);
         id
     }
 
     fn id_long(&mut self, b: &[u8]) -> u32 {
         let hash = hash_bytes(b);
+        let h = head(b);
         for r in self.slots.candidates(hash) {
-            if self.text(r - 1) == b {
-                return r - 1;
+            let id = r - 1;
+            if self.heads[id as usize] == h && (b.len() < 16 || self.text(id) == b) {
+                return id;
             }
         }
         let id = self.push(b);
@@ -477,6 +495,60 @@ mod tests {
         }
         assert_eq!(i.id(b""), 5000);
         assert_eq!(i.id(b""), 5000);
+    }
+
+    #[test]
+    fn a_head_tells_apart_any_two_strings_of_up_to_fifteen_bytes() {
+        // The interner compares strings of up to 15 bytes by their heads alone: trailing zero
+        // bytes, lengths and the last byte must all count.
+        let mut seen = std::collections::HashMap::new();
+        let alphabet = [0u8, 1, b'A', 0xff];
+        let mut strings = vec![Vec::new()];
+        for len in 1..=15usize {
+            // Every string over the alphabet for short lengths, a sample for longer ones.
+            let count = alphabet.len().pow(len.min(4) as u32);
+            for n in 0..count {
+                let s: Vec<u8> = (0..len)
+                    .map(|i| alphabet[((n >> (2 * (i % 4))) % 4) ^ (i / 4 % 4)])
+                    .collect();
+                strings.push(s);
+            }
+            // And strings that differ from one another in one byte, at every position.
+            for at in 0..len {
+                for &b in &alphabet {
+                    let mut s = vec![b'A'; len];
+                    s[at] = b;
+                    strings.push(s);
+                }
+            }
+        }
+        for s in strings {
+            if let Some(other) = seen.insert(head(&s), s.clone()) {
+                assert_eq!(other, s, "two strings share a head");
+            }
+        }
+    }
+
+    #[test]
+    fn interner_tells_apart_long_strings_that_share_their_first_fifteen_bytes() {
+        // Strings of 8–15 bytes are compared by their head alone, longer ones by head then
+        // text: these share heads' bytes, differ in length, or differ only past byte 15.
+        let base = b"sec:AB12 3CD EFGH";
+        let mut strings: Vec<Vec<u8>> = (8..=base.len()).map(|n| base[..n].to_vec()).collect();
+        for last in [b'X', b'Y', 0] {
+            let mut s = base.to_vec();
+            s.push(last);
+            strings.push(s);
+        }
+        strings.push([&base[..15], &[0u8][..]].concat());
+        let mut i = Interner::default();
+        for (n, s) in strings.iter().enumerate() {
+            assert_eq!(i.id(s), n as u32, "{s:?}");
+        }
+        for (n, s) in strings.iter().enumerate() {
+            assert_eq!(i.id(s), n as u32, "{s:?}");
+            assert_eq!(i.text(n as u32), s.as_slice());
+        }
     }
 
     #[test]
