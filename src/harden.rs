@@ -381,18 +381,10 @@ impl Hardener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::date::Date;
-    use crate::key::NewKey;
     use crate::schema::UNHARDENED_SCHEMA_TOML;
 
     fn key() -> LinkageKey {
-        let opts = NewKey {
-            partnership: "Test".into(),
-            purpose: "test".into(),
-            expires: None,
-            epoch: 1,
-        };
-        LinkageKey::generate_as_of(&opts, Date::new(2026, 1, 1).unwrap()).unwrap()
+        crate::key::test_key("Test")
     }
 
     /// The default schema with segments resized and a `[hardening]` table appended.

@@ -492,6 +492,19 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
     Ok(key)
 }
 
+/// A fresh random key for unit tests: partnership `partnership`, created 2026-01-01 with the
+/// default expiry.
+#[cfg(test)]
+pub(crate) fn test_key(partnership: &str) -> LinkageKey {
+    let opts = NewKey {
+        partnership: partnership.into(),
+        purpose: "test".into(),
+        expires: None,
+        epoch: 1,
+    };
+    LinkageKey::generate_as_of(&opts, Date::new(2026, 1, 1).unwrap()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@
 //! identical for any thread count and any order of rows (tests/vectors.rs, tests/hardening.rs).
 
 use super::blocks::RecordBatch;
-use super::table::{hash_bytes, Dict, Interner, Payload, U64Map};
+use super::table::{hash_bytes, push_words, Dict, Interner, Payload, U64Map};
 use super::{decode, enc_name, normalise_value, Plan, Reject};
 use crate::colmap::TextEncoding;
 use crate::harden;
@@ -283,15 +283,6 @@ fn token_ids<'w>(fp: &FieldPlan, words: &'w [u64]) -> impl Iterator<Item = u32> 
         .iter()
         .flat_map(|&w| [w as u32, (w >> 32) as u32])
         .take(n)
-}
-
-/// Appends `text` to `words` as whole little-endian words (zero-padded).
-fn push_text(words: &mut Vec<u64>, text: &[u8]) {
-    words.extend(text.chunks(8).map(|c| {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        u64::from_le_bytes(w)
-    }));
 }
 
 /// Per salt, the segment-relative bit positions of each filter token, computed on first use.
@@ -1445,7 +1436,7 @@ fn compute_value(
             s[fp.emb_at() + j] = embedded_token(plan, kind, fi, s, text, None, msg);
         }
     }
-    push_text(s, text);
+    push_words(s, text);
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
 }

@@ -11,7 +11,7 @@ use super::{decode, normalise_value, EncodeOptions, Encoded, Records};
 use crate::colmap::ColumnMap;
 use crate::date::Date;
 use crate::harden::{Hardener, Scratch};
-use crate::key::{LinkageKey, NewKey};
+use crate::key::LinkageKey;
 use crate::normalise::MAX_FIELD_BYTES;
 use crate::schema::{SaltMissing, Schema};
 use crate::tokens::{self, Hasher, Value, TOKEN_PART_SEPARATOR};
@@ -239,13 +239,7 @@ fn reference(
 }
 
 fn key() -> LinkageKey {
-    let opts = NewKey {
-        partnership: "Reference test".into(),
-        purpose: "test".into(),
-        expires: None,
-        epoch: 1,
-    };
-    LinkageKey::generate_as_of(&opts, Date::new(2026, 1, 1).unwrap()).unwrap()
+    crate::key::test_key("Reference test")
 }
 
 fn testdata(name: &str) -> std::path::PathBuf {

@@ -35,6 +35,12 @@ fn word(b: &[u8]) -> u64 {
     }
 }
 
+/// Appends `bytes` to `words` as whole little-endian words, the last zero-padded (how the
+/// arenas keep keys and texts).
+pub fn push_words(words: &mut Vec<u64>, bytes: &[u8]) {
+    words.extend(bytes.chunks(8).map(word));
+}
+
 /// A fast hash of a byte string (folded multiplies over 16-byte chunks, seeded by the length).
 pub fn hash_bytes(b: &[u8]) -> u64 {
     const K: [u64; 4] = [
@@ -326,10 +332,9 @@ impl Dict {
     pub fn insert(&mut self, hash: u64, key: &[u8], payload_words: usize) -> Payload {
         let at = self.arena.len();
         self.arena.push(key.len() as u64);
+        push_words(&mut self.arena, key);
         let kw = key_words(key.len());
         self.arena.resize(at + 1 + kw + payload_words, 0);
-        bytemuck::cast_slice_mut::<u64, u8>(&mut self.arena[at + 1..at + 1 + kw])[..key.len()]
-            .copy_from_slice(key);
         let arena = &self.arena;
         let key_at = |r: u32| {
             let at = r as usize;
