@@ -173,6 +173,24 @@ fn outputs_are_byte_identical_whatever_the_thread_count() {
         let b = std::fs::read(outs[1].join(f)).unwrap();
         assert!(a == b, "{f} differs between thread counts");
     }
+    // The report too, but for its timings: its estimates are sums over every record, which
+    // must not depend on how the work was split.
+    let report = |out: &std::path::Path| {
+        let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).unwrap();
+        v.remove("seconds").expect("report has timings");
+        v
+    };
+    let (a, b) = (report(&outs[0]), report(&outs[1]));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert_eq!(
+            Some(v),
+            b.get(k),
+            "report.json `{k}` differs between thread counts"
+        );
+    }
 }
 
 #[test]

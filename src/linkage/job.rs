@@ -226,7 +226,9 @@ pub fn estimate_quality(
     for &(root, g) in &members {
         held[root as usize] |= 1 << (inputs.file_of(g) % 64);
     }
-    let expected_true_pairs = (0..inputs.total())
+    // Per record in parallel, summed in record order: a parallel sum would group the terms by
+    // how the work was split, and the report would change in its last digits from run to run.
+    let per_record: Vec<f64> = (0..inputs.total())
         .into_par_iter()
         .map(|g| {
             let own = inputs.file_of(g as u32);
@@ -253,8 +255,8 @@ pub fn estimate_quality(
                 })
                 .sum::<f64>()
         })
-        .sum::<f64>()
-        / 2.0;
+        .collect();
+    let expected_true_pairs = per_record.iter().sum::<f64>() / 2.0;
     let precision = if linked_pairs == 0 {
         1.0
     } else {
