@@ -104,8 +104,8 @@ pub struct EncodeArgs {
     /// agency must be the column map's.
     #[arg(long, value_name = "SIGNING_KEY")]
     pub sign_with: Option<PathBuf>,
-    /// Worker threads [default: all cores].
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads (0: all cores) [default: all cores].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     /// Print the summary as JSON on stdout.
     #[arg(long)]

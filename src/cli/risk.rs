@@ -39,8 +39,8 @@ pub struct RiskArgs {
     /// Accept an expired key.
     #[arg(long)]
     pub allow_expired: bool,
-    /// Encoder threads [default: all cores].
-    #[arg(long, default_value_t = 0)]
+    /// Encoder threads (0: all cores) [default: all cores].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
 }
 
