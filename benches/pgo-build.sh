@@ -6,16 +6,22 @@
 #   benches/pgo-build.sh            # builds target/pgo/release/bloomlink
 #   CHILDREN=50000 benches/pgo-build.sh
 #
-# Needs the toolchain's llvm-profdata (`rustup component add llvm-tools`, added here if
-# missing). Output is identical to the plain release build's; only speed differs.
+# Needs an llvm-profdata of rustc's LLVM version: the toolchain's (`rustup component add
+# llvm-tools`, added here if missing), or LLVM_PROFDATA=PATH. Output is identical to the plain
+# release build's; only speed differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 children=${CHILDREN:-200000}
 sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
-profdata="$sysroot/lib/rustlib/$host/bin/llvm-profdata"
+profdata=${LLVM_PROFDATA:-$sysroot/lib/rustlib/$host/bin/llvm-profdata}
 if [ ! -x "$profdata" ]; then
+  if [ -n "${LLVM_PROFDATA:-}" ] || ! command -v rustup >/dev/null; then
+    echo "error: no llvm-profdata at $profdata; install the llvm-tools of rustc's LLVM" \
+      "($(rustc -vV | sed -n 's/^LLVM version: //p')) and set LLVM_PROFDATA=PATH" >&2
+    exit 1
+  fi
   echo "== installing llvm-tools (for llvm-profdata)"
   rustup component add llvm-tools
 fi
