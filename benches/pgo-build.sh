@@ -7,8 +7,8 @@
 #   CHILDREN=50000 benches/pgo-build.sh
 #
 # Needs an llvm-profdata of rustc's LLVM version: the toolchain's (`rustup component add
-# llvm-tools`, added here if missing), or LLVM_PROFDATA=PATH. Output is identical to the plain
-# release build's; only speed differs.
+# llvm-tools`, added here if missing), or LLVM_PROFDATA=PATH; exits 3 when there is none to be
+# had. Output is identical to the plain release build's; only speed differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +17,12 @@ sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata=${LLVM_PROFDATA:-$sysroot/lib/rustlib/$host/bin/llvm-profdata}
 if [ ! -x "$profdata" ]; then
-  if [ -n "${LLVM_PROFDATA:-}" ] || ! command -v rustup >/dev/null; then
+  echo "== installing llvm-tools (for llvm-profdata)"
+  if [ -n "${LLVM_PROFDATA:-}" ] || ! rustup component add llvm-tools; then
     echo "error: no llvm-profdata at $profdata; install the llvm-tools of rustc's LLVM" \
       "($(rustc -vV | sed -n 's/^LLVM version: //p')) and set LLVM_PROFDATA=PATH" >&2
-    exit 1
+    exit 3
   fi
-  echo "== installing llvm-tools (for llvm-profdata)"
-  rustup component add llvm-tools
 fi
 
 work=$(mktemp -d)
