@@ -73,6 +73,19 @@ pub fn hash_u64(k: u64) -> u64 {
     h ^ h >> 33
 }
 
+/// `n` zeroed items, written rather than taken zeroed from the allocator.
+///
+/// A large `vec![0; n]` is fresh zero pages from the kernel, mapped on first *read* to the
+/// shared zero page. A table probes (reads) a slot before it writes it, so each of its pages
+/// then faults twice, and the second fault (copy-on-write from the zero page) flushes the TLB
+/// of every core the process runs on, an interrupt to the other workers. Writing the zeros
+/// first costs one fault per page and no interrupt (docs/DESIGN-NOTES.md, "Encoder").
+fn zeroed<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, T::default());
+    v
+}
+
 /// The slot array shared by the tables: 0 is empty, otherwise the hash's top 32 bits above a
 /// nonzero 32-bit reference.
 #[derive(Clone)]
@@ -84,7 +97,7 @@ struct Slots {
 impl Slots {
     fn new() -> Slots {
         Slots {
-            slots: vec![0; MIN_SLOTS],
+            slots: zeroed(MIN_SLOTS),
             used: 0,
         }
     }
@@ -115,7 +128,7 @@ impl Slots {
     fn insert(&mut self, hash: u64, reference: u32, rehash: impl Fn(u32) -> u64) {
         debug_assert!(reference != 0);
         if (self.used + 1) * 2 > self.slots.len() {
-            let grown = vec![0; self.slots.len() * 2];
+            let grown = zeroed(self.slots.len() * 2);
             let old = std::mem::replace(&mut self.slots, grown);
             for s in old.into_iter().filter(|&s| s != 0) {
                 let r = s as u32;
@@ -385,7 +398,7 @@ pub struct U64Map {
 impl Default for U64Map {
     fn default() -> Self {
         U64Map {
-            slots: vec![(0, 0); MIN_SLOTS],
+            slots: zeroed(MIN_SLOTS),
             len: 0,
             lookups: 0,
             hits: 0,
@@ -427,7 +440,7 @@ impl U64Map {
         // Kept at most 70 % full: the slots hold the keys and values themselves, so a larger
         // load costs a few more probes in one cache line but saves a table twice the size.
         if (self.len + 1) * 10 > self.slots.len() * 7 {
-            let grown = vec![(0, 0); self.slots.len() * 2];
+            let grown = zeroed(self.slots.len() * 2);
             let old = std::mem::replace(&mut self.slots, grown);
             for (k, v) in old.into_iter().filter(|&(k, _)| k != 0) {
                 self.place(k, v);
