@@ -504,6 +504,8 @@ pub struct Worker<'p, 'a> {
     hashes: Vec<u64>,
     keys: Vec<u8>,
     key_ends: Vec<usize>,
+    /// Per batch and salted field: the rows whose entry is missing, and their values' hashes.
+    misses: Vec<(usize, u64)>,
     sc: Scratch,
     /// Per field counts for the block being encoded.
     pub counts: Vec<FieldCounts>,
@@ -618,6 +620,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             hashes: Vec::new(),
             keys: Vec::new(),
             key_ends: Vec::new(),
+            misses: Vec::new(),
             sc: Scratch::default(),
             counts: vec![FieldCounts::default(); nf],
         };
@@ -943,6 +946,7 @@ impl<'p, 'a> Worker<'p, 'a> {
             seen,
             salts,
             token_cache,
+            misses,
             ..
         } = self;
         let f = &mut fields[fi];
@@ -979,6 +983,9 @@ impl<'p, 'a> Worker<'p, 'a> {
                     f.entries.prefetch_record(h);
                 }
             }
+        }
+        if use_entries && fp.salted && f.use_values {
+            prefetch_for_misses(plan, fi, f, token_cache, rows, key, hashes, misses);
         }
         let uses = &token_uses[fi];
         let counts = &mut counts[fi];
@@ -1454,6 +1461,68 @@ fn segment_positions<'b>(
     plan.hasher.positions(sg, fp.k, token, buf);
     let start = fp.start_bit;
     buf.iter().map(move |&p| p - start)
+}
+
+/// Starts loading, for all the rows of a batch whose salted entry is missing at once, what
+/// making their entries reads: the value's record in the value dictionary, then its tokens'
+/// positions under the row's salt and the keyed-token cache slots of its embedded tokens.
+/// Each is a cache miss in a table the dictionaries keep evicting, and [`make_salted_entry`]
+/// would otherwise wait for them one entry after another. Only hints: nothing is changed.
+#[allow(clippy::too_many_arguments)]
+fn prefetch_for_misses<'k>(
+    plan: &Plan<'_>,
+    fi: usize,
+    f: &FieldState,
+    token_cache: &[U64Map],
+    rows: &[RowState],
+    key: impl Fn(usize) -> &'k [u8],
+    hashes: &[u64],
+    misses: &mut Vec<(usize, u64)>,
+) {
+    const SALT_BYTES: usize = std::mem::size_of::<Salt>();
+    let fp = &plan.fields[fi];
+    misses.clear();
+    for (r, st) in rows.iter().enumerate() {
+        let k = key(r);
+        if !st.live || k.len() - SALT_BYTES > normalise::MAX_FIELD_BYTES {
+            continue;
+        }
+        if f.entries.peek(hashes[r], k).is_none() {
+            let h = hash_bytes(&k[SALT_BYTES..]);
+            f.values.prefetch_slot(h);
+            misses.push((r, h));
+        }
+    }
+    for &(_, h) in misses.iter() {
+        f.values.prefetch_record(h);
+    }
+    let k = fp.k as usize;
+    for &(r, h) in misses.iter() {
+        let salt = rows[r].salt;
+        let Some(p) = f.values.peek(h, &key(r)[SALT_BYTES..]) else {
+            continue;
+        };
+        let value = f.values.payload_from(p);
+        if salt == NO_BITS || value[0] as u8 != ST_PRESENT {
+            continue;
+        }
+        if fp.segment.is_some() && (salt as usize) < plan.limits.max_salts {
+            for tok in token_ids(fp, value) {
+                f.positions.prefetch(salt as usize, tok, k);
+            }
+        }
+        if salt == MARKER {
+            continue;
+        }
+        for (j, &kind) in fp.embedded.iter().enumerate() {
+            let part = f.salt_keyed[j].and_then(|t| {
+                part_of(fp, value, value_text_at(fp, value[0]), t).and_then(|(id, _)| id)
+            });
+            if let Some(id) = part {
+                token_cache[kind].prefetch((u64::from(salt) + 1) << 32 | (u64::from(id) + 1));
+            }
+        }
+    }
 }
 
 /// Sets the bits at `positions` (relative to the segment's first bit) in `words`.
