@@ -365,6 +365,8 @@ struct FieldState {
     positions: Positions,
     /// Entries of this batch made without the dictionary.
     scratch: Vec<u64>,
+    /// Rows of the last batch whose entry was not in the dictionary.
+    misses: usize,
 }
 
 impl FieldState {
@@ -575,6 +577,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     tokens: Interner::default(),
                     positions: Positions::default(),
                     scratch: Vec::new(),
+                    misses: 0,
                 })
                 .collect(),
             token_cache: schema.tokens.iter().map(|_| U64Map::default()).collect(),
@@ -984,9 +987,12 @@ impl<'p, 'a> Worker<'p, 'a> {
                 }
             }
         }
-        if use_entries && fp.salted && f.use_values {
+        // Looking ahead costs a pass over the batch: worth it only while misses are common
+        // (on an export whose values all repeat, it cost the hit path 2-4 %).
+        if use_entries && fp.salted && f.use_values && f.misses * MISSES_TO_LOOK_AHEAD >= n {
             prefetch_for_misses(plan, fi, f, token_cache, rows, key, hashes, misses);
         }
+        f.misses = 0;
         let uses = &token_uses[fi];
         let counts = &mut counts[fi];
         let in_filter = fp.segment.is_some();
@@ -1020,6 +1026,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                         (Cur::Cached(p, len as u32), &words[..len])
                     }
                     None => {
+                        f.misses += 1;
                         make(f, sc, true);
                         let len = sc.payload.len();
                         let p = f.entries.insert(hash, k, len);
@@ -1462,6 +1469,10 @@ fn segment_positions<'b>(
     let start = fp.start_bit;
     buf.iter().map(move |&p| p - start)
 }
+
+/// A salted field's batch looks ahead for its misses ([`prefetch_for_misses`]) when the
+/// field's last batch missed on at least one row in this many.
+const MISSES_TO_LOOK_AHEAD: usize = 16;
 
 /// Starts loading, for all the rows of a batch whose salted entry is missing at once, what
 /// making their entries reads: the value's record in the value dictionary, then its tokens'
