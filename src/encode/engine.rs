@@ -411,6 +411,8 @@ enum SegMode {
 /// schema says salted fields then set no bits). Salts past [`Limits::max_salts`] have no
 /// position tables: their tokens are hashed directly.
 type Salt = u32;
+/// A salted field's dictionary key starts with the row's salt, as these little-endian bytes.
+const SALT_BYTES: usize = std::mem::size_of::<Salt>();
 const MARKER: Salt = 0;
 const NO_BITS: Salt = u32::MAX;
 
@@ -996,7 +998,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         let uses = &token_uses[fi];
         let counts = &mut counts[fi];
         let in_filter = fp.segment.is_some();
-        let salt_bytes = if fp.salted { 4 } else { 0 };
+        let salt_bytes = if fp.salted { SALT_BYTES } else { 0 };
         for r in 0..n {
             let st = &mut rows[r];
             if !st.live {
@@ -1488,11 +1490,10 @@ fn prefetch_for_misses<'k>(
     rows: &[RowState],
     key: impl Fn(usize) -> &'k [u8],
     hashes: &[u64],
-    misses: &mut Vec<(usize, u64)>,
+    miss_rows: &mut Vec<(usize, u64)>,
 ) {
-    const SALT_BYTES: usize = std::mem::size_of::<Salt>();
     let fp = &plan.fields[fi];
-    misses.clear();
+    miss_rows.clear();
     for (r, st) in rows.iter().enumerate() {
         let k = key(r);
         if !st.live || k.len() - SALT_BYTES > normalise::MAX_FIELD_BYTES {
@@ -1501,14 +1502,14 @@ fn prefetch_for_misses<'k>(
         if f.entries.peek(hashes[r], k).is_none() {
             let h = hash_bytes(&k[SALT_BYTES..]);
             f.values.prefetch_slot(h);
-            misses.push((r, h));
+            miss_rows.push((r, h));
         }
     }
-    for &(_, h) in misses.iter() {
+    for &(_, h) in miss_rows.iter() {
         f.values.prefetch_record(h);
     }
     let k = fp.k as usize;
-    for &(r, h) in misses.iter() {
+    for &(r, h) in miss_rows.iter() {
         let salt = rows[r].salt;
         let Some(p) = f.values.peek(h, &key(r)[SALT_BYTES..]) else {
             continue;
@@ -1522,18 +1523,29 @@ fn prefetch_for_misses<'k>(
                 f.positions.prefetch(salt as usize, tok, k);
             }
         }
-        if salt == MARKER {
-            continue;
-        }
         for (j, &kind) in fp.embedded.iter().enumerate() {
-            let part = f.salt_keyed[j].and_then(|t| {
-                part_of(fp, value, value_text_at(fp, value[0]), t).and_then(|(id, _)| id)
-            });
-            if let Some(id) = part {
-                token_cache[kind].prefetch((u64::from(salt) + 1) << 32 | (u64::from(id) + 1));
+            if let Some(key) = salted_token_key(fp, f, j, value, salt) {
+                token_cache[kind].prefetch(key);
             }
         }
     }
+}
+
+/// The keyed-token cache key of embedded token `j` of a salted field's value `value` (its
+/// payload) under `salt`: (salt, the id of the value's one part). `None` when the token is not
+/// cached that way ([`FieldState::salt_keyed`]), the part has no id, or there is no salt.
+fn salted_token_key(
+    fp: &FieldPlan,
+    f: &FieldState,
+    j: usize,
+    value: &[u64],
+    salt: Salt,
+) -> Option<u64> {
+    if salt == NO_BITS || salt == MARKER {
+        return None;
+    }
+    let (id, _) = part_of(fp, value, value_text_at(fp, value[0]), f.salt_keyed[j]?)?;
+    Some((u64::from(salt) + 1) << 32 | (u64::from(id?) + 1))
 }
 
 /// Sets the bits at `positions` (relative to the segment's first bit) in `words`.
@@ -1721,11 +1733,7 @@ fn make_salted_entry(
     let salt_part = salt_text.filter(|_| salt != MARKER);
     for (j, &kind) in fp.embedded.iter().enumerate() {
         // Cached by (salt, the id of the field's one part) when the token has just those two.
-        let key = f.salt_keyed[j]
-            .filter(|_| salt_part.is_some())
-            .and_then(|t| part_of(fp, &value, value_text_at(fp, value[0]), t))
-            .and_then(|(id, _)| id)
-            .map(|id| (u64::from(salt) + 1) << 32 | (u64::from(id) + 1));
+        let key = salted_token_key(fp, f, j, &value, salt);
         let cache = &mut token_cache[kind];
         s[fp.emb_at() + j] = match key.and_then(|k| cache.get(k)) {
             Some(tok) => tok,
