@@ -23,11 +23,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The output exists and `--force` was not given.
-    #[error("{path} already exists: choose another output or pass --force to replace it")]
+    /// The output exists and is not to be replaced.
+    #[error("{path} already exists: {}", exists_fix(*.force))]
     OutputExists {
         /// The existing output.
         path: PathBuf,
+        /// The command offers `--force` to replace it (keys and checkpoints are never replaced).
+        force: bool,
     },
 
     /// A key file was refused.
@@ -153,6 +155,16 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+}
+
+/// The fix for an existing output, by whether the command can replace it.
+fn exists_fix(force: bool) -> &'static str {
+    if force {
+        "choose another output or pass --force to replace it"
+    } else {
+        "choose another output (bloomlink never replaces this kind of file: move the old one \
+         away first if it is really no longer needed)"
+    }
 }
 
 impl Error {

@@ -10,10 +10,23 @@ use crate::error::{Error, Result};
 /// How an atomic write treats an existing destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overwrite {
-    /// Refuse with [`Error::OutputExists`].
+    /// Refuse with [`Error::OutputExists`]; the command offers `--force` to replace it.
     Refuse,
+    /// Refuse, and nothing replaces it: keys, public keys and signed checkpoints (a replaced key
+    /// file is a lost key).
+    Never,
     /// Replace it.
     Replace,
+}
+
+impl Overwrite {
+    /// The error for an existing `path` that this mode does not replace.
+    fn exists(self, path: &Path) -> Error {
+        Error::OutputExists {
+            path: path.to_path_buf(),
+            force: self == Overwrite::Refuse,
+        }
+    }
 }
 
 /// File permissions for a new file.
@@ -28,10 +41,8 @@ pub enum Mode {
 /// Fails early with [`Error::OutputExists`] if `path` exists and `overwrite` is `Refuse`, and
 /// checks that its directory exists, so that a long job does not fail only at the end.
 pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
-    if overwrite == Overwrite::Refuse && path.exists() {
-        return Err(Error::OutputExists {
-            path: path.to_path_buf(),
-        });
+    if overwrite != Overwrite::Replace && path.exists() {
+        return Err(overwrite.exists(path));
     }
     let dir = parent_dir(path);
     if !dir.is_dir() {
@@ -68,7 +79,8 @@ fn open_new(path: &Path, mode: Mode) -> std::io::Result<File> {
 
 /// Writes `path` atomically: the content goes to a temporary file in the same directory, is
 /// flushed to disk, and only then renamed into place. A crash or error leaves no half-written
-/// output. With [`Overwrite::Refuse`] an existing file is never replaced (checked by a hard link,
+/// output. With [`Overwrite::Refuse`] or [`Overwrite::Never`] an existing file is never replaced
+/// (checked by a hard link,
 /// so two concurrent writers cannot both win).
 pub fn write_atomic<T>(
     path: &Path,
@@ -107,12 +119,10 @@ pub fn write_atomic<T>(
     drop(file);
     match overwrite {
         Overwrite::Replace => fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?,
-        Overwrite::Refuse => {
+        Overwrite::Refuse | Overwrite::Never => {
             fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::OutputExists {
-                        path: path.to_path_buf(),
-                    }
+                    overwrite.exists(path)
                 } else {
                     Error::io(path, e)
                 }

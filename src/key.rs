@@ -260,7 +260,7 @@ impl LinkageKey {
     /// Writes the key file: mode 0600, never over an existing file, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = self.to_file_text();
-        fsutil::write_text_atomic(path, Overwrite::Refuse, Mode::Private, &text)
+        fsutil::write_text_atomic(path, Overwrite::Never, Mode::Private, &text)
     }
 
     /// Loads a key file, refusing (with the fix in the message) a file readable by group or

@@ -204,7 +204,7 @@ impl SigningKey {
     /// Writes the key file: mode 0600, never over an existing file, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = self.to_file_text();
-        fsutil::write_text_atomic(path, Overwrite::Refuse, Mode::Private, &text)
+        fsutil::write_text_atomic(path, Overwrite::Never, Mode::Private, &text)
     }
 
     /// The public key file's text: comment lines and one `agency = "ed25519:…"` line, which is

@@ -242,7 +242,7 @@ fn existing_output_needs_force() {
     f.encode()
         .assert()
         .code(1)
-        .stderr(contains("already exists"));
+        .stderr(contains("already exists").and(contains("pass --force")));
     assert_eq!(std::fs::read(f.path("out.clk")).unwrap(), before);
     f.encode().arg("--force").assert().success();
 }
@@ -392,7 +392,9 @@ fn key_new_never_overwrites_and_show_hides_secret() {
         .arg(&p)
         .assert()
         .code(1)
-        .stderr(contains("already exists"));
+        // `key new` has no --force: the message must not send the user looking for one.
+        .stderr(contains("already exists").and(contains("never replaces")))
+        .stderr(contains("--force").not());
     assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
     for args in [vec!["key", "show"], vec!["key", "show", "--json"]] {
         bloomlink()

@@ -237,7 +237,7 @@ fn rotation_makes_the_next_epoch_and_records_the_lineage() {
         .arg(&new)
         .assert()
         .code(1)
-        .stderr(contains("already exists"));
+        .stderr(contains("already exists").and(contains("--force").not()));
     assert_eq!(std::fs::read_to_string(&new).unwrap(), text);
     let e = s.entries();
     let rot: Vec<_> = e.iter().filter(|x| x["action"] == "key.rotate").collect();
@@ -500,7 +500,7 @@ fn signing_keys_are_private_files_and_their_actions_are_audited() {
         .arg(&sk)
         .assert()
         .code(1)
-        .stderr(contains("already exists"));
+        .stderr(contains("already exists").and(contains("--force").not()));
     assert_eq!(std::fs::read_to_string(&sk).unwrap(), text);
     bloomlink()
         .args(["signing-key", "new", "--agency", "Health Team", "-o"])

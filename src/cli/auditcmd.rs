@@ -172,14 +172,14 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 }
             };
             if let Some(p) = &cp_out {
-                fsutil::check_output(p, Overwrite::Refuse)?;
+                fsutil::check_output(p, Overwrite::Never)?;
             }
             ev.signer = signer.as_ref().map(|k| SignerRef::of(k.info()));
             let entry = audit::append(&log, &ev)?;
             let entries = entry.seq + 1;
             let signed = signer.as_ref().map(|k| SignedCheckpoint::sign(&entry, k));
             if let (Some(p), Some(cp)) = (&cp_out, &signed) {
-                fsutil::write_text_atomic(p, Overwrite::Refuse, Mode::Default, &cp.to_text())?;
+                fsutil::write_text_atomic(p, Overwrite::Never, Mode::Default, &cp.to_text())?;
             }
             if json {
                 output::print_json(&serde_json::json!({

@@ -195,6 +195,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     if a.output.exists() && !a.force {
         return Err(Error::OutputExists {
             path: a.output.clone(),
+            force: true,
         }
         .into());
     }

@@ -120,7 +120,7 @@ fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<()> {
             ev.agency = Some(info.agency.clone());
             let text = key.public_file_text();
             if let Some(out) = &output {
-                fsutil::write_text_atomic(out, Overwrite::Refuse, Mode::Default, &text)?;
+                fsutil::write_text_atomic(out, Overwrite::Never, Mode::Default, &text)?;
                 ev.outputs.push(FileRef::hashed(out));
             }
             if json {

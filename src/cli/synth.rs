@@ -34,7 +34,11 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     if !a.force {
         if let Ok(mut entries) = std::fs::read_dir(&a.output) {
             if entries.next().is_some() {
-                return Err(bloomlink::Error::OutputExists { path: a.output }.into());
+                return Err(bloomlink::Error::OutputExists {
+                    path: a.output,
+                    force: true,
+                }
+                .into());
             }
         }
     }
