@@ -346,6 +346,25 @@ fn a_retired_key_is_refused_unless_overridden_and_the_override_is_audited() {
     assert!(overrides
         .iter()
         .any(|o| o["what"].as_str().unwrap().contains("--allow-retired")));
+    // `risk` refuses the retired key too, naming the override it accepts.
+    let risk = |extra: &[&str]| {
+        let mut c = bloomlink();
+        c.args(["risk", "--key"])
+            .arg(&key)
+            .arg("--columns")
+            .arg(s.map("health"))
+            .arg(&s.input)
+            .arg("--audit-log")
+            .arg(s.log())
+            .args(extra);
+        c
+    };
+    risk(&[])
+        .assert()
+        .code(4)
+        .stderr(contains("retired").and(contains("--allow-retired")));
+    risk(&["--allow-retired"]).assert().success();
+    assert_eq!(s.last_entry()["options"]["allow_retired"], true);
 }
 
 #[test]

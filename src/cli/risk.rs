@@ -8,7 +8,7 @@ use bloomlink::audit::{Event, FileRef};
 use bloomlink::colmap::ColumnMap;
 use bloomlink::date::Date;
 use bloomlink::fsutil::{self, Mode, Overwrite};
-use bloomlink::key::{Expiry, LinkageKey};
+use bloomlink::key::{Expiry, LinkageKey, Retired};
 use bloomlink::risk::{self, RiskOptions, RiskReport, Verdict};
 use clap::Args;
 
@@ -39,6 +39,10 @@ pub struct RiskArgs {
     /// Accept an expired key.
     #[arg(long)]
     pub allow_expired: bool,
+    /// Accept a retired key (to assess encodings made before it was retired; recorded in the
+    /// audit log).
+    #[arg(long)]
+    pub allow_retired: bool,
     /// Encoder threads (0: all cores) [default: all cores].
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
@@ -55,6 +59,7 @@ pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     a.export.note(&mut ev);
     let o = &mut ev.options;
     o.insert("allow_expired".into(), a.allow_expired.into());
+    o.insert("allow_retired".into(), a.allow_retired.into());
     o.insert("show_values".into(), a.show_values.is_some().into());
     let result = assess(&a, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
@@ -80,7 +85,12 @@ fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
     } else {
         Expiry::Enforce
     };
-    let key = LinkageKey::load(&a.export.key, expiry)?;
+    let retired = if a.allow_retired {
+        Retired::Allow
+    } else {
+        Retired::Enforce
+    };
+    let key = LinkageKey::load_for_use(&a.export.key, expiry, retired)?;
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
     ev.key_epoch = Some(key.info().epoch);
     let schema = a.export.load_schema()?;
