@@ -104,7 +104,7 @@ impl ColumnMap {
             problem: p,
         };
         let f: ColumnMapFile =
-            toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+            toml::from_str(text).map_err(|e| bad(crate::error::toml_problem(&e, text)))?;
         if !is_agency_label(&f.agency) {
             return Err(bad(AGENCY_LABEL_RULE.into()));
         }

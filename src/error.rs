@@ -167,6 +167,30 @@ fn exists_fix(force: bool) -> &'static str {
     }
 }
 
+/// A TOML file's parse error as a message that names the line and column but never quotes the
+/// file. The `toml` crate's own message shows the offending line, and the file may not be what
+/// the user meant to give: a key file passed as `--schema` would have its secret printed, a CSV
+/// passed as `--columns` a child's record, both then kept in the audit log.
+pub fn toml_problem(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            format!("not valid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("not valid TOML: {message}"),
+    }
+}
+
 impl Error {
     /// Shorthand for an [`Error::Io`] on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

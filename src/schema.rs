@@ -409,7 +409,7 @@ impl Schema {
     pub fn from_toml(text: &str, origin: &str) -> Result<Schema> {
         let def: SchemaDef = toml::from_str(text).map_err(|e| Error::Schema {
             origin: origin.into(),
-            problem: e.to_string().trim_end().to_string(),
+            problem: crate::error::toml_problem(&e, text),
         })?;
         Self::from_def(def, origin)
     }

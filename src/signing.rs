@@ -381,7 +381,7 @@ impl Trust {
             problem,
         };
         let f: TrustFile =
-            toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+            toml::from_str(text).map_err(|e| bad(crate::error::toml_problem(&e, text)))?;
         if f.agencies.is_empty() {
             return Err(bad("lists no agencies under [agencies]".into()));
         }

@@ -406,6 +406,60 @@ fn key_new_never_overwrites_and_show_hides_secret() {
     }
 }
 
+/// A key file or an export given where a TOML file belongs: the parse error names the line and
+/// column but never quotes it, on screen or in the audit log.
+#[test]
+fn a_wrong_file_given_as_toml_is_not_quoted() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let key_text = std::fs::read_to_string(&f.key).unwrap();
+    let secret = key_text
+        .lines()
+        .find(|l| l.starts_with("bloomlink-key-1:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let log = f.path("audit.jsonl");
+    let no_secret = || contains(&secret[..16]).not();
+    bloomlink()
+        .args(["schema", "digest"])
+        .arg(&f.key)
+        .assert()
+        .code(1)
+        .stderr(contains("not valid TOML at line").and(no_secret()));
+    f.encode()
+        .arg("--schema")
+        .arg(&f.key)
+        .arg("--audit-log")
+        .arg(&log)
+        .assert()
+        .code(1)
+        .stderr(contains("not valid TOML at line").and(no_secret()));
+    // The export itself (a data row, no header) as the column map.
+    let rows = f.path("rows.csv");
+    std::fs::write(&rows, GOOD).unwrap();
+    let planted = GOOD.split(',').nth(2).unwrap();
+    assert!(planted.len() >= 3, "a name from the row: {planted}");
+    bloomlink()
+        .arg("encode")
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&rows)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(f.path("out.clk"))
+        .arg("--audit-log")
+        .arg(&log)
+        .assert()
+        .code(1)
+        .stderr(contains("not valid TOML at line 1").and(contains(planted).not()));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("not valid TOML"), "{logged}");
+    assert!(!logged.contains(&secret[..16]) && !logged.contains(planted));
+}
+
 #[test]
 fn unknown_schema_field_in_map_is_explained() {
     let f = Fixture::with_map(
