@@ -753,6 +753,7 @@ fn a_forged_signature_is_refused() {
 
     // Content changed after signing (a bit of the first filter; trailer re-forged): the file
     // is still well formed, only the signature catches it.
+    std::fs::write(&h, &good).unwrap();
     let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
     let filters = j["header"]["sections"]["filters"]["offset"]
         .as_u64()
@@ -761,9 +762,20 @@ fn a_forged_signature_is_refused() {
     b[filters + 3] ^= 0x10;
     reforge(&mut b);
     std::fs::write(&h, &b).unwrap();
-    let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
+    // `inspect` prints its report and fails (exit 5), trust file or not, so that a script's
+    // `inspect f && send f` stops here.
+    let a = bloomlink()
+        .args(["inspect", "--json"])
+        .arg(&h)
+        .assert()
+        .code(5)
+        .stderr(contains("altered after signing"));
+    let j: serde_json::Value = serde_json::from_slice(&a.get_output().stdout).unwrap();
     assert_eq!(j["signature"]["valid"], false);
-    inspect(&h, None).success().stdout(contains("INVALID"));
+    inspect(&h, None)
+        .code(5)
+        .stdout(contains("INVALID"))
+        .stderr(contains("health.clk").and(contains("altered after signing")));
     inspect(&h, Some(&trust))
         .code(5)
         .stderr(contains("health.clk").and(contains("bad signature")));

@@ -129,8 +129,23 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         segments,
         tokens,
     };
+    // A signature that does not verify under the key it carries means the file was altered
+    // after signing: the report is printed, and the command fails (exit 5), trust file or not,
+    // so that `inspect f && send f` never passes it.
+    let forged = ins.signature.as_ref().is_some_and(|s| !s.valid);
+    let refuse = || -> anyhow::Result<()> {
+        Err(bloomlink::Error::Signature {
+            path: a.file.clone(),
+            problem: "its signature does not verify under the public key it carries: the file \
+                      (or its signature block) was altered after signing; do not use it, ask \
+                      the agency to encode and sign it again"
+                .into(),
+        }
+        .into())
+    };
     if a.json {
-        return output::print_json(&ins);
+        output::print_json(&ins)?;
+        return if forged { refuse() } else { Ok(()) };
     }
     let mut t = format!(
         "{}: bloomlink encoding file, checksum OK\n  agency          {}\n  created         {} \
@@ -174,9 +189,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             if s.valid { "valid" } else { "INVALID" }
         ),
     });
+    t.push_str("  segments\n");
     for s in &ins.segments {
         t.push_str(&format!(
-            "    segment {:<10} {:>5} bits, mean popcount {:>6.1} ({:>4.1} %)\n",
+            "    {:<18} {:>5} bits, mean popcount {:>6.1} ({:>4.1} %)\n",
             s.name,
             s.bits,
             s.popcount.mean,
@@ -191,5 +207,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         .collect();
     t.push_str(&parts.join(", "));
     t.push('\n');
-    output::print(&t)
+    output::print(&t)?;
+    if forged {
+        refuse()
+    } else {
+        Ok(())
+    }
 }
