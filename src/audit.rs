@@ -737,6 +737,30 @@ pub fn retirement_in_log(path: &Path, fingerprint: &str) -> Option<String> {
         .map(|e| e.time)
 }
 
+/// A completed rotation of the key `fingerprint` in the log at `path`, if there is one: when,
+/// and the new key's fingerprint and epoch. Like [`retirement_in_log`], a safety net: rotating
+/// the same key twice would make two different keys of one epoch.
+pub fn rotation_in_log(path: &Path, fingerprint: &str) -> Option<(String, String, u32)> {
+    let text = std::fs::read(path).ok()?;
+    text.split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
+        .find(|e| {
+            e.action == "key.rotate"
+                && e.outcome == Outcome::Done
+                && e.options
+                    .get("previous_fingerprint")
+                    .and_then(Value::as_str)
+                    == Some(fingerprint)
+        })
+        .map(|e| {
+            (
+                e.time,
+                e.key_fingerprint.unwrap_or_default(),
+                e.key_epoch.unwrap_or_default(),
+            )
+        })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signed checkpoints.
 

@@ -230,18 +230,33 @@ fn rotation_makes_the_next_epoch_and_records_the_lineage() {
         .success()
         .stdout(contains(format!("replaces     {old_fp}")).and(contains("epoch        2")));
     // Never over an existing file.
+    let old_text = std::fs::read_to_string(&old).unwrap();
+    bloomlink()
+        .args(["key", "rotate"])
+        .arg(&new)
+        .arg("-o")
+        .arg(&old)
+        .assert()
+        .code(1)
+        .stderr(contains("already exists").and(contains("--force").not()));
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), old_text);
+    // Never the same key twice: that would make two different keys of epoch 2. The log
+    // remembers the first rotation.
+    let fork = s.path("k2-again.key");
     bloomlink()
         .args(["key", "rotate"])
         .arg(&old)
         .arg("-o")
-        .arg(&new)
+        .arg(&fork)
         .assert()
-        .code(1)
-        .stderr(contains("already exists").and(contains("--force").not()));
+        .code(4)
+        .stderr(contains("already rotated").and(contains(new_fp.as_str())));
+    assert!(!fork.exists());
     assert_eq!(std::fs::read_to_string(&new).unwrap(), text);
     let e = s.entries();
     let rot: Vec<_> = e.iter().filter(|x| x["action"] == "key.rotate").collect();
-    assert_eq!(rot.len(), 2);
+    assert_eq!(rot.len(), 3);
+    assert_eq!(rot[2]["outcome"], "refused");
     assert_eq!(rot[0]["outcome"], "done");
     assert_eq!(rot[0]["key_fingerprint"], new_fp.as_str());
     assert_eq!(rot[0]["key_epoch"], 2);
@@ -294,6 +309,16 @@ fn a_retired_key_is_refused_unless_overridden_and_the_override_is_audited() {
         .assert()
         .code(4)
         .stderr(contains("already retired"));
+    // A retired key has been replaced already: rotating it again is refused.
+    bloomlink()
+        .args(["key", "rotate"])
+        .arg(&key)
+        .arg("-o")
+        .arg(s.path("from-retired.key"))
+        .assert()
+        .code(4)
+        .stderr(contains("was retired"));
+    assert!(!s.path("from-retired.key").exists());
     s.encode_with(&key, "health", "b.clk")
         .assert()
         .code(4)

@@ -108,7 +108,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             ev.inputs.push(key_file(old));
             ev.outputs.push(key_file(output));
             let old = old.clone();
-            let result = run_key(cmd, &mut ev);
+            let result = refuse_second_rotation(&old, &log).and_then(|()| run_key(cmd, &mut ev));
             if result.is_err() && ev.key_fingerprint.is_none() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
             }
@@ -161,6 +161,42 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Refuses to rotate a retired key, or one the audit log shows was rotated already: either
+/// would give the partnership two different keys of the same epoch.
+fn refuse_second_rotation(old: &Path, log: &Path) -> anyhow::Result<()> {
+    let key = LinkageKey::load_unchecked_expiry(old).context("cannot rotate the key")?;
+    let info = key.info();
+    let retired = info
+        .retired
+        .clone()
+        .or_else(|| bloomlink::audit::retirement_in_log(log, &info.fingerprint));
+    if let Some(when) = retired {
+        return Err(bloomlink::Error::key(
+            old,
+            format!(
+                "key {} was retired on {when}, so it has been replaced already: rotate the \
+                 partnership's current key instead",
+                info.fingerprint
+            ),
+        )
+        .into());
+    }
+    if let Some((when, next, epoch)) = bloomlink::audit::rotation_in_log(log, &info.fingerprint) {
+        return Err(bloomlink::Error::key(
+            old,
+            format!(
+                "key {} was already rotated on {when} to key {next} (epoch {epoch}; audit log \
+                 {}): hand out that key, or rotate it in turn. A second rotation would make two \
+                 different keys of epoch {epoch}",
+                info.fingerprint,
+                log.display()
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
