@@ -90,6 +90,42 @@ fn headerless_export_is_detected_without_echoing_values() {
         .stderr(contains("9434765919").not());
 }
 
+/// Line 1 that is not evidently a header never has its cells shown: no header row with values
+/// the date and identifier checks do not recognise, a wrong delimiter, a stray quote joining
+/// the header to the first record.
+#[test]
+fn header_errors_never_echo_a_record() {
+    let planted = ["ZZPLANTNAME", "ZZPLANTSUR", "ZX99 9Z"];
+    let row = "HZZ1,9434765918,ZZPLANTNAME,,ZZPLANTSUR,2015-02-01,M,ZX99 9Z\n";
+    let cases = [
+        (row.to_string(), "looks like data"),
+        (row.replace(',', ";"), "separated by `;`"),
+        (
+            format!("{}{row}", HEALTH_HEADER.replace("Postcode", "\"Postcode")),
+            "unclosed quote",
+        ),
+    ];
+    for (input, says) in cases {
+        let f = Fixture::new(input.as_bytes());
+        let log = f.path("audit.jsonl");
+        let mut a = f.encode().arg("--audit-log").arg(&log).assert().code(1);
+        a = a.stderr(contains(says));
+        for p in planted {
+            a = a.stderr(contains(p).not());
+        }
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(planted.iter().all(|p| !logged.contains(p)), "{logged}");
+    }
+    // A header whose names differ only in case is a header: listed, with the near miss named.
+    let f =
+        Fixture::new(format!("{}{GOOD}", HEALTH_HEADER.replace("Surname", "SURNAME")).as_bytes());
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("the header has `SURNAME` for `Surname`"))
+        .stderr(contains("columns found: `Patient ID`"));
+}
+
 #[test]
 fn empty_and_header_only_files() {
     let f = Fixture::new(b"");

@@ -1132,33 +1132,89 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
     } else {
         format!("the header has no columns {}", names.join(", "))
     };
-    // If the "header" holds values that look like personal data, the file probably has no
-    // header row: say so without echoing the values.
-    let looks_like_data = header.iter().any(|h| {
-        matches!(normalise::postcode(h), Ok(Some(_)))
-            || matches!(normalise::nhs_number(h), Ok(Some(_)))
-            || map.date_formats.iter().any(|f| f.parse(h).is_some())
-    });
-    if looks_like_data {
-        format!(
-            "{what} (named in {}), and the first row looks like data rather than a header: \
-             export the file with a header row",
-            map.path.display()
-        )
-    } else {
-        let found: Vec<String> = header
-            .iter()
-            .map(|h| {
-                let t: String = h.chars().take(40).collect();
-                format!("`{t}`")
-            })
-            .collect();
-        format!(
-            "{what} (named in {}); columns found: {}",
-            map.path.display(),
-            found.join(", ")
-        )
+    let map_path = map.path.display();
+    // A wrong delimiter leaves the whole line in one cell.
+    if header.len() == 1 && missing.len() > 1 {
+        let seen = [b',', b';', b'\t', b'|']
+            .into_iter()
+            .find(|&d| d != map.delimiter && header[0].as_bytes().contains(&d));
+        if let Some(d) = seen {
+            return format!(
+                "{what} (named in {map_path}): line 1 is one column here, but holds `{}` \
+                 characters: is the file separated by `{}` rather than `{}`? Check `delimiter` \
+                 in the column map",
+                (d as char).escape_default(),
+                (d as char).escape_default(),
+                (map.delimiter as char).escape_default()
+            );
+        }
     }
+    // The cells are only listed when line 1 is evidently a header: the file may have no header
+    // row, or a stray quote may have joined it to the next line, and then its cells are a
+    // child's record (which would also go into the audit log). A header has at least one of
+    // the map's columns, or at least nothing that looks like a value.
+    let mapped_found = header
+        .iter()
+        .any(|h| map.columns.values().any(|c| c == h) || *h == map.record_id);
+    let looks_like_data = header.iter().any(|h| !looks_like_a_column_name(h))
+        || header.iter().any(|h| {
+            matches!(normalise::postcode(h), Ok(Some(_)))
+                || matches!(normalise::nhs_number(h), Ok(Some(_)))
+                || map.date_formats.iter().any(|f| f.parse(h).is_some())
+        });
+    if !mapped_found && looks_like_data {
+        return format!(
+            "{what} (named in {map_path}), and line 1 looks like data rather than a header (it \
+             has cells with digits, line breaks or other marks of values), so its cells are not \
+             shown: export the file with a header row, and check `delimiter` in the column map"
+        );
+    }
+    let found: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            if looks_like_a_column_name(h) {
+                format!("`{h}`")
+            } else if h.contains(['\n', '\r']) {
+                format!(
+                    "(column {} not shown: it runs over several lines, an unclosed quote?)",
+                    i + 1
+                )
+            } else {
+                format!("(column {} not shown: it does not look like a name)", i + 1)
+            }
+        })
+        .collect();
+    // Names are matched exactly; point at a near miss.
+    let near: Vec<String> = missing
+        .iter()
+        .filter_map(|m| {
+            let key = |s: &str| s.trim().to_lowercase();
+            header
+                .iter()
+                .find(|h| key(h) == key(m) && looks_like_a_column_name(h))
+                .map(|h| format!("`{h}` for `{m}`"))
+        })
+        .collect();
+    let hint = if near.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (column names must match exactly, case and spaces included: the header has {})",
+            near.join(", ")
+        )
+    };
+    format!(
+        "{what} (named in {map_path}){hint}; columns found: {}",
+        found.join(", ")
+    )
+}
+
+/// Whether a header cell may be shown in a message: short, on one line, and without the runs of
+/// digits that dates and identifiers have.
+fn looks_like_a_column_name(h: &str) -> bool {
+    let digits = h.bytes().filter(u8::is_ascii_digit).count();
+    h.chars().count() <= 40 && digits <= 2 && !h.contains(['\n', '\r', '"', ';', '\t', '|'])
 }
 
 #[cfg(test)]
