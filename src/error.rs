@@ -71,11 +71,13 @@ pub enum Error {
     /// Too many rows were rejected: the export is probably broken.
     #[error(
         "{path}: {rejected} of {read} rows rejected ({rate:.2} %), above the limit of {limit:.2} %; \
-         no output written. See the rejects file for row numbers and reasons{hint}"
+         no output written. See {} for row numbers and reasons{hint}", .rejects_file.display()
     )]
     TooManyRejects {
         /// The input file.
         path: PathBuf,
+        /// The rejects file written.
+        rejects_file: PathBuf,
         /// Rows rejected.
         rejected: u64,
         /// Rows read.

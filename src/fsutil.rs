@@ -38,6 +38,30 @@ pub enum Mode {
     Default,
 }
 
+/// Whether `a` and `b` name the same file, whether or not it exists yet: their directories
+/// are resolved (symbolic links included) and the names compared. Hard links to one file
+/// under two names are only caught when both exist.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolved(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = fs::canonicalize(p) {
+            return Some(c);
+        }
+        let name = p.file_name()?;
+        Some(fs::canonicalize(parent_dir(p)).ok()?.join(name))
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (fs::metadata(a), fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    match (resolved(a), resolved(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// Fails early with [`Error::OutputExists`] if `path` exists and `overwrite` is `Refuse`, and
 /// checks that its directory exists, so that a long job does not fail only at the end.
 pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {

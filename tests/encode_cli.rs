@@ -126,6 +126,74 @@ fn header_errors_never_echo_a_record() {
         .stderr(contains("columns found: `Patient ID`"));
 }
 
+/// A stray quote swallows the lines up to the next quote into one field: the record is
+/// rejected as `unclosed_quote`, the summary warns, and the swallowed lines count as rejected
+/// rows towards --max-reject-rate (they were rows of the export).
+#[test]
+fn a_stray_quote_is_reported_with_the_lines_it_swallowed() {
+    let mut rows = String::from(HEALTH_HEADER);
+    for i in 1..=40 {
+        let given = if i == 10 { "\"Stray" } else { "Jack" };
+        let family = if i == 14 { "Smith\"" } else { "Smith" };
+        rows.push_str(&format!("H{i},,{given},,{family},01/02/2016,M,LS6 2AB\n"));
+    }
+    let f = Fixture::new(rows.as_bytes());
+    // Four lines (rows 10-14 as exported) became one record: 36 rows read, 4 lines swallowed.
+    f.encode()
+        .assert()
+        .code(3)
+        .stderr(contains("5 of 40 rows rejected").and(contains("4 line(s) swallowed")))
+        .stderr(contains("rejects.csv"));
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(rejects.contains("unclosed_quote"), "{rejects}");
+    assert!(rejects.contains("4 line break(s)"), "{rejects}");
+    assert!(!f.path("out.clk").exists());
+    let j = success_json(
+        f.encode()
+            .args(["--json", "--force", "--max-reject-rate", "0.2"]),
+    );
+    let r = &j["report"];
+    assert_eq!(r["rows_read"], 36);
+    assert_eq!(r["rejected"], 1);
+    assert_eq!(r["reject_reasons"]["unclosed_quote"], 1);
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("swallowed 4 line(s)"), "{warnings}");
+}
+
+/// Outputs that would overwrite the export or each other are refused before any work.
+#[test]
+fn outputs_must_not_collide_with_the_input_or_each_other() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let before = std::fs::read(&f.input).unwrap();
+    f.encode()
+        .arg("--rejects")
+        .arg(&f.input)
+        .arg("--force")
+        .assert()
+        .code(1)
+        .stderr(contains("is the export being encoded"));
+    assert_eq!(std::fs::read(&f.input).unwrap(), before);
+    f.encode()
+        .arg("--opaque-ids")
+        .arg(f.path("out.clk"))
+        .arg("--force")
+        .assert()
+        .code(1)
+        .stderr(contains(
+            "the opaque id map and the encoding file (-o) are both",
+        ));
+    assert!(!f.path("out.clk").exists());
+}
+
+/// A run that cannot write its encoding leaves no rejects file behind to block the next run.
+#[test]
+fn a_failed_write_leaves_no_rejects_file() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    std::fs::create_dir(f.path("out.clk")).unwrap();
+    f.encode().arg("--force").assert().code(1);
+    assert!(!f.path("out.rejects.csv").exists());
+}
+
 #[test]
 fn empty_and_header_only_files() {
     let f = Fixture::new(b"");

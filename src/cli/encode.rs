@@ -183,7 +183,29 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         .rejects
         .clone()
         .unwrap_or_else(|| super::sibling(&a.output, ".rejects.csv"));
-    // Fail before any work if an output cannot be written.
+    // Fail before any work if an output cannot be written, or would overwrite the export or
+    // another output of this run.
+    let mut files: Vec<(&str, &Path)> = vec![
+        ("the encoding file (-o)", &a.output),
+        ("the rejects file", &rejects_path),
+    ];
+    if let Some(m) = &a.opaque_ids {
+        files.push(("the opaque id map", m));
+    }
+    for (i, (what, p)) in files.iter().enumerate() {
+        if fsutil::same_file(p, &a.export.input) {
+            anyhow::bail!(
+                "{what} {} is the export being encoded: choose another output",
+                p.display()
+            );
+        }
+        if let Some((other, _)) = files[..i].iter().find(|(_, q)| fsutil::same_file(p, q)) {
+            anyhow::bail!(
+                "{what} and {other} are both {}: give them different paths",
+                p.display()
+            );
+        }
+    }
     fsutil::check_output(&a.output, overwrite)?;
     fsutil::check_output(&rejects_path, overwrite)?;
     if let Some(m) = &a.opaque_ids {
@@ -308,12 +330,12 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     ] {
         ev.counts.insert(k.into(), v.into());
     }
-    write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
-    ev.outputs.push(FileRef::hashed(&rejects_path));
+    // Lines an unclosed quote swallowed were rows of the export: they count as rejected.
+    let swallowed: u64 = encoded.rejects.iter().map(|r| r.swallowed_lines).sum();
     let rate = if report.rows_read == 0 {
         0.0
     } else {
-        report.rejected as f64 / report.rows_read as f64
+        (report.rejected + swallowed) as f64 / (report.rows_read + swallowed) as f64
     };
     if rate > a.max_reject_rate {
         let bad_bytes = report
@@ -321,7 +343,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
             .get("invalid_encoding")
             .copied()
             .unwrap_or(0);
-        let hint = if bad_bytes * 2 > report.rejected {
+        let mut hint = if bad_bytes * 2 > report.rejected {
             format!(
                 ". Most rejections are bytes that are not valid for the declared encoding: check \
                  `encoding` in {}",
@@ -330,10 +352,20 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         } else {
             String::new()
         };
+        // The rejects file is what the data team needs to fix the export.
+        write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
+        ev.outputs.push(FileRef::hashed(&rejects_path));
+        if swallowed > 0 {
+            hint.push_str(&format!(
+                ". The counts include {swallowed} line(s) swallowed by unclosed quotes (see \
+                 unclosed_quote in the rejects file)"
+            ));
+        }
         return Err(Error::TooManyRejects {
             path: a.export.input.clone(),
-            rejected: report.rejected,
-            read: report.rows_read,
+            rejects_file: rejects_path.clone(),
+            rejected: report.rejected + swallowed,
+            read: report.rows_read + swallowed,
             rate: rate * 100.0,
             limit: a.max_reject_rate * 100.0,
             hint,
@@ -365,6 +397,10 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     ev.outputs
         .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
     encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
+    // Written last, so that a run that fails to write the encoding leaves no rejects file to
+    // block the next run.
+    write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
+    ev.outputs.push(FileRef::hashed(&rejects_path));
     let report = &encoded.report;
     let secs = start.elapsed().as_secs_f64();
     let summary = Summary {

@@ -55,6 +55,11 @@ pub struct Rec<'a> {
 }
 
 impl<'a> Rec<'a> {
+    /// Line breaks inside the record's fields (quoted; `\r\n` counts once).
+    pub fn line_breaks(&self) -> u64 {
+        (0..self.len()).map(|i| line_breaks(self.get(i))).sum()
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.bounds.len() / 2
@@ -347,6 +352,15 @@ impl<'a> BlockRecords<'a> {
             }
         }
     }
+}
+
+/// Line breaks in `field`: `\n`, `\r\n` and a lone `\r` count one each.
+pub fn line_breaks(field: &[u8]) -> u64 {
+    let lf = memchr::memchr_iter(b'\n', field).count();
+    let lone_cr = memchr::memchr_iter(b'\r', field)
+        .filter(|&i| field.get(i + 1) != Some(&b'\n'))
+        .count();
+    (lf + lone_cr) as u64
 }
 
 /// Bytes `0x7f` repeated: the low seven bits of each byte of a word.

@@ -830,16 +830,40 @@ impl<'p, 'a> Worker<'p, 'a> {
                 id: (0, 0),
             };
             let checked = if rec.len() != plan.header.len() {
-                Err(reject(
-                    at,
-                    None,
-                    "wrong_field_count",
-                    format!(
-                        "has {} fields, the header has {}",
-                        rec.len(),
-                        plan.header.len()
-                    ),
-                ))
+                // Quoted line breaks in a record of the wrong shape are almost always a stray
+                // or unclosed quote: the lines up to the closing quote (or the end of the
+                // file) were swallowed into one field, and are no rows of their own.
+                let breaks = rec.line_breaks();
+                Err(if breaks == 0 {
+                    reject(
+                        at,
+                        None,
+                        "wrong_field_count",
+                        format!(
+                            "has {} fields, the header has {}",
+                            rec.len(),
+                            plan.header.len()
+                        ),
+                    )
+                } else {
+                    let mut r = reject(
+                        at,
+                        None,
+                        "unclosed_quote",
+                        format!(
+                            "has {} fields, the header has {}, and a quoted field runs over {} \
+                             line break(s) to about line {}: a stray or unclosed quote that \
+                             swallowed the lines after it (they are not counted as rows); fix \
+                             the quote and export again",
+                            rec.len(),
+                            plan.header.len(),
+                            breaks,
+                            at.1 + breaks
+                        ),
+                    );
+                    r.swallowed_lines = breaks;
+                    r
+                })
             } else {
                 match decode(
                     plan.map.encoding,
@@ -1765,6 +1789,7 @@ fn reject(
         field: None,
         reason,
         detail,
+        swallowed_lines: 0,
     }
 }
 

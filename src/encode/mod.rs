@@ -116,6 +116,10 @@ pub struct Reject {
     pub reason: &'static str,
     /// Human explanation.
     pub detail: String,
+    /// Lines after the first that the row's quoted fields run over (an `unclosed_quote`
+    /// swallowed them: they are no rows of their own).
+    #[serde(skip)]
+    pub swallowed_lines: u64,
 }
 
 /// Per-field counts over examined rows.
@@ -1004,6 +1008,7 @@ fn encode_reader_with(
                     field: None,
                     reason: "duplicate_record_id",
                     detail: format!("record id already used by row {first}"),
+                    swallowed_lines: 0,
                 });
                 t_src += tc;
                 continue;
@@ -1073,6 +1078,17 @@ fn encode_reader_with(
                 schema.fields[s.source.0].def.name, s.when_missing
             ));
         }
+    }
+    let quoted: Vec<&Reject> = rejects.iter().filter(|r| r.swallowed_lines > 0).collect();
+    if let Some(first) = quoted.first() {
+        let lines: u64 = quoted.iter().map(|r| r.swallowed_lines).sum();
+        warnings.push(format!(
+            "{} row(s) rejected as unclosed_quote, the first at line {}: a stray or unclosed \
+             quote swallowed {lines} line(s) after it, which are not counted as rows (and count \
+             as rejected towards --max-reject-rate); fix the quotes and export again",
+            quoted.len(),
+            first.line
+        ));
     }
     for s in &stats {
         let examined = s.present + s.missing + s.invalid_total();

@@ -89,7 +89,13 @@ fn reference(
         let row = i as u64 + 1;
         let rec = rec.expect("readable");
         if rec.len() != header.len() {
-            rejects.push((row, "wrong_field_count"));
+            let breaks: u64 = rec.iter().map(super::blocks::line_breaks).sum();
+            let reason = if breaks == 0 {
+                "wrong_field_count"
+            } else {
+                "unclosed_quote"
+            };
+            rejects.push((row, reason));
             continue;
         }
         let id = match decode(map.encoding, &rec[id_col], &mut buf).map(|s| s.trim().to_string()) {
