@@ -111,8 +111,16 @@ impl ColumnMap {
         let delimiter = match f.delimiter.as_deref() {
             None => b',',
             Some("\\t") | Some("\t") => b'\t',
-            Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
-            Some(_) => return Err(bad("delimiter must be one ASCII character".into())),
+            Some(d) if d.len() == 1 && d.is_ascii() && !matches!(d, "\"" | "\n" | "\r") => {
+                d.as_bytes()[0]
+            }
+            Some(_) => {
+                return Err(bad(
+                    "delimiter must be one ASCII character other than a quote or a line break \
+                     (write a tab as \"\\t\")"
+                        .into(),
+                ))
+            }
         };
         let date_formats = match f.date_formats {
             None => default_date_formats(),
@@ -123,14 +131,38 @@ impl ColumnMap {
                 .collect::<Result<_>>()?,
         };
         let sex_codes = match f.sex_codes {
-            Some(m) => m
-                .into_iter()
-                .map(|(k, v)| (k.trim().to_uppercase(), v))
-                .collect(),
+            Some(m) => {
+                // Codes are matched regardless of case: two that differ only in case (or
+                // spaces) must not say different things.
+                let mut codes: BTreeMap<String, (String, Sex)> = BTreeMap::new();
+                for (k, v) in m {
+                    let key = k.trim().to_uppercase();
+                    if let Some((first, w)) = codes.get(&key) {
+                        if *w != v {
+                            return Err(bad(format!(
+                                "[sex_codes] maps `{first}` and `{k}` to different values, but \
+                                 codes are matched regardless of case and surrounding spaces: \
+                                 keep one of them"
+                            )));
+                        }
+                    }
+                    codes.insert(key, (k, v));
+                }
+                codes.into_iter().map(|(k, (_, v))| (k, v)).collect()
+            }
             None => default_sex_codes(),
         };
         if f.columns.is_empty() {
             return Err(bad("[columns] maps no fields".into()));
+        }
+        let mut by_column: BTreeMap<&str, &str> = BTreeMap::new();
+        for (field, column) in &f.columns {
+            if let Some(other) = by_column.insert(column, field) {
+                return Err(bad(format!(
+                    "[columns] maps both `{other}` and `{field}` to the column `{column}`: each \
+                     field needs its own column (leave a field out if the export does not have it)"
+                )));
+            }
         }
         Ok(ColumnMap {
             agency: f.agency,
@@ -251,5 +283,39 @@ given_name = "FIRST_NAME"
             .unwrap_err()
             .to_string();
         assert!(e.contains("agency"), "{e}");
+    }
+
+    /// Map mistakes that would otherwise encode wrongly without a word.
+    #[test]
+    fn refuses_conflicting_codes_shared_columns_and_line_break_delimiters() {
+        let head = "agency='a'\nrecord_id='id'\n";
+        let err = |text: &str| {
+            ColumnMap::from_toml(text, Path::new("a.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&format!(
+            "{head}[columns]\nsex='Sex'\n[sex_codes]\nM='M'\nm='F'\n"
+        ));
+        assert!(
+            e.contains("`M` and `m`") && e.contains("regardless of case"),
+            "{e}"
+        );
+        // The same meaning twice is harmless.
+        let m = ColumnMap::from_toml(
+            &format!("{head}[columns]\nsex='Sex'\n[sex_codes]\nM='M'\nm='M'\nf='F'\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(m.sex("m"), Some(Sex::M));
+        assert_eq!(m.sex("F"), Some(Sex::F));
+        let e = err(&format!(
+            "{head}[columns]\ngiven_name='Surname'\nfamily_name='Surname'\n"
+        ));
+        assert!(e.contains("`Surname`") && e.contains("own column"), "{e}");
+        for d in ["\\n", "\\r", "\\\""] {
+            let e = err(&format!("{head}delimiter=\"{d}\"\n[columns]\nsex='Sex'\n"));
+            assert!(e.contains("delimiter"), "{d}: {e}");
+        }
     }
 }
