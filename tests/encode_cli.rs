@@ -194,6 +194,27 @@ fn a_failed_write_leaves_no_rejects_file() {
     assert!(!f.path("out.rejects.csv").exists());
 }
 
+/// An export declared Windows-1252 that is UTF-8 decodes without an invalid byte but garbles
+/// every accented name: the summary says so. A real Windows-1252 export gets no such warning.
+#[test]
+fn utf8_declared_as_windows_1252_is_warned_about() {
+    let map = HEALTH_MAP.replace("record_id = ", "encoding = \"windows-1252\"\nrecord_id = ");
+    let warns = |input: &[u8]| {
+        let f = Fixture::with_map(input, &map);
+        let j = success_json(f.encode().arg("--json"));
+        j["report"]["warnings"].to_string()
+    };
+    let utf8 = format!("{HEALTH_HEADER}{GOOD}");
+    assert!(utf8.contains("Zoë"));
+    assert!(warns(utf8.as_bytes()).contains("almost certainly UTF-8"));
+    let cp1252: Vec<u8> = utf8
+        .replace("Zoë", "Zo\u{1}")
+        .bytes()
+        .map(|b| if b == 1 { 0xEB } else { b })
+        .collect();
+    assert!(!warns(&cp1252).contains("UTF-8"));
+}
+
 #[test]
 fn empty_and_header_only_files() {
     let f = Fixture::new(b"");

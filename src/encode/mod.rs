@@ -558,11 +558,13 @@ pub fn normalise_value(
     }
 }
 
-/// A reader that hashes and counts what passes through it.
+/// A reader that hashes and counts what passes through it, and for an export declared
+/// Windows-1252, watches whether it is UTF-8 after all.
 struct HashingReader<R> {
     inner: R,
     ctx: ring::digest::Context,
     bytes: u64,
+    utf8: Option<Utf8Probe>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -570,7 +572,55 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.ctx.update(&buf[..n]);
         self.bytes += n as u64;
+        if let Some(p) = &mut self.utf8 {
+            p.feed(&buf[..n]);
+        }
         Ok(n)
+    }
+}
+
+/// Whether a byte stream is valid UTF-8 with at least one multi-byte character: text
+/// declared Windows-1252 that is, is almost certainly UTF-8 (accented letters in Windows-1252
+/// are single bytes that cannot form UTF-8 sequences), and decoding it as Windows-1252 garbles
+/// every such name (`Zoë` becomes `ZoÃ«`) without an invalid byte to show for it.
+#[derive(Default)]
+struct Utf8Probe {
+    /// The start of a character cut off at the end of the last read.
+    carry: Vec<u8>,
+    multibyte: bool,
+    invalid: bool,
+}
+
+impl Utf8Probe {
+    fn feed(&mut self, data: &[u8]) {
+        if self.invalid || (self.carry.is_empty() && data.is_ascii()) {
+            return;
+        }
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            data
+        } else {
+            joined = [std::mem::take(&mut self.carry).as_slice(), data].concat();
+            &joined
+        };
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => {
+                // A character continues in the next read.
+                self.carry = bytes[e.valid_up_to()..].to_vec();
+                e.valid_up_to()
+            }
+            Err(_) => {
+                self.invalid = true;
+                return;
+            }
+        };
+        self.multibyte |= !bytes[..valid].is_ascii();
+    }
+
+    /// The stream ended: valid UTF-8 with a multi-byte character.
+    fn looks_utf8(&self) -> bool {
+        self.multibyte && !self.invalid && self.carry.is_empty()
     }
 }
 
@@ -619,6 +669,7 @@ fn encode_reader_with(
         inner: reader,
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         bytes: 0,
+        utf8: (map.encoding == TextEncoding::Windows1252).then(Utf8Probe::default),
     };
     // Look at the first bytes for byte-order marks.
     let mut head = [0u8; 3];
@@ -1079,6 +1130,15 @@ fn encode_reader_with(
             ));
         }
     }
+    if hashing.utf8.as_ref().is_some_and(Utf8Probe::looks_utf8) {
+        warnings.push(format!(
+            "the column map {} declares encoding = \"windows-1252\", but the file is valid \
+             UTF-8 with accented or other non-ASCII letters: it is almost certainly UTF-8, and \
+             read as Windows-1252 those names are garbled (Zoë as ZoÃ«) and will not link. Set \
+             encoding = \"utf-8\" and encode again",
+            map.path.display()
+        ));
+    }
     let quoted: Vec<&Reject> = rejects.iter().filter(|r| r.swallowed_lines > 0).collect();
     if let Some(first) = quoted.first() {
         let lines: u64 = quoted.iter().map(|r| r.swallowed_lines).sum();
@@ -1231,6 +1291,34 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
 fn looks_like_a_column_name(h: &str) -> bool {
     let digits = h.bytes().filter(u8::is_ascii_digit).count();
     h.chars().count() <= 40 && digits <= 2 && !h.contains(['\n', '\r', '"', ';', '\t', '|'])
+}
+
+#[cfg(test)]
+mod utf8_probe_tests {
+    use super::Utf8Probe;
+
+    fn probe(chunks: &[&[u8]]) -> bool {
+        let mut p = Utf8Probe::default();
+        for c in chunks {
+            p.feed(c);
+        }
+        p.looks_utf8()
+    }
+
+    #[test]
+    fn utf8_is_recognised_whatever_the_reads_cut() {
+        let text = "id,name\n1,Zoë\n2,Łukasz\n".as_bytes();
+        for cut in 0..=text.len() {
+            let (a, b) = text.split_at(cut);
+            assert!(probe(&[a, b]), "cut at {cut}");
+        }
+        // Windows-1252: é is the single byte 0xE9.
+        assert!(!probe(&[b"id,name\n1,Ren\xe9e\n"]));
+        // Plain ASCII says nothing either way.
+        assert!(!probe(&[b"id,name\n1,Zoe\n"]));
+        // A character cut off by the end of the file is not valid UTF-8.
+        assert!(!probe(&[b"1,Zo\xc3"]));
+    }
 }
 
 #[cfg(test)]
