@@ -306,8 +306,9 @@ impl<'a> BlockRecords<'a> {
     ) {
         batch.clear();
         while batch.len() < max {
-            let line = parser.line();
-            let (used, rec) = parser.next(&self.data[self.at..], self.last);
+            let rest = &self.data[self.at..];
+            let line = parser.line() + leading_line_feeds(rest);
+            let (used, rec) = parser.next(rest, self.last);
             self.at += used;
             match rec {
                 Some(rec) => batch.push(&rec, line),
@@ -317,10 +318,9 @@ impl<'a> BlockRecords<'a> {
     }
 
     /// A record is a maximal run of bytes other than `\r` and `\n`, its fields what the
-    /// delimiters in it separate. `csv_core` reports the line it has counted (`\n` bytes read)
-    /// before reading the record; reading it takes the blank lines before it, the record and
-    /// its terminator's first byte (so the `\n` of a `\r\n` counts only for the record after
-    /// next, as in `csv_core`).
+    /// delimiters in it separate. Its line counts the `\n` bytes before its first byte,
+    /// including those of the blank lines (and of the `\r\n`) before it, as the `csv_core`
+    /// path does.
     fn fill_quote_free(&mut self, batch: &mut RecordBatch<'a>, max: usize) {
         batch.borrow(self.data);
         let data = self.data;
@@ -342,8 +342,8 @@ impl<'a> BlockRecords<'a> {
                 hit = self.hits.next(data);
             }
             batch.bounds.extend([field, hit - start]);
-            batch.push_slice(start, hit, first, self.line);
             self.line += blank_lines;
+            batch.push_slice(start, hit, first, self.line);
             blank_lines = 0;
             self.at = hit;
             if let Some(&t) = data.get(hit) {
@@ -352,6 +352,17 @@ impl<'a> BlockRecords<'a> {
             }
         }
     }
+}
+
+/// The `\n` bytes in the run of line-end bytes that `data` starts with: the blank lines (or
+/// the rest of a `\r\n`) that `csv_core` skips before a record, and counts only as it reads
+/// them. A record's line is `csv_core`'s count before it plus these: the line its first byte
+/// is on, whatever the line ends.
+fn leading_line_feeds(data: &[u8]) -> u64 {
+    data.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .filter(|&&b| b == b'\n')
+        .count() as u64
 }
 
 /// Line breaks in `field`: `\n`, `\r\n` and a lone `\r` count one each.
@@ -655,7 +666,10 @@ mod tests {
         let mut out = Vec::new();
         let mut rec = csv::ByteRecord::new();
         while rdr.read_byte_record(&mut rec).unwrap() {
-            let line = rec.position().unwrap().line();
+            // The csv crate's line is its count of `\n` before the blank lines it skipped
+            // ahead of the record; the line the record is on adds those.
+            let pos = rec.position().unwrap();
+            let line = pos.line() + leading_line_feeds(&data[pos.byte() as usize..]);
             out.push((line, rec.iter().map(|f| f.to_vec()).collect()));
         }
         out
@@ -701,7 +715,7 @@ mod tests {
         r.block_bytes = block;
         let mut out = Parsed::default();
         if let Some(h) = r.read_header().unwrap() {
-            out.records.push((1, h));
+            out.records.push((1 + leading_line_feeds(data), h));
         }
         let mut p = RecordParser::new(delimiter);
         let mut buf = vec![0u8; block];
@@ -787,19 +801,21 @@ mod tests {
         assert_eq!(rows, 3);
     }
 
-    /// Quote-free input: `csv_core` reports a record after `\r\n` on the line of the `\r` (the
-    /// `\n` is read with the next record), and blank lines count only from the record after.
+    /// A record's line is the line its first byte is on, after `\r\n` and blank lines alike
+    /// (`csv_core` alone reports a record after `\r\n` on the line of the `\r`, and counts blank
+    /// lines only from the record after). A lone `\r` ends a record but is not counted as a
+    /// line end.
     #[test]
-    fn quote_free_lines_as_csv_core_counts_them() {
+    fn lines_are_where_records_start() {
         let data = b"h\r\na\r\nb\n\n\nc\r\rd\n\r\ne\r\n\r\nf";
         let expect: Vec<(u64, Vec<Vec<u8>>)> = [
             (1, "h"),
-            (1, "a"),
-            (2, "b"),
-            (4, "c"),
+            (2, "a"),
+            (3, "b"),
+            (6, "c"),
             (6, "d"),
-            (7, "e"),
-            (8, "f"),
+            (8, "e"),
+            (10, "f"),
         ]
         .iter()
         .map(|&(l, f)| (l, vec![f.as_bytes().to_vec()]))
