@@ -378,6 +378,9 @@ pub(crate) struct KeyFileText<'a> {
 /// Splits a key file's text. A line that is neither a comment, blank, nor starts with
 /// `secret_prefix` is refused with the message `other` gives for it (1-based line number and
 /// text): a key of the wrong kind, or not a key file at all.
+///
+/// What editors on Windows add is ignored: a UTF-8 byte order mark at the start, CRLF line ends
+/// and spaces or tabs at the end of a line. The secret and check value are still checked exactly.
 pub(crate) fn split_key_file<'a>(
     text: &'a str,
     secret_prefix: &str,
@@ -387,8 +390,9 @@ pub(crate) fn split_key_file<'a>(
         fields: Default::default(),
         secret: None,
     };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
+        let line = line.trim_end_matches([' ', '\t', '\r']);
         if let Some(c) = line.strip_prefix('#') {
             if let Some((k, v)) = c.split_once(':') {
                 out.fields
@@ -576,6 +580,51 @@ mod tests {
         );
         let err = parse_key_text(Path::new("k"), &edited).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    /// `text` as a Windows editor may save it: a UTF-8 byte order mark, CRLF line ends, and
+    /// spaces and tabs after every line (the secret line included).
+    fn windows_copy(text: &str) -> String {
+        let mut out = String::from("\u{feff}");
+        for (i, line) in text.lines().enumerate() {
+            out.push_str(line);
+            out.push_str(if i % 2 == 0 { "  \t" } else { "\t " });
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    /// `text` with the first hex digit of the secret replaced by another hex digit.
+    fn flip_secret_digit(text: &str) -> String {
+        let at = text.find(SECRET_PREFIX).unwrap() + SECRET_PREFIX.len();
+        let mut b = text.as_bytes().to_vec();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_trailing_whitespace_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = new_key();
+        let text = windows_copy(&k.to_file_text());
+        assert!(text.starts_with('\u{feff}'));
+        assert!(text.contains(" \r\n") && text.contains("\t\r\n"));
+        let p = dir.path().join("k.key");
+        fsutil::write_text_atomic(&p, Overwrite::Never, Mode::Private, &text).unwrap();
+        let back = LinkageKey::load(&p, Expiry::Enforce).unwrap();
+        assert_eq!(back.info(), k.info());
+        assert_eq!(back.secret[..], k.secret[..]);
+        assert_eq!(
+            LinkageKey::claimed_fingerprint(&p),
+            Some(k.info.fingerprint)
+        );
+        // The secret is still checked exactly: one changed digit fails the checksum.
+        let err = parse_key_text(&p, &flip_secret_digit(&text)).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        // Whitespace inside the secret line is not ignored.
+        let split = text.replacen(SECRET_PREFIX, &format!("{SECRET_PREFIX} "), 1);
+        let err = parse_key_text(&p, &split).unwrap_err();
+        assert!(err.to_string().contains("mangled"), "{err}");
     }
 
     #[test]

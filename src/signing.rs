@@ -648,6 +648,27 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_trailing_whitespace_are_ignored() {
+        let k = SigningKey::generate("health").unwrap();
+        let mut text = String::from("\u{feff}");
+        for line in k.to_file_text().lines() {
+            text.push_str(line);
+            text.push_str(" \t\r\n");
+        }
+        let p = Path::new("health.sig");
+        let back = parse_key_text(p, &text).unwrap();
+        assert_eq!(back.info(), k.info());
+        // One changed digit of the secret still fails the checksum (or the PKCS#8 parse).
+        let at = text.find(SIGNING_SECRET_PREFIX).unwrap() + SIGNING_SECRET_PREFIX.len() + 40;
+        let mut b = text.into_bytes();
+        b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+        let e = parse_key_text(p, &String::from_utf8(b).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checksum") || e.contains("PKCS#8"), "{e}");
+    }
+
+    #[test]
     fn trust_file_is_checked() {
         let a = SigningKey::generate("health").unwrap();
         let b = SigningKey::generate("police").unwrap();
