@@ -487,8 +487,8 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
     if let Some(fp) = stated_fingerprint {
         if fp != key.info.fingerprint {
             return Err(bad(format!(
-                "the `# fingerprint:` line does not match the secret (the secret is {}): the \
-                 file was edited. Ask the key custodian for a fresh copy",
+                "the `# fingerprint:` line does not match the secret (the secret's fingerprint \
+                 is {}): the file was edited. Ask the key custodian for a fresh copy",
                 key.info.fingerprint
             )));
         }
@@ -625,6 +625,29 @@ mod tests {
         let split = text.replacen(SECRET_PREFIX, &format!("{SECRET_PREFIX} "), 1);
         let err = parse_key_text(&p, &split).unwrap_err();
         assert!(err.to_string().contains("mangled"), "{err}");
+    }
+
+    #[test]
+    fn an_edited_fingerprint_line_is_refused_without_claiming_to_show_the_secret() {
+        let k = new_key();
+        let text = k.to_file_text();
+        let forged = text.replace(
+            &format!("# fingerprint: {}", k.info.fingerprint),
+            "# fingerprint: 0123456789abcdef",
+        );
+        assert_ne!(*forged, *text);
+        let err = parse_key_text(Path::new("k"), &forged)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "(the secret's fingerprint is {})",
+                k.info.fingerprint
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("the secret is"), "{err}");
+        assert!(!err.contains(&hex::encode(&k.secret[..])), "{err}");
     }
 
     #[test]
