@@ -336,10 +336,21 @@ impl LinkageKey {
     }
 }
 
-/// Reads a file holding a secret (`what`: "a linkage key", "a signing key"), refusing one that
-/// group or others can access (with the `chmod` to run) or that is too large to be a key file.
+/// Reads a file holding a secret (`what`: "a linkage key", "a signing key"), refusing a
+/// directory, a file that group or others can access (with the `chmod` to run) and one that is
+/// too large to be a key file.
 pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    // Before the mode check: a directory's usual mode 0755 would otherwise ask for a `chmod`.
+    if meta.is_dir() {
+        return Err(Error::key(
+            path,
+            format!(
+                "is a directory, not a key file: give the path of {what} file, not of the \
+                 directory holding it"
+            ),
+        ));
+    }
     if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
         return Err(Error::key(
             path,
@@ -551,6 +562,21 @@ mod tests {
             Err(Error::OutputExists { .. })
         ));
         assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn a_directory_is_not_a_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let err = LinkageKey::load(dir.path(), Expiry::Enforce).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("is a directory, not a key file"), "{msg}");
+        assert!(!msg.contains("chmod"), "{msg}");
+        assert_eq!(err.exit_code(), 4);
     }
 
     #[test]

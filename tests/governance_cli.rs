@@ -473,6 +473,33 @@ fn corrupted_and_world_readable_keys_are_refused_and_audited() {
 }
 
 #[test]
+fn a_directory_given_as_a_key_is_refused_as_a_directory() {
+    let s = Setup::new();
+    let dir = s.path("keys");
+    std::fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o755);
+    let refused = |a: assert_cmd::assert::Assert| {
+        a.code(4)
+            .stderr(contains("is a directory, not a key file").and(contains("chmod").not()));
+    };
+    refused(bloomlink().args(["key", "show"]).arg(&dir).assert());
+    refused(s.encode_with(&dir, "health", "a.clk").assert());
+    refused(
+        s.encode("health", "a.clk")
+            .arg("--sign-with")
+            .arg(&dir)
+            .assert(),
+    );
+    refused(
+        bloomlink()
+            .args(["signing-key", "public"])
+            .arg(&dir)
+            .assert(),
+    );
+    assert!(!s.path("a.clk").exists());
+}
+
+#[test]
 fn keys_of_the_wrong_kind_are_refused_by_name() {
     let s = Setup::new();
     let sk = s.signing_key("health", "health.sig");
