@@ -149,7 +149,49 @@ impl Date {
             u8::try_from(day).ok()?,
         )
     }
+
+    /// [`Date::parse_iso`] for command-line arguments, saying why a text is refused: it is not
+    /// written `YYYY-MM-DD`, or it is but names a day that does not exist (`2026-02-30`).
+    pub fn parse_iso_explained(s: &str) -> Result<Date, String> {
+        if let Some(date) = Date::parse_iso(s) {
+            return Ok(date);
+        }
+        let b = s.as_bytes();
+        let shaped = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
+        let parts = if shaped {
+            ascii_number(&b[0..4]).zip(ascii_number(&b[5..7]).zip(ascii_number(&b[8..10])))
+        } else {
+            None
+        };
+        let Some((year, (month, _))) = parts else {
+            return Err("expected a date as YYYY-MM-DD".into());
+        };
+        let month = u8::try_from(month).unwrap_or(0);
+        match MONTH_NAMES.get(usize::from(month).wrapping_sub(1)) {
+            Some(name) => Err(format!(
+                "that day does not exist: {name} {year:04} has days 01 to {:02}",
+                days_in_month(i64::from(year), month)
+            )),
+            None => Err("that month does not exist: months are 01 to 12".into()),
+        }
+    }
 }
+
+/// English month names, January first.
+const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 impl fmt::Display for Date {
     /// Formats as `YYYY-MM-DD`, zero padded.
@@ -744,6 +786,48 @@ mod tests {
             "é016-02-2",
         ] {
             assert_eq!(Date::parse_iso(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_iso_explained_says_why() {
+        assert_eq!(Date::parse_iso_explained("2016-02-29"), Ok(d(2016, 2, 29)));
+        let day = |s: &str| Date::parse_iso_explained(s).unwrap_err();
+        assert_eq!(
+            day("2026-02-30"),
+            "that day does not exist: February 2026 has days 01 to 28"
+        );
+        assert_eq!(
+            day("2015-02-29"),
+            "that day does not exist: February 2015 has days 01 to 28"
+        );
+        assert_eq!(
+            day("2026-04-31"),
+            "that day does not exist: April 2026 has days 01 to 30"
+        );
+        assert_eq!(
+            day("2026-01-00"),
+            "that day does not exist: January 2026 has days 01 to 31"
+        );
+        for month in ["2026-13-01", "2026-00-10", "2026-99-99"] {
+            assert_eq!(
+                day(month),
+                "that month does not exist: months are 01 to 12",
+                "{month}"
+            );
+        }
+        for bad in [
+            "2016-2-29",
+            "2016-02-29 ",
+            "29/02/2016",
+            "20160229",
+            "2016-02-2x",
+            "+016-02-29",
+            "",
+            "é016-02-2",
+            "2016-é-29x",
+        ] {
+            assert_eq!(day(bad), "expected a date as YYYY-MM-DD", "{bad:?}");
         }
     }
 

@@ -274,6 +274,52 @@ fn rotation_makes_the_next_epoch_and_records_the_lineage() {
 }
 
 #[test]
+fn a_day_that_does_not_exist_is_refused_as_such() {
+    let s = Setup::new();
+    let out = s.path("new.key");
+    bloomlink()
+        .args([
+            "key",
+            "new",
+            "--partnership",
+            "P",
+            "--expires",
+            "2030-02-30",
+            "-o",
+        ])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(
+            contains("that day does not exist: February 2030 has days 01 to 28")
+                .and(contains("expected a date as YYYY-MM-DD").not()),
+        );
+    bloomlink()
+        .args(["key", "rotate"])
+        .arg(&s.key)
+        .args(["--expires", "2030-13-01", "-o"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("that month does not exist: months are 01 to 12"));
+    bloomlink()
+        .args([
+            "key",
+            "new",
+            "--partnership",
+            "P",
+            "--expires",
+            "30/01/2030",
+            "-o",
+        ])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(contains("expected a date as YYYY-MM-DD"));
+    assert!(!out.exists());
+}
+
+#[test]
 fn a_retired_key_is_refused_unless_overridden_and_the_override_is_audited() {
     let s = Setup::new();
     let key = s.path("k.key");

@@ -58,7 +58,7 @@ pub enum AuditCommand {
 }
 
 fn parse_date(s: &str) -> Result<Date, String> {
-    Date::parse_iso(s).ok_or_else(|| "expected a date as YYYY-MM-DD".to_string())
+    Date::parse_iso_explained(s)
 }
 
 /// Where a command's entry goes: `--audit-log`, else `$BLOOMLINK_AUDIT_LOG`, else next to the

@@ -66,7 +66,7 @@ pub enum KeyCommand {
 }
 
 fn parse_date(s: &str) -> Result<Date, String> {
-    Date::parse_iso(s).ok_or_else(|| "expected a date as YYYY-MM-DD".to_string())
+    Date::parse_iso_explained(s)
 }
 
 fn facts(info: &KeyInfo) -> KeyFacts {
