@@ -150,11 +150,13 @@ impl LinkageKey {
 
     /// Generates a new key as if today were `today` (its creation date and default expiry are
     /// counted from it). Used to prepare keys ahead of a rotation date, and by tests of expiry.
+    /// The expiry is the last day of use, so it may be today but not earlier.
     pub fn generate_as_of(opts: &NewKey, today: Date) -> Result<LinkageKey> {
         let expires = opts.expires.unwrap_or_else(|| today.add_months(12));
-        if expires <= today {
+        if expires < today {
             return Err(Error::Usage(format!(
-                "expiry date {expires} is not in the future"
+                "expiry date {expires} is in the past (today is {today}): give the key's last \
+                 day of use, today or later"
             )));
         }
         for (what, v) in [
@@ -577,6 +579,29 @@ mod tests {
         assert!(msg.contains("is a directory, not a key file"), "{msg}");
         assert!(!msg.contains("chmod"), "{msg}");
         assert_eq!(err.exit_code(), 4);
+    }
+
+    #[test]
+    fn the_expiry_may_be_today_but_not_earlier() {
+        let today = Date::new(2026, 3, 1).unwrap();
+        let opts = |expires| NewKey {
+            partnership: "P".into(),
+            purpose: "test".into(),
+            expires: Some(expires),
+            epoch: 1,
+        };
+        // The expiry is the last day of use: a key expiring today is valid today.
+        let k = LinkageKey::generate_as_of(&opts(today), today).unwrap();
+        assert_eq!(k.info.expires, today);
+        assert!(!k.info.is_expired(today));
+        let yesterday = Date::new(2026, 2, 28).unwrap();
+        let err = LinkageKey::generate_as_of(&opts(yesterday), today).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("expiry date 2026-02-28 is in the past (today is 2026-03-01)"),
+            "{err}"
+        );
     }
 
     #[test]

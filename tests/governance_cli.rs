@@ -320,6 +320,44 @@ fn a_day_that_does_not_exist_is_refused_as_such() {
 }
 
 #[test]
+fn a_key_may_expire_today_but_not_in_the_past() {
+    use assert_cmd::assert::OutputAssertExt;
+    let s = Setup::new();
+    let today = Date::today_utc();
+    let out = s.path("today.key");
+    let new = bloomlink()
+        .args(["key", "new", "--partnership", "P", "--expires"])
+        .arg(today.to_string())
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let show = bloomlink()
+        .args(["key", "show"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    if Date::today_utc() == today {
+        // (Unless the test ran across midnight UTC.)
+        new.assert().success();
+        show.assert().success().stdout(contains(format!(
+            "valid, expires {today} (today is its last day of use)"
+        )));
+    }
+    let past = Date::from_days(today.to_days() - 2);
+    let old = s.path("past.key");
+    bloomlink()
+        .args(["key", "new", "--partnership", "P", "--expires"])
+        .arg(past.to_string())
+        .arg("-o")
+        .arg(&old)
+        .assert()
+        .code(2)
+        .stderr(contains(format!("expiry date {past} is in the past")));
+    assert!(!old.exists());
+}
+
+#[test]
 fn a_retired_key_is_refused_unless_overridden_and_the_override_is_audited() {
     let s = Setup::new();
     let key = s.path("k.key");

@@ -300,8 +300,13 @@ fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
             } else if info.is_expired(today) {
                 format!("EXPIRED on {}", info.expires)
             } else {
-                let days = info.expires.to_days() - today.to_days();
-                format!("valid, expires {} (in {days} days)", info.expires)
+                match info.expires.to_days() - today.to_days() {
+                    0 => format!(
+                        "valid, expires {} (today is its last day of use)",
+                        info.expires
+                    ),
+                    days => format!("valid, expires {} (in {days} days)", info.expires),
+                }
             };
             if json {
                 output::print_json(&serde_json::json!({
