@@ -151,7 +151,8 @@ pub struct SchemaDef {
     /// Bit position derivation.
     #[serde(default = "default_hashing")]
     pub hashing: Hashing,
-    /// Minimum number of filter fields present for a row to be encoded.
+    /// Minimum number of filter fields present for a row to be encoded: from 1 to the number of
+    /// fields that set filter bits.
     #[serde(default = "default_min_fields")]
     pub min_fields: u32,
     /// Filter segments, in order.
@@ -505,8 +506,25 @@ impl Schema {
                 segment,
             });
         }
-        if !fields.iter().any(|f| f.segment.is_some()) {
+        let in_filter = fields.iter().filter(|f| f.segment.is_some()).count();
+        if in_filter == 0 {
             return Err(bad("no field sets any filter bits".into()));
+        }
+        // A row counts the fields that set filter bits, so only 1..=in_filter makes sense.
+        if def.min_fields == 0 {
+            return Err(bad(format!(
+                "min_fields is 0, so a row with no usable linking field would be encoded (as an \
+                 empty filter): set min_fields between 1 and {in_filter}, the number of fields \
+                 that set filter bits"
+            )));
+        }
+        if usize::try_from(def.min_fields).map_or(true, |m| m > in_filter) {
+            return Err(bad(format!(
+                "min_fields (2 when not set) is {}, but only {in_filter} field(s) set filter bits \
+                 (bits_per_token > 0), so every row would be rejected: set min_fields between 1 \
+                 and {in_filter}",
+                def.min_fields
+            )));
         }
         if def.tokens.len() > MAX_TOKEN_KINDS {
             return Err(bad(format!("more than {MAX_TOKEN_KINDS} tokens")));
@@ -870,6 +888,50 @@ mod tests {
         }
         let err = Schema::from_toml("name = 1", "x").unwrap_err().to_string();
         assert!(err.starts_with("schema x:"), "{err}");
+    }
+
+    #[test]
+    fn min_fields_must_be_between_one_and_the_fields_in_the_filter() {
+        // The default schema has 6 fields that set filter bits (nhs_number and upn do not).
+        let with = |m: &str| {
+            Schema::from_toml(
+                &DEFAULT_SCHEMA_TOML.replacen("min_fields = 2", m, 1),
+                "m.toml",
+            )
+        };
+        for ok in ["min_fields = 1", "min_fields = 6"] {
+            assert_eq!(
+                with(ok).unwrap().def.min_fields,
+                ok[13..].parse::<u32>().unwrap()
+            );
+        }
+        let err = with("min_fields = 0").unwrap_err().to_string();
+        assert!(err.starts_with("schema m.toml: min_fields is 0"), "{err}");
+        assert!(err.contains("set min_fields between 1 and 6"), "{err}");
+        for too_many in ["min_fields = 7", "min_fields = 4294967295"] {
+            let err = with(too_many).unwrap_err().to_string();
+            assert!(
+                err.contains("but only 6 field(s) set filter bits"),
+                "{too_many}: {err}"
+            );
+            assert!(err.ends_with("set min_fields between 1 and 6"), "{err}");
+        }
+        // The default of 2 needs two fields in the filter: keep only family_name in it.
+        let mut text = UNHARDENED_SCHEMA_TOML.replacen("min_fields = 2\n", "", 1);
+        for bits in [3, 6, 8, 14] {
+            text = text.replace(
+                &format!("bits_per_token = {bits}\n"),
+                "bits_per_token = 0\n",
+            );
+        }
+        let err = Schema::from_toml(&text, "one.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("min_fields (2 when not set) is 2, but only 1 field(s)"),
+            "{err}"
+        );
+        assert!(Schema::from_toml(&format!("min_fields = 1\n{text}"), "one.toml").is_ok());
     }
 
     fn hardened(h: &str) -> Result<Schema> {

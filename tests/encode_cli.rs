@@ -597,3 +597,45 @@ fn unknown_schema_field_in_map_is_explained() {
         .stderr(contains("shoe_size"))
         .stderr(contains("family_name"));
 }
+
+#[test]
+fn min_fields_outside_one_to_the_fields_in_the_filter_is_refused() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let schema = f.path("schema.toml");
+    for (min_fields, expect) in [
+        ("min_fields = 0", "min_fields is 0"),
+        ("min_fields = 7", "min_fields (2 when not set) is 7"),
+    ] {
+        std::fs::write(
+            &schema,
+            bloomlink::schema::DEFAULT_SCHEMA_TOML.replacen("min_fields = 2", min_fields, 1),
+        )
+        .unwrap();
+        bloomlink()
+            .args(["schema", "digest"])
+            .arg(&schema)
+            .assert()
+            .code(1)
+            .stderr(
+                contains(format!("schema {}: {expect}", schema.display()))
+                    .and(contains("set min_fields between 1 and 6")),
+            );
+        f.encode()
+            .arg("--schema")
+            .arg(&schema)
+            .assert()
+            .code(1)
+            .stderr(contains(expect));
+        assert!(!f.path("out.clk").exists());
+    }
+    std::fs::write(
+        &schema,
+        bloomlink::schema::DEFAULT_SCHEMA_TOML.replacen("min_fields = 2", "min_fields = 6", 1),
+    )
+    .unwrap();
+    bloomlink()
+        .args(["schema", "digest"])
+        .arg(&schema)
+        .assert()
+        .success();
+}
