@@ -41,7 +41,9 @@ const SECRET_LEN: usize = 32;
 pub struct KeyInfo {
     /// When the key was made (RFC 3339, UTC).
     pub created: String,
-    /// Last day on which the key may be used.
+    /// Last day on which the key may be used (`YYYY-MM-DD` in JSON, as in the key file, the
+    /// audit log and the text output).
+    #[serde(serialize_with = "serialize_iso")]
     pub expires: Date,
     /// The partnership the key belongs to.
     pub partnership: String,
@@ -57,6 +59,11 @@ pub struct KeyInfo {
     /// When the key was retired (RFC 3339, UTC; set by `key retire`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retired: Option<String>,
+}
+
+/// Serialises a date as its `YYYY-MM-DD` text.
+fn serialize_iso<S: serde::Serializer>(date: &Date, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(date)
 }
 
 impl KeyInfo {
@@ -602,6 +609,15 @@ mod tests {
                 .contains("expiry date 2026-02-28 is in the past (today is 2026-03-01)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn json_gives_the_expiry_as_an_iso_date() {
+        let k = test_key("P");
+        let j = serde_json::to_value(k.info()).unwrap();
+        assert_eq!(j["expires"], "2027-01-01");
+        assert_eq!(j["expires"], k.info.expires.to_string());
+        assert_eq!(j["fingerprint"], k.info.fingerprint);
     }
 
     #[test]

@@ -223,6 +223,17 @@ fn rotation_makes_the_next_epoch_and_records_the_lineage() {
     assert_eq!(mode_of(&new), 0o600);
     let text = std::fs::read_to_string(&new).unwrap();
     assert!(text.contains(&format!("# previous: {old_fp}")));
+    // The expiry is a YYYY-MM-DD date, as in the key file (not a {day, month, year} object).
+    let expires = j["key"]["expires"].as_str().expect("expires as text");
+    assert!(Date::parse_iso(expires).is_some(), "{expires}");
+    assert!(
+        text.contains(&format!("# expires: {expires}\n")),
+        "{expires}"
+    );
+    let previous = j["previous"]["expires"].as_str().expect("expires as text");
+    assert!(Date::parse_iso(previous).is_some(), "{previous}");
+    let shown = success_json(bloomlink().args(["key", "show", "--json"]).arg(&new));
+    assert_eq!(shown["key"]["expires"], expires);
     bloomlink()
         .args(["key", "show"])
         .arg(&new)
