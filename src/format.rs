@@ -465,7 +465,11 @@ impl EncodingFile {
         use bincode::Options;
         let bad = |p: &str| Error::format(path, p);
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(bad("is a directory, not an encoding file"));
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(bad("is empty"));
         }

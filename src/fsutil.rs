@@ -62,12 +62,25 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Fails early with [`Error::OutputExists`] if `path` exists and `overwrite` is `Refuse`, and
-/// checks that its directory exists, so that a long job does not fail only at the end.
+/// Fails early if the output file `path` is a directory, or exists and `overwrite` does not
+/// replace it ([`Error::OutputExists`]), or its directory does not exist, so that a long job
+/// does not fail only at the end.
 pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is a directory: give the path of the file to write",
+            path.display()
+        )));
+    }
     if overwrite != Overwrite::Replace && path.exists() {
         return Err(overwrite.exists(path));
     }
+    check_parent(path)
+}
+
+/// Checks that the directory `path` would be created in exists (for outputs that are
+/// directories themselves, such as `match`'s).
+pub fn check_parent(path: &Path) -> Result<()> {
     let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(Error::io(

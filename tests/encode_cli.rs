@@ -185,13 +185,32 @@ fn outputs_must_not_collide_with_the_input_or_each_other() {
     assert!(!f.path("out.clk").exists());
 }
 
-/// A run that cannot write its encoding leaves no rejects file behind to block the next run.
+/// An output path that is a directory is refused before any work (it used to fail only when
+/// the encoding was written, after the rejects file, which then blocked the next run).
 #[test]
-fn a_failed_write_leaves_no_rejects_file() {
+fn an_output_directory_is_refused_up_front() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
     std::fs::create_dir(f.path("out.clk")).unwrap();
-    f.encode().arg("--force").assert().code(1);
+    f.encode()
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("out.clk is a directory"));
     assert!(!f.path("out.rejects.csv").exists());
+    // The same for a directory given where an encoding file is read.
+    bloomlink()
+        .arg("inspect")
+        .arg(f.path("out.clk"))
+        .assert()
+        .code(5)
+        .stderr(contains("is a directory, not an encoding file"));
+    // And synth, which writes a directory, refuses a file.
+    bloomlink()
+        .args(["synth", "--children", "3", "-o"])
+        .arg(&f.input)
+        .assert()
+        .code(1)
+        .stderr(contains("is a file"));
 }
 
 /// An export declared Windows-1252 that is UTF-8 decodes without an invalid byte but garbles

@@ -114,7 +114,7 @@ fn parse_prob(s: &str) -> Result<f64, String> {
 pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     let log = super::auditcmd::log_path(audit_log, &a.output);
     // A missing output directory is reported as such, not as an unwritable audit log.
-    bloomlink::fsutil::check_output(&a.output, bloomlink::fsutil::Overwrite::Replace)?;
+    bloomlink::fsutil::check_parent(&a.output)?;
     super::auditcmd::precheck(&log)?;
     let mut ev = Event::new("match");
     let o = &mut ev.options;

@@ -31,6 +31,13 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     if a.children == 0 {
         anyhow::bail!("--children must be at least 1");
     }
+    if a.output.exists() && !a.output.is_dir() {
+        anyhow::bail!(
+            "{} is a file: synth writes a directory of CSVs and column maps; give a directory \
+             path (it is created if missing)",
+            a.output.display()
+        );
+    }
     if !a.force {
         if let Ok(mut entries) = std::fs::read_dir(&a.output) {
             if entries.next().is_some() {
