@@ -512,7 +512,16 @@ impl EncodingFile {
         }
         let header: Header = bincode_opts()
             .deserialize(&b[PREAMBLE as usize..(PREAMBLE + u64::from(hlen)) as usize])
-            .map_err(|e| Error::format(path, format!("has an unreadable header: {e}")))?;
+            .map_err(|e| {
+                let why = match *e {
+                    // bincode's text for a header cut short by its stated length is empty.
+                    bincode::ErrorKind::Io(_) => "it ends before its fields do (its stated \
+                                                  length is wrong: the file was altered)"
+                        .to_string(),
+                    other => other.to_string(),
+                };
+                Error::format(path, format!("has an unreadable header: {why}"))
+            })?;
         validate(&header, b, PREAMBLE + u64::from(hlen), body_end)
             .map_err(|p| Error::format(path, p))?;
         let signature = read_tail(version, &header, b, PREAMBLE + u64::from(hlen), body_end)

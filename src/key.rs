@@ -436,10 +436,10 @@ fn parse_key_text(path: &Path, text: &str) -> Result<LinkageKey> {
     let bad = |what: String| Error::key(path, what);
     let mut parts = split_key_file(text, SECRET_PREFIX, |n, line| {
         if line.starts_with(SIGNING_PREFIX) {
-            "is a signing key, not a linkage key: pass the partnership linkage key to --key".into()
+            "is a signing key, not a linkage key: give the partnership linkage key instead".into()
         } else if crate::signing::is_public_key_line(line) {
-            "is an agency's public signing key, not a linkage key: pass the partnership linkage \
-             key to --key"
+            "is an agency's public signing key, not a linkage key: give the partnership \
+             linkage key instead"
                 .into()
         } else {
             format!(

@@ -213,10 +213,13 @@ impl Hardening {
         let mut parts = Vec::new();
         if let Some(s) = &self.salt {
             parts.push(format!(
-                "salt by {} ({}; missing: {:?})",
+                "salt by {} ({}; when missing: {})",
                 s.value,
                 s.fields.join(", "),
-                s.when_missing
+                match s.when_missing {
+                    SaltMissing::Marker => "marker",
+                    SaltMissing::Skip => "skip",
+                }
             ));
         }
         if let Some(d) = &self.diffusion {
@@ -971,7 +974,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             all.def.hardening.describe(),
-            "salt by date_of_birth:year (family_name; missing: Marker) → diffusion t=3 x2 → \
+            "salt by date_of_birth:year (family_name; when missing: marker) → diffusion t=3 x2 → \
              balance → xor_fold → blip p=0.05 (ε 2.9 per bit)"
         );
         // An explicit default equals the omitted one.

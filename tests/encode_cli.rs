@@ -272,6 +272,21 @@ fn too_many_rejects_fails_without_output() {
     assert!(!f.path("out.clk").exists());
     // The rejects file is still written so the user can see why.
     assert!(f.path("out.rejects.csv").exists());
+    // With --json, scripts still get the counts on stdout.
+    let a = f
+        .encode()
+        .args(["--json", "--force", "--max-reject-rate", "0.1"])
+        .assert()
+        .code(3);
+    let j: serde_json::Value = serde_json::from_slice(&a.get_output().stdout).unwrap();
+    assert_eq!(j["outcome"], "too_many_rejects");
+    assert_eq!(j["report"]["rows_read"], 4);
+    assert_eq!(j["report"]["rejected"], 1);
+    assert!(j["rejects_file"]
+        .as_str()
+        .unwrap()
+        .ends_with("out.rejects.csv"));
+    assert!(!f.path("out.clk").exists());
 }
 
 #[test]

@@ -217,6 +217,23 @@ fn a_version_2_file_without_its_signature_block_is_refused() {
     assert!(e.contains("unexpected bytes after its last section"), "{e}");
 }
 
+/// A header length stated too short (trailer re-forged) is refused with a reason, not with
+/// bincode's empty text for a read past the end.
+#[test]
+fn a_header_cut_short_by_its_stated_length_says_so() {
+    let (_d, p, _) = written();
+    let mut b = std::fs::read(&p).unwrap();
+    let hlen = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    b[12..16].copy_from_slice(&(hlen / 2).to_le_bytes());
+    reforge(&mut b);
+    std::fs::write(&p, &b).unwrap();
+    let e = EncodingFile::open(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("has an unreadable header: it ends before its fields do"),
+        "{e}"
+    );
+}
+
 /// Re-forges the SHA-256 trailer after a mutation, so that the structural validation (not the
 /// checksum) is what has to catch the damage.
 fn reforge(b: &mut [u8]) {

@@ -509,10 +509,13 @@ fn an_expired_key_is_refused_unless_overridden_and_the_override_is_audited() {
         .code(4)
         .stderr(contains("expired").and(contains("--allow-expired")));
     assert_eq!(s.last_entry()["outcome"], "refused");
+    // The summary says the key was used expired (encode_with runs it with --quiet, which
+    // hides only the progress bar).
     s.encode_with(&p, "health", "a.clk")
         .arg("--allow-expired")
         .assert()
-        .success();
+        .success()
+        .stdout(contains("(EXPIRED, used with --allow-expired)"));
     let e = s.last_entry();
     assert_eq!(e["outcome"], "done");
     assert_eq!(e["key_epoch"], 3);

@@ -345,7 +345,7 @@ fn encode_summary_names_the_hardening() {
         ("none", "none"),
         (
             "balance+salt-yob",
-            "salt by date_of_birth:year (given_name, other_names, family_name; missing: Marker) → balance",
+            "salt by date_of_birth:year (given_name, other_names, family_name; when missing: marker) → balance",
         ),
     ] {
         let mut c = bloomlink();

@@ -355,6 +355,16 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         // The rejects file is what the data team needs to fix the export.
         write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
         ev.outputs.push(FileRef::hashed(&rejects_path));
+        if a.json {
+            // Scripts get the counts on stdout as on success; the error goes to stderr.
+            output::print_json(&serde_json::json!({
+                "outcome": "too_many_rejects",
+                "output": null,
+                "rejects_file": &rejects_path,
+                "max_reject_rate": a.max_reject_rate,
+                "report": report,
+            }))?;
+        }
         if swallowed > 0 {
             hint.push_str(&format!(
                 ". The counts include {swallowed} line(s) swallowed by unclosed quotes (see \
@@ -459,8 +469,18 @@ fn human_summary(s: &Summary<'_>) -> String {
         s.output.display()
     ));
     t.push_str(&format!(
-        "  key {}   schema {} {}\n",
+        "  key {}{}{}   schema {} {}\n",
         s.key_fingerprint,
+        if s.key_expired_override {
+            " (EXPIRED, used with --allow-expired)"
+        } else {
+            ""
+        },
+        if s.key_retired_override {
+            " (RETIRED, used with --allow-retired)"
+        } else {
+            ""
+        },
         s.schema,
         &s.schema_digest[..16]
     ));

@@ -30,8 +30,9 @@ mod synth;
 broken.\nDocs: README.md and docs/ in the source tree."
 )]
 pub struct Cli {
-    /// Audit log to append this command's entry to [env: BLOOMLINK_AUDIT_LOG; default:
-    /// bloomlink-audit.jsonl next to the command's main output].
+    /// Audit log to append this command's entry to, for the audited commands: key,
+    /// signing-key, encode, match, risk and audit checkpoint (others record nothing) [env:
+    /// BLOOMLINK_AUDIT_LOG; default: bloomlink-audit.jsonl next to the command's main output].
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]
