@@ -125,10 +125,29 @@ impl ColumnMap {
         let date_formats = match f.date_formats {
             None => default_date_formats(),
             Some(v) if v.is_empty() => return Err(bad("date_formats is empty".into())),
-            Some(v) => v
-                .iter()
-                .map(|s| DateFormat::compile(s).map_err(|e| bad(format!("date format `{s}`: {e}"))))
-                .collect::<Result<_>>()?,
+            Some(v) => {
+                // The first format that reads a date wins: with day-first and month-first
+                // both listed, every date with a day up to 12 is read by the first.
+                let swapped = |f: &str| {
+                    f.replace("%d", "\0")
+                        .replace("%m", "%d")
+                        .replace('\0', "%m")
+                };
+                for (i, a) in v.iter().enumerate() {
+                    if let Some(b) = v[i + 1..].iter().find(|b| **b != *a && **b == swapped(a)) {
+                        return Err(bad(format!(
+                            "date_formats lists both `{a}` and `{b}`: a date such as 12/03/2015 \
+                             fits both, and the first would always win. An export has one \
+                             order: keep the one it uses"
+                        )));
+                    }
+                }
+                v.iter()
+                    .map(|s| {
+                        DateFormat::compile(s).map_err(|e| bad(format!("date format `{s}`: {e}")))
+                    })
+                    .collect::<Result<_>>()?
+            }
         };
         let sex_codes = match f.sex_codes {
             Some(m) => {
@@ -313,6 +332,10 @@ given_name = "FIRST_NAME"
             "{head}[columns]\ngiven_name='Surname'\nfamily_name='Surname'\n"
         ));
         assert!(e.contains("`Surname`") && e.contains("own column"), "{e}");
+        let e = err(&format!(
+            "{head}date_formats = ['%d/%m/%Y', '%m/%d/%Y']\n[columns]\nsex='Sex'\n"
+        ));
+        assert!(e.contains("`%d/%m/%Y` and `%m/%d/%Y`"), "{e}");
         for d in ["\\n", "\\r", "\\\""] {
             let e = err(&format!("{head}delimiter=\"{d}\"\n[columns]\nsex='Sex'\n"));
             assert!(e.contains("delimiter"), "{d}: {e}");

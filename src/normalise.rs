@@ -647,19 +647,31 @@ fn valid_outward(o: &[u8]) -> bool {
 /// than ASCII letters and digits is `BadFormat`; fewer than 5 or more than 7
 /// characters is `WrongLength`; a string that is not `A9`, `A99`, `AA9`,
 /// `AA99`, `A9A` or `AA9A` followed by `9AA` (with the standard letter
-/// restrictions) is `BadFormat`. `GIR 0AA` is accepted.
+/// restrictions) is `BadFormat`. `GIR 0AA` is accepted. `NFA` and the NHS pseudo-postcodes
+/// `ZZ99 ???` are missing. BFPO numbers and the overseas territories' codes (`ASCN 1ZZ`) are
+/// `BadFormat`.
 pub fn postcode(raw: &str) -> Normalised<String> {
     let s = match prepare(raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
     let (buf, len) = compact_alnum::<7>(s)?;
+    if is_postcode_placeholder(&buf[..len]) {
+        return Ok(None);
+    }
     check_postcode(&buf[..len])?;
     let (outward, inward) = buf[..len].split_at(len - 3);
     let mut out = [b' '; 8];
     out[..len - 3].copy_from_slice(outward);
     out[len - 2..=len].copy_from_slice(inward);
     Ok(Some(ascii_output(&out[..=len], s)))
+}
+
+/// Whether a postcode (uppercased, without spaces) stands for no address: `NFA` (no fixed
+/// abode) and the NHS pseudo-postcodes `ZZ99 ???` (no fixed abode, not known, born abroad).
+/// They are missing values, not invalid ones.
+pub(crate) fn is_postcode_placeholder(code: &[u8]) -> bool {
+    code == b"NFA" || (code.len() == 7 && code.starts_with(b"ZZ99"))
 }
 
 /// Checks a postcode's letters and digits, uppercased and without spaces:
@@ -1395,8 +1407,20 @@ mod tests {
             ("SW1A1A", BadFormat),
             ("GIR 0AB", BadFormat),
             ("12345", BadFormat),
+            ("BFPO 57", BadFormat),
+            ("ASCN 1ZZ", BadFormat),
+            ("ZZ99 3V", BadFormat), // a pseudo-postcode is seven characters
         ] {
             assert_eq!(postcode(raw), Err(err), "{raw:?}");
+        }
+    }
+
+    /// No fixed abode and the NHS pseudo-postcodes stand for no address: missing, not invalid.
+    #[test]
+    fn postcode_placeholders_are_missing() {
+        for raw in ["NFA", "nfa", " N F A ", "ZZ99 3VZ", "zz993wz", "ZZ99 3CZ"] {
+            assert_eq!(postcode(raw), Ok(None), "{raw:?}");
+            assert_eq!(reference::postcode(raw), Ok(None), "{raw:?}");
         }
     }
 

@@ -46,6 +46,9 @@ pub(super) fn postcode(raw: &str) -> Normalised<String> {
         Err(e) => return early(e),
     };
     let (buf, len) = compact_alnum_chars::<7>(s)?;
+    if super::is_postcode_placeholder(&buf[..len]) {
+        return Ok(None);
+    }
     check_postcode(&buf[..len])?;
     let (outward, inward) = buf[..len].split_at(len - 3);
     let mut out = String::with_capacity(len + 1);
