@@ -361,6 +361,19 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<
         ));
     }
     if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
+        // A public key file is readable by all on purpose: name the mix-up, not a `chmod`.
+        let public = meta.len() <= 64 * 1024
+            && std::fs::read_to_string(path)
+                .is_ok_and(|t| t.lines().any(crate::signing::is_public_key_line));
+        if public {
+            return Err(Error::key(
+                path,
+                format!(
+                    "is an agency's public signing key (shared, and readable by anyone), not \
+                     {what}: give the private key file instead"
+                ),
+            ));
+        }
         return Err(Error::key(
             path,
             format!(

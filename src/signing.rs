@@ -237,8 +237,8 @@ fn parse_key_text(path: &Path, text: &str) -> Result<SigningKey> {
     let bad = |what: String| Error::key(path, what);
     let mut parts = crate::key::split_key_file(text, SIGNING_SECRET_PREFIX, |n, line| {
         if line.starts_with(SECRET_PREFIX) {
-            "is a linkage key, not a signing key: pass the agency's signing key (made by \
-             `bloomlink signing-key new`) to --sign-with"
+            "is a linkage key, not a signing key: give the agency's signing key (made by \
+             `bloomlink signing-key new`) instead"
                 .into()
         } else if is_public_key_line(line) {
             "is a public key: signing needs the agency's private signing key file (made by \
@@ -544,6 +544,36 @@ pub fn embedded(f: &EncodingFile) -> Option<EmbeddedSignature> {
     })
 }
 
+/// Refuses a file whose embedded signature does not hold by itself: it does not verify under
+/// the public key the file carries, or it names another agency than the file's header (the
+/// writer never signs as another agency). Neither needs a trust file to see: the file was
+/// altered or relabelled after signing. Whether the key is the agency's is what a trust file
+/// adds ([`check_file`]). An unsigned file passes.
+pub fn check_embedded(f: &EncodingFile) -> Result<()> {
+    let Some(s) = embedded(f) else {
+        return Ok(());
+    };
+    let agency = &f.header().agency;
+    let problem = if !s.valid {
+        "its signature does not verify under the public key it carries: the file (or its \
+         signature block) was altered after signing; do not use it, ask the agency to encode \
+         and sign it again"
+            .to_string()
+    } else if s.agency != *agency {
+        format!(
+            "is labelled agency {agency} but signed as agency {}: relabelled after signing; do \
+             not use it",
+            s.agency
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Signature {
+        path: f.path().to_path_buf(),
+        problem,
+    })
+}
+
 /// Checks one encoding file against `trust`: it must be signed (unless `unsigned` allows it), by
 /// the trusted key of the agency named in its header, and the signature must verify; if the
 /// trust file names the current linkage key, the file must have been made with it.
@@ -576,7 +606,8 @@ pub fn check_file(f: &EncodingFile, trust: &Trust, unsigned: Unsigned) -> Result
             }),
             Unsigned::Refuse => Err(refuse(format!(
                 "is not signed: ask the {agency} data team to encode with --sign-with their \
-                 signing key, or pass --allow-unsigned (recorded in the audit log and report)"
+                 signing key (or, to match it anyway, pass --allow-unsigned to match: recorded \
+                 in the audit log and report)"
             ))),
         };
     };

@@ -624,6 +624,18 @@ fn keys_of_the_wrong_kind_are_refused_by_name() {
         .arg(&public)
         .assert()
         .success();
+    // Readable by all, as a public key is meant to be: named, no `chmod` advice.
+    set_mode(&public, 0o644);
+    s.encode_with(&public, "health", "a.clk")
+        .assert()
+        .code(4)
+        .stderr(contains("public signing key").and(contains("chmod").not()));
+    s.encode("health", "a.clk")
+        .arg("--sign-with")
+        .arg(&public)
+        .assert()
+        .code(4)
+        .stderr(contains("public signing key").and(contains("chmod").not()));
     set_mode(&public, 0o600);
     s.encode_with(&public, "health", "a.clk")
         .assert()
@@ -926,6 +938,12 @@ fn a_forged_signature_is_refused() {
         .code(5)
         .stdout(contains("INVALID"))
         .stderr(contains("health.clk").and(contains("altered after signing")));
+    // So does `match` without a trust file: the signature does not hold even by itself.
+    s.match_cmd(&[&h, &p], "links-no-trust")
+        .assert()
+        .code(5)
+        .stderr(contains("health.clk").and(contains("altered after signing")));
+    assert!(!s.path("links-no-trust").exists());
     inspect(&h, Some(&trust))
         .code(5)
         .stderr(contains("health.clk").and(contains("bad signature")));
@@ -946,7 +964,7 @@ fn a_forged_signature_is_refused() {
         .into_iter()
         .filter(|e| e["action"] == "match" && e["outcome"] == "refused")
         .count();
-    assert_eq!(refused, 2);
+    assert_eq!(refused, 3);
 }
 
 #[test]
@@ -971,6 +989,10 @@ fn a_file_signed_by_one_agency_but_labelled_as_another_is_refused() {
         .stderr(contains("relabelled.clk").and(contains(
             "labelled agency health but signed with agency police's key",
         )));
+    // `inspect` fails on it too, with no trust file.
+    inspect(&relabelled, None)
+        .code(5)
+        .stderr(contains("relabelled.clk"));
     // …and the signature block relabelled too: the key is still police's.
     let sig_at = b.windows(8).position(|w| w == b"BLOOMSIG").unwrap();
     replace_once(&mut b, b"police", b"health", sig_at);

@@ -81,7 +81,7 @@ pub struct EncodeArgs {
     #[arg(short, long, value_name = "OUTPUT.clk")]
     pub output: PathBuf,
     /// Rejects file: row, line, column, field and reason of every rejected row (no values)
-    /// [default: OUTPUT.rejects.csv].
+    /// [default: the output's name with `.rejects.csv` for its extension].
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
     /// Replace record ids by opaque references and write the mapping (mode 0600) to MAPFILE,

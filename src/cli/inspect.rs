@@ -132,20 +132,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     // A signature that does not verify under the key it carries means the file was altered
     // after signing: the report is printed, and the command fails (exit 5), trust file or not,
     // so that `inspect f && send f` never passes it.
-    let forged = ins.signature.as_ref().is_some_and(|s| !s.valid);
-    let refuse = || -> anyhow::Result<()> {
-        Err(bloomlink::Error::Signature {
-            path: a.file.clone(),
-            problem: "its signature does not verify under the public key it carries: the file \
-                      (or its signature block) was altered after signing; do not use it, ask \
-                      the agency to encode and sign it again"
-                .into(),
-        }
-        .into())
-    };
+    // A signature that does not hold by itself (altered or relabelled after signing): the
+    // report is printed, and the command fails (exit 5), trust file or not, so that
+    // `inspect f && send f` never passes it.
+    let forged = signing::check_embedded(&f).err();
     if a.json {
         output::print_json(&ins)?;
-        return if forged { refuse() } else { Ok(()) };
+        return forged.map_or(Ok(()), |e| Err(e.into()));
     }
     let mut t = format!(
         "{}: bloomlink encoding file, checksum OK\n  agency          {}\n  created         {} \
@@ -208,9 +201,5 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     t.push_str(&parts.join(", "));
     t.push('\n');
     output::print(&t)?;
-    if forged {
-        refuse()
-    } else {
-        Ok(())
-    }
+    forged.map_or(Ok(()), |e| Err(e.into()))
 }

@@ -52,7 +52,7 @@ pub struct MatchArgs {
     #[arg(long, default_value_t = 500)]
     pub max_block: usize,
     /// Also block by locality-sensitive hashing on filter bits (finds pairs that share no keyed
-    /// token; see README "How match works").
+    /// token; see README "How it links").
     #[arg(long)]
     pub lsh: bool,
     /// Also compare every pair and report how many of the pairs it scores above the threshold
@@ -216,7 +216,20 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     }
     let signatures = match &a.trust {
         Some(t) => Some(check_signatures(t, a.allow_unsigned, &inputs, ev)?),
-        None => None,
+        None => {
+            // Without a trust file, a signature is still refused when it does not hold by
+            // itself (the file was altered or relabelled after signing).
+            for f in inputs.files() {
+                if let Err(e) = signing::check_embedded(f) {
+                    let path = f.path().display().to_string();
+                    if let Some(r) = ev.inputs.iter_mut().find(|r| r.path == path) {
+                        r.signature = Some("refused".to_string());
+                    }
+                    return Err(e.into());
+                }
+            }
+            None
+        }
     };
     let opened = t0.elapsed().as_secs_f64();
 
