@@ -722,43 +722,41 @@ pub fn read_entries(path: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// The time a completed `key.retire` entry in the log at `path` retired the key `fingerprint`,
-/// if there is one. Lines that are not entries are skipped: this is a safety net (a retired
-/// key restored from a backup made before its retirement), not a verification of the log.
-pub fn retirement_in_log(path: &Path, fingerprint: &str) -> Option<String> {
+/// The first completed entry of `action` in the log at `path` that `pick` accepts. Lines that
+/// are not entries are skipped: the callers are safety nets, not a verification of the log.
+fn completed_in_log(path: &Path, action: &str, pick: impl Fn(&Entry) -> bool) -> Option<Entry> {
     let text = std::fs::read(path).ok()?;
     text.split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
-        .find(|e| {
-            e.action == "key.retire"
-                && e.outcome == Outcome::Done
-                && e.key_fingerprint.as_deref() == Some(fingerprint)
-        })
-        .map(|e| e.time)
+        .find(|e| e.action == action && e.outcome == Outcome::Done && pick(e))
+}
+
+/// The time a completed `key.retire` entry in the log at `path` retired the key `fingerprint`,
+/// if there is one: a retired key restored from a backup made before its retirement.
+pub fn retirement_in_log(path: &Path, fingerprint: &str) -> Option<String> {
+    completed_in_log(path, "key.retire", |e| {
+        e.key_fingerprint.as_deref() == Some(fingerprint)
+    })
+    .map(|e| e.time)
 }
 
 /// A completed rotation of the key `fingerprint` in the log at `path`, if there is one: when,
-/// and the new key's fingerprint and epoch. Like [`retirement_in_log`], a safety net: rotating
-/// the same key twice would make two different keys of one epoch.
+/// and the new key's fingerprint and epoch (rotating the same key twice would make two
+/// different keys of one epoch).
 pub fn rotation_in_log(path: &Path, fingerprint: &str) -> Option<(String, String, u32)> {
-    let text = std::fs::read(path).ok()?;
-    text.split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<Entry>(l).ok())
-        .find(|e| {
-            e.action == "key.rotate"
-                && e.outcome == Outcome::Done
-                && e.options
-                    .get("previous_fingerprint")
-                    .and_then(Value::as_str)
-                    == Some(fingerprint)
-        })
-        .map(|e| {
-            (
-                e.time,
-                e.key_fingerprint.unwrap_or_default(),
-                e.key_epoch.unwrap_or_default(),
-            )
-        })
+    completed_in_log(path, "key.rotate", |e| {
+        e.options
+            .get("previous_fingerprint")
+            .and_then(Value::as_str)
+            == Some(fingerprint)
+    })
+    .map(|e| {
+        (
+            e.time,
+            e.key_fingerprint.unwrap_or_default(),
+            e.key_epoch.unwrap_or_default(),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -284,21 +284,27 @@ fn rotation_makes_the_next_epoch_and_records_the_lineage() {
         .stdout(contains(format!("epoch 2 (replaces {old_fp})")));
 }
 
+/// `key new --expires EXPIRES -o OUT` for partnership P.
+fn key_new_expiring(expires: &str, out: &Path) -> assert_cmd::Command {
+    let mut c = bloomlink();
+    c.args([
+        "key",
+        "new",
+        "--partnership",
+        "P",
+        "--expires",
+        expires,
+        "-o",
+    ])
+    .arg(out);
+    c
+}
+
 #[test]
 fn a_day_that_does_not_exist_is_refused_as_such() {
     let s = Setup::new();
     let out = s.path("new.key");
-    bloomlink()
-        .args([
-            "key",
-            "new",
-            "--partnership",
-            "P",
-            "--expires",
-            "2030-02-30",
-            "-o",
-        ])
-        .arg(&out)
+    key_new_expiring("2030-02-30", &out)
         .assert()
         .code(2)
         .stderr(
@@ -313,17 +319,7 @@ fn a_day_that_does_not_exist_is_refused_as_such() {
         .assert()
         .code(2)
         .stderr(contains("that month does not exist: months are 01 to 12"));
-    bloomlink()
-        .args([
-            "key",
-            "new",
-            "--partnership",
-            "P",
-            "--expires",
-            "30/01/2030",
-            "-o",
-        ])
-        .arg(&out)
+    key_new_expiring("30/01/2030", &out)
         .assert()
         .code(2)
         .stderr(contains("expected a date as YYYY-MM-DD"));
@@ -336,13 +332,7 @@ fn a_key_may_expire_today_but_not_in_the_past() {
     let s = Setup::new();
     let today = Date::today_utc();
     let out = s.path("today.key");
-    let new = bloomlink()
-        .args(["key", "new", "--partnership", "P", "--expires"])
-        .arg(today.to_string())
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let new = key_new_expiring(&today.to_string(), &out).output().unwrap();
     let show = bloomlink()
         .args(["key", "show"])
         .arg(&out)
@@ -357,11 +347,7 @@ fn a_key_may_expire_today_but_not_in_the_past() {
     }
     let past = Date::from_days(today.to_days() - 2);
     let old = s.path("past.key");
-    bloomlink()
-        .args(["key", "new", "--partnership", "P", "--expires"])
-        .arg(past.to_string())
-        .arg("-o")
-        .arg(&old)
+    key_new_expiring(&past.to_string(), &old)
         .assert()
         .code(2)
         .stderr(contains(format!("expiry date {past} is in the past")));
