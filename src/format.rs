@@ -384,7 +384,8 @@ pub fn write_with(
     }
     let len = at;
 
-    fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
+    // Owner-only: an encoding is pseudonymised personal data (README, "Security notes").
+    fsutil::write_atomic(path, overwrite, Mode::Private, |w| {
         let io = |e| Error::io(path, e);
         let (ctx, written) = std::thread::scope(|scope| {
             let hashing = scope.spawn(|| {

@@ -72,6 +72,17 @@ pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
             path.display()
         )));
     }
+    // A device, pipe or socket: an atomic write would replace the node itself (`/dev/null`
+    // with a regular file), whatever `overwrite` says.
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_symlink())
+        || fs::metadata(path).is_ok_and(|m| !m.is_file())
+    {
+        return Err(Error::Usage(format!(
+            "{} is not a regular file (a device or pipe): outputs are written to a temporary \
+             file and renamed into place, which would replace it; give the path of a file",
+            path.display()
+        )));
+    }
     if overwrite != Overwrite::Replace && path.exists() {
         return Err(overwrite.exists(path));
     }

@@ -234,6 +234,62 @@ fn utf8_declared_as_windows_1252_is_warned_about() {
     assert!(!warns(&cp1252).contains("UTF-8"));
 }
 
+/// Outputs that are not regular files are refused up front, with --force too: an atomic write
+/// renames a temporary file over the path, which would replace a device (`/dev/null`) or a
+/// pipe with a regular file. A socket stands in for them here.
+#[cfg(unix)]
+#[test]
+fn an_output_that_is_not_a_regular_file_is_refused() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let sock = f.path("out.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    bloomlink()
+        .arg("encode")
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(&sock)
+        .arg("--force")
+        .assert()
+        .code(2)
+        .stderr(contains("is not a regular file"));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&sock)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    // Nor is an input that is not a file (standard input, a pipe).
+    bloomlink()
+        .arg("encode")
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&sock)
+        .arg("-o")
+        .arg(f.path("x.clk"))
+        .assert()
+        .code(1)
+        .stderr(contains("save it to a file first"));
+    // A thread count the machine cannot start is a usage error, not a panic.
+    f.encode()
+        .args(["--threads", "20000"])
+        .assert()
+        .code(2)
+        .stderr(contains("0..=1024"));
+    // The encoding is pseudonymised personal data: owner-only.
+    f.encode().assert().success();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(f.path("out.clk"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn empty_and_header_only_files() {
     let f = Fixture::new(b"");

@@ -58,9 +58,12 @@ impl ExportArgs {
         if self.input.is_file() {
             return Ok(());
         }
-        let e = std::fs::metadata(&self.input)
-            .err()
-            .unwrap_or_else(|| std::io::Error::other("is not a regular file"));
+        let e = std::fs::metadata(&self.input).err().unwrap_or_else(|| {
+            std::io::Error::other(
+                "is not a regular file: the export is read from a file (its size and checksum \
+                 are recorded), not from a pipe or standard input; save it to a file first",
+            )
+        });
         Err(Error::io(&self.input, e))
     }
 
@@ -104,8 +107,9 @@ pub struct EncodeArgs {
     /// agency must be the column map's.
     #[arg(long, value_name = "SIGNING_KEY")]
     pub sign_with: Option<PathBuf>,
-    /// Worker threads (0: all cores) [default: all cores].
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    /// Worker threads, 1 to 1024 (0: all cores) [default: all cores].
+    #[arg(long, default_value_t = 0, hide_default_value = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub threads: usize,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -384,6 +388,20 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     }
 
     let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
+    let write_start = Instant::now();
+    let written = format::write_with(
+        &a.output,
+        &header,
+        &encoded.records,
+        overwrite,
+        signer.as_ref(),
+    )?;
+    ev.outputs
+        .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
+    encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
+    // Written after the encoding, so that a run that fails to write it leaves no map or
+    // rejects file to block the next run (the opaque references are keyed, so a rerun makes
+    // the same ones).
     if let Some(m) = &a.opaque_ids {
         fsutil::write_atomic(m, overwrite, Mode::Private, |w| {
             let io = |e| Error::io(m, e);
@@ -396,19 +414,6 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         .with_context(|| "cannot write the opaque id map")?;
         ev.outputs.push(FileRef::hashed(m));
     }
-    let write_start = Instant::now();
-    let written = format::write_with(
-        &a.output,
-        &header,
-        &encoded.records,
-        overwrite,
-        signer.as_ref(),
-    )?;
-    ev.outputs
-        .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
-    encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
-    // Written last, so that a run that fails to write the encoding leaves no rejects file to
-    // block the next run.
     write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
     ev.outputs.push(FileRef::hashed(&rejects_path));
     let report = &encoded.report;

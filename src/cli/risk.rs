@@ -43,8 +43,9 @@ pub struct RiskArgs {
     /// audit log).
     #[arg(long)]
     pub allow_retired: bool,
-    /// Encoder threads (0: all cores) [default: all cores].
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    /// Encoder threads, 1 to 1024 (0: all cores) [default: all cores].
+    #[arg(long, default_value_t = 0, hide_default_value = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub threads: usize,
 }
 
