@@ -143,21 +143,26 @@ pub fn write_atomic<T>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
     let mut attempt = 0u32;
-    let (tmp, file) = loop {
+    let (tmp, guard, file) = loop {
         let tmp = dir.join(format!(
             ".{name}.tmp-{}-{}-{attempt}",
             std::process::id(),
             unique_suffix()
         ));
+        let guard = Temporary::new(tmp.clone());
         match open_new(&tmp, mode) {
-            Ok(f) => break (tmp, f),
+            Ok(f) => break (tmp, guard, f),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                // Not ours: it must not be removed.
+                guard.keep();
                 attempt += 1
             }
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => {
+                guard.keep();
+                return Err(Error::io(path, e));
+            }
         }
     };
-    let guard = TempGuard(Some(tmp.clone()));
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let value = write(&mut out)?;
     let file = out
@@ -178,7 +183,7 @@ pub fn write_atomic<T>(
             let _ = fs::remove_file(&tmp);
         }
     }
-    guard.disarm();
+    guard.keep();
     Ok(value)
 }
 
@@ -188,20 +193,66 @@ fn unique_suffix() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Removes the temporary file unless disarmed (on error paths and panics).
-struct TempGuard(Option<PathBuf>);
+/// Temporary files and directories in use, for [`remove_temporaries`].
+static TEMPORARIES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
+fn temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary file or directory that becomes an output when renamed into place. Until then it
+/// is removed when dropped (error paths and panics) and by [`remove_temporaries`] (an
+/// interrupted run).
+pub struct Temporary(Option<PathBuf>);
+
+impl Temporary {
+    /// Registers `path`, which the caller is about to create.
+    pub fn new(path: PathBuf) -> Temporary {
+        temporaries().push(path.clone());
+        Temporary(Some(path))
+    }
+
+    /// The temporary was renamed into place: it is the output now, keep it.
+    pub fn keep(mut self) {
+        if let Some(p) = self.0.take() {
+            unregister(&p);
+        }
     }
 }
 
-impl Drop for TempGuard {
+impl Drop for Temporary {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
+            remove(&p);
+            unregister(&p);
         }
+    }
+}
+
+fn unregister(path: &Path) {
+    temporaries().retain(|p| p != path);
+}
+
+fn remove(path: &Path) {
+    if path.is_dir() {
+        let _ = fs::remove_dir_all(path);
+    } else {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Removes every temporary file and directory in use. For a signal handler that then exits:
+/// an interrupted run leaves nothing behind but what it had finished (the registry stays
+/// locked, so no new temporary is registered after this).
+pub fn remove_temporaries() {
+    let list = temporaries();
+    remove_all(&list);
+    std::mem::forget(list);
+}
+
+fn remove_all(list: &[PathBuf]) {
+    for p in list {
+        remove(p);
     }
 }
 
@@ -233,5 +284,51 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
         s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an interrupted run removes: the registered temporaries of outputs not yet in place
+    /// (files and directories), not an output already renamed into place, nor anything once
+    /// the write is done.
+    #[test]
+    fn interrupted_writes_leave_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join(".out.clk.tmp-1");
+        std::fs::write(&file, b"partial").unwrap();
+        let dir = d.path().join(".links.tmp-1");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("links.csv"), b"partial").unwrap();
+        let kept = d.path().join("done.clk");
+        std::fs::write(&kept, b"complete").unwrap();
+        let (f, g, k) = (
+            Temporary::new(file.clone()),
+            Temporary::new(dir.clone()),
+            Temporary::new(kept.clone()),
+        );
+        k.keep();
+        let ours: Vec<PathBuf> = temporaries()
+            .iter()
+            .filter(|p| p.starts_with(d.path()))
+            .cloned()
+            .collect();
+        assert_eq!(ours, [file.clone(), dir.clone()]);
+        remove_all(&ours);
+        assert!(!file.exists() && !dir.exists() && kept.exists());
+        // Dropped (an error path): removed and forgotten.
+        std::fs::write(&file, b"again").unwrap();
+        drop(f);
+        assert!(!file.exists());
+        drop(g);
+        assert!(temporaries().iter().all(|p| !p.starts_with(d.path())));
+        // A whole atomic write registers nothing that outlives it.
+        let out = d.path().join("x.txt");
+        write_text_atomic(&out, Overwrite::Refuse, Mode::Default, "x").unwrap();
+        assert!(temporaries().iter().all(|p| !p.starts_with(d.path())));
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "{left:?}"); // done.clk and x.txt
     }
 }

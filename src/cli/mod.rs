@@ -71,7 +71,24 @@ enum Command {
 }
 
 /// Parses arguments, runs the command, prints errors; returns the exit code.
+/// On SIGINT or SIGTERM, removes the temporary files and directories of outputs not yet in
+/// place, then exits 130 or 143 as the default action would: an interrupted run leaves no
+/// hidden, possibly complete and signed, encoding behind (a killed one still can).
+fn remove_temporaries_when_interrupted() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            bloomlink::fsutil::remove_temporaries();
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 pub fn main() -> i32 {
+    remove_temporaries_when_interrupted();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -750,16 +750,16 @@ pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Resu
         .unwrap_or_else(|| "links".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    // Removed on an error, and by the command-line tool when it is interrupted.
+    let guard = crate::fsutil::Temporary::new(tmp.clone());
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = write_into(&tmp, inputs, outcome, t);
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    write_into(&tmp, inputs, outcome, t)?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
     }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    guard.keep();
+    Ok(())
 }
 
 fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) -> Result<()> {
