@@ -90,6 +90,28 @@ pub enum Error {
         hint: String,
     },
 
+    /// A mapped field is invalid in too many rows: the column map (or the export) is wrong.
+    #[error(
+        "{path}: field {field} (column `{column}`) is invalid in {rate:.1} % of rows, above the \
+         limit of {limit:.1} %{hint}; no output written. A field this broken makes the \
+         encoding useless for linking (an invalid date of birth also leaves every name \
+         unsalted); pass --max-invalid-rate 1 to encode it anyway"
+    )]
+    TooManyInvalid {
+        /// The input file.
+        path: PathBuf,
+        /// The schema field.
+        field: String,
+        /// Its column.
+        column: String,
+        /// Invalid share in percent.
+        rate: f64,
+        /// The limit in percent.
+        limit: f64,
+        /// What to check.
+        hint: String,
+    },
+
     /// An encoding file is malformed, truncated, altered or of an unsupported version.
     #[error("encoding file {path}: {problem}")]
     Format {
@@ -230,7 +252,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
-            Error::TooManyRejects { .. } => 3,
+            Error::TooManyRejects { .. } | Error::TooManyInvalid { .. } => 3,
             Error::Key { .. } => 4,
             Error::Format { .. } | Error::Signature { .. } => 5,
             Error::AuditChain { .. } | Error::Checkpoint { .. } => 6,

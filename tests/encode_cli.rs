@@ -290,6 +290,47 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A mapped field that is mostly invalid (here a date format the export does not use) fails the
+/// run: the encoding would link nothing on it, and an invalid date of birth leaves every name
+/// unsalted. The limit can be raised.
+#[test]
+fn a_mostly_invalid_field_fails_the_run() {
+    let map = HEALTH_MAP.replace("%d/%m/%Y", "%Y-%m-%d");
+    assert!(map.contains("%Y-%m-%d"));
+    let mut rows = String::from(HEALTH_HEADER);
+    for i in 1..=12 {
+        rows.push_str(&format!("H{i},,Jack,,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
+    let f = Fixture::with_map(rows.as_bytes(), &map);
+    f.encode()
+        .assert()
+        .code(3)
+        .stderr(contains(
+            "field date_of_birth (column `Date of Birth`) is invalid in 100.0 %",
+        ))
+        .stderr(contains("check date_formats"));
+    assert!(!f.path("out.clk").exists());
+    let j = success_json(
+        f.encode()
+            .args(["--json", "--force", "--max-invalid-rate", "1"]),
+    );
+    assert_eq!(j["report"]["encoded"], 12);
+    // The shipped exports are far from the limit.
+    for a in ["health", "police", "education"] {
+        let out = f.path(&format!("{a}.clk"));
+        bloomlink()
+            .args(["encode", "-q", "--key"])
+            .arg(&f.key)
+            .arg("--columns")
+            .arg(testdata(&format!("{a}.toml")))
+            .arg(testdata(&format!("{a}.csv")))
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+    }
+}
+
 #[test]
 fn empty_and_header_only_files() {
     let f = Fixture::new(b"");

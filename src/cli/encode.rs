@@ -94,6 +94,10 @@ pub struct EncodeArgs {
     /// Fail (exit 3, no output written) if more than this share of rows is rejected.
     #[arg(long, default_value_t = 0.05, value_name = "RATE", value_parser = parse_rate)]
     pub max_reject_rate: f64,
+    /// Fail (exit 3, no output written) if a mapped field is invalid in more than this share
+    /// of rows (and at least 10): a wrong date format or column in the map (1 to accept any).
+    #[arg(long, default_value_t = 0.5, value_name = "RATE", value_parser = parse_rate)]
+    pub max_invalid_rate: f64,
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
@@ -166,6 +170,7 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("signed".into(), a.sign_with.is_some().into());
     o.insert("force".into(), a.force.into());
     o.insert("max_reject_rate".into(), a.max_reject_rate.into());
+    o.insert("max_invalid_rate".into(), a.max_invalid_rate.into());
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
     let result = encode(&a, &log, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
@@ -383,6 +388,32 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
             rate: rate * 100.0,
             limit: a.max_reject_rate * 100.0,
             hint,
+        }
+        .into());
+    }
+
+    if let Some(f) = report.fields.iter().find(|f| {
+        // A few invalid values in a tiny export are no evidence of a broken map.
+        f.column.is_some() && f.invalid_total() >= 10 && f.invalid_rate() > a.max_invalid_rate
+    }) {
+        write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
+        ev.outputs.push(FileRef::hashed(&rejects_path));
+        if a.json {
+            output::print_json(&serde_json::json!({
+                "outcome": "too_many_invalid",
+                "output": null,
+                "field": f.field,
+                "max_invalid_rate": a.max_invalid_rate,
+                "report": report,
+            }))?;
+        }
+        return Err(Error::TooManyInvalid {
+            path: a.export.input.clone(),
+            field: f.field.clone(),
+            column: f.column.clone().unwrap_or_default(),
+            rate: f.invalid_rate() * 100.0,
+            limit: a.max_invalid_rate * 100.0,
+            hint: encode::invalid_hint(&schema, &f.field).to_string(),
         }
         .into());
     }

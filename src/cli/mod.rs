@@ -25,8 +25,8 @@ mod synth;
 #[derive(Parser, Debug)]
 #[command(name = "bloomlink", version, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows, \
-4 key refused, 5 encoding file or its signature refused, 6 audit log chain or checkpoint \
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows or a \
+mostly invalid field, 4 key refused, 5 encoding file or its signature refused, 6 audit log chain or checkpoint \
 broken.\nDocs: README.md and docs/ in the source tree."
 )]
 pub struct Cli {

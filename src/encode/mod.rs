@@ -138,6 +138,16 @@ pub struct FieldStats {
 }
 
 impl FieldStats {
+    /// Share of the rows whose fields were read in which this field is invalid.
+    pub fn invalid_rate(&self) -> f64 {
+        let examined = self.present + self.missing + self.invalid_total();
+        if examined == 0 {
+            0.0
+        } else {
+            self.invalid_total() as f64 / examined as f64
+        }
+    }
+
     /// Total invalid.
     pub fn invalid_total(&self) -> u64 {
         self.invalid.values().sum()
@@ -1151,20 +1161,10 @@ fn encode_reader_with(
         ));
     }
     for s in &stats {
-        let examined = s.present + s.missing + s.invalid_total();
-        if s.column.is_some() && examined > 0 {
-            let rate = s.invalid_total() as f64 / examined as f64;
+        if s.column.is_some() {
+            let rate = s.invalid_rate();
             if rate > 0.2 {
-                let hint = match schema
-                    .fields
-                    .iter()
-                    .find(|f| f.def.name == s.field)
-                    .map(|f| f.def.normaliser)
-                {
-                    Some(Normaliser::Date) => ": check date_formats in the column map",
-                    Some(Normaliser::Sex) => ": check [sex_codes] in the column map",
-                    _ => ": check that the column map points at the right column",
-                };
+                let hint = invalid_hint(schema, &s.field);
                 warnings.push(format!(
                     "field {} (column `{}`) is invalid in {:.1} % of rows{hint}",
                     s.field,
@@ -1199,6 +1199,20 @@ fn encode_reader_with(
         report,
         opaque_map,
     })
+}
+
+/// What to check when a mapped field is mostly invalid.
+pub fn invalid_hint(schema: &Schema, field: &str) -> &'static str {
+    match schema
+        .fields
+        .iter()
+        .find(|f| f.def.name == field)
+        .map(|f| f.def.normaliser)
+    {
+        Some(Normaliser::Date) => ": check date_formats in the column map",
+        Some(Normaliser::Sex) => ": check [sex_codes] in the column map",
+        _ => ": check that the column map points at the right column",
+    }
 }
 
 fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) -> String {
