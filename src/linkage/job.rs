@@ -568,7 +568,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         threshold_source: if opts.threshold.is_some() {
             "--threshold"
         } else {
-            "estimated (maximum expected F1 under the fitted model)"
+            "estimated: maximum expected F1 under the fitted model"
         },
         estimated: estimate,
         links: table.links,
