@@ -183,11 +183,7 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print.
 fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     let start = Instant::now();
-    let overwrite = if a.force {
-        Overwrite::Replace
-    } else {
-        Overwrite::Refuse
-    };
+    let overwrite = overwrite_of(a);
     let rejects_path = a
         .rejects
         .clone()
@@ -361,19 +357,16 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         } else {
             String::new()
         };
-        // The rejects file is what the data team needs to fix the export.
-        write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
-        ev.outputs.push(FileRef::hashed(&rejects_path));
-        if a.json {
-            // Scripts get the counts on stdout as on success; the error goes to stderr.
-            output::print_json(&serde_json::json!({
-                "outcome": "too_many_rejects",
-                "output": null,
-                "rejects_file": &rejects_path,
-                "max_reject_rate": a.max_reject_rate,
-                "report": report,
-            }))?;
-        }
+        let limit = ("max_reject_rate", a.max_reject_rate.into());
+        refused_export(
+            a,
+            &rejects_path,
+            &encoded.rejects,
+            report,
+            ev,
+            "too_many_rejects",
+            limit,
+        )?;
         if swallowed > 0 {
             hint.push_str(&format!(
                 ". The counts include {swallowed} line(s) swallowed by unclosed quotes (see \
@@ -396,17 +389,16 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         // A few invalid values in a tiny export are no evidence of a broken map.
         f.column.is_some() && f.invalid_total() >= 10 && f.invalid_rate() > a.max_invalid_rate
     }) {
-        write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
-        ev.outputs.push(FileRef::hashed(&rejects_path));
-        if a.json {
-            output::print_json(&serde_json::json!({
-                "outcome": "too_many_invalid",
-                "output": null,
-                "field": f.field,
-                "max_invalid_rate": a.max_invalid_rate,
-                "report": report,
-            }))?;
-        }
+        let limit = ("max_invalid_rate", a.max_invalid_rate.into());
+        refused_export(
+            a,
+            &rejects_path,
+            &encoded.rejects,
+            report,
+            ev,
+            "too_many_invalid",
+            limit,
+        )?;
         return Err(Error::TooManyInvalid {
             path: a.export.input.clone(),
             field: f.field.clone(),
@@ -471,6 +463,40 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     } else {
         Ok(human_summary(&summary))
     }
+}
+
+fn overwrite_of(a: &EncodeArgs) -> Overwrite {
+    if a.force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    }
+}
+
+/// Before a run fails on its export (too many rejected rows or invalid values): writes the
+/// rejects file, which is what the data team needs to fix the export, and with --json prints
+/// the counts on stdout as a successful run would (the error goes to stderr).
+fn refused_export(
+    a: &EncodeArgs,
+    rejects_path: &PathBuf,
+    rejects: &[Reject],
+    report: &EncodeReport,
+    ev: &mut Event,
+    outcome: &str,
+    (limit, value): (&str, serde_json::Value),
+) -> anyhow::Result<()> {
+    write_rejects(rejects_path, rejects, overwrite_of(a))?;
+    ev.outputs.push(FileRef::hashed(rejects_path));
+    if a.json {
+        output::print_json(&serde_json::json!({
+            "outcome": outcome,
+            "output": null,
+            "rejects_file": rejects_path,
+            limit: value,
+            "report": report,
+        }))?;
+    }
+    Ok(())
 }
 
 fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {
