@@ -241,6 +241,33 @@ fn remove(path: &Path) {
     }
 }
 
+/// Set while a command puts its outputs in place and records them in the audit log: an
+/// interrupt waits for that to end (see [`wait_while_finishing`]), so that it never leaves an
+/// output without its companions (rejects file, id map) and its audit entry.
+static FINISHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the start of the finishing steps; [`FinishingScope`] marks their end.
+pub fn begin_finishing() {
+    FINISHING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ends the finishing steps when dropped (create it before they can begin).
+pub struct FinishingScope;
+
+impl Drop for FinishingScope {
+    fn drop(&mut self) {
+        FINISHING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Waits, at most `limit`, while a command is finishing (for a signal handler).
+pub fn wait_while_finishing(limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while FINISHING.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Removes every temporary file and directory in use. For a signal handler that then exits:
 /// an interrupted run leaves nothing behind but what it had finished (the registry stays
 /// locked, so no new temporary is registered after this).
@@ -330,5 +357,24 @@ mod tests {
         assert!(temporaries().iter().all(|p| !p.starts_with(d.path())));
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "{left:?}"); // done.clk and x.txt
+    }
+
+    /// An interrupt waits while a command finishes putting its outputs in place, and only then.
+    #[test]
+    fn an_interrupt_waits_for_the_finishing_steps() {
+        use std::time::{Duration, Instant};
+        let t = Instant::now();
+        wait_while_finishing(Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(1), "nothing to wait for");
+        let scope = FinishingScope;
+        begin_finishing();
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(scope);
+        });
+        let t = Instant::now();
+        wait_while_finishing(Duration::from_secs(30));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        done.join().unwrap();
     }
 }

@@ -172,6 +172,8 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("max_reject_rate".into(), a.max_reject_rate.into());
     o.insert("max_invalid_rate".into(), a.max_invalid_rate.into());
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
+    // From the first output written to the audit entry, an interrupt waits (fsutil).
+    let _finishing = bloomlink::fsutil::FinishingScope;
     let result = encode(&a, &log, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
@@ -412,6 +414,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
 
     let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
     let write_start = Instant::now();
+    fsutil::begin_finishing();
     let written = format::write_with(
         &a.output,
         &header,
@@ -485,6 +488,7 @@ fn refused_export(
     outcome: &str,
     (limit, value): (&str, serde_json::Value),
 ) -> anyhow::Result<()> {
+    fsutil::begin_finishing();
     write_rejects(rejects_path, rejects, overwrite_of(a))?;
     ev.outputs.push(FileRef::hashed(rejects_path));
     if a.json {

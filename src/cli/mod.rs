@@ -71,9 +71,11 @@ enum Command {
 }
 
 /// Parses arguments, runs the command, prints errors; returns the exit code.
-/// On SIGINT or SIGTERM, removes the temporary files and directories of outputs not yet in
-/// place, then exits 130 or 143 as the default action would: an interrupted run leaves no
-/// hidden, possibly complete and signed, encoding behind (a killed one still can).
+/// On SIGINT or SIGTERM, lets a command that is putting its outputs in place finish that (and
+/// its audit entry), removes the temporary files and directories of outputs not yet in place,
+/// then exits 130 or 143 as the default action would: an interrupted run leaves no hidden,
+/// possibly complete and signed, encoding behind, nor an encoding without its audit entry (a
+/// killed one still can).
 fn remove_temporaries_when_interrupted() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -81,6 +83,9 @@ fn remove_temporaries_when_interrupted() {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
+            // Outputs being put in place are finished (and audited) first: a few seconds at
+            // most, even at national scale.
+            bloomlink::fsutil::wait_while_finishing(std::time::Duration::from_secs(120));
             bloomlink::fsutil::remove_temporaries();
             std::process::exit(128 + signal);
         }
