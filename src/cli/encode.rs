@@ -415,6 +415,11 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
     let write_start = Instant::now();
     fsutil::begin_finishing();
+    // At national scale the write takes seconds: show that something is happening.
+    let writing = output::spinner(
+        a.quiet || a.json,
+        &format!("writing {}", a.output.display()),
+    );
     let written = format::write_with(
         &a.output,
         &header,
@@ -442,6 +447,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     }
     write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
     ev.outputs.push(FileRef::hashed(&rejects_path));
+    writing.finish_and_clear();
     let report = &encoded.report;
     let secs = start.elapsed().as_secs_f64();
     let summary = Summary {

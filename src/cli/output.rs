@@ -36,6 +36,23 @@ pub fn byte_progress(total: u64, quiet: bool, what: &str) -> ProgressBar {
     pb
 }
 
+/// A spinner with `what` on stderr for a step without a measure of progress (hidden when
+/// `quiet` or when stderr is not a terminal).
+pub fn spinner(quiet: bool, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
 /// 1234567 → "1,234,567".
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();

@@ -63,16 +63,18 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         }));
     }
     let mut t = format!(
-        "Synthetic population of {} children (seed {}) written to {} in {:.1} s\n",
+        "Synthetic population of {} {} (seed {}) written to {} in {:.1} s\n",
         thousands(s.children as u64),
+        if s.children == 1 { "child" } else { "children" },
         a.seed,
         a.output.display(),
         start.elapsed().as_secs_f64()
     );
     for (agency, rows) in &s.rows {
         t.push_str(&format!(
-            "  {agency:<10} {:>10} rows\n",
-            thousands(*rows as u64)
+            "  {agency:<10} {:>10} {}\n",
+            thousands(*rows as u64),
+            if *rows == 1 { "row" } else { "rows" }
         ));
     }
     t.push_str(&format!(
