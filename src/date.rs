@@ -167,31 +167,17 @@ impl Date {
             return Err("expected a date as YYYY-MM-DD".into());
         };
         let month = u8::try_from(month).unwrap_or(0);
-        match MONTH_NAMES.get(usize::from(month).wrapping_sub(1)) {
-            Some(name) => Err(format!(
-                "that day does not exist: {name} {year:04} has days 01 to {:02}",
+        match MONTH_FULL.get(usize::from(month).wrapping_sub(1)) {
+            Some((name, _)) => Err(format!(
+                "that day does not exist: {}{} {year:04} has days 01 to {:02}",
+                name[..1].to_uppercase(),
+                &name[1..],
                 days_in_month(i64::from(year), month)
             )),
             None => Err("that month does not exist: months are 01 to 12".into()),
         }
     }
 }
-
-/// English month names, January first.
-const MONTH_NAMES: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 
 impl fmt::Display for Date {
     /// Formats as `YYYY-MM-DD`, zero padded.

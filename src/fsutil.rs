@@ -66,22 +66,24 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// replace it ([`Error::OutputExists`]), or its directory does not exist, so that a long job
 /// does not fail only at the end.
 pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is a directory: give the path of the file to write",
-            path.display()
-        )));
-    }
-    // A device, pipe or socket: an atomic write would replace the node itself (`/dev/null`
-    // with a regular file), whatever `overwrite` says.
-    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_symlink())
-        || fs::metadata(path).is_ok_and(|m| !m.is_file())
-    {
-        return Err(Error::Usage(format!(
-            "{} is not a regular file (a device or pipe): outputs are written to a temporary \
-             file and renamed into place, which would replace it; give the path of a file",
-            path.display()
-        )));
+    // A directory, device, pipe or socket (followed through symbolic links): an atomic write
+    // would replace the node itself (`/dev/null` with a regular file), whatever `overwrite`
+    // says.
+    if let Ok(m) = fs::metadata(path) {
+        if m.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is a directory: give the path of the file to write",
+                path.display()
+            )));
+        }
+        if !m.is_file() {
+            return Err(Error::Usage(format!(
+                "{} is not a regular file (a device or pipe): outputs are written to a \
+                 temporary file and renamed into place, which would replace it; give the path \
+                 of a file",
+                path.display()
+            )));
+        }
     }
     if overwrite != Overwrite::Replace && path.exists() {
         return Err(overwrite.exists(path));
@@ -128,8 +130,7 @@ fn open_new(path: &Path, mode: Mode) -> std::io::Result<File> {
 /// Writes `path` atomically: the content goes to a temporary file in the same directory, is
 /// flushed to disk, and only then renamed into place. A crash or error leaves no half-written
 /// output. With [`Overwrite::Refuse`] or [`Overwrite::Never`] an existing file is never replaced
-/// (checked by a hard link,
-/// so two concurrent writers cannot both win).
+/// (checked by a hard link, so two concurrent writers cannot both win).
 pub fn write_atomic<T>(
     path: &Path,
     overwrite: Overwrite,
@@ -149,18 +150,12 @@ pub fn write_atomic<T>(
             std::process::id(),
             unique_suffix()
         ));
-        let guard = Temporary::new(tmp.clone());
         match open_new(&tmp, mode) {
-            Ok(f) => break (tmp, guard, f),
+            Ok(f) => break (tmp.clone(), Temporary::new(tmp), f),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                // Not ours: it must not be removed.
-                guard.keep();
                 attempt += 1
             }
-            Err(e) => {
-                guard.keep();
-                return Err(Error::io(path, e));
-            }
+            Err(e) => return Err(Error::io(path, e)),
         }
     };
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -206,7 +201,7 @@ fn temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 pub struct Temporary(Option<PathBuf>);
 
 impl Temporary {
-    /// Registers `path`, which the caller is about to create.
+    /// Registers `path`, which the caller has just created.
     pub fn new(path: PathBuf) -> Temporary {
         temporaries().push(path.clone());
         Temporary(Some(path))

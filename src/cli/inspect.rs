@@ -129,9 +129,6 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         segments,
         tokens,
     };
-    // A signature that does not verify under the key it carries means the file was altered
-    // after signing: the report is printed, and the command fails (exit 5), trust file or not,
-    // so that `inspect f && send f` never passes it.
     // A signature that does not hold by itself (altered or relabelled after signing): the
     // report is printed, and the command fails (exit 5), trust file or not, so that
     // `inspect f && send f` never passes it.

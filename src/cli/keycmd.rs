@@ -108,7 +108,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             ev.inputs.push(key_file(old));
             ev.outputs.push(key_file(output));
             let old = old.clone();
-            let result = refuse_second_rotation(&old, &log).and_then(|()| run_key(cmd, &mut ev));
+            let result = run_key(cmd, &log, &mut ev);
             if result.is_err() && ev.key_fingerprint.is_none() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
             }
@@ -120,7 +120,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             let mut ev = Event::new("key.retire");
             ev.inputs.push(key_file(file));
             let path = file.clone();
-            let result = run_key(cmd, &mut ev);
+            let result = run_key(cmd, &log, &mut ev);
             if result.is_err() && ev.key_fingerprint.is_none() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&path);
             }
@@ -133,7 +133,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             super::auditcmd::precheck(&log)?;
             let mut ev = Event::new("key.new");
             ev.outputs.push(key_file(output));
-            let result = run_key(cmd, &mut ev);
+            let result = run_key(cmd, &log, &mut ev);
             super::auditcmd::record(&log, ev, result)
         }
         KeyCommand::Show { ref file, .. } => {
@@ -142,7 +142,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             let mut ev = Event::new("key.show");
             ev.inputs.push(key_file(file));
             let path = file.clone();
-            let result = run_key(cmd, &mut ev);
+            let result = run_key(cmd, &log, &mut ev);
             if result.is_err() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&path);
             }
@@ -165,8 +165,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
 
 /// Refuses to rotate a retired key, or one the audit log shows was rotated already: either
 /// would give the partnership two different keys of the same epoch.
-fn refuse_second_rotation(old: &Path, log: &Path) -> anyhow::Result<()> {
-    let key = LinkageKey::load_unchecked_expiry(old).context("cannot rotate the key")?;
+fn refuse_second_rotation(key: &LinkageKey, old: &Path, log: &Path) -> anyhow::Result<()> {
     let info = key.info();
     let retired = info
         .retired
@@ -199,7 +198,7 @@ fn refuse_second_rotation(old: &Path, log: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
+fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
     match cmd {
         KeyCommand::Rotate {
             old,
@@ -209,6 +208,7 @@ fn run_key(cmd: KeyCommand, ev: &mut Event) -> anyhow::Result<()> {
         } => {
             let old_key = LinkageKey::load_unchecked_expiry(&old)
                 .with_context(|| "cannot rotate the key".to_string())?;
+            refuse_second_rotation(&old_key, &old, log)?;
             let key = old_key.rotate(expires)?;
             key.save(&path)?;
             let (info, prev) = (key.info(), old_key.info());

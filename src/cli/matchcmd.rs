@@ -221,8 +221,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
             // itself (the file was altered or relabelled after signing).
             for f in inputs.files() {
                 if let Err(e) = signing::check_embedded(f) {
-                    let path = f.path().display().to_string();
-                    if let Some(r) = ev.inputs.iter_mut().find(|r| r.path == path) {
+                    if let Some(r) = input_entry(ev, f) {
                         r.signature = Some("refused".to_string());
                     }
                     return Err(e.into());
@@ -285,6 +284,12 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     Ok(summary(report, &a.output))
 }
 
+/// The audit entry's record of input `f`.
+fn input_entry<'e>(ev: &'e mut Event, f: &EncodingFile) -> Option<&'e mut FileRef> {
+    let path = f.path().display().to_string();
+    ev.inputs.iter_mut().find(|r| r.path == path)
+}
+
 /// Verifies every input's signature against the trust file (the library decides); notes each
 /// input's outcome and signer in the audit entry.
 fn check_signatures(
@@ -302,8 +307,7 @@ fn check_signatures(
     let mut out = Vec::new();
     for f in inputs.files() {
         let result = signing::check_file(f, &trust, unsigned);
-        let path = f.path().display().to_string();
-        if let Some(r) = ev.inputs.iter_mut().find(|r| r.path == path) {
+        if let Some(r) = input_entry(ev, f) {
             r.signer = signing::embedded(f).map(|s| SignerRef {
                 agency: s.agency,
                 fingerprint: s.fingerprint,

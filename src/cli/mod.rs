@@ -26,8 +26,8 @@ mod synth;
 #[command(name = "bloomlink", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows or a \
-mostly invalid field, 4 key refused, 5 encoding file or its signature refused, 6 audit log chain or checkpoint \
-broken.\nDocs: README.md and docs/ in the source tree."
+mostly invalid field, 4 key refused, 5 encoding file or its signature refused, 6 audit log \
+chain or checkpoint broken.\nDocs: README.md and docs/ in the source tree."
 )]
 pub struct Cli {
     /// Audit log to append this command's entry to, for the audited commands: key,
@@ -70,7 +70,6 @@ enum Command {
     Synth(synth::SynthArgs),
 }
 
-/// Parses arguments, runs the command, prints errors; returns the exit code.
 /// On SIGINT or SIGTERM, lets a command that is putting its outputs in place finish that (and
 /// its audit entry), removes the temporary files and directories of outputs not yet in place,
 /// then exits 130 or 143 as the default action would: an interrupted run leaves no hidden,
@@ -92,6 +91,7 @@ fn remove_temporaries_when_interrupted() {
     });
 }
 
+/// Parses arguments, runs the command, prints errors; returns the exit code.
 pub fn main() -> i32 {
     remove_temporaries_when_interrupted();
     let cli = match Cli::try_parse() {

@@ -834,30 +834,23 @@ impl<'p, 'a> Worker<'p, 'a> {
                 // or unclosed quote: the lines up to the closing quote (or the end of the
                 // file) were swallowed into one field, and are no rows of their own.
                 let breaks = rec.line_breaks();
+                let shape = format!(
+                    "has {} fields, the header has {}",
+                    rec.len(),
+                    plan.header.len()
+                );
                 Err(if breaks == 0 {
-                    reject(
-                        at,
-                        None,
-                        "wrong_field_count",
-                        format!(
-                            "has {} fields, the header has {}",
-                            rec.len(),
-                            plan.header.len()
-                        ),
-                    )
+                    reject(at, None, "wrong_field_count", shape)
                 } else {
                     let mut r = reject(
                         at,
                         None,
                         "unclosed_quote",
                         format!(
-                            "has {} fields, the header has {}, and a quoted field runs over {} \
-                             line break(s) to about line {}: a stray or unclosed quote that \
-                             swallowed the lines after it (they are not counted as rows); fix \
-                             the quote and export again",
-                            rec.len(),
-                            plan.header.len(),
-                            breaks,
+                            "{shape}, and a quoted field runs over {breaks} line break(s) to \
+                             about line {}: a stray or unclosed quote that swallowed the lines \
+                             after it (they are not counted as rows); fix the quote and export \
+                             again",
                             at.1 + breaks
                         ),
                     );
