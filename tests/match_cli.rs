@@ -312,6 +312,26 @@ fn existing_output_directory_needs_force() {
         .success();
     assert!(out.join("links.csv").exists());
     assert!(!out.join("keep.txt").exists());
+    // The old output was moved aside and removed; nothing hidden is left beside the new one.
+    let hidden: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left behind: {hidden:?}");
+    // A file where the output directory belongs is not replaced, even with --force.
+    let file = dir.path().join("links-file");
+    std::fs::write(&file, "mine").unwrap();
+    bloomlink()
+        .arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(&file)
+        .arg("--force")
+        .assert()
+        .failure()
+        .stderr(contains("not a directory"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
 
 /// Every array in a JSON value, with its path.

@@ -144,6 +144,8 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     );
     o.insert("allow_unsigned".into(), a.allow_unsigned.into());
     ev.inputs = a.inputs.iter().map(|p| FileRef::hashed(p)).collect();
+    // From the output's replacement to the audit entry, an interrupt waits (fsutil).
+    let _finishing = bloomlink::fsutil::FinishingScope;
     let result = link(&a, &mut ev);
     if result.is_err() {
         // Best effort: which agencies and keys the refused inputs claim.
@@ -192,6 +194,17 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
         .into());
     }
     let t0 = Instant::now();
+    if a.output.exists() && !a.output.is_dir() {
+        // Refused before the work, not after it (write_outputs refuses it too).
+        return Err(Error::io(
+            &a.output,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory (match writes a directory of link tables)",
+            ),
+        )
+        .into());
+    }
     if a.output.exists() && !a.force {
         return Err(Error::OutputExists {
             path: a.output.clone(),

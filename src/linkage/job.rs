@@ -754,11 +754,40 @@ pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Resu
     let guard = crate::fsutil::Temporary::new(tmp.clone());
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_into(&tmp, inputs, outcome, t)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    // From here to the caller's audit entry an interrupt waits (the caller holds a
+    // `fsutil::FinishingScope`), so it never leaves the old output removed and the new one not
+    // yet in place.
+    crate::fsutil::begin_finishing();
+    replace_dir(&tmp, out, &parent, &name)?;
     guard.keep();
+    Ok(())
+}
+
+/// Renames the finished directory `tmp` to `out`. An existing `out` is first moved aside and
+/// removed only once the new one is in place, so a failed rename leaves the old output as it was.
+fn replace_dir(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
+    let rename = |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(out, e));
+    match std::fs::symlink_metadata(out) {
+        Err(_) => return rename(tmp, out),
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::io(
+                out,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory (match writes a directory of link tables)",
+                ),
+            ))
+        }
+        Ok(_) => {}
+    }
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&old);
+    rename(out, &old)?;
+    if let Err(e) = rename(tmp, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
