@@ -182,6 +182,45 @@ pub fn write_atomic<T>(
     Ok(value)
 }
 
+/// Hidden temporaries of `path` left beside it by runs that were killed outright (SIGKILL,
+/// power loss), whose process has ended: `.NAME.tmp-PID…` (and `match`'s `.NAME.old-PID`). A
+/// killed `encode` can leave a complete encoding there that no audit entry records. Only on
+/// Linux, where `/proc` tells whether the process still runs (a temporary of a run going on
+/// now is not reported); elsewhere none are.
+pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
+    let proc_fs = Path::new("/proc/self");
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    if !proc_fs.exists() {
+        return Vec::new();
+    }
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            let Some(rest) = [".tmp-", ".old-"].iter().find_map(|tag| {
+                file.strip_prefix('.')?
+                    .strip_prefix(name.as_str())?
+                    .strip_prefix(tag)
+            }) else {
+                return false;
+            };
+            let pid = rest.split('-').next().unwrap_or("");
+            !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists()
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
 fn unique_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

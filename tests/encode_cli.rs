@@ -503,6 +503,34 @@ fn existing_output_needs_force() {
     f.encode().arg("--force").assert().success();
 }
 
+/// A hidden temporary left by a run that was killed outright (its process has ended) is named
+/// in a warning; one of a run still going on is not.
+#[test]
+#[cfg(target_os = "linux")]
+fn temporaries_of_killed_runs_are_warned_about() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    // Beyond any Linux pid_max, so never a running process.
+    let dead = f.path(".out.clk.tmp-999999999-0-0");
+    std::fs::write(&dead, b"a complete encoding, perhaps").unwrap();
+    let live = f.path(&format!(".out.clk.tmp-{}-0-0", std::process::id()));
+    std::fs::write(&live, b"a run going on now").unwrap();
+    let unrelated = f.path(".other.clk.tmp-999999999-0-0");
+    std::fs::write(&unrelated, b"another output's").unwrap();
+    let out = f.encode().assert().success().get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(".out.clk.tmp-999999999-0-0") && err.contains("killed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!(".out.clk.tmp-{}", std::process::id())),
+        "{err}"
+    );
+    assert!(!err.contains(".other.clk"), "{err}");
+    // Reported, never removed: deleting is the user's call.
+    assert!(dead.exists());
+}
+
 #[test]
 fn unwritable_output_fails_before_work() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());

@@ -218,6 +218,8 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     if let Some(m) = &a.opaque_ids {
         fsutil::check_output(m, overwrite)?;
     }
+    let outputs: Vec<&Path> = files.iter().map(|(_, p)| *p).collect();
+    super::warn_abandoned(&outputs);
     a.export.check_input()?;
 
     let expiry = if a.allow_expired {

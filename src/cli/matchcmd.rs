@@ -115,6 +115,7 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     let log = super::auditcmd::log_path(audit_log, &a.output);
     // A missing output directory is reported as such, not as an unwritable audit log.
     bloomlink::fsutil::check_parent(&a.output)?;
+    super::warn_abandoned(&[&a.output]);
     super::auditcmd::precheck(&log)?;
     let mut ev = Event::new("match");
     let o = &mut ev.options;

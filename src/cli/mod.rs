@@ -143,3 +143,19 @@ pub(crate) fn sibling(path: &std::path::Path, suffix: &str) -> PathBuf {
         .unwrap_or_else(|| "output".into());
     path.with_file_name(format!("{stem}{suffix}"))
 }
+
+/// Warns about hidden temporaries of these outputs left by runs that were killed outright: one
+/// may hold a complete encoding that no audit entry records (see `fsutil::abandoned_temporaries`).
+pub(crate) fn warn_abandoned(outputs: &[&std::path::Path]) {
+    for out in outputs {
+        for t in bloomlink::fsutil::abandoned_temporaries(out) {
+            eprintln!(
+                "warning: {} was left beside {} by a run that was killed (its process has \
+                 ended); it is not an output of any finished run and may hold personal data \
+                 that no audit entry records: delete it",
+                t.display(),
+                out.display()
+            );
+        }
+    }
+}
