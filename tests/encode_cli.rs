@@ -161,6 +161,42 @@ fn a_stray_quote_is_reported_with_the_lines_it_swallowed() {
 }
 
 /// Outputs that would overwrite the export or each other are refused before any work.
+/// A stray quote whose swallowed lines happen to close it in a row of the right shape: the
+/// row's mapped column holds line breaks, so it is rejected, not encoded with the swallowed
+/// text as a name and the lost rows counted nowhere.
+#[test]
+fn a_stray_quote_in_a_row_of_the_right_shape_is_rejected() {
+    let input = format!(
+        "{HEALTH_HEADER}H1,,\"Jack,,Smith,01/02/2016,M,LS6 2AB\n\
+         H2,,Amy,,Jones,01/02/2016,F,LS6 2AB\n\
+         H3,,Tom\",,Brown,01/03/2016,M,LS6 2AB\n{GOOD}"
+    );
+    let f = Fixture::new(input.as_bytes());
+    let j = success_json(f.encode().arg("--json").arg("--max-reject-rate").arg("1"));
+    assert_eq!(j["report"]["rows_read"], 4, "{j}");
+    assert_eq!(j["report"]["encoded"], 3, "{j}");
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("1,2,Forename,,unclosed_quote") && rejects.contains("to about line 4"),
+        "{rejects}"
+    );
+    // The swallowed lines count towards the reject rate: 3 of 6 here.
+    f.encode()
+        .arg("--force")
+        .arg("--max-reject-rate")
+        .arg("0.4")
+        .assert()
+        .code(3)
+        .stderr(contains("2 line(s) swallowed"));
+    // A line break in a column the map does not read is data, as before.
+    let notes =
+        "Patient ID,NHS Number,Forename,Middle Names,Surname,Date of Birth,Gender,Postcode,Notes\n\
+                 H1,,Jack,,Smith,01/02/2016,M,LS6 2AB,\"two\nlines\"\n";
+    let g = Fixture::new(notes.as_bytes());
+    let j = success_json(g.encode().arg("--json"));
+    assert_eq!(j["report"]["encoded"], 1, "{j}");
+}
+
 #[test]
 fn outputs_must_not_collide_with_the_input_or_each_other() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());

@@ -246,6 +246,12 @@ impl<'a> RecordBatch<'a> {
         }
     }
 
+    /// Whether a record may hold a line break in a field: only one read through `csv_core`
+    /// can (a quote-free block's records end at every line break).
+    pub fn may_hold_line_breaks(&self) -> bool {
+        !self.borrowed
+    }
+
     /// The line record `i` starts on.
     pub fn line(&self, i: usize) -> u64 {
         self.records[i].line

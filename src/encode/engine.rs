@@ -24,7 +24,7 @@
 //! their bounds empties them. Caching never changes results, only speed: the output is
 //! identical for any thread count and any order of rows (tests/vectors.rs, tests/hardening.rs).
 
-use super::blocks::RecordBatch;
+use super::blocks::{Rec, RecordBatch};
 use super::table::{hash_bytes, push_words, Dict, Interner, Payload, U64Map};
 use super::{decode, enc_name, normalise_value, Plan, Reject};
 use crate::colmap::TextEncoding;
@@ -857,6 +857,31 @@ impl<'p, 'a> Worker<'p, 'a> {
                     r.swallowed_lines = breaks;
                     r
                 })
+            } else if let Some(c) = batch
+                .may_hold_line_breaks()
+                .then(|| mapped_line_break(&rec, plan))
+                .flatten()
+            {
+                // A row of the right shape can hide a stray quote too: the lines it swallowed
+                // happened to end in a closing quote and the right number of fields. A column
+                // the map reads (record id, names, dates, codes, postcodes, identifiers) never
+                // holds a line break, so one there is taken as such a quote.
+                let breaks = rec.line_breaks();
+                let name = plan.header[c].as_str();
+                let mut r = reject(
+                    at,
+                    Some(name),
+                    "unclosed_quote",
+                    format!(
+                        "column `{name}` holds a quoted line break, and the row runs over \
+                         {breaks} line break(s) to about line {}: a stray quote that swallowed \
+                         the lines after it (they are not counted as rows); fix the quote and \
+                         export again",
+                        at.1 + breaks
+                    ),
+                );
+                r.swallowed_lines = breaks;
+                Err(r)
             } else {
                 match decode(
                     plan.map.encoding,
@@ -1767,6 +1792,14 @@ fn make_salted_entry(
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
     sc.value = value;
+}
+
+/// The first column the map reads (the record id's, then the fields') whose value holds a line
+/// break, if any.
+fn mapped_line_break(rec: &Rec<'_>, plan: &Plan<'_>) -> Option<usize> {
+    std::iter::once(plan.id_column)
+        .chain(plan.sources.iter().map(|s| s.column))
+        .find(|&c| super::blocks::line_breaks(rec.get(c)) > 0)
 }
 
 fn reject(

@@ -98,6 +98,15 @@ fn reference(
             rejects.push((row, reason));
             continue;
         }
+        // A line break in a column the map reads: a stray quote in a row of the right shape.
+        let mapped = std::iter::once(id_col).chain(sources.iter().map(|s| s.1));
+        if mapped
+            .into_iter()
+            .any(|c| super::blocks::line_breaks(&rec[c]) > 0)
+        {
+            rejects.push((row, "unclosed_quote"));
+            continue;
+        }
         let id = match decode(map.encoding, &rec[id_col], &mut buf).map(|s| s.trim().to_string()) {
             None => {
                 rejects.push((row, "invalid_encoding"));
