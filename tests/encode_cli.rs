@@ -422,6 +422,63 @@ fn too_many_rejects_fails_without_output() {
     assert!(!f.path("out.clk").exists());
 }
 
+/// Runs `cmd` (with --json), expects exit `code`, and parses stdout as one JSON object.
+fn failure_json(cmd: &mut assert_cmd::Command, code: i32) -> serde_json::Value {
+    let out = cmd.arg("--json").assert().code(code).get_output().clone();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(j["exit_code"], code, "{j}");
+    assert!(j["error"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+    assert!(j["output"].is_null(), "{j}");
+    j
+}
+
+#[test]
+fn json_has_an_outcome_for_every_ending() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let ok = success_json(f.encode().arg("--json"));
+    assert_eq!(ok["outcome"], "done");
+    assert_eq!(ok["report"]["encoded"], 3);
+
+    let exists = failure_json(&mut f.encode(), 1);
+    assert_eq!(exists["outcome"], "output_exists");
+
+    set_mode(&f.key, 0o644);
+    let key = failure_json(f.encode().arg("--force"), 4);
+    assert_eq!(key["outcome"], "key_refused");
+    set_mode(&f.key, 0o600);
+
+    let mut c = bloomlink();
+    c.args(["encode", "--quiet", "--force", "--key"])
+        .arg(&f.key)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(f.path("no-such-export.csv"))
+        .arg("-o")
+        .arg(f.path("out.clk"));
+    let missing = failure_json(&mut c, 1);
+    assert_eq!(missing["outcome"], "error");
+    assert!(missing["error"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-export.csv"));
+
+    // A run refused on its export keeps its counts, and says why.
+    let bad = Fixture::new(format!("{HEALTH_HEADER}{GOOD}H4,Jack,Smith\n").as_bytes());
+    let rejects = failure_json(bad.encode().args(["--max-reject-rate", "0.1"]), 3);
+    assert_eq!(rejects["outcome"], "too_many_rejects");
+    assert_eq!(rejects["report"]["rejected"], 1);
+    assert_eq!(rejects["max_reject_rate"], 0.1);
+    assert!(rejects["error"]
+        .as_str()
+        .unwrap()
+        .contains("1 of 4 rows rejected"));
+}
+
 #[test]
 fn invalid_utf8_names_row_and_column_not_value() {
     let mut input = format!("{HEALTH_HEADER}{GOOD}").into_bytes();

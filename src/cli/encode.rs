@@ -133,6 +133,8 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 /// The JSON summary.
 #[derive(Serialize)]
 struct Summary<'a> {
+    /// Always `done` here; a failed run prints [`failure_json`]'s object instead.
+    outcome: &'static str,
     output: &'a PathBuf,
     output_bytes: u64,
     output_sha256: String,
@@ -151,6 +153,50 @@ struct Summary<'a> {
 }
 
 pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    // A run refused on its export (too many rejects or invalid values) notes its counts here.
+    let mut refused: Option<serde_json::Map<String, serde_json::Value>> = None;
+    match run_recorded(&a, audit_log, &mut refused) {
+        Ok(text) => output::print(&text),
+        Err(e) => {
+            // With --json, every failure prints one JSON object on stdout (the error also goes
+            // to stderr): a monitor parses stdout whatever happened.
+            if a.json {
+                output::print_json(&failure_json(&e, refused))?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The `--json` object of a failed run: `outcome`, `exit_code` and `error`, and for a run
+/// refused on its export the counts and the rejects file as well.
+fn failure_json(
+    e: &anyhow::Error,
+    refused: Option<serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    let exit_code = super::exit_code_of(e);
+    let outcome = match e.downcast_ref::<Error>() {
+        Some(Error::TooManyRejects { .. }) => "too_many_rejects",
+        Some(Error::TooManyInvalid { .. }) => "too_many_invalid",
+        Some(Error::Key { .. }) => "key_refused",
+        Some(Error::OutputExists { .. }) => "output_exists",
+        Some(Error::Usage(_)) => "usage",
+        _ => "error",
+    };
+    let mut o = refused.unwrap_or_default();
+    o.insert("outcome".into(), outcome.into());
+    o.insert("exit_code".into(), exit_code.into());
+    o.insert("error".into(), format!("{e:#}").into());
+    o.entry("output").or_insert(serde_json::Value::Null);
+    serde_json::Value::Object(o)
+}
+
+/// The run, with its audit entry written; returns the text to print.
+fn run_recorded(
+    a: &EncodeArgs,
+    audit_log: Option<&Path>,
+    refused: &mut Option<serde_json::Map<String, serde_json::Value>>,
+) -> anyhow::Result<String> {
     // 4 KiB pages, not transparent huge pages. The encoder's memory is written once, mostly
     // at random, and on virtual machines that hand freed memory back to the host a fresh
     // 2 MiB page costs several times what 512 fresh 4 KiB pages do (measured: about 0.7 s of
@@ -174,16 +220,20 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
     // From the first output written to the audit entry, an interrupt waits (fsutil).
     let _finishing = bloomlink::fsutil::FinishingScope;
-    let result = encode(&a, &log, &mut ev);
+    let result = encode(a, &log, &mut ev, refused);
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
-    let text = super::auditcmd::record(&log, ev, result)?;
-    output::print(&text)
+    super::auditcmd::record(&log, ev, result)
 }
 
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print.
-fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
+fn encode(
+    a: &EncodeArgs,
+    log: &Path,
+    ev: &mut Event,
+    refused: &mut Option<serde_json::Map<String, serde_json::Value>>,
+) -> anyhow::Result<String> {
     let start = Instant::now();
     let overwrite = overwrite_of(a);
     let rejects_path = a
@@ -362,15 +412,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
             String::new()
         };
         let limit = ("max_reject_rate", a.max_reject_rate.into());
-        refused_export(
-            a,
-            &rejects_path,
-            &encoded.rejects,
-            report,
-            ev,
-            "too_many_rejects",
-            limit,
-        )?;
+        *refused = refused_export(a, &rejects_path, &encoded.rejects, report, ev, limit)?;
         if swallowed > 0 {
             hint.push_str(&format!(
                 ". The counts include {swallowed} line(s) swallowed by unclosed quotes (see \
@@ -394,15 +436,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
         f.column.is_some() && f.invalid_total() >= 10 && f.invalid_rate() > a.max_invalid_rate
     }) {
         let limit = ("max_invalid_rate", a.max_invalid_rate.into());
-        refused_export(
-            a,
-            &rejects_path,
-            &encoded.rejects,
-            report,
-            ev,
-            "too_many_invalid",
-            limit,
-        )?;
+        *refused = refused_export(a, &rejects_path, &encoded.rejects, report, ev, limit)?;
         return Err(Error::TooManyInvalid {
             path: a.export.input.clone(),
             field: f.field.clone(),
@@ -453,6 +487,7 @@ fn encode(a: &EncodeArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> 
     let report = &encoded.report;
     let secs = start.elapsed().as_secs_f64();
     let summary = Summary {
+        outcome: "done",
         output: &a.output,
         output_bytes: written.bytes,
         output_sha256: written.sha256,
@@ -485,30 +520,26 @@ fn overwrite_of(a: &EncodeArgs) -> Overwrite {
 }
 
 /// Before a run fails on its export (too many rejected rows or invalid values): writes the
-/// rejects file, which is what the data team needs to fix the export, and with --json prints
-/// the counts on stdout as a successful run would (the error goes to stderr).
+/// rejects file, which is what the data team needs to fix the export, and returns what the
+/// --json failure object adds to `outcome`, `exit_code` and `error`: the counts, as a
+/// successful run would print them, the rejects file and the limit exceeded.
 fn refused_export(
     a: &EncodeArgs,
     rejects_path: &PathBuf,
     rejects: &[Reject],
     report: &EncodeReport,
     ev: &mut Event,
-    outcome: &str,
     (limit, value): (&str, serde_json::Value),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
     fsutil::begin_finishing();
     write_rejects(rejects_path, rejects, overwrite_of(a))?;
     ev.outputs.push(FileRef::hashed(rejects_path));
-    if a.json {
-        output::print_json(&serde_json::json!({
-            "outcome": outcome,
-            "output": null,
-            "rejects_file": rejects_path,
-            limit: value,
-            "report": report,
-        }))?;
-    }
-    Ok(())
+    let mut o = serde_json::Map::new();
+    o.insert("output".into(), serde_json::Value::Null);
+    o.insert("rejects_file".into(), serde_json::to_value(rejects_path)?);
+    o.insert(limit.into(), value);
+    o.insert("report".into(), serde_json::to_value(report)?);
+    Ok(Some(o))
 }
 
 fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {

@@ -129,6 +129,11 @@ fn report_error(e: &anyhow::Error) -> i32 {
     }
     let _ = std::io::stdout().flush();
     eprintln!("error: {e:#}");
+    exit_code_of(e)
+}
+
+/// The exit code for a command's error (see README, "Exit codes").
+pub(crate) fn exit_code_of(e: &anyhow::Error) -> i32 {
     e.downcast_ref::<bloomlink::Error>()
         .map(bloomlink::Error::exit_code)
         .unwrap_or(1)
