@@ -66,10 +66,37 @@ fn serialize_iso<S: serde::Serializer>(date: &Date, s: S) -> std::result::Result
     s.collect_str(date)
 }
 
+/// How many days ahead of a key's expiry `encode` warns that it is about to expire, so that
+/// a nightly job is not refused without notice.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
 impl KeyInfo {
     /// True if `today` is after the expiry date.
     pub fn is_expired(&self, today: Date) -> bool {
         today > self.expires
+    }
+
+    /// Days from `today` to the last day of use: 0 on that day, negative once expired.
+    pub fn days_to_expiry(&self, today: Date) -> i64 {
+        self.expires.to_days() - today.to_days()
+    }
+
+    /// A warning when the key is still valid `today` but expires within
+    /// [`EXPIRY_WARNING_DAYS`]; `None` otherwise (also when already expired: that is refused,
+    /// or overridden and warned about, elsewhere).
+    pub fn expiry_warning(&self, today: Date) -> Option<String> {
+        let days = self.days_to_expiry(today);
+        let when = match days {
+            d if !(0..=EXPIRY_WARNING_DAYS).contains(&d) => return None,
+            0 => "today".to_string(),
+            1 => "tomorrow".to_string(),
+            d => format!("in {d} days"),
+        };
+        Some(format!(
+            "key {} expires {when} ({} is its last day of use); from the day after, encoding \
+             with it is refused (exit 4): ask the key custodian for the next key (`key rotate`)",
+            self.fingerprint, self.expires
+        ))
     }
 
     fn check_message(&self) -> Vec<u8> {

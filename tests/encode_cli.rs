@@ -746,6 +746,70 @@ fn expired_key_needs_override() {
 }
 
 #[test]
+fn a_key_about_to_expire_is_warned_about_ahead_of_time() {
+    use bloomlink::date::Date;
+    use bloomlink::key::{LinkageKey, NewKey};
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let today = Date::today_utc();
+    let key_expiring_in = |days: i64| {
+        let k = LinkageKey::generate_as_of(
+            &NewKey {
+                partnership: "P".into(),
+                purpose: "test".into(),
+                expires: Some(Date::from_days(today.to_days() + days)),
+                epoch: 1,
+            },
+            today,
+        )
+        .unwrap();
+        let p = f.path(&format!("in-{days}.key"));
+        k.save(&p).unwrap();
+        p
+    };
+    let encode = |key: &std::path::Path, out: &str| {
+        let mut c = bloomlink();
+        c.args(["encode", "--quiet", "--key"])
+            .arg(key)
+            .arg("--columns")
+            .arg(&f.map)
+            .arg(&f.input)
+            .arg("-o")
+            .arg(f.path(out));
+        c
+    };
+
+    let soon = key_expiring_in(10);
+    let j = success_json(encode(&soon, "soon.clk").arg("--json"));
+    assert_eq!(j["key_expires_in_days"], 10);
+    assert_eq!(
+        j["key_expires"],
+        Date::from_days(today.to_days() + 10).to_string()
+    );
+    let warnings = j["report"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("expires in 10 days")),
+        "{warnings:?}"
+    );
+    encode(&soon, "soon2.clk")
+        .assert()
+        .success()
+        .stdout(contains("warning: key").and(contains("expires in 10 days")));
+
+    // From 30 days ahead, not before.
+    for (days, warned) in [(0, true), (1, true), (30, true), (31, false)] {
+        let j = success_json(encode(&key_expiring_in(days), &format!("k{days}.clk")).arg("--json"));
+        let warned_now = j["report"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("last day of use"));
+        assert_eq!(warned_now, warned, "key expiring in {days} days: {j}");
+    }
+}
+
+#[test]
 fn key_new_never_overwrites_and_show_hides_secret() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("k.key");

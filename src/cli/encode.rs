@@ -141,6 +141,10 @@ struct Summary<'a> {
     rejects_file: &'a PathBuf,
     opaque_id_map: Option<&'a PathBuf>,
     key_fingerprint: &'a str,
+    /// The key's last day of use, `YYYY-MM-DD`.
+    key_expires: String,
+    /// Days from today to `key_expires` (0 on that day, negative when used expired).
+    key_expires_in_days: i64,
     key_expired_override: bool,
     key_retired_override: bool,
     signed_by: Option<&'a SignerInfo>,
@@ -379,6 +383,10 @@ fn encode(
     let encoded = encode::encode_csv(&a.export.input, &key, &schema, &map, &opts);
     pb.finish_and_clear();
     let mut encoded = encoded?;
+    // In the summary and the JSON, also of a run refused on its export.
+    if let Some(w) = key.info().expiry_warning(today) {
+        encoded.report.warnings.push(w);
+    }
 
     let report = &encoded.report;
     ev.inputs[0].sha256 = Some(report.input_sha256.clone());
@@ -494,6 +502,8 @@ fn encode(
         rejects_file: &rejects_path,
         opaque_id_map: a.opaque_ids.as_ref(),
         key_fingerprint: &key.info().fingerprint,
+        key_expires: key.info().expires.to_string(),
+        key_expires_in_days: key.info().days_to_expiry(today),
         key_expired_override: expired_override,
         key_retired_override: retired_override,
         signed_by: signer.as_ref().map(|k| k.info()),

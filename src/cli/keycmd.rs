@@ -300,7 +300,7 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
             } else if info.is_expired(today) {
                 format!("EXPIRED on {}", info.expires)
             } else {
-                match info.expires.to_days() - today.to_days() {
+                match info.days_to_expiry(today) {
                     0 => format!(
                         "valid, expires {} (today is its last day of use)",
                         info.expires
