@@ -809,6 +809,59 @@ fn a_key_about_to_expire_is_warned_about_ahead_of_time() {
     }
 }
 
+/// An interrupted run says so, on stderr and with --json on stdout, and exits 143.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_says_so_in_the_log_and_the_json() {
+    use std::process::Stdio;
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    // The key is a named pipe: encode blocks reading it until the test has sent the signal,
+    // so the interrupt always comes mid-run (never before the handler is installed).
+    let fifo = f.path("fifo.key");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"))
+        .env_remove("BLOOMLINK_AUDIT_LOG")
+        .args(["encode", "--json", "--quiet", "--key"])
+        .arg(&fifo)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(f.path("out.clk"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening the pipe for writing returns once encode has opened it for reading.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || tx.send(std::fs::File::create(path).unwrap()).unwrap());
+    let writer = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("encode opens its key");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    drop(writer);
+    assert_eq!(out.status.code(), Some(143));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(j["outcome"], "interrupted");
+    assert_eq!(j["exit_code"], 143);
+    assert!(!f.path("out.clk").exists());
+}
+
 #[test]
 fn key_new_never_overwrites_and_show_hides_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -159,7 +159,15 @@ struct Summary<'a> {
 pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     // A run refused on its export (too many rejects or invalid values) notes its counts here.
     let mut refused: Option<serde_json::Map<String, serde_json::Value>> = None;
-    match run_recorded(&a, audit_log, &mut refused) {
+    if a.json {
+        super::expect_json_stdout();
+    }
+    let result = run_recorded(&a, audit_log, &mut refused);
+    // An interrupt that came first has printed the JSON, and exits.
+    if a.json && !super::take_json_stdout() {
+        super::wait_for_interrupt_exit();
+    }
+    match result {
         Ok(text) => output::print(&text),
         Err(e) => {
             // With --json, every failure prints one JSON object on stdout (the error also goes

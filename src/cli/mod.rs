@@ -27,7 +27,8 @@ mod synth;
 #[command(
     after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 too many rejected rows or a \
 mostly invalid field, 4 key refused, 5 encoding file or its signature refused, 6 audit log \
-chain or checkpoint broken.\nDocs: README.md and docs/ in the source tree."
+chain or checkpoint broken, 130/143 interrupted (SIGINT/SIGTERM).\nDocs: README.md and docs/ \
+in the source tree."
 )]
 pub struct Cli {
     /// Audit log to append this command's entry to, for the audited commands: key,
@@ -86,9 +87,55 @@ fn remove_temporaries_when_interrupted() {
             // most, even at national scale.
             bloomlink::fsutil::wait_while_finishing(std::time::Duration::from_secs(120));
             bloomlink::fsutil::remove_temporaries();
-            std::process::exit(128 + signal);
+            let code = 128 + signal;
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            // Said in the log, and with --json on stdout, so that a monitor sees why the run
+            // ended rather than an empty log.
+            let message = format!(
+                "interrupted by {name} (exit {code}): temporary files removed; outputs already \
+                 in place, if any, are complete and recorded in the audit log"
+            );
+            if take_json_stdout() {
+                let _ = output::print_json(&serde_json::json!({
+                    "outcome": "interrupted",
+                    "exit_code": code,
+                    "error": message,
+                }));
+            }
+            eprintln!("error: {message}");
+            std::process::exit(code);
         }
     });
+}
+
+/// Who prints the JSON on stdout of a command run with `--json`: 0 the command does not print
+/// JSON, 1 it will and has not yet, 2 taken (by the command's own result or the interrupt
+/// handler), so that stdout gets exactly one JSON object.
+static JSON_STDOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Declares that the running command prints one JSON object on stdout (an interrupt then prints
+/// its own if the command has not printed yet).
+pub(crate) fn expect_json_stdout() {
+    JSON_STDOUT.store(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Takes the right to print the JSON object on stdout; false if it was already taken.
+pub(crate) fn take_json_stdout() -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    JSON_STDOUT.compare_exchange(1, 2, SeqCst, SeqCst).is_ok()
+}
+
+/// For a command whose JSON the interrupt handler printed: waits for the handler to exit the
+/// process (with the interrupt's code), so that nothing more is printed and the exit code is
+/// the interrupt's.
+pub(crate) fn wait_for_interrupt_exit() -> ! {
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Parses arguments, runs the command, prints errors; returns the exit code.
