@@ -356,13 +356,14 @@ fn encode(
         }
         None => None,
     };
-    if key.info().purpose == "demo" && !a.json {
+    // Warnings go to stderr with --json too: stdout carries only the JSON.
+    if key.info().purpose == "demo" {
         eprintln!(
             "warning: {} is the DEMO key shipped with bloomlink: use it for synthetic data only",
             a.export.key.display()
         );
     }
-    if let (Some(when), false) = (&retired_at, a.json) {
+    if let Some(when) = &retired_at {
         eprintln!(
             "warning: key {} was retired on {when}; encoding anyway because --allow-retired was \
              given",
