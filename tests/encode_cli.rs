@@ -866,6 +866,18 @@ fn an_interrupted_run_says_so_in_the_log_and_the_json() {
 }
 
 #[test]
+fn encode_help_says_what_a_failed_run_leaves_and_prints() {
+    let help = bloomlink().args(["encode", "--help"]).assert().success();
+    let help = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
+    // The rate limits leave the rejects file (README: "the rejects file written").
+    assert!(!help.contains("no output written"), "{help}");
+    assert_eq!(help.matches("only the rejects file").count(), 2, "{help}");
+    assert!(help.contains("whatever the outcome"), "{help}");
+    let top = bloomlink().arg("--help").assert().success();
+    assert!(String::from_utf8_lossy(&top.get_output().stdout).contains("130/143 interrupted"));
+}
+
+#[test]
 fn key_new_never_overwrites_and_show_hides_secret() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("k.key");

@@ -91,14 +91,17 @@ pub struct EncodeArgs {
     /// for the agency to keep. Use when the record id is itself personal data.
     #[arg(long, value_name = "MAPFILE")]
     pub opaque_ids: Option<PathBuf>,
-    /// Fail (exit 3, no output written) if more than this share of rows is rejected.
+    /// Fail (exit 3: no encoding written, only the rejects file) if more than this share of
+    /// rows is rejected.
     #[arg(long, default_value_t = 0.05, value_name = "RATE", value_parser = parse_rate)]
     pub max_reject_rate: f64,
-    /// Fail (exit 3, no output written) if a mapped field is invalid in more than this share
-    /// of rows (and at least 10): a wrong date format or column in the map (1 to accept any).
+    /// Fail (exit 3: no encoding written, only the rejects file) if a mapped field is invalid
+    /// in more than this share of rows (and at least 10): a wrong date format or column in the
+    /// map (1 to accept any).
     #[arg(long, default_value_t = 0.5, value_name = "RATE", value_parser = parse_rate)]
     pub max_invalid_rate: f64,
-    /// Replace existing output files.
+    /// Replace existing output files (also to rerun after a run that failed with exit 3: its
+    /// rejects file is there).
     #[arg(long)]
     pub force: bool,
     /// Accept an expired key (the override is recorded in the summary and the audit log).
@@ -115,7 +118,9 @@ pub struct EncodeArgs {
     #[arg(long, default_value_t = 0, hide_default_value = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub threads: usize,
-    /// Print the summary as JSON on stdout.
+    /// Print one JSON object on stdout, whatever the outcome: the summary with `"outcome":
+    /// "done"`, or `outcome`, `exit_code` and `error` when the run fails (README, "the nightly
+    /// encode"). Warnings and errors also go to stderr.
     #[arg(long)]
     pub json: bool,
     /// No progress bar.
