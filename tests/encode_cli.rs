@@ -877,6 +877,54 @@ fn encode_help_says_what_a_failed_run_leaves_and_prints() {
     assert!(String::from_utf8_lossy(&top.get_output().stdout).contains("130/143 interrupted"));
 }
 
+/// A failed run keeps its exit code when whatever reads its --json has gone away: only a
+/// successful run may treat the closed pipe as nothing to report.
+#[cfg(unix)]
+#[test]
+fn a_failed_run_keeps_its_exit_code_when_stdout_is_closed() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let bad = Fixture::new(format!("{HEALTH_HEADER}{GOOD}H4,Jack,Smith\n").as_bytes());
+    // The key is a named pipe, so that the test closes the reading end of stdout before the
+    // run prints anything: encode blocks reading its key until then.
+    let fifo = bad.path("fifo.key");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let key = std::fs::read(&bad.key).unwrap();
+    for (max_reject_rate, code) in [("0.1", 3), ("1", 0)] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"))
+            .env_remove("BLOOMLINK_AUDIT_LOG")
+            .args(["encode", "--json", "--quiet", "--force", "--key"])
+            .arg(&fifo)
+            .arg("--columns")
+            .arg(&bad.map)
+            .arg(&bad.input)
+            .arg("-o")
+            .arg(bad.path("out.clk"))
+            .args(["--max-reject-rate", max_reject_rate])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .unwrap()
+            .write_all(&key)
+            .unwrap();
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(code),
+            "rate {max_reject_rate}"
+        );
+    }
+}
+
 #[test]
 fn key_new_never_overwrites_and_show_hides_secret() {
     let dir = tempfile::tempdir().unwrap();

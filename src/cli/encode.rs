@@ -177,8 +177,11 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
         Err(e) => {
             // With --json, every failure prints one JSON object on stdout (the error also goes
             // to stderr): a monitor parses stdout whatever happened.
+            // A failure to print it (a monitor that closed the pipe) must not replace the
+            // run's own error: that would turn a refused run into exit 0 (a closed pipe is
+            // not an error for a run that succeeded).
             if a.json {
-                output::print_json(&failure_json(&e, refused))?;
+                let _ = output::print_json(&failure_json(&e, refused));
             }
             Err(e)
         }
