@@ -953,6 +953,38 @@ fn a_forged_signature_is_refused() {
     assert_eq!(refused, 3);
 }
 
+/// `inspect` fails on a bad signature even when the reader of its report has gone
+/// (`inspect f | head` under `set -o pipefail`): the closed pipe does not make it exit 0.
+#[test]
+fn inspect_refuses_a_bad_signature_even_when_stdout_is_closed() {
+    let s = Setup::new();
+    let hk = s.signing_key("health", "health.sig");
+    let h = s.signed("health", &hk, "health.clk");
+    // Content changed after signing (trailer re-forged): without a trust file, inspect prints
+    // its report and then fails.
+    let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
+    let filters = j["header"]["sections"]["filters"]["offset"]
+        .as_u64()
+        .unwrap() as usize;
+    let mut b = std::fs::read(&h).unwrap();
+    b[filters + 3] ^= 0x10;
+    reforge(&mut b);
+    std::fs::write(&h, &b).unwrap();
+    for json in [false, true] {
+        // A pipe whose reading end is closed before inspect starts.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"));
+        c.arg("inspect").arg(&h).stdout(writer);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "json {json}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("altered after signing"));
+    }
+}
+
 #[test]
 fn a_file_signed_by_one_agency_but_labelled_as_another_is_refused() {
     let s = Setup::new();

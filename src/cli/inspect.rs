@@ -134,8 +134,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     // `inspect f && send f` never passes it.
     let forged = signing::check_embedded(&f).err();
     if a.json {
-        output::print_json(&ins)?;
-        return forged.map_or(Ok(()), |e| Err(e.into()));
+        let printed = output::print_json(&ins);
+        return refused_or(forged, printed);
     }
     let mut t = format!(
         "{}: bloomlink encoding file, checksum OK\n  agency          {}\n  created         {} \
@@ -197,6 +197,16 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         .collect();
     t.push_str(&parts.join(", "));
     t.push('\n');
-    output::print(&t)?;
-    forged.map_or(Ok(()), |e| Err(e.into()))
+    let printed = output::print(&t);
+    refused_or(forged, printed)
+}
+
+/// The refusal of a file whose signature does not hold, else the outcome of printing its
+/// report: a reader that closed the pipe early (`inspect f | head`, a broken pipe, which the
+/// caller treats as success) must not turn the refusal into exit 0.
+fn refused_or(forged: Option<bloomlink::Error>, printed: anyhow::Result<()>) -> anyhow::Result<()> {
+    match forged {
+        Some(e) => Err(e.into()),
+        None => printed,
+    }
 }
