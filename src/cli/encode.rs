@@ -189,7 +189,9 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The `--json` object of a failed run: `outcome`, `exit_code` and `error`, and for a run
-/// refused on its export the counts and the rejects file as well.
+/// refused on its export `output: null`, the counts and the rejects file as well. Other
+/// failures say nothing of the output: one that comes after it was written (its audit entry
+/// could not be appended) leaves it in place.
 fn failure_json(
     e: &anyhow::Error,
     refused: Option<serde_json::Map<String, serde_json::Value>>,
@@ -207,7 +209,6 @@ fn failure_json(
     o.insert("outcome".into(), outcome.into());
     o.insert("exit_code".into(), exit_code.into());
     o.insert("error".into(), format!("{e:#}").into());
-    o.entry("output").or_insert(serde_json::Value::Null);
     serde_json::Value::Object(o)
 }
 
