@@ -445,9 +445,30 @@ pub fn append(path: &Path, event: &Event) -> Result<Entry> {
     obj.insert("hash".into(), Value::String(entry.hash.clone()));
     let mut line = canonical(&Value::Object(obj));
     line.push('\n');
-    file.write_all(line.as_bytes())
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if let Err(e) = file
+        .write_all(line.as_bytes())
         .and_then(|_| file.sync_data())
-        .map_err(|e| Error::io(path, e))?;
+    {
+        // A full disk (or a file size limit) can take part of the line: cut it off again, or the
+        // log would end in an incomplete line, which `audit verify` reports as a truncated log
+        // and every later command refuses to append to. Truncating frees space, so it works on
+        // a full disk.
+        let undone = file.set_len(len).and_then(|_| file.sync_data());
+        return Err(Error::io(
+            path,
+            match undone {
+                Ok(()) => e,
+                Err(u) => std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; the part of the entry written could not be removed ({u}): the log \
+                         now ends in an incomplete line"
+                    ),
+                ),
+            },
+        ));
+    }
     // The lock is released when the file is closed.
     Ok(entry)
 }

@@ -96,8 +96,10 @@ pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow
         Err(e) => {
             ev.refuse(format!("{e:#}"));
             if let Err(le) = audit::append(log, &ev) {
+                // `{:#}`: the cause too (an I/O error's own text is only the path).
+                let le = anyhow::Error::from(le);
                 eprintln!(
-                    "error: the refusal could not be recorded in the audit log {}: {le}",
+                    "error: the refusal could not be recorded in the audit log {}: {le:#}",
                     log.display()
                 );
             }
