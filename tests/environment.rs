@@ -105,3 +105,52 @@ fn an_audit_entry_cut_short_by_a_full_disk_is_removed() {
         .assert()
         .success();
 }
+
+/// Encodes fixture `f` with `during` called once the export has been read (from the progress
+/// callback, which the encoder calls after its last read).
+fn encode_while(f: &Fixture, during: impl Fn(&Path) + Sync) -> bloomlink::Result<u64> {
+    use bloomlink::encode::{encode_csv, EncodeOptions};
+    use bloomlink::key::{Expiry, LinkageKey};
+    let key = LinkageKey::load(&f.key, Expiry::Enforce).unwrap();
+    let map = bloomlink::colmap::ColumnMap::load(&f.map).unwrap();
+    let schema = bloomlink::schema::Schema::default_uk();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let progress = |_: u64| {
+        if !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            during(&f.input);
+        }
+    };
+    let opts = EncodeOptions {
+        progress: Some(&progress),
+        ..EncodeOptions::default()
+    };
+    encode_csv(&f.input, &key, &schema, &map, &opts).map(|e| e.report.rows_read)
+}
+
+/// An export that the agency's job is still writing (it grows, or is rewritten, while encode
+/// reads it) is refused rather than encoded in part (before: exit 0 with the rows written so
+/// far, the last one maybe cut short).
+#[test]
+fn an_export_that_changes_while_it_is_read_is_refused() {
+    use std::io::Write;
+    let text = format!("{HEALTH_HEADER}{GOOD}");
+    let f = Fixture::new(text.as_bytes());
+    assert_eq!(encode_while(&f, |_| {}).unwrap(), 3, "unchanged: encoded");
+    let grown = encode_while(&f, |p| {
+        let mut w = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        w.write_all(b"H4,,Lily,,Evans,05/06/2014,F,SW1A 1AA\n")
+            .unwrap();
+    });
+    let e = grown.expect_err("grew while read");
+    assert!(
+        e.to_string().contains("changed while it was being read"),
+        "{e}"
+    );
+    let f = Fixture::new(text.as_bytes());
+    let cut = encode_while(&f, |p| {
+        let w = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        w.set_len(text.len() as u64 / 2).unwrap();
+    });
+    let e = cut.expect_err("truncated while read");
+    assert!(e.to_string().contains("still being written"), "{e}");
+}

@@ -643,8 +643,47 @@ pub fn encode_csv(
     opts: &EncodeOptions<'_>,
 ) -> Result<Encoded> {
     let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
-    let input_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    encode_reader(file, input, input_bytes, key, schema, map, opts)
+    let before = file.metadata().map_err(|e| Error::io(input, e))?;
+    let mut reader = CountingReader {
+        inner: &file,
+        bytes: 0,
+    };
+    let encoded = encode_reader(&mut reader, input, before.len(), key, schema, map, opts)?;
+    // An export still being written (or rewritten) by the agency's job: what was read is some
+    // state of it, maybe cut in the middle of a row, and nothing else would show it. Refused,
+    // so that the run fails instead of quietly encoding part of the night's export.
+    let after = file.metadata().map_err(|e| Error::io(input, e))?;
+    if reader.bytes != before.len()
+        || after.len() != before.len()
+        || after.modified().ok() != before.modified().ok()
+    {
+        return Err(Error::input(
+            input,
+            format!(
+                "changed while it was being read ({} bytes when opened, {} read, {} now): is \
+                 the export still being written? Nothing was encoded; run again once the export \
+                 is complete",
+                before.len(),
+                reader.bytes,
+                after.len()
+            ),
+        ));
+    }
+    Ok(encoded)
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// Encodes CSV from any reader; `input` names it in messages.
