@@ -1,4 +1,5 @@
-//! The encoding file (`.clk`): writing, and zero-copy reading with full validation.
+//! The encoding file (`.clk`): writing, and reading (into memory, then used in place) with full
+//! validation.
 //!
 //! Layout (all integers little-endian; see `docs/FORMAT.md`):
 //!
@@ -439,10 +440,19 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 
-/// An opened, validated encoding file, read zero-copy from a memory map.
+/// An opened, validated encoding file, read into memory (aligned for `u64`) and used in place.
+///
+/// Not memory-mapped: a mapped file that is truncated while it is read (an agency's copy into
+/// the linkage unit's inbox being redone in place) kills the process with SIGBUS, and bytes
+/// changed in place after the checksum was verified would be used unverified. Read into memory,
+/// every byte used is a byte the checksum covered.
 pub struct EncodingFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    /// The file's bytes, in `u64` words so that sections can be cast in place; see
+    /// [`EncodingFile::bytes`].
+    words: Vec<u64>,
+    /// The file's length in bytes.
+    len: usize,
     version: u32,
     header_len: u64,
     header: Header,
@@ -459,7 +469,39 @@ impl std::fmt::Debug for EncodingFile {
     }
 }
 
+/// Reads the `len` bytes of `file` into `u64` words (the last one zero-padded). A file that is
+/// shorter or longer than `len` by the end of the read changed while it was read: refused.
+fn read_aligned(path: &Path, mut file: &File, len: u64) -> Result<(Vec<u64>, usize)> {
+    use std::io::Read;
+    let n = usize::try_from(len).map_err(|_| Error::format(path, "is too large to read"))?;
+    let mut words = vec![0u64; n.div_ceil(8)];
+    let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..n];
+    let changed = || {
+        Error::format(
+            path,
+            format!(
+                "changed while it was being read ({len} bytes when opened): is it still being \
+                 copied or written? Try again once it is complete"
+            ),
+        )
+    };
+    file.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => changed(),
+        _ => Error::io(path, e),
+    })?;
+    let mut more = [0u8; 1];
+    if file.read(&mut more).map_err(|e| Error::io(path, e))? != 0 {
+        return Err(changed());
+    }
+    Ok((words, n))
+}
+
 impl EncodingFile {
+    /// The whole file's bytes.
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+
     /// Opens and validates `path`: magic, version, checksum over the whole file, header, and
     /// the consistency of every section. A truncated or altered file is refused.
     pub fn open(path: &Path) -> Result<EncodingFile> {
@@ -479,8 +521,8 @@ impl EncodingFile {
                 "is too short to be a bloomlink encoding file (truncated?)",
             ));
         }
-        let map = crate::mmap::map_readonly(&file).map_err(|e| Error::io(path, e))?;
-        let b: &[u8] = &map;
+        let (words, b_len) = read_aligned(path, &file, len)?;
+        let b: &[u8] = &bytemuck::cast_slice(&words)[..b_len];
         if &b[0..8] != MAGIC {
             return Err(bad(
                 "is not a bloomlink encoding file (wrong magic bytes); was it produced by `bloomlink encode`?",
@@ -529,7 +571,8 @@ impl EncodingFile {
             .map_err(|p| Error::format(path, p))?;
         Ok(EncodingFile {
             path: path.to_path_buf(),
-            map,
+            words,
+            len: b_len,
             version,
             header_len: u64::from(hlen),
             header,
@@ -552,7 +595,7 @@ impl EncodingFile {
     /// `None` for an unsigned file.
     pub fn manifest(&self) -> Option<Vec<u8>> {
         let s = self.signature.as_ref()?;
-        let header = &self.map[PREAMBLE as usize..(PREAMBLE + self.header_len) as usize];
+        let header = &self.bytes()[PREAMBLE as usize..(PREAMBLE + self.header_len) as usize];
         let sections = self.header.sections.spans().map(|sp| {
             let mut out = [0u8; 32];
             out.copy_from_slice(
@@ -595,7 +638,7 @@ impl EncodingFile {
     }
 
     fn section(&self, s: Span) -> &[u8] {
-        &self.map[s.offset as usize..(s.offset + s.len) as usize]
+        &self.bytes()[s.offset as usize..(s.offset + s.len) as usize]
     }
 
     /// All filters, `words` per record, contiguous and 64-byte aligned.

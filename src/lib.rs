@@ -19,7 +19,6 @@ pub mod fsutil;
 pub mod harden;
 pub mod key;
 pub mod linkage;
-mod mmap;
 pub mod normalise;
 pub mod risk;
 pub mod schema;

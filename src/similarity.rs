@@ -13,7 +13,8 @@
 //! fewer than 2^26 words. [`all_pairs_above`] switches to a bit-sliced
 //! algorithm when it has many queries (see its documentation).
 //!
-//! Besides `mmap`, this is the only module of the crate with `unsafe` code. It is used
+//! Besides one prefetch hint in `encode::table`, this is the only module of the crate with
+//! `unsafe` code. It is used
 //! for exactly two things, each block carrying a `// SAFETY:` comment:
 //! calling a `#[target_feature]` function after the CPU feature was detected,
 //! and SIMD loads/stores through pointers derived from references whose

@@ -154,3 +154,33 @@ fn an_export_that_changes_while_it_is_read_is_refused() {
     let e = cut.expect_err("truncated while read");
     assert!(e.to_string().contains("still being written"), "{e}");
 }
+
+/// An encoding file truncated after it was opened (a transfer into the inbox redone in place
+/// while `match` or `inspect` reads it) no longer kills the reader: what was read is in memory
+/// (before, the file was memory-mapped and touching its pages raised SIGBUS, killing this test
+/// binary).
+#[test]
+fn an_encoding_file_truncated_after_it_was_opened_stays_readable() {
+    use bloomlink::format::EncodingFile;
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let out = f.path("out.clk");
+    f.encode().assert().success();
+    let file = EncodingFile::open(&out).unwrap();
+    let len = std::fs::metadata(&out).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&out)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let bits: u32 = file.filters().iter().map(|w| w.count_ones()).sum();
+    assert!(bits > 0);
+    assert_eq!(file.row_ref(2), "H3");
+    assert!(!file.tokens_of(0).is_empty());
+    // Opened now, it is refused as what it is (empty), with an error, not a signal.
+    let e = EncodingFile::open(&out).unwrap_err();
+    assert!(
+        e.to_string().contains("is empty"),
+        "{e} ({len} bytes before)"
+    );
+}
