@@ -184,3 +184,35 @@ fn an_encoding_file_truncated_after_it_was_opened_stays_readable() {
         "{e} ({len} bytes before)"
     );
 }
+
+/// The names in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// An output name that is not valid UTF-8 (Linux file names are bytes): the rejects file is
+/// named after it byte for byte (before, its invalid bytes became U+FFFD: `out\xff.clk` gave
+/// `out\u{FFFD}.rejects.csv`, and two such outputs shared one rejects file).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_non_utf8_output_name_keeps_its_bytes_in_the_rejects_file_name() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let dir = f.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    let out = dir.join(OsStr::from_bytes(b"night \xff\nly.clk"));
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &out));
+    c.assert().success();
+    assert!(out.exists());
+    assert!(dir
+        .join(OsStr::from_bytes(b"night \xff\nly.rejects.csv"))
+        .exists());
+    assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir)); // and the audit log
+}

@@ -188,12 +188,15 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> i32 {
 
 /// A path argument with `-` meaning standard output is not supported: outputs are files written
 /// atomically. This helper gives the rejects file path next to an output.
+/// The stem is kept byte for byte: a name that is not valid UTF-8 keeps its bytes (before, they
+/// became U+FFFD, so the rejects file of `-o $'\xff'.clk` was written under another name).
 pub(crate) fn sibling(path: &std::path::Path, suffix: &str) -> PathBuf {
-    let stem = path
+    let mut name = path
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+        .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!("{stem}{suffix}"))
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// Warns about hidden temporaries of these outputs left by runs that were killed outright: one
