@@ -69,7 +69,15 @@ pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
     // A directory, device, pipe or socket (followed through symbolic links): an atomic write
     // would replace the node itself (`/dev/null` with a regular file), whatever `overwrite`
     // says.
-    if let Ok(m) = fs::metadata(path) {
+    let meta = match fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // A name longer than the file system allows, a path through a file, a loop of
+        // symbolic links, a directory we may not search: the write would fail the same way,
+        // but only at the end of the job.
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if let Some(m) = meta {
         if m.is_dir() {
             return Err(Error::Usage(format!(
                 "{} is a directory: give the path of the file to write",
@@ -139,10 +147,7 @@ pub fn write_atomic<T>(
 ) -> Result<T> {
     check_output(path, overwrite)?;
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
+    let name = temporary_stem(path);
     let mut attempt = 0u32;
     let (tmp, guard, file) = loop {
         let tmp = dir.join(format!(
@@ -188,13 +193,10 @@ pub fn write_atomic<T>(
 /// Linux, where `/proc` tells whether the process still runs (a temporary of a run going on
 /// now is not reported); elsewhere none are.
 pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
-    let proc_fs = Path::new("/proc/self");
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return Vec::new();
-    };
-    if !proc_fs.exists() {
+    if path.file_name().is_none() || !Path::new("/proc/self").exists() {
         return Vec::new();
     }
+    let name = temporary_stem(path);
     let Ok(entries) = fs::read_dir(parent_dir(path)) else {
         return Vec::new();
     };
@@ -219,6 +221,28 @@ pub fn abandoned_temporaries(path: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
+}
+
+/// The output's name as the temporary file's name starts, cut short so that the temporary's
+/// name stays within the 255 bytes file systems allow a name (before, an output named with 220
+/// to 255 bytes was refused as "File name too long" at the end of the job, although its own
+/// name was fine). The temporary's name need not be the output's: it is unique by process id
+/// and counter.
+fn temporary_stem(path: &Path) -> String {
+    /// Room left for `.`, `.tmp-`, the process id and two counters.
+    const MAX_STEM: usize = 180;
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    if name.len() > MAX_STEM {
+        let mut cut = MAX_STEM;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    name
 }
 
 fn unique_suffix() -> u64 {

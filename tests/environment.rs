@@ -216,3 +216,34 @@ fn a_non_utf8_output_name_keeps_its_bytes_in_the_rejects_file_name() {
         .exists());
     assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir)); // and the audit log
 }
+
+/// An output whose name is as long as a file name may be (255 bytes) is written: the temporary
+/// file's name is cut short to fit (before: "File name too long", after the whole job). A name
+/// that is too long is refused before any work.
+#[test]
+fn an_output_name_of_255_bytes_is_written_and_a_longer_one_refused_early() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let dir = f.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    // 251 bytes + ".clk"; the rejects file is given a short name.
+    let long = dir.join(format!("{}.clk", "é".repeat(125) + "x"));
+    assert_eq!(long.file_name().unwrap().len(), 255);
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &long))
+        .arg("--rejects")
+        .arg(dir.join("r.csv"));
+    c.assert().success();
+    assert!(long.exists());
+    assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir));
+    let too_long = dir.join(format!("{}.clk", "y".repeat(252)));
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &too_long))
+        .arg("--rejects")
+        .arg(dir.join("r2.csv"));
+    let out = c.assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("too long"), "{stderr}");
+    // Refused before the key was even read: no encode work, nothing written.
+    assert!(!stderr.contains("DEMO key"), "{stderr}");
+    assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir));
+}
