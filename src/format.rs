@@ -293,6 +293,20 @@ pub fn write_with(
     overwrite: Overwrite,
     signer: Option<&SigningKey>,
 ) -> Result<Written> {
+    let (prepared, written) = prepare_with(path, header, records, overwrite, signer)?;
+    prepared.commit()?;
+    Ok(written)
+}
+
+/// [`write_with`] up to the file's being put in place ([`fsutil::prepare_atomic`]): for a
+/// command that writes other outputs with it and puts them all in place together.
+pub fn prepare_with(
+    path: &Path,
+    header: &Header,
+    records: &Records,
+    overwrite: Overwrite,
+    signer: Option<&SigningKey>,
+) -> Result<(fsutil::Prepared, Written)> {
     use bincode::Options;
     if let Some(k) = signer {
         if k.info().agency != header.agency {
@@ -386,7 +400,7 @@ pub fn write_with(
     let len = at;
 
     // Owner-only: an encoding is pseudonymised personal data (README, "Security notes").
-    fsutil::write_atomic(path, overwrite, Mode::Private, |w| {
+    fsutil::prepare_atomic(path, overwrite, Mode::Private, |w| {
         let io = |e| Error::io(path, e);
         let (ctx, written) = std::thread::scope(|scope| {
             let hashing = scope.spawn(|| {

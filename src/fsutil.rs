@@ -145,18 +145,86 @@ pub fn write_atomic<T>(
     mode: Mode,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
 ) -> Result<T> {
+    let (prepared, value) = prepare_atomic(path, overwrite, mode, write)?;
+    prepared.commit()?;
+    Ok(value)
+}
+
+/// An output written to its temporary file and flushed to disk, not yet in place: see
+/// [`prepare_atomic`]. Dropped without [`Prepared::commit`], its temporary is removed.
+pub struct Prepared {
+    path: PathBuf,
+    temporary: Temporary,
+    overwrite: Overwrite,
+}
+
+impl Prepared {
+    /// Puts the output in place (renamed, or hard-linked when an existing file must not be
+    /// replaced).
+    pub fn commit(self) -> Result<()> {
+        let Prepared {
+            path,
+            temporary,
+            overwrite,
+        } = self;
+        let tmp = temporary.0.clone().unwrap_or_default();
+        match overwrite {
+            Overwrite::Replace => fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?,
+            Overwrite::Refuse | Overwrite::Never => {
+                fs::hard_link(&tmp, &path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        overwrite.exists(&path)
+                    } else {
+                        Error::io(&path, e)
+                    }
+                })?;
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+        temporary.keep();
+        Ok(())
+    }
+}
+
+/// Puts `outputs` in place, in order. If one cannot be, those already in place are removed
+/// again: a command with several outputs leaves all of them or none.
+pub fn commit_all(outputs: Vec<Prepared>) -> Result<()> {
+    let mut placed: Vec<PathBuf> = Vec::new();
+    for p in outputs {
+        let path = p.path.clone();
+        if let Err(e) = p.commit() {
+            for q in &placed {
+                let _ = fs::remove_file(q);
+            }
+            return Err(e);
+        }
+        placed.push(path);
+    }
+    Ok(())
+}
+
+/// The first half of [`write_atomic`]: writes the content to a temporary file in `path`'s
+/// directory and flushes it to disk, without putting it in place. A command with several
+/// outputs prepares them all, so that a full disk fails it before any is in place, then puts
+/// them in place with [`commit_all`].
+pub fn prepare_atomic<T>(
+    path: &Path,
+    overwrite: Overwrite,
+    mode: Mode,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<(Prepared, T)> {
     check_output(path, overwrite)?;
     let dir = parent_dir(path);
     let name = temporary_stem(path);
     let mut attempt = 0u32;
-    let (tmp, guard, file) = loop {
+    let (guard, file) = loop {
         let tmp = dir.join(format!(
             ".{name}.tmp-{}-{}-{attempt}",
             std::process::id(),
             unique_suffix()
         ));
         match open_new(&tmp, mode) {
-            Ok(f) => break (tmp.clone(), Temporary::new(tmp), f),
+            Ok(f) => break (Temporary::new(tmp), f),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                 attempt += 1
             }
@@ -170,21 +238,12 @@ pub fn write_atomic<T>(
         .map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     drop(file);
-    match overwrite {
-        Overwrite::Replace => fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?,
-        Overwrite::Refuse | Overwrite::Never => {
-            fs::hard_link(&tmp, path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    overwrite.exists(path)
-                } else {
-                    Error::io(path, e)
-                }
-            })?;
-            let _ = fs::remove_file(&tmp);
-        }
-    }
-    guard.keep();
-    Ok(value)
+    let prepared = Prepared {
+        path: path.to_path_buf(),
+        temporary: guard,
+        overwrite,
+    };
+    Ok((prepared, value))
 }
 
 /// Hidden temporaries of `path` left beside it by runs that were killed outright (SIGKILL,

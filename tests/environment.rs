@@ -247,3 +247,51 @@ fn an_output_name_of_255_bytes_is_written_and_a_longer_one_refused_early() {
     assert!(!stderr.contains("DEMO key"), "{stderr}");
     assert_eq!(names(&dir).len(), 3, "{:?}", names(&dir));
 }
+
+/// A full disk while encode writes its rejects file (here: a file size limit the small encoding
+/// fits under and the large rejects file does not): the run fails with none of its outputs in
+/// place and no temporary left, and the audit entry records no output (before, the encoding was
+/// already in place, without its rejects file or id map, and the next run refused to replace
+/// it).
+#[test]
+fn a_full_disk_on_a_later_output_leaves_no_output_in_place() {
+    // One good row and 5,000 rows of the wrong shape: about 150 KB of rejects, against an
+    // encoding of a few KB.
+    let mut text = format!("{HEALTH_HEADER}{GOOD}");
+    for _ in 0..5000 {
+        text.push_str("x\n");
+    }
+    let f = Fixture::new(text.as_bytes());
+    let dir = f.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    let Some(mut c) = with_file_size_limit(64 * 1024) else {
+        eprintln!("skipped: no file size limit on this system");
+        return;
+    };
+    let out = c
+        .args(encode_args(&f, &dir.join("h.clk")))
+        .args(["--max-reject-rate", "1"])
+        .arg("--opaque-ids")
+        .arg(dir.join("h.ids.csv"))
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("h.rejects.csv") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    assert_eq!(names(&dir), ["bloomlink-audit.jsonl"], "{stderr}");
+    let log = std::fs::read_to_string(dir.join("bloomlink-audit.jsonl")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(entry["outcome"], "refused");
+    assert_eq!(entry["outputs"], serde_json::json!([]), "{entry}");
+    // With room, the same run writes all three.
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &dir.join("h.clk")))
+        .args(["--max-reject-rate", "1"])
+        .arg("--opaque-ids")
+        .arg(dir.join("h.ids.csv"));
+    c.assert().success();
+    assert_eq!(names(&dir).len(), 4, "{:?}", names(&dir));
+}

@@ -476,27 +476,25 @@ fn encode(
 
     let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
     let write_start = Instant::now();
-    fsutil::begin_finishing();
     // At national scale the write takes seconds: show that something is happening.
     let writing = output::spinner(
         a.quiet || a.json,
         &format!("writing {}", a.output.display()),
     );
-    let written = format::write_with(
+    // Every output is written to its temporary file and flushed first, and only then are they
+    // put in place, together: a full disk (or any write error) fails the run with none of them
+    // in place. Before, the encoding was put in place first, and a failure on the id map or
+    // rejects file left an encoding without them, which also blocked the next night's run.
+    let (encoding, written) = format::prepare_with(
         &a.output,
         &header,
         &encoded.records,
         overwrite,
         signer.as_ref(),
     )?;
-    ev.outputs
-        .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
-    encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
-    // Written after the encoding, so that a run that fails to write it leaves no map or
-    // rejects file to block the next run (the opaque references are keyed, so a rerun makes
-    // the same ones).
+    let mut prepared = vec![encoding];
     if let Some(m) = &a.opaque_ids {
-        fsutil::write_atomic(m, overwrite, Mode::Private, |w| {
+        let (map_file, ()) = fsutil::prepare_atomic(m, overwrite, Mode::Private, |w| {
             let io = |e| Error::io(m, e);
             writeln!(w, "opaque_ref,record_id").map_err(io)?;
             for (r, id) in &encoded.opaque_map {
@@ -505,10 +503,19 @@ fn encode(
             Ok(())
         })
         .with_context(|| "cannot write the opaque id map")?;
+        prepared.push(map_file);
+    }
+    prepared.push(prepare_rejects(&rejects_path, &encoded.rejects, overwrite)?);
+    // From here an interrupt waits for the outputs and the audit entry (fsutil).
+    fsutil::begin_finishing();
+    fsutil::commit_all(prepared)?;
+    ev.outputs
+        .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
+    if let Some(m) = &a.opaque_ids {
         ev.outputs.push(FileRef::hashed(m));
     }
-    write_rejects(&rejects_path, &encoded.rejects, overwrite)?;
     ev.outputs.push(FileRef::hashed(&rejects_path));
+    encoded.report.seconds.write = write_start.elapsed().as_secs_f64();
     writing.finish_and_clear();
     let report = &encoded.report;
     let secs = start.elapsed().as_secs_f64();
@@ -571,7 +578,17 @@ fn refused_export(
 }
 
 fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {
-    fsutil::write_atomic(path, overwrite, Mode::Default, |w| {
+    prepare_rejects(path, rejects, overwrite)?.commit()?;
+    Ok(())
+}
+
+/// The rejects file, written to its temporary file ([`fsutil::prepare_atomic`]).
+fn prepare_rejects(
+    path: &PathBuf,
+    rejects: &[Reject],
+    overwrite: Overwrite,
+) -> anyhow::Result<fsutil::Prepared> {
+    let (prepared, ()) = fsutil::prepare_atomic(path, overwrite, Mode::Default, |w| {
         let io = |e| Error::io(path, e);
         writeln!(w, "row,line,column,field,reason,detail").map_err(io)?;
         for r in rejects {
@@ -589,7 +606,7 @@ fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> an
         }
         Ok(())
     })?;
-    Ok(())
+    Ok(prepared)
 }
 
 fn human_summary(s: &Summary<'_>) -> String {
