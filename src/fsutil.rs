@@ -93,7 +93,9 @@ pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
             )));
         }
     }
-    if overwrite != Overwrite::Replace && path.exists() {
+    // `symlink_metadata`: a symbolic link to nothing is a name taken too (the hard link that
+    // puts the output in place would fail on it, at the end of the job).
+    if overwrite != Overwrite::Replace && fs::symlink_metadata(path).is_ok() {
         return Err(overwrite.exists(path));
     }
     check_parent(path)

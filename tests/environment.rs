@@ -295,3 +295,28 @@ fn a_full_disk_on_a_later_output_leaves_no_output_in_place() {
     c.assert().success();
     assert_eq!(names(&dir).len(), 4, "{:?}", names(&dir));
 }
+
+/// An output path taken by a symbolic link to nothing is refused as existing before any work
+/// (before: after the whole job, when the hard link that puts the output in place failed).
+#[cfg(unix)]
+#[test]
+fn an_output_taken_by_a_dangling_symlink_is_refused_before_any_work() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let out = f.path("out.clk");
+    std::os::unix::fs::symlink(f.path("nowhere.clk"), &out).unwrap();
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &out));
+    let done = c.assert().failure();
+    let stderr = String::from_utf8_lossy(&done.get_output().stderr).into_owned();
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert!(
+        !stderr.contains("DEMO key"),
+        "refused before the key was read: {stderr}"
+    );
+    // --force replaces the link itself, not what it names.
+    let mut c = bloomlink();
+    c.args(encode_args(&f, &out)).arg("--force");
+    c.assert().success();
+    assert!(std::fs::symlink_metadata(&out).unwrap().is_file());
+    assert!(!f.path("nowhere.clk").exists());
+}
