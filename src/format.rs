@@ -454,7 +454,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 
-/// An opened, validated encoding file, read into memory (aligned for `u64`) and used in place.
+/// An opened, validated encoding file, read into 64-byte-aligned memory and used in place.
 ///
 /// Not memory-mapped: a mapped file that is truncated while it is read (an agency's copy into
 /// the linkage unit's inbox being redone in place) kills the process with SIGBUS, and bytes
@@ -462,9 +462,11 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 /// every byte used is a byte the checksum covered.
 pub struct EncodingFile {
     path: PathBuf,
-    /// The file's bytes, in `u64` words so that sections can be cast in place; see
-    /// [`EncodingFile::bytes`].
+    /// The file's bytes, from word `start` on (64-byte aligned), in `u64` words so that
+    /// sections can be cast in place; see [`EncodingFile::bytes`].
     words: Vec<u64>,
+    /// The word of `words` where the file starts.
+    start: usize,
     /// The file's length in bytes.
     len: usize,
     version: u32,
@@ -483,13 +485,16 @@ impl std::fmt::Debug for EncodingFile {
     }
 }
 
-/// Reads the `len` bytes of `file` into `u64` words (the last one zero-padded). A file that is
-/// shorter or longer than `len` by the end of the read changed while it was read: refused.
-fn read_aligned(path: &Path, mut file: &File, len: u64) -> Result<(Vec<u64>, usize)> {
+/// Reads the `len` bytes of `file` into `u64` words, starting at the returned word, which is
+/// 64-byte aligned as a memory map's pages were (sections start at multiples of 64 bytes, so
+/// each section is 64-byte aligned too; the allocator only promises 8). A file that is shorter
+/// or longer than `len` by the end of the read changed while it was read: refused.
+fn read_aligned(path: &Path, mut file: &File, len: u64) -> Result<(Vec<u64>, usize, usize)> {
     use std::io::Read;
     let n = usize::try_from(len).map_err(|_| Error::format(path, "is too large to read"))?;
-    let mut words = vec![0u64; n.div_ceil(8)];
-    let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..n];
+    let mut words = vec![0u64; n.div_ceil(8) + 7];
+    let start = (64 - words.as_ptr() as usize % 64) % 64 / 8;
+    let buf = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words[start..])[..n];
     let changed = || {
         Error::format(
             path,
@@ -507,13 +512,13 @@ fn read_aligned(path: &Path, mut file: &File, len: u64) -> Result<(Vec<u64>, usi
     if file.read(&mut more).map_err(|e| Error::io(path, e))? != 0 {
         return Err(changed());
     }
-    Ok((words, n))
+    Ok((words, start, n))
 }
 
 impl EncodingFile {
     /// The whole file's bytes.
     fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
+        &bytemuck::cast_slice(&self.words[self.start..])[..self.len]
     }
 
     /// Opens and validates `path`: magic, version, checksum over the whole file, header, and
@@ -535,8 +540,8 @@ impl EncodingFile {
                 "is too short to be a bloomlink encoding file (truncated?)",
             ));
         }
-        let (words, b_len) = read_aligned(path, &file, len)?;
-        let b: &[u8] = &bytemuck::cast_slice(&words)[..b_len];
+        let (words, start, b_len) = read_aligned(path, &file, len)?;
+        let b: &[u8] = &bytemuck::cast_slice(&words[start..])[..b_len];
         if &b[0..8] != MAGIC {
             return Err(bad(
                 "is not a bloomlink encoding file (wrong magic bytes); was it produced by `bloomlink encode`?",
@@ -586,6 +591,7 @@ impl EncodingFile {
         Ok(EncodingFile {
             path: path.to_path_buf(),
             words,
+            start,
             len: b_len,
             version,
             header_len: u64::from(hlen),
