@@ -374,7 +374,8 @@ def encode(key, schema, cmap, data):
     for row in filter(None, rows):  # blank lines are not rows
         rows_read += 1
         rid = decode(row[id_col]) if len(row) == len(header) else None
-        if rid is None or any('\n' in row[c] or '\r' in row[c] for c in (id_col, *cols.values())) \
+        swallowed = lambda v: ('\n' in v or '\r' in v) and v.count(delimiter) + 1 >= len(header)
+        if rid is None or any(swallowed(row[c]) for c in (id_col, *cols.values())) \
                 or not rid.strip(WS) or len(rid.strip(WS).encode()) > 256 \
                 or any(decode(row[c]) is None for c in cols.values()):  # unclosed_quote, ...
             continue

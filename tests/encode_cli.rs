@@ -188,6 +188,11 @@ fn a_stray_quote_in_a_row_of_the_right_shape_is_rejected() {
         .assert()
         .code(3)
         .stderr(contains("2 line(s) swallowed"));
+    // A name merely written over two lines, even with a comma, is one value, as before.
+    let two_lines = format!("{HEALTH_HEADER}H1,,\"Mary\nJane, Ann\",,Smith,01/02/2016,F,LS6 2AB\n");
+    let h = Fixture::new(two_lines.as_bytes());
+    let j = success_json(h.encode().arg("--json"));
+    assert_eq!(j["report"]["encoded"], 1, "{j}");
     // A line break in a column the map does not read is data, as before.
     let notes =
         "Patient ID,NHS Number,Forename,Middle Names,Surname,Date of Birth,Gender,Postcode,Notes\n\

@@ -863,9 +863,9 @@ impl<'p, 'a> Worker<'p, 'a> {
                 .flatten()
             {
                 // A row of the right shape can hide a stray quote too: the lines it swallowed
-                // happened to end in a closing quote and the right number of fields. A column
-                // the map reads (record id, names, dates, codes, postcodes, identifiers) never
-                // holds a line break, so one there is taken as such a quote.
+                // happened to end in a closing quote and the right number of fields. Found by a
+                // column the map reads (record id, names, dates, codes, postcodes, identifiers)
+                // that holds swallowed rows.
                 let breaks = rec.line_breaks();
                 let name = plan.header[c].as_str();
                 let mut r = reject(
@@ -873,8 +873,8 @@ impl<'p, 'a> Worker<'p, 'a> {
                     Some(name),
                     "unclosed_quote",
                     format!(
-                        "column `{name}` holds a quoted line break, and the row runs over \
-                         {breaks} line break(s) to about line {}: a stray quote that swallowed \
+                        "column `{name}` holds line breaks and delimiters (the row runs over \
+                         {breaks} line break(s) to about line {}): a stray quote that swallowed \
                          the lines after it (they are not counted as rows); fix the quote and \
                          export again",
                         at.1 + breaks
@@ -1794,12 +1794,22 @@ fn make_salted_entry(
     sc.value = value;
 }
 
-/// The first column the map reads (the record id's, then the fields') whose value holds a line
-/// break, if any.
+/// The first column the map reads (the record id's, then the fields') whose value holds swallowed
+/// rows, if any: see [`swallowed_rows`].
 fn mapped_line_break(rec: &Rec<'_>, plan: &Plan<'_>) -> Option<usize> {
     std::iter::once(plan.id_column)
         .chain(plan.sources.iter().map(|s| s.column))
-        .find(|&c| super::blocks::line_breaks(rec.get(c)) > 0)
+        .find(|&c| swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len()))
+}
+
+/// Whether a value holds the rows a stray quote swallowed: a line break, and at least as many
+/// delimiters as a row of `columns` fields has. A stray quote that opens field k and closes in
+/// a later line, leaving the row its `columns` fields, swallows the `columns - 1 - k`
+/// delimiters after it on its own line, `columns - 1` on every whole line, and `k` on the line
+/// it closes on. A value merely written over two lines (`"Mary` / `Jane"`) is not one.
+fn swallowed_rows(value: &[u8], delimiter: u8, columns: usize) -> bool {
+    super::blocks::line_breaks(value) > 0
+        && value.iter().filter(|&&b| b == delimiter).count() + 1 >= columns
 }
 
 fn reject(

@@ -98,12 +98,14 @@ fn reference(
             rejects.push((row, reason));
             continue;
         }
-        // A line break in a column the map reads: a stray quote in a row of the right shape.
+        // Swallowed rows in a column the map reads: a stray quote in a row of the right shape.
         let mapped = std::iter::once(id_col).chain(sources.iter().map(|s| s.1));
-        if mapped
-            .into_iter()
-            .any(|c| super::blocks::line_breaks(&rec[c]) > 0)
-        {
+        let swallowed = |c: usize| {
+            let v = &rec[c];
+            v.iter().any(|&b| b == b'\n' || b == b'\r')
+                && v.iter().filter(|&&b| b == map.delimiter).count() + 1 >= header.len()
+        };
+        if mapped.into_iter().any(swallowed) {
             rejects.push((row, "unclosed_quote"));
             continue;
         }
