@@ -818,6 +818,33 @@ fn a_key_about_to_expire_is_warned_about_ahead_of_time() {
     }
 }
 
+/// `bloomlink encode --json --quiet` of the fixture whose key is a named pipe (made here), so
+/// that the run blocks reading its key until the test has done what it must do mid-run.
+#[cfg(unix)]
+fn encode_with_key_fifo(
+    f: &Fixture,
+    extra: &[&str],
+) -> (std::process::Command, std::path::PathBuf) {
+    let fifo = f.path("fifo.key");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"));
+    cmd.env_remove("BLOOMLINK_AUDIT_LOG")
+        .args(["encode", "--json", "--quiet", "--key"])
+        .arg(&fifo)
+        .arg("--columns")
+        .arg(&f.map)
+        .arg(&f.input)
+        .arg("-o")
+        .arg(f.path("out.clk"))
+        .args(extra);
+    (cmd, fifo)
+}
+
 /// An interrupted run says so, on stderr and with --json on stdout, and exits 143.
 #[cfg(unix)]
 #[test]
@@ -826,22 +853,8 @@ fn an_interrupted_run_says_so_in_the_log_and_the_json() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
     // The key is a named pipe: encode blocks reading it until the test has sent the signal,
     // so the interrupt always comes mid-run (never before the handler is installed).
-    let fifo = f.path("fifo.key");
-    let made = std::process::Command::new("mkfifo")
-        .args(["-m", "600"])
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"))
-        .env_remove("BLOOMLINK_AUDIT_LOG")
-        .args(["encode", "--json", "--quiet", "--key"])
-        .arg(&fifo)
-        .arg("--columns")
-        .arg(&f.map)
-        .arg(&f.input)
-        .arg("-o")
-        .arg(f.path("out.clk"))
+    let (mut cmd, fifo) = encode_with_key_fifo(&f, &[]);
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -891,27 +904,14 @@ fn a_failed_run_keeps_its_exit_code_when_stdout_is_closed() {
     use std::io::Write;
     use std::process::Stdio;
     let bad = Fixture::new(format!("{HEALTH_HEADER}{GOOD}H4,Jack,Smith\n").as_bytes());
-    // The key is a named pipe, so that the test closes the reading end of stdout before the
-    // run prints anything: encode blocks reading its key until then.
-    let fifo = bad.path("fifo.key");
-    let made = std::process::Command::new("mkfifo")
-        .args(["-m", "600"])
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
     let key = std::fs::read(&bad.key).unwrap();
     for (max_reject_rate, code) in [("0.1", 3), ("1", 0)] {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bloomlink"))
-            .env_remove("BLOOMLINK_AUDIT_LOG")
-            .args(["encode", "--json", "--quiet", "--force", "--key"])
-            .arg(&fifo)
-            .arg("--columns")
-            .arg(&bad.map)
-            .arg(&bad.input)
-            .arg("-o")
-            .arg(bad.path("out.clk"))
-            .args(["--max-reject-rate", max_reject_rate])
+        // The key is a named pipe, so that the test closes the reading end of stdout before
+        // the run prints anything: encode blocks reading its key until then.
+        let _ = std::fs::remove_file(bad.path("fifo.key"));
+        let (mut cmd, fifo) =
+            encode_with_key_fifo(&bad, &["--force", "--max-reject-rate", max_reject_rate]);
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
