@@ -831,8 +831,11 @@ fn stored_layout(
 }
 
 fn canonical_json(def: &SchemaDef) -> String {
-    // Struct fields serialise in declaration order and all defaults are explicit, so this is
-    // canonical. A version label inside makes the digest change if the canonical form does.
+    // Through `serde_json::Value`, whose maps are sorted by key (serde_json without its
+    // `preserve_order` feature: were a dependency to turn it on, keys would come out in
+    // declaration order and every digest would change, which the pinned default digest in
+    // tests/vectors.rs would catch), and with all defaults explicit, so this is canonical. A
+    // version label inside makes the digest change if the canonical form does.
     let wrapped = serde_json::json!({ "bloomlink_schema_canonical": 1, "schema": def });
     wrapped.to_string()
 }
