@@ -334,6 +334,42 @@ fn existing_output_directory_needs_force() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
 
+/// With --json a failed job prints one JSON object on stdout (outcome, exit code, error), as a
+/// successful one prints its report: a monitor parses stdout whatever happened.
+#[test]
+fn a_failed_job_prints_json_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let failed = |extra: &[&str], code: i32| -> serde_json::Value {
+        let got = bloomlink()
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(&out)
+            .arg("--json")
+            .args(extra)
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        serde_json::from_slice(&got.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&got.stdout)))
+    };
+    let j = failed(&[], 1);
+    assert_eq!(j["outcome"], "output_exists", "{j}");
+    assert_eq!(j["exit_code"], 1, "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("already exists"),
+        "{j}"
+    );
+    let j = failed(&["--force", "--key", key.to_str().unwrap()], 2);
+    assert_eq!(j["outcome"], "usage", "{j}");
+    assert_eq!(j["exit_code"], 2, "{j}");
+}
+
 /// Every array in a JSON value, with its path.
 fn arrays<'a>(
     v: &'a serde_json::Value,

@@ -188,28 +188,15 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     }
 }
 
-/// The `--json` object of a failed run: `outcome`, `exit_code` and `error`, and for a run
-/// refused on its export `output: null`, the counts and the rejects file as well. Other
-/// failures say nothing of the output: one that comes after it was written (its audit entry
-/// could not be appended) leaves it in place.
+/// The `--json` object of a failed run ([`super::failure_json`]), and for a run refused on its
+/// export `output: null`, the counts and the rejects file as well. Other failures say nothing of
+/// the output: one that comes after it was written (its audit entry could not be appended)
+/// leaves it in place.
 fn failure_json(
     e: &anyhow::Error,
     refused: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> serde_json::Value {
-    let exit_code = super::exit_code_of(e);
-    let outcome = match e.downcast_ref::<Error>() {
-        Some(Error::TooManyRejects { .. }) => "too_many_rejects",
-        Some(Error::TooManyInvalid { .. }) => "too_many_invalid",
-        Some(Error::Key { .. }) => "key_refused",
-        Some(Error::OutputExists { .. }) => "output_exists",
-        Some(Error::Usage(_)) => "usage",
-        _ => "error",
-    };
-    let mut o = refused.unwrap_or_default();
-    o.insert("outcome".into(), outcome.into());
-    o.insert("exit_code".into(), exit_code.into());
-    o.insert("error".into(), format!("{e:#}").into());
-    serde_json::Value::Object(o)
+    super::failure_json(e, refused.unwrap_or_default())
 }
 
 /// The run, with its audit entry written; returns the text to print.

@@ -112,6 +112,22 @@ fn parse_prob(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    let json = a.json;
+    match run_recorded(a, audit_log) {
+        Ok(text) => output::print(&text),
+        Err(e) => {
+            // With --json a failed job prints one JSON object on stdout too (the error also
+            // goes to stderr), as encode does; failing to print it must not hide the error.
+            if json {
+                let _ = output::print_json(&super::failure_json(&e, Default::default()));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The job, with its audit entry written; returns the text to print.
+fn run_recorded(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<String> {
     let log = super::auditcmd::log_path(audit_log, &a.output);
     // A missing output directory is reported as such, not as an unwritable audit log.
     bloomlink::fsutil::check_parent(&a.output)?;
@@ -159,8 +175,7 @@ pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     note_common_key(&mut ev);
-    let text = super::auditcmd::record(&log, ev, result)?;
-    output::print(&text)
+    super::auditcmd::record(&log, ev, result)
 }
 
 fn note_input(r: &mut FileRef, f: &EncodingFile) {

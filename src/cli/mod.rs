@@ -214,3 +214,24 @@ pub(crate) fn warn_abandoned(outputs: &[&std::path::Path]) {
         }
     }
 }
+
+/// The `--json` object of a failed run (`encode`, `match`): `outcome`, `exit_code` and `error`
+/// added to `extra`, so that a monitor parses stdout whatever happened (README, "Exit codes").
+pub(crate) fn failure_json(
+    e: &anyhow::Error,
+    mut extra: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    use bloomlink::Error;
+    let outcome = match e.downcast_ref::<Error>() {
+        Some(Error::TooManyRejects { .. }) => "too_many_rejects",
+        Some(Error::TooManyInvalid { .. }) => "too_many_invalid",
+        Some(Error::Key { .. }) => "key_refused",
+        Some(Error::OutputExists { .. }) => "output_exists",
+        Some(Error::Usage(_)) => "usage",
+        _ => "error",
+    };
+    extra.insert("outcome".into(), outcome.into());
+    extra.insert("exit_code".into(), exit_code_of(e).into());
+    extra.insert("error".into(), format!("{e:#}").into());
+    serde_json::Value::Object(extra)
+}
