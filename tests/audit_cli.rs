@@ -136,12 +136,7 @@ fn a_real_log_verifies_and_records_each_action() {
     verify(log)
         .success()
         .stdout(contains("OK: 5 entries, head "));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(log).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
+    assert_eq!(mode_of(log), 0o600);
 }
 
 #[test]

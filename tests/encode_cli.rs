@@ -323,12 +323,7 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
         .stderr(contains("0..=1024"));
     // The encoding is pseudonymised personal data: owner-only.
     f.encode().assert().success();
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(f.path("out.clk"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(mode_of(&f.path("out.clk")), 0o600);
 }
 
 /// A mapped field that is mostly invalid (here a date format the export does not use) fails the
@@ -681,15 +676,7 @@ fn opaque_ids_replace_record_ids_and_write_private_map() {
     let map = std::fs::read_to_string(f.path("ids.csv")).unwrap();
     assert!(map.starts_with("opaque_ref,record_id\n"));
     assert!(map.contains(&format!("{},H1", file.row_ref(0))));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(f.path("ids.csv"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    assert_eq!(mode_of(&f.path("ids.csv")), 0o600);
 }
 
 #[test]

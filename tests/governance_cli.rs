@@ -172,19 +172,6 @@ fn replace_once(b: &mut [u8], from: &[u8], to: &[u8], start: usize) -> usize {
     at
 }
 
-fn mode_of(p: &Path) -> u32 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = p;
-        0o600
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Key lifecycle.
 

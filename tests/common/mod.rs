@@ -30,6 +30,20 @@ pub fn set_mode(p: &Path, mode: u32) {
     let _ = (p, mode);
 }
 
+/// A file's Unix permission bits (0o600 where there are none, so owner-only checks pass).
+pub fn mode_of(p: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = p;
+        0o600
+    }
+}
+
 /// The bloomlink binary, with a fixed creation time for reproducible outputs.
 pub fn bloomlink() -> Command {
     let mut c = Command::cargo_bin("bloomlink").unwrap();
