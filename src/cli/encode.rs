@@ -138,7 +138,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 /// The JSON summary.
 #[derive(Serialize)]
 struct Summary<'a> {
-    /// Always `done` here; a failed run prints [`failure_json`]'s object instead.
+    /// Always `done` here; a failed run prints [`super::failure_json`]'s object instead.
     outcome: &'static str,
     output: &'a PathBuf,
     output_bytes: u64,
@@ -162,8 +162,11 @@ struct Summary<'a> {
 }
 
 pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
-    // A run refused on its export (too many rejects or invalid values) notes its counts here.
-    let mut refused: Option<serde_json::Map<String, serde_json::Value>> = None;
+    // A run refused on its export (too many rejects or invalid values) notes here what its
+    // --json failure object adds: `output: null`, the counts and the rejects file. Other
+    // failures say nothing of the output: one that comes after it was written (its audit entry
+    // could not be appended) leaves it in place.
+    let mut refused = serde_json::Map::new();
     if a.json {
         super::expect_json_stdout();
     }
@@ -181,29 +184,18 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
             // run's own error: that would turn a refused run into exit 0 (a closed pipe is
             // not an error for a run that succeeded).
             if a.json {
-                let _ = output::print_json(&failure_json(&e, refused));
+                let _ = output::print_json(&super::failure_json(&e, refused));
             }
             Err(e)
         }
     }
 }
 
-/// The `--json` object of a failed run ([`super::failure_json`]), and for a run refused on its
-/// export `output: null`, the counts and the rejects file as well. Other failures say nothing of
-/// the output: one that comes after it was written (its audit entry could not be appended)
-/// leaves it in place.
-fn failure_json(
-    e: &anyhow::Error,
-    refused: Option<serde_json::Map<String, serde_json::Value>>,
-) -> serde_json::Value {
-    super::failure_json(e, refused.unwrap_or_default())
-}
-
 /// The run, with its audit entry written; returns the text to print.
 fn run_recorded(
     a: &EncodeArgs,
     audit_log: Option<&Path>,
-    refused: &mut Option<serde_json::Map<String, serde_json::Value>>,
+    refused: &mut serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<String> {
     // 4 KiB pages, not transparent huge pages. The encoder's memory is written once, mostly
     // at random, and on virtual machines that hand freed memory back to the host a fresh
@@ -240,7 +232,7 @@ fn encode(
     a: &EncodeArgs,
     log: &Path,
     ev: &mut Event,
-    refused: &mut Option<serde_json::Map<String, serde_json::Value>>,
+    refused: &mut serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<String> {
     let start = Instant::now();
     let overwrite = overwrite_of(a);
@@ -552,21 +544,16 @@ fn refused_export(
     report: &EncodeReport,
     ev: &mut Event,
     (limit, value): (&str, serde_json::Value),
-) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     fsutil::begin_finishing();
-    write_rejects(rejects_path, rejects, overwrite_of(a))?;
+    prepare_rejects(rejects_path, rejects, overwrite_of(a))?.commit()?;
     ev.outputs.push(FileRef::hashed(rejects_path));
     let mut o = serde_json::Map::new();
     o.insert("output".into(), serde_json::Value::Null);
     o.insert("rejects_file".into(), serde_json::to_value(rejects_path)?);
     o.insert(limit.into(), value);
     o.insert("report".into(), serde_json::to_value(report)?);
-    Ok(Some(o))
-}
-
-fn write_rejects(path: &PathBuf, rejects: &[Reject], overwrite: Overwrite) -> anyhow::Result<()> {
-    prepare_rejects(path, rejects, overwrite)?.commit()?;
-    Ok(())
+    Ok(o)
 }
 
 /// The rejects file, written to its temporary file ([`fsutil::prepare_atomic`]).

@@ -210,17 +210,8 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
         .into());
     }
     let t0 = Instant::now();
-    if a.output.exists() && !a.output.is_dir() {
-        // Refused before the work, not after it (write_outputs refuses it too).
-        return Err(Error::io(
-            &a.output,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a directory (match writes a directory of link tables)",
-            ),
-        )
-        .into());
-    }
+    // Refused before the work, not after it (write_outputs refuses it too).
+    job::check_output_dir(&a.output)?;
     if a.output.exists() && !a.force {
         return Err(Error::OutputExists {
             path: a.output.clone(),

@@ -763,22 +763,28 @@ pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Resu
     Ok(())
 }
 
+/// Refuses an output path that exists and is not a directory (followed through a symbolic
+/// link): [`write_outputs`] would replace a file with its directory of link tables.
+pub fn check_output_dir(out: &Path) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => Err(Error::io(
+            out,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory (match writes a directory of link tables)",
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Renames the finished directory `tmp` to `out`. An existing `out` is first moved aside and
 /// removed only once the new one is in place, so a failed rename leaves the old output as it was.
 fn replace_dir(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
     let rename = |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(out, e));
-    match std::fs::symlink_metadata(out) {
-        Err(_) => return rename(tmp, out),
-        Ok(m) if !m.is_dir() => {
-            return Err(Error::io(
-                out,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a directory (match writes a directory of link tables)",
-                ),
-            ))
-        }
-        Ok(_) => {}
+    check_output_dir(out)?;
+    if std::fs::symlink_metadata(out).is_err() {
+        return rename(tmp, out);
     }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&old);
