@@ -859,7 +859,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 })
             } else if let Some(c) = batch
                 .may_hold_line_breaks()
-                .then(|| mapped_line_break(&rec, plan))
+                .then(|| mapped_swallowed_rows(&rec, plan))
                 .flatten()
             {
                 // A row of the right shape can hide a stray quote too: the lines it swallowed
@@ -1796,7 +1796,7 @@ fn make_salted_entry(
 
 /// The first column the map reads (the record id's, then the fields') whose value holds swallowed
 /// rows, if any: see [`swallowed_rows`].
-fn mapped_line_break(rec: &Rec<'_>, plan: &Plan<'_>) -> Option<usize> {
+fn mapped_swallowed_rows(rec: &Rec<'_>, plan: &Plan<'_>) -> Option<usize> {
     std::iter::once(plan.id_column)
         .chain(plan.sources.iter().map(|s| s.column))
         .find(|&c| swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len()))
