@@ -284,15 +284,7 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
     let sock = f.path("out.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    bloomlink()
-        .arg("encode")
-        .arg("--key")
-        .arg(&f.key)
-        .arg("--columns")
-        .arg(&f.map)
-        .arg(&f.input)
-        .arg("-o")
-        .arg(&sock)
+    f.encode_with(&f.input, &sock)
         .arg("--force")
         .assert()
         .code(2)
@@ -303,15 +295,7 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
         .file_type()
         .is_socket());
     // Nor is an input that is not a file (standard input, a pipe).
-    bloomlink()
-        .arg("encode")
-        .arg("--key")
-        .arg(&f.key)
-        .arg("--columns")
-        .arg(&f.map)
-        .arg(&sock)
-        .arg("-o")
-        .arg(f.path("x.clk"))
+    f.encode_with(&sock, &f.path("x.clk"))
         .assert()
         .code(1)
         .stderr(contains("save it to a file first"));

@@ -106,16 +106,22 @@ impl Fixture {
 
     /// `bloomlink encode` on the fixture, writing `out.clk`.
     pub fn encode(&self) -> Command {
+        let mut c = self.encode_with(&self.input, &self.path("out.clk"));
+        c.arg("--quiet");
+        c
+    }
+
+    /// `bloomlink encode` with the fixture's key and map, of `input` to `output`.
+    pub fn encode_with(&self, input: &Path, output: &Path) -> Command {
         let mut c = bloomlink();
         c.arg("encode")
             .arg("--key")
             .arg(&self.key)
             .arg("--columns")
             .arg(&self.map)
-            .arg(&self.input)
+            .arg(input)
             .arg("-o")
-            .arg(self.path("out.clk"))
-            .arg("--quiet");
+            .arg(output);
         c
     }
 }
