@@ -188,21 +188,65 @@ impl Prepared {
     }
 }
 
-/// Puts `outputs` in place, in order. If one cannot be, those already in place are removed
-/// again: a command with several outputs leaves all of them or none.
+/// Puts `outputs` in place, in order. If one cannot be, those already in place are undone: a
+/// new output is removed, and a replaced file is put back. A command with several outputs
+/// leaves all of them or what was there before (before, a forced run that failed on a later
+/// output removed the files its earlier outputs had replaced: last night's encoding was lost).
 pub fn commit_all(outputs: Vec<Prepared>) -> Result<()> {
-    let mut placed: Vec<PathBuf> = Vec::new();
+    // (output, the replaced file's hidden hard link, kept until every output is in place)
+    let mut placed: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let mut result = Ok(());
     for p in outputs {
         let path = p.path.clone();
+        let old = if p.overwrite == Overwrite::Replace {
+            keep_replaced(&path)
+        } else {
+            None
+        };
         if let Err(e) = p.commit() {
-            for q in &placed {
-                let _ = fs::remove_file(q);
+            if let Some(o) = &old {
+                let _ = fs::remove_file(o);
             }
-            return Err(e);
+            for (path, old) in placed.iter().rev() {
+                match old {
+                    Some(o) => {
+                        let _ = fs::rename(o, path);
+                    }
+                    None => {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
+            placed.clear();
+            result = Err(e);
+            break;
         }
-        placed.push(path);
+        placed.push((path, old));
     }
-    Ok(())
+    for (_, old) in placed {
+        if let Some(o) = old {
+            let _ = fs::remove_file(o);
+        }
+    }
+    result
+}
+
+/// A hidden hard link (`.NAME.old-PID-N`) to the file at `path` that an output is about to
+/// replace, so that it can be put back; `None` if nothing is there, or the link cannot be made
+/// (a file system without hard links: the file is then replaced without a way back). The
+/// output's name keeps pointing at the old file until the rename replaces it, so readers never
+/// find the name missing. A run killed before removing the link leaves it for
+/// [`abandoned_temporaries`] to report.
+fn keep_replaced(path: &Path) -> Option<PathBuf> {
+    fs::symlink_metadata(path).ok()?;
+    let old = parent_dir(path).join(format!(
+        ".{}.old-{}-{}",
+        temporary_stem(path),
+        std::process::id(),
+        unique_suffix()
+    ));
+    fs::hard_link(path, &old).ok()?;
+    Some(old)
 }
 
 /// The first half of [`write_atomic`]: writes the content to a temporary file in `path`'s
@@ -476,6 +520,49 @@ mod tests {
         assert!(temporaries().iter().all(|p| !p.starts_with(d.path())));
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "{left:?}"); // done.clk and x.txt
+    }
+
+    /// Several outputs go in place together or not at all, and a failure on a later one puts
+    /// back the files the earlier ones had replaced (`--force`), leaving no hidden files.
+    #[test]
+    fn a_failed_commit_puts_replaced_files_back() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        std::fs::write(&a, "old a").unwrap();
+        let prepare = |path: &Path, text: &'static str| {
+            prepare_atomic(path, Overwrite::Replace, Mode::Default, |w| {
+                w.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
+            })
+            .unwrap()
+            .0
+        };
+        let outputs = vec![
+            prepare(&a, "new a"),
+            prepare(&c, "new c"),
+            prepare(&b, "new b"),
+        ];
+        // `b` cannot be put in place: a directory with something in it took its name.
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(b.join("x"), "x").unwrap();
+        assert!(commit_all(outputs).is_err());
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert!(!c.exists(), "a new output is removed again");
+        let names = |d: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(d.path()), ["a", "b"]);
+        // Once every output can go in place, all do, and the replaced files' links go.
+        std::fs::remove_dir_all(&b).unwrap();
+        std::fs::write(&b, "old b").unwrap();
+        commit_all(vec![prepare(&a, "new a"), prepare(&b, "new b")]).unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new b");
+        assert_eq!(names(d.path()), ["a", "b"]);
     }
 
     /// An interrupt waits while a command finishes putting its outputs in place, and only then.
