@@ -448,3 +448,57 @@ fn report_answers_per_key() {
         .success()
         .stdout(contains(r#""entries": 0"#));
 }
+
+/// Every command run with --json prints exactly one JSON object on stdout when it fails
+/// (outcome, exit code, error), so that an IG script or monitor parses stdout whatever
+/// happened: before, only encode and match did, and `audit verify --json` on an edited log
+/// printed nothing (exit 6). A command that prints its own object on failure (inspect's report
+/// of a file whose signature does not hold) gets no second one.
+#[test]
+fn every_command_prints_one_json_object_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let failed = |args: &[&std::ffi::OsStr], code: i32| -> serde_json::Value {
+        let got = bloomlink()
+            .args(args)
+            .arg("--json")
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        serde_json::from_slice(&got.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {:?}", String::from_utf8_lossy(&got.stdout)))
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    // An edited log.
+    let log = copy_log(dir.path());
+    let mut l = lines(&log);
+    l[1] = l[1].replacen("\"encode\"", "\"encodE\"", 1);
+    write_lines(&log, &l);
+    let j = failed(&[os("audit"), os("verify"), log.as_os_str()], 6);
+    assert_eq!(j["outcome"], "error", "{j}");
+    assert_eq!(j["exit_code"], 6, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("line 2"), "{j}");
+    // A truncated encoding.
+    let clk = dir.path().join("t.clk");
+    let whole = std::fs::read(shared_log().parent().unwrap().join("health.clk")).unwrap();
+    std::fs::write(&clk, &whole[..whole.len() / 2]).unwrap();
+    let j = failed(&[os("inspect"), clk.as_os_str()], 5);
+    assert_eq!(j["exit_code"], 5, "{j}");
+    // A key readable by others.
+    let key = demo_key(dir.path());
+    set_mode(&key, 0o644);
+    let j = failed(&[os("key"), os("show"), key.as_os_str()], 4);
+    assert_eq!(j["outcome"], "key_refused", "{j}");
+    // A missing input.
+    let missing = dir.path().join("missing.csv");
+    let j = failed(
+        &[
+            os("evaluate"),
+            os("--truth"),
+            missing.as_os_str(),
+            missing.as_os_str(),
+        ],
+        1,
+    );
+    assert!(j["error"].as_str().unwrap().contains("missing.csv"), "{j}");
+}

@@ -112,18 +112,8 @@ fn parse_prob(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
-    let json = a.json;
-    match run_recorded(a, audit_log) {
-        Ok(text) => output::print(&text),
-        Err(e) => {
-            // With --json a failed job prints one JSON object on stdout too (the error also
-            // goes to stderr), as encode does; failing to print it must not hide the error.
-            if json {
-                let _ = output::print_json(&super::failure_json(&e, Default::default()));
-            }
-            Err(e)
-        }
-    }
+    // With --json, a failed job's JSON object is printed by `cli::main`, as for every command.
+    output::print(&run_recorded(a, audit_log)?)
 }
 
 /// The job, with its audit entry written; returns the text to print.

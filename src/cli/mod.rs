@@ -149,6 +149,7 @@ pub fn main() -> i32 {
         }
     };
     let log = cli.audit_log.as_deref();
+    let json = cli.command.prints_json();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Key(c) => keycmd::run(c, log),
@@ -164,7 +165,39 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
-        Err(e) => report_error(&e),
+        Err(e) => {
+            // With --json, every failure prints one JSON object on stdout, unless the command
+            // printed its own (encode's with its counts, inspect's report of a forged file):
+            // a monitor or IG script parses stdout whatever happened (before, only encode and
+            // match did, and `audit verify --json` on a broken chain printed nothing).
+            if json && !output::printed_json() {
+                let _ = output::print_json(&failure_json(&e, Default::default()));
+            }
+            report_error(&e)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON on stdout (`--json`).
+    fn prints_json(&self) -> bool {
+        use auditcmd::AuditCommand as A;
+        use keycmd::KeyCommand as K;
+        use signcmd::SigningKeyCommand as S;
+        match self {
+            Command::Demo(_) | Command::Schema(_) => false,
+            Command::Key(K::New { json, .. } | K::Show { json, .. })
+            | Command::Key(K::Rotate { json, .. } | K::Retire { json, .. })
+            | Command::SigningKey(S::New { json, .. } | S::Public { json, .. })
+            | Command::Audit(A::Verify { json, .. } | A::Checkpoint { json, .. })
+            | Command::Audit(A::Report { json, .. }) => *json,
+            Command::Encode(a) => a.json,
+            Command::Match(a) => a.json,
+            Command::Evaluate(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Risk(a) => a.json,
+            Command::Synth(a) => a.json,
+        }
     }
 }
 
@@ -215,8 +248,8 @@ pub(crate) fn warn_abandoned(outputs: &[&std::path::Path]) {
     }
 }
 
-/// The `--json` object of a failed run (`encode`, `match`): `outcome`, `exit_code` and `error`
-/// added to `extra`, so that a monitor parses stdout whatever happened (README, "Exit codes").
+/// The `--json` object of a failed command: `outcome`, `exit_code` and `error` added to
+/// `extra`, so that a monitor parses stdout whatever happened (README, "Exit codes").
 pub(crate) fn failure_json(
     e: &anyhow::Error,
     mut extra: serde_json::Map<String, serde_json::Value>,

@@ -12,11 +12,21 @@ pub fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a JSON object has been printed on stdout (by [`print_json`]).
+static PRINTED_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut s = serde_json::to_string_pretty(value)?;
     s.push('\n');
+    PRINTED_JSON.store(true, std::sync::atomic::Ordering::SeqCst);
     print(&s)
+}
+
+/// Whether [`print_json`] has printed (or tried to print) a JSON object: a failed command then
+/// prints no second one.
+pub fn printed_json() -> bool {
+    PRINTED_JSON.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A byte-progress bar on stderr when it is a terminal and `quiet` is off; hidden otherwise.
