@@ -269,12 +269,20 @@ pub fn prepare_atomic<T>(
             std::process::id(),
             unique_suffix()
         ));
+        // Registered before it is created: an interrupt that has removed the temporaries holds
+        // the registry, so this waits (for the exit) instead of creating a file nobody removes.
+        let guard = Temporary::new(tmp.clone());
         match open_new(&tmp, mode) {
-            Ok(f) => break (Temporary::new(tmp), f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1
+            Ok(f) => break (guard, f),
+            Err(e) => {
+                // Not ours (or never made): forgotten, not removed.
+                guard.keep();
+                if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 {
+                    attempt += 1;
+                    continue;
+                }
+                return Err(Error::io(path, e));
             }
-            Err(e) => return Err(Error::io(path, e)),
         }
     };
     let mut out = BufWriter::with_capacity(1 << 20, file);
