@@ -853,6 +853,34 @@ fn an_interrupted_run_says_so_in_the_log_and_the_json() {
     assert_eq!(j["outcome"], "interrupted");
     assert_eq!(j["exit_code"], 143);
     assert!(!f.path("out.clk").exists());
+    // The audit log records the run that was stopped (before, it had no entry), and the log
+    // still verifies.
+    let log = f.path("bloomlink-audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    let e = &entries[0];
+    assert_eq!(e["action"], "encode", "{e}");
+    assert_eq!(e["outcome"], "refused", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by SIGTERM"),
+        "{e}"
+    );
+    assert!(
+        stderr.contains("the interruption is recorded in"),
+        "{stderr}"
+    );
+    bloomlink()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .assert()
+        .success();
 }
 
 #[test]

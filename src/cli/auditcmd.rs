@@ -78,10 +78,49 @@ pub fn precheck(log: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The entry of the audited command running now (`encode`, `match`, `risk`), as far as it is
+/// known, for an interrupt to record ([`record_interrupted`]) until the command records its own.
+static RUNNING: std::sync::Mutex<Option<(std::path::PathBuf, Event)>> = std::sync::Mutex::new(None);
+
+fn running() -> std::sync::MutexGuard<'static, Option<(std::path::PathBuf, Event)>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Set once an audited command has completed and recorded it: an interrupt after that (during
+/// its last steps) lets it end as it would have, with its own exit code.
+static COMPLETED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the running command has completed and recorded its audit entry.
+pub fn completed() -> bool {
+    COMPLETED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Notes what the running command's entry in `log` holds so far (its inputs, options, the key
+/// once verified), so that an interrupt before the command ends records it: an IG lead then
+/// sees a run stopped half way, not nothing.
+pub fn note_running(log: &Path, ev: &Event) {
+    *running() = Some((log.to_path_buf(), ev.clone()));
+}
+
+/// For the interrupt handler: records the running command's entry, refused with `reason`,
+/// unless the command has recorded its own. The command cannot record one afterwards (the
+/// registry stays locked until the process exits). Returns the log written to.
+pub fn record_interrupted(reason: &str) -> Option<anyhow::Result<std::path::PathBuf>> {
+    let mut guard = running();
+    let (log, mut ev) = guard.take()?;
+    std::mem::forget(guard);
+    ev.refuse(reason.to_string());
+    Some(audit::append(&log, &ev).map(|_| log).map_err(Into::into))
+}
+
 /// Records the outcome of a command: on success the entry must be written (an error
 /// otherwise); on failure the refusal is recorded (a failure to do so is reported on stderr)
 /// and the command's own error is returned.
 pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    // Held while the entry is appended: an interrupt now waits for it, then finds nothing to
+    // record; one that came first has recorded the interruption, and this waits for the exit.
+    let mut guard = running();
+    guard.take();
     match result {
         Ok(v) => {
             audit::append(log, &ev).with_context(|| {
@@ -91,6 +130,7 @@ pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow
                     log.display()
                 )
             })?;
+            COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(v)
         }
         Err(e) => {

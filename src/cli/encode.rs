@@ -218,6 +218,7 @@ fn run_recorded(
     o.insert("max_reject_rate".into(), a.max_reject_rate.into());
     o.insert("max_invalid_rate".into(), a.max_invalid_rate.into());
     o.insert("opaque_ids".into(), a.opaque_ids.is_some().into());
+    super::auditcmd::note_running(&log, &ev);
     // From the first output written to the audit entry, an interrupt waits (fsutil).
     let _finishing = bloomlink::fsutil::FinishingScope;
     let result = encode(a, &log, &mut ev, refused);
@@ -289,6 +290,7 @@ fn encode(
     ev.key_epoch = Some(key.info().epoch);
     ev.options
         .insert("key_expired_override".into(), expired_override.into());
+    super::auditcmd::note_running(log, ev);
     // Retired in the file, or in this audit log: the latter catches a copy of the key restored
     // from before its retirement.
     let retired_at = key

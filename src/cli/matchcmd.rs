@@ -151,6 +151,7 @@ fn run_recorded(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<String
     );
     o.insert("allow_unsigned".into(), a.allow_unsigned.into());
     ev.inputs = a.inputs.iter().map(|p| FileRef::hashed(p)).collect();
+    super::auditcmd::note_running(&log, &ev);
     // From the output's replacement to the audit entry, an interrupt waits (fsutil).
     let _finishing = bloomlink::fsutil::FinishingScope;
     let result = link(&a, &mut ev);

@@ -86,6 +86,12 @@ fn remove_temporaries_when_interrupted() {
             // Outputs being put in place are finished (and audited) first: a few seconds at
             // most, even at national scale.
             bloomlink::fsutil::wait_while_finishing(std::time::Duration::from_secs(120));
+            // Finished meanwhile (outputs in place, the entry recorded "done"): the command
+            // ends as it would have, exit 0 included (before, the two exits raced, and a run
+            // recorded as done could say "interrupted" and exit 130).
+            if auditcmd::completed() {
+                return;
+            }
             bloomlink::fsutil::remove_temporaries();
             let code = 128 + signal;
             let name = if signal == SIGINT {
@@ -93,11 +99,23 @@ fn remove_temporaries_when_interrupted() {
             } else {
                 "SIGTERM"
             };
+            // An audited command stopped before its own entry: the interruption is the entry.
+            let reason = format!("interrupted by {name} before it finished");
+            let recorded = match auditcmd::record_interrupted(&reason) {
+                Some(Ok(log)) => format!("; the interruption is recorded in {}", log.display()),
+                Some(Err(e)) => {
+                    eprintln!(
+                        "error: the interruption could not be recorded in the audit log: {e:#}"
+                    );
+                    String::new()
+                }
+                None => String::new(),
+            };
             // Said in the log, and with --json on stdout, so that a monitor sees why the run
             // ended rather than an empty log.
             let message = format!(
                 "interrupted by {name} (exit {code}): temporary files removed; outputs already \
-                 in place, if any, are complete and recorded in the audit log"
+                 in place, if any, are complete and recorded in the audit log{recorded}"
             );
             if take_json_stdout() {
                 let _ = output::print_json(&serde_json::json!({

@@ -62,6 +62,7 @@ pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("allow_expired".into(), a.allow_expired.into());
     o.insert("allow_retired".into(), a.allow_retired.into());
     o.insert("show_values".into(), a.show_values.is_some().into());
+    super::auditcmd::note_running(&log, &ev);
     let result = assess(&a, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
