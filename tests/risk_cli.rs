@@ -299,3 +299,31 @@ fn bad_inputs_are_refused_naming_the_file() {
         .stderr(predicates::str::contains("health.csv"))
         .stderr(predicates::str::contains("Vorname"));
 }
+
+/// `risk` warns about a key that expires within 30 days, as `encode` does: the data team runs
+/// it with the key it will encode with.
+#[test]
+fn a_key_about_to_expire_is_warned_about() {
+    use bloomlink::date::Date;
+    use bloomlink::key::{LinkageKey, NewKey};
+    let dir = tempfile::tempdir().unwrap();
+    let today = Date::today_utc();
+    let key = LinkageKey::generate_as_of(
+        &NewKey {
+            partnership: "P".into(),
+            purpose: "test".into(),
+            expires: Some(Date::from_days(today.to_days() + 10)),
+            epoch: 1,
+        },
+        today,
+    )
+    .unwrap();
+    let path = dir.path().join("soon.key");
+    key.save(&path).unwrap();
+    risk_on_testdata(&path)
+        .arg("--audit-log")
+        .arg(dir.path().join("audit.jsonl"))
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("expires in 10 days"));
+}

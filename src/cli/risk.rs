@@ -63,7 +63,7 @@ pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     o.insert("allow_retired".into(), a.allow_retired.into());
     o.insert("show_values".into(), a.show_values.is_some().into());
     super::auditcmd::note_running(&log, &ev);
-    let result = assess(&a, &mut ev);
+    let result = assess(&a, &log, &mut ev);
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
@@ -79,7 +79,7 @@ fn overwrite(a: &RiskArgs) -> Overwrite {
     }
 }
 
-fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
+fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     let start = Instant::now();
     a.export.check_input()?;
     let expiry = if a.allow_expired {
@@ -95,6 +95,11 @@ fn assess(a: &RiskArgs, ev: &mut Event) -> anyhow::Result<String> {
     let key = LinkageKey::load_for_use(&a.export.key, expiry, retired)?;
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
     ev.key_epoch = Some(key.info().epoch);
+    super::auditcmd::note_running(log, ev);
+    // As encode warns: the data team checks the risk with the key it will encode with.
+    if let Some(w) = key.info().expiry_warning(Date::today_utc()) {
+        eprintln!("warning: {w}");
+    }
     let schema = a.export.load_schema()?;
     ev.schema_digest = Some(schema.digest.clone());
     let map = ColumnMap::load(&a.export.columns)?;
