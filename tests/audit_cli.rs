@@ -457,17 +457,7 @@ fn report_answers_per_key() {
 #[test]
 fn every_command_prints_one_json_object_when_it_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let failed = |args: &[&std::ffi::OsStr], code: i32| -> serde_json::Value {
-        let got = bloomlink()
-            .args(args)
-            .arg("--json")
-            .assert()
-            .code(code)
-            .get_output()
-            .clone();
-        serde_json::from_slice(&got.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {:?}", String::from_utf8_lossy(&got.stdout)))
-    };
+    let failed = |args: &[&std::ffi::OsStr], code: i32| failure_json(bloomlink().args(args), code);
     let os = |s: &'static str| std::ffi::OsStr::new(s);
     // An edited log.
     let log = copy_log(dir.path());

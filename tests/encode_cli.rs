@@ -406,20 +406,6 @@ fn too_many_rejects_fails_without_output() {
     assert!(!f.path("out.clk").exists());
 }
 
-/// Runs `cmd` (with --json), expects exit `code`, and parses stdout as one JSON object.
-fn failure_json(cmd: &mut assert_cmd::Command, code: i32) -> serde_json::Value {
-    let out = cmd.arg("--json").assert().code(code).get_output().clone();
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    assert_eq!(j["exit_code"], code, "{j}");
-    assert!(j["error"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
-    j
-}
-
 #[test]
 fn json_has_an_outcome_for_every_ending() {
     let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());

@@ -343,20 +343,10 @@ fn a_failed_job_prints_json_with_its_exit_code() {
     let files = encode_all(dir.path(), &key, &[]);
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let failed = |extra: &[&str], code: i32| -> serde_json::Value {
-        let got = bloomlink()
-            .arg("match")
-            .args(&files)
-            .arg("-o")
-            .arg(&out)
-            .arg("--json")
-            .args(extra)
-            .assert()
-            .code(code)
-            .get_output()
-            .clone();
-        serde_json::from_slice(&got.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&got.stdout)))
+    let failed = |extra: &[&str], code: i32| {
+        let mut c = bloomlink();
+        c.arg("match").args(&files).arg("-o").arg(&out);
+        failure_json(c.args(extra), code)
     };
     let j = failed(&[], 1);
     assert_eq!(j["outcome"], "output_exists", "{j}");

@@ -171,6 +171,21 @@ pub fn any_found(hay: &[u8], needles: &BTreeSet<String>) -> Option<usize> {
     ac.find(hay).map(|m| m.len())
 }
 
+/// Runs `cmd` with --json, expects exit `code`, and parses stdout as one JSON object, which
+/// must carry that exit code and an error message.
+pub fn failure_json(cmd: &mut Command, code: i32) -> serde_json::Value {
+    let out = cmd.arg("--json").assert().code(code).get_output().clone();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(j["exit_code"], code, "{j}");
+    assert!(j["error"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+    j
+}
+
 /// Runs `cmd`, expects success, and parses its standard output as JSON.
 pub fn success_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.assert().success().get_output().stdout.clone();
