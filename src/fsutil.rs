@@ -192,10 +192,10 @@ impl Prepared {
 /// new output is removed, and a replaced file is put back. A command with several outputs
 /// leaves all of them or what was there before (before, a forced run that failed on a later
 /// output removed the files its earlier outputs had replaced: last night's encoding was lost).
-pub fn commit_all(outputs: Vec<Prepared>) -> Result<()> {
-    // (output, the replaced file's hidden hard link, kept until every output is in place)
-    let mut placed: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
-    let mut result = Ok(());
+/// The files replaced are kept until [`Committed::keep`], so that a step after this (the audit
+/// entry) can still undo the lot.
+pub fn commit_all(outputs: Vec<Prepared>) -> Result<Committed> {
+    let mut placed = Committed(Vec::new());
     for p in outputs {
         let path = p.path.clone();
         let old = if p.overwrite == Overwrite::Replace {
@@ -207,28 +207,43 @@ pub fn commit_all(outputs: Vec<Prepared>) -> Result<()> {
             if let Some(o) = &old {
                 let _ = fs::remove_file(o);
             }
-            for (path, old) in placed.iter().rev() {
-                match old {
-                    Some(o) => {
-                        let _ = fs::rename(o, path);
-                    }
-                    None => {
-                        let _ = fs::remove_file(path);
-                    }
+            return Err(e); // `placed` is undone as it is dropped
+        }
+        placed.0.push((path, old));
+    }
+    Ok(placed)
+}
+
+/// Outputs put in place by [`commit_all`], each with the hidden hard link to the file it
+/// replaced (if any). [`Committed::keep`] keeps them; dropped without it, they are undone: new
+/// outputs removed, replaced files put back.
+#[must_use = "dropped, the outputs are undone"]
+pub struct Committed(Vec<(PathBuf, Option<PathBuf>)>);
+
+impl Committed {
+    /// The outputs stay; the files they replaced go.
+    pub fn keep(mut self) {
+        for (_, old) in self.0.drain(..) {
+            if let Some(o) = old {
+                let _ = fs::remove_file(o);
+            }
+        }
+    }
+}
+
+impl Drop for Committed {
+    fn drop(&mut self) {
+        for (path, old) in self.0.drain(..).rev() {
+            match old {
+                Some(o) => {
+                    let _ = fs::rename(o, path);
+                }
+                None => {
+                    let _ = fs::remove_file(path);
                 }
             }
-            placed.clear();
-            result = Err(e);
-            break;
-        }
-        placed.push((path, old));
-    }
-    for (_, old) in placed {
-        if let Some(o) = old {
-            let _ = fs::remove_file(o);
         }
     }
-    result
 }
 
 /// A hidden hard link (`.NAME.old-PID-N`) to the file at `path` that an output is about to
@@ -564,13 +579,29 @@ mod tests {
             n
         };
         assert_eq!(names(d.path()), ["a", "b"]);
-        // Once every output can go in place, all do, and the replaced files' links go.
+        // Once every output can go in place, all do.
         std::fs::remove_dir_all(&b).unwrap();
         std::fs::write(&b, "old b").unwrap();
-        commit_all(vec![prepare(&a, "new a"), prepare(&b, "new b")]).unwrap();
+        let placed = commit_all(vec![prepare(&a, "new a"), prepare(&b, "new b")]).unwrap();
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "new b");
+        // Until kept, the files replaced are there to go back to (a later step can fail: the
+        // audit entry), and dropped, the outputs are undone.
+        assert_eq!(names(d.path()).len(), 4);
+        drop(placed);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");
         assert_eq!(names(d.path()), ["a", "b"]);
+        commit_all(vec![
+            prepare(&a, "new a"),
+            prepare(&b, "new b"),
+            prepare(&c, "new c"),
+        ])
+        .unwrap()
+        .keep();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), "new c");
+        assert_eq!(names(d.path()), ["a", "b", "c"]);
     }
 
     /// An interrupt waits while a command finishes putting its outputs in place, and only then.

@@ -90,6 +90,22 @@ fn an_audit_entry_cut_short_by_a_full_disk_is_removed() {
     assert!(stderr.contains("File too large"), "{stderr}");
     let after = std::fs::read_to_string(&log).unwrap();
     assert_eq!(after, before, "the log is as it was: {stderr}");
+    // No output is left that the log does not record (before, second.clk stayed, unrecorded).
+    assert!(stderr.contains("nothing was done"), "{stderr}");
+    assert!(!dir.join("second.clk").exists() && !dir.join("second.rejects.csv").exists());
+    // With --force, the files replaced are put back (the new encoding would differ: another
+    // creation time).
+    let first_clk = std::fs::read(dir.join("first.clk")).unwrap();
+    let mut forced = with_file_size_limit(before.len() as u64 + 1024).unwrap();
+    forced
+        .env("SOURCE_DATE_EPOCH", "1767312000")
+        .args(encode_args(&f, &dir.join("first.clk")))
+        .arg("--force")
+        .assert()
+        .failure();
+    assert_eq!(std::fs::read(dir.join("first.clk")).unwrap(), first_clk);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
+    assert_eq!(names(&dir), ["bloomlink-audit.jsonl", "first.clk", "first.rejects.csv"]);
     bloomlink()
         .args(["audit", "verify"])
         .arg(&log)

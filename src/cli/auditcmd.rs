@@ -113,6 +113,53 @@ pub fn record_interrupted(reason: &str) -> Option<anyhow::Result<std::path::Path
     Some(audit::append(&log, &ev).map(|_| log).map_err(Into::into))
 }
 
+/// Appends a completed command's entry.
+fn append_done(log: &Path, ev: &Event) -> anyhow::Result<()> {
+    audit::append(log, ev).with_context(|| {
+        format!(
+            "the {} completed but its audit entry could not be written to {}",
+            ev.action,
+            log.display()
+        )
+    })?;
+    COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// [`record`] for a command whose outputs are in place but not yet kept: they are kept once the
+/// entry is written, and undone if it cannot be (new outputs removed, the files they replaced
+/// put back), so that no output is left that the log does not record.
+pub fn record_committed(
+    log: &Path,
+    ev: Event,
+    result: anyhow::Result<(String, bloomlink::fsutil::Committed)>,
+) -> anyhow::Result<String> {
+    let (text, committed) = match result {
+        Ok(done) => done,
+        Err(e) => return record(log, ev, Err(e)),
+    };
+    // Held while the entry is appended, as in `record`.
+    let mut guard = running();
+    guard.take();
+    match audit::append(log, &ev) {
+        Ok(_) => {
+            COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
+            committed.keep();
+            Ok(text)
+        }
+        Err(e) => {
+            drop(committed);
+            Err(anyhow::Error::from(e).context(format!(
+                "the {} could not be recorded in the audit log {}, so its outputs were removed \
+                 again and any files they replaced put back: nothing was done; rerun once the \
+                 log can be written",
+                ev.action,
+                log.display()
+            )))
+        }
+    }
+}
+
 /// Records the outcome of a command: on success the entry must be written (an error
 /// otherwise); on failure the refusal is recorded (a failure to do so is reported on stderr)
 /// and the command's own error is returned.
@@ -123,14 +170,7 @@ pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow
     guard.take();
     match result {
         Ok(v) => {
-            audit::append(log, &ev).with_context(|| {
-                format!(
-                    "the {} completed but its audit entry could not be written to {}",
-                    ev.action,
-                    log.display()
-                )
-            })?;
-            COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
+            append_done(log, &ev)?;
             Ok(v)
         }
         Err(e) => {

@@ -225,16 +225,17 @@ fn run_recorded(
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
-    super::auditcmd::record(&log, ev, result)
+    super::auditcmd::record_committed(&log, ev, result)
 }
 
-/// Does the encode, noting in `ev` what the audit entry needs; returns the text to print.
+/// Does the encode, noting in `ev` what the audit entry needs; returns the text to print and
+/// the outputs, in place but kept only once the audit entry is written.
 fn encode(
     a: &EncodeArgs,
     log: &Path,
     ev: &mut Event,
     refused: &mut serde_json::Map<String, serde_json::Value>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, fsutil::Committed)> {
     let start = Instant::now();
     let overwrite = overwrite_of(a);
     let rejects_path = a
@@ -489,7 +490,7 @@ fn encode(
     prepared.push(prepare_rejects(&rejects_path, &encoded.rejects, overwrite)?);
     // From here an interrupt waits for the outputs and the audit entry (fsutil).
     fsutil::begin_finishing();
-    fsutil::commit_all(prepared)?;
+    let committed = fsutil::commit_all(prepared)?;
     ev.outputs
         .push(FileRef::with_sha256(&a.output, written.sha256.clone()));
     if let Some(m) = &a.opaque_ids {
@@ -520,11 +521,12 @@ fn encode(
         rows_per_second: report.rows_read as f64 / secs.max(1e-9),
         report,
     };
-    if a.json {
-        Ok(serde_json::to_string_pretty(&summary)? + "\n")
+    let text = if a.json {
+        serde_json::to_string_pretty(&summary)? + "\n"
     } else {
-        Ok(human_summary(&summary))
-    }
+        human_summary(&summary)
+    };
+    Ok((text, committed))
 }
 
 fn overwrite_of(a: &EncodeArgs) -> Overwrite {
