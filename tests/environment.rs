@@ -105,7 +105,10 @@ fn an_audit_entry_cut_short_by_a_full_disk_is_removed() {
         .failure();
     assert_eq!(std::fs::read(dir.join("first.clk")).unwrap(), first_clk);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
-    assert_eq!(names(&dir), ["bloomlink-audit.jsonl", "first.clk", "first.rejects.csv"]);
+    assert_eq!(
+        names(&dir),
+        ["bloomlink-audit.jsonl", "first.clk", "first.rejects.csv"]
+    );
     bloomlink()
         .args(["audit", "verify"])
         .arg(&log)
@@ -335,4 +338,34 @@ fn an_output_taken_by_a_dangling_symlink_is_refused_before_any_work() {
     c.assert().success();
     assert!(std::fs::symlink_metadata(&out).unwrap().is_file());
     assert!(!f.path("nowhere.clk").exists());
+}
+
+/// A full disk while `key new` records the new key: the key file is removed again, so that no
+/// key exists that the audit log does not record (before, it stayed, with exit 1).
+#[test]
+fn a_new_key_whose_entry_cannot_be_written_is_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("audit.jsonl");
+    let key_new = |c: &mut assert_cmd::Command, name: &str| {
+        c.args(["key", "new", "--partnership", "P", "--audit-log"])
+            .arg(&log)
+            .arg("-o")
+            .arg(d.path().join(name))
+            .assert()
+    };
+    key_new(&mut bloomlink(), "first.key").success();
+    let before = std::fs::read_to_string(&log).unwrap();
+    // Room for a key file (under 512 bytes), not for a second entry.
+    let Some(mut c) = with_file_size_limit(512) else {
+        eprintln!("skipped: no file size limit on this system");
+        return;
+    };
+    assert!(before.len() > 256, "{before}");
+    let out = key_new(&mut c, "second.key").failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(stderr.contains("nothing was done"), "{stderr}");
+    assert!(!d.path().join("second.key").exists());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
+    assert!(d.path().join("first.key").exists());
 }

@@ -95,6 +95,31 @@ fn key_file(path: &Path) -> FileRef {
 }
 
 pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    output::print(&run_recorded(cmd, audit_log)?)
+}
+
+/// A new key file, created by the command, taken back when its audit entry cannot be written:
+/// no key is left that the log does not record.
+fn unless_recorded(
+    path: &Path,
+    made: bool,
+    recorded: anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    recorded.map_err(|e| {
+        if !made {
+            return e;
+        }
+        let _ = std::fs::remove_file(path);
+        e.context(format!(
+            "the new key file {} was removed again, so that no key is left that the audit log \
+             does not record: nothing was done; rerun once the log can be written",
+            path.display()
+        ))
+    })
+}
+
+/// The command, with its audit entry written; returns the text to print.
+fn run_recorded(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<String> {
     match cmd {
         KeyCommand::Rotate {
             ref old,
@@ -107,12 +132,13 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             let mut ev = Event::new("key.rotate");
             ev.inputs.push(key_file(old));
             ev.outputs.push(key_file(output));
-            let old = old.clone();
+            let (old, new) = (old.clone(), output.clone());
             let result = run_key(cmd, &log, &mut ev);
             if result.is_err() && ev.key_fingerprint.is_none() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
             }
-            super::auditcmd::record(&log, ev, result)
+            let made = result.is_ok();
+            unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
         }
         KeyCommand::Retire { ref file, .. } => {
             let log = super::auditcmd::log_path(audit_log, file);
@@ -133,8 +159,10 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
             super::auditcmd::precheck(&log)?;
             let mut ev = Event::new("key.new");
             ev.outputs.push(key_file(output));
+            let new = output.clone();
             let result = run_key(cmd, &log, &mut ev);
-            super::auditcmd::record(&log, ev, result)
+            let made = result.is_ok();
+            unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
         }
         KeyCommand::Show { ref file, .. } => {
             // Showing a key does not change anything: a log that cannot be written is a warning.
@@ -147,7 +175,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&path);
             }
             match result {
-                Ok(()) => {
+                Ok(text) => {
                     if let Err(e) = bloomlink::audit::append(&log, &ev) {
                         eprintln!(
                             "warning: this key show could not be recorded in the audit log {}: \
@@ -155,7 +183,7 @@ pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
                             log.display()
                         );
                     }
-                    Ok(())
+                    Ok(text)
                 }
                 Err(e) => super::auditcmd::record(&log, ev, Err(e)),
             }
@@ -198,7 +226,9 @@ fn refuse_second_rotation(key: &LinkageKey, old: &Path, log: &Path) -> anyhow::R
     Ok(())
 }
 
-fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
+/// Does the key command, noting in `ev` what its audit entry needs; returns the text to print
+/// once the entry is written.
+fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     match cmd {
         KeyCommand::Rotate {
             old,
@@ -220,11 +250,11 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
             ev.options
                 .insert("previous_epoch".into(), prev.epoch.into());
             if json {
-                output::print_json(
+                output::json_text(
                     &serde_json::json!({ "file": path, "key": info, "previous": prev }),
                 )
             } else {
-                output::print(&format!(
+                Ok(format!(
                     "Wrote linkage key {} (mode 0600), epoch {} of {}\n  fingerprint  {}\n  \
                      replaces     {} (epoch {})\n  expires      {}\nHand it to each agency out \
                      of band; once every agency encodes with it, retire the old key: \
@@ -246,9 +276,9 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
             let info = key.info();
             note_key(ev, info);
             if json {
-                output::print_json(&serde_json::json!({ "file": file, "key": info }))
+                output::json_text(&serde_json::json!({ "file": file, "key": info }))
             } else {
-                output::print(&format!(
+                Ok(format!(
                     "Retired linkage key {} (epoch {}) in {} at {}\nEncoding with this file is \
                      now refused. Other copies of the key are not changed: retire or destroy \
                      them too.\n",
@@ -276,9 +306,9 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
             let info = key.info();
             note_key(ev, info);
             if json {
-                output::print_json(&serde_json::json!({ "file": path, "key": info }))
+                output::json_text(&serde_json::json!({ "file": path, "key": info }))
             } else {
-                output::print(&format!(
+                Ok(format!(
                     "Wrote linkage key {} (mode 0600)\n  fingerprint  {}\n  partnership  {}\n  \
                      expires      {}\nHand it to each agency out of band. Never give it to the \
                      linkage unit.\n",
@@ -309,7 +339,7 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
                 }
             };
             if json {
-                output::print_json(&serde_json::json!({
+                output::json_text(&serde_json::json!({
                     "file": file, "key": info, "expired": info.is_expired(today),
                     "retired": info.retired.is_some()
                 }))
@@ -319,7 +349,7 @@ fn run_key(cmd: KeyCommand, log: &Path, ev: &mut Event) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|p| format!("  replaces     {p}\n"))
                     .unwrap_or_default();
-                output::print(&format!(
+                Ok(format!(
                     "{}\n  fingerprint  {}\n  partnership  {}\n  purpose      {}\n  epoch        \
                      {}\n{previous}  created      {}\n  status       {status}\n",
                     file.display(),

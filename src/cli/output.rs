@@ -23,6 +23,11 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     print(&s)
 }
 
+/// A value as pretty JSON text with a final line break, to print later with [`print`].
+pub fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
 /// Whether [`print_json`] has printed (or tried to print) a JSON object: a failed command then
 /// prints no second one.
 pub fn printed_json() -> bool {
