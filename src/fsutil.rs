@@ -195,7 +195,7 @@ impl Prepared {
 /// The files replaced are kept until [`Committed::keep`], so that a step after this (the audit
 /// entry) can still undo the lot.
 pub fn commit_all(outputs: Vec<Prepared>) -> Result<Committed> {
-    let mut placed = Committed(Vec::new());
+    let mut placed = Committed::default();
     for p in outputs {
         let path = p.path.clone();
         let old = if p.overwrite == Overwrite::Replace {
@@ -209,23 +209,44 @@ pub fn commit_all(outputs: Vec<Prepared>) -> Result<Committed> {
             }
             return Err(e); // `placed` is undone as it is dropped
         }
-        placed.0.push((path, old));
+        placed.0.push(Placed {
+            path,
+            old,
+            dir: false,
+        });
     }
     Ok(placed)
 }
 
-/// Outputs put in place by [`commit_all`], each with the hidden hard link to the file it
-/// replaced (if any). [`Committed::keep`] keeps them; dropped without it, they are undone: new
-/// outputs removed, replaced files put back.
+/// Outputs put in place (by [`commit_all`], or `match`'s output directory), each with what it
+/// replaced (if anything) kept under a hidden name. [`Committed::keep`] keeps them; dropped
+/// without it, they are undone: new outputs removed, what they replaced put back.
+#[derive(Default)]
 #[must_use = "dropped, the outputs are undone"]
-pub struct Committed(Vec<(PathBuf, Option<PathBuf>)>);
+pub struct Committed(Vec<Placed>);
+
+struct Placed {
+    path: PathBuf,
+    /// What the output replaced, under a hidden name.
+    old: Option<PathBuf>,
+    dir: bool,
+}
 
 impl Committed {
-    /// The outputs stay; the files they replaced go.
+    /// The directory `path`, just renamed into place, replacing the one now at `old` (if any).
+    pub fn dir(path: PathBuf, old: Option<PathBuf>) -> Committed {
+        Committed(vec![Placed {
+            path,
+            old,
+            dir: true,
+        }])
+    }
+
+    /// The outputs stay; what they replaced goes.
     pub fn keep(mut self) {
-        for (_, old) in self.0.drain(..) {
-            if let Some(o) = old {
-                let _ = fs::remove_file(o);
+        for p in self.0.drain(..) {
+            if let Some(o) = &p.old {
+                remove(o);
             }
         }
     }
@@ -233,14 +254,14 @@ impl Committed {
 
 impl Drop for Committed {
     fn drop(&mut self) {
-        for (path, old) in self.0.drain(..).rev() {
-            match old {
-                Some(o) => {
-                    let _ = fs::rename(o, path);
-                }
-                None => {
-                    let _ = fs::remove_file(path);
-                }
+        for p in self.0.drain(..).rev() {
+            if p.dir {
+                let _ = fs::remove_dir_all(&p.path);
+            } else {
+                let _ = fs::remove_file(&p.path);
+            }
+            if let Some(o) = p.old {
+                let _ = fs::rename(o, &p.path);
             }
         }
     }
@@ -602,6 +623,37 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "new a");
         assert_eq!(std::fs::read_to_string(&c).unwrap(), "new c");
         assert_eq!(names(d.path()), ["a", "b", "c"]);
+    }
+
+    /// `match`'s output directory: dropped without being kept, the new one goes and the one it
+    /// replaced comes back; kept, the old one goes.
+    #[test]
+    fn a_directory_put_in_place_is_undone_unless_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, old) = (d.path().join("out"), d.path().join(".out.old-1"));
+        for (kept, replaced) in [(false, true), (true, true), (false, false)] {
+            let _ = fs::remove_dir_all(&out);
+            if replaced {
+                fs::create_dir(&old).unwrap();
+                fs::write(old.join("links.csv"), "old").unwrap();
+            }
+            fs::create_dir(&out).unwrap();
+            fs::write(out.join("links.csv"), "new").unwrap();
+            let placed = Committed::dir(out.clone(), replaced.then(|| old.clone()));
+            if kept {
+                placed.keep();
+            } else {
+                drop(placed);
+            }
+            let now = fs::read_to_string(out.join("links.csv")).ok();
+            let want = match (kept, replaced) {
+                (true, _) => Some("new"),
+                (false, true) => Some("old"),
+                (false, false) => None,
+            };
+            assert_eq!(now.as_deref(), want, "kept {kept}, replaced {replaced}");
+            assert!(!old.exists());
+        }
     }
 
     /// An interrupt waits while a command finishes putting its outputs in place, and only then.

@@ -151,7 +151,7 @@ pub fn record_committed(
             drop(committed);
             Err(anyhow::Error::from(e).context(format!(
                 "the {} could not be recorded in the audit log {}, so its outputs were removed \
-                 again and any files they replaced put back: nothing was done; rerun once the \
+                 again and anything they replaced put back: nothing was done; rerun once the \
                  log can be written",
                 ev.action,
                 log.display()

@@ -166,7 +166,7 @@ fn run_recorded(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<String
         }
     }
     note_common_key(&mut ev);
-    super::auditcmd::record(&log, ev, result)
+    super::auditcmd::record_committed(&log, ev, result)
 }
 
 fn note_input(r: &mut FileRef, f: &EncodingFile) {
@@ -190,8 +190,9 @@ fn note_common_key(ev: &mut Event) {
     }
 }
 
-/// Runs the match job, noting in `ev` what the audit entry needs; returns the text to print.
-fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
+/// Runs the match job, noting in `ev` what the audit entry needs; returns the text to print and the
+/// output directory, in place but kept only once the audit entry is written.
+fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsutil::Committed)> {
     if a.key.is_some() {
         return Err(Error::Usage(
             "match takes no key: the linkage unit must never hold the linkage key (whoever has \
@@ -265,7 +266,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     outcome.report.seconds.open = opened;
     outcome.report.seconds.total += opened;
     outcome.report.signatures = signatures;
-    job::write_outputs(&a.output, &inputs, &mut outcome)?;
+    let committed = job::write_outputs(&a.output, &inputs, &mut outcome)?;
     let report = &outcome.report;
 
     ev.outputs = job::output_names(&inputs)
@@ -289,10 +290,12 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<String> {
     );
     c.insert("review_used".into(), report.operating_point.review.into());
 
-    if a.json {
-        return Ok(serde_json::to_string_pretty(report)? + "\n");
-    }
-    Ok(summary(report, &a.output))
+    let text = if a.json {
+        serde_json::to_string_pretty(report)? + "\n"
+    } else {
+        summary(report, &a.output)
+    };
+    Ok((text, committed))
 }
 
 /// The audit entry's record of input `f`.

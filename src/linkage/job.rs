@@ -737,8 +737,13 @@ pub fn output_names(inputs: &Inputs) -> Vec<String> {
 
 /// Writes `links.csv`, one `links-<agency>.csv` per agency (record id → link id, no scores) and
 /// `report.json` into a fresh directory beside `out`, then renames it into place (replacing an
-/// existing `out`: the caller decides whether that is allowed).
-pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Result<()> {
+/// existing `out`: the caller decides whether that is allowed). The caller keeps the result once
+/// it has recorded the job; dropped, the new directory is removed and the old one put back.
+pub fn write_outputs(
+    out: &Path,
+    inputs: &Inputs,
+    outcome: &mut Outcome,
+) -> Result<crate::fsutil::Committed> {
     let t = Instant::now();
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -758,9 +763,9 @@ pub fn write_outputs(out: &Path, inputs: &Inputs, outcome: &mut Outcome) -> Resu
     // `fsutil::FinishingScope`), so it never leaves the old output removed and the new one not
     // yet in place.
     crate::fsutil::begin_finishing();
-    replace_dir(&tmp, out, &parent, &name)?;
+    let placed = replace_dir(&tmp, out, &parent, &name)?;
     guard.keep();
-    Ok(())
+    Ok(placed)
 }
 
 /// Refuses an output path that exists and is not a directory (followed through a symbolic
@@ -778,13 +783,21 @@ pub fn check_output_dir(out: &Path) -> Result<()> {
     }
 }
 
-/// Renames the finished directory `tmp` to `out`. An existing `out` is first moved aside and
-/// removed only once the new one is in place, so a failed rename leaves the old output as it was.
-fn replace_dir(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
+/// Renames the finished directory `tmp` to `out`. An existing `out` is first moved aside, so a
+/// failed rename leaves the old output as it was; it is removed when the caller keeps the new
+/// one ([`crate::fsutil::Committed::keep`]), and put back if it does not.
+fn replace_dir(
+    tmp: &Path,
+    out: &Path,
+    parent: &Path,
+    name: &str,
+) -> Result<crate::fsutil::Committed> {
+    use crate::fsutil::Committed;
     let rename = |from: &Path, to: &Path| std::fs::rename(from, to).map_err(|e| Error::io(out, e));
     check_output_dir(out)?;
     if std::fs::symlink_metadata(out).is_err() {
-        return rename(tmp, out);
+        rename(tmp, out)?;
+        return Ok(Committed::dir(out.to_path_buf(), None));
     }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&old);
@@ -793,8 +806,7 @@ fn replace_dir(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> 
         let _ = std::fs::rename(&old, out);
         return Err(e);
     }
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    Ok(Committed::dir(out.to_path_buf(), Some(old)))
 }
 
 fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) -> Result<()> {
