@@ -346,6 +346,9 @@ fn summary(r: &Report, out: &Path) -> String {
             i.file.display()
         ));
     }
+    for w in &r.warnings {
+        t.push_str(&format!("  warning: {w}\n"));
+    }
     let c = &r.candidates;
     t.push_str(&format!(
         "  candidates   {} pairs ({}), {} scored above the floor, {} patterns, kernel {}\n",

@@ -74,6 +74,8 @@ pub struct InputInfo {
     pub schema_digest: String,
     /// The file's SHA-256 trailer.
     pub checksum_sha256: String,
+    /// The bloomlink version that encoded it.
+    pub tool_version: String,
 }
 
 /// Wall-clock seconds per stage.
@@ -160,6 +162,31 @@ pub struct Report {
     /// Blocking recall against exhaustive comparison (`--check-blocking`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocking_check: Option<BlockingRecall>,
+    /// What the linkage unit should know about the inputs (see [`input_warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// Warnings about the inputs that do not stop the job: encodings made by different bloomlink
+/// versions. Names are folded with the Unicode tables of the build (README, "Security notes"),
+/// so a name with rare characters can encode differently under two builds and its records fail
+/// to link; the schema digest and key fingerprint cannot show that.
+pub fn input_warnings(inputs: &Inputs) -> Vec<String> {
+    let versions: BTreeSet<&str> = inputs
+        .files()
+        .iter()
+        .map(|f| f.header().tool_version.as_str())
+        .collect();
+    let mut warnings = Vec::new();
+    if versions.len() > 1 {
+        let list: Vec<&str> = versions.into_iter().collect();
+        warnings.push(format!(
+            "the inputs were encoded by different bloomlink versions ({}): a name with rare \
+             characters can encode differently between builds and miss its links; move every \
+             agency to one build",
+            list.join(", ")
+        ));
+    }
+    warnings
 }
 
 /// Estimated quality of the links, over pairs of linked records of different inputs.
@@ -546,8 +573,10 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
                 key_epoch: f.header().key_epoch,
                 schema_digest: f.header().schema_digest.clone(),
                 checksum_sha256: f.checksum_hex(),
+                tool_version: f.header().tool_version.clone(),
             })
             .collect(),
+        warnings: input_warnings(inputs),
         kernel: kernel.name(),
         candidate_pairs: pass2.visited,
         pairs_scored,
