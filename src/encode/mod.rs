@@ -1285,43 +1285,47 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
     let mapped_found = header
         .iter()
         .any(|h| map.columns.values().any(|c| c == h) || *h == map.record_id);
-    let looks_like_data = header.iter().any(|h| !looks_like_a_column_name(h))
-        || header.iter().any(|h| {
-            matches!(normalise::postcode(h), Ok(Some(_)))
-                || matches!(normalise::nhs_number(h), Ok(Some(_)))
-                || map.date_formats.iter().any(|f| f.parse(h).is_some())
-        });
-    if !mapped_found && looks_like_data {
+    let value_like = |h: &str| {
+        !looks_like_a_column_name(h)
+            || matches!(normalise::postcode(h), Ok(Some(_)))
+            || matches!(normalise::nhs_number(h), Ok(Some(_)))
+            || map.date_formats.iter().any(|f| f.parse(h).is_some())
+    };
+    // Where line 1 runs into a record (its line break lost, or a stray quote): the first cell
+    // that looks like a value. The cells from there on are a child's record, names that look
+    // like column names included, and are not shown.
+    let first_value = header.iter().position(|h| value_like(h));
+    if !mapped_found && first_value.is_some() {
         return format!(
             "{what} (named in {map_path}), and line 1 looks like data rather than a header (it \
              has cells with digits, line breaks or other marks of values), so its cells are not \
              shown: export the file with a header row, and check `delimiter` in the column map"
         );
     }
-    let found: Vec<String> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            if looks_like_a_column_name(h) {
-                format!("`{h}`")
-            } else if h.contains(['\n', '\r']) {
-                format!(
-                    "(column {} not shown: it runs over several lines, an unclosed quote?)",
-                    i + 1
-                )
-            } else {
-                format!("(column {} not shown: it does not look like a name)", i + 1)
-            }
-        })
-        .collect();
+    let shown = first_value.unwrap_or(header.len());
+    let mut found: Vec<String> = header[..shown].iter().map(|h| format!("`{h}`")).collect();
+    if shown < header.len() {
+        let why = if header[shown].contains(['\n', '\r']) {
+            "it runs over several lines: an unclosed quote?"
+        } else {
+            "it looks like a value (digits or other marks of data): is the line break after the \
+             header missing, or a quote unclosed?"
+        };
+        found.push(format!(
+            "(columns {} to {} not shown: line 1 may run into a record from column {}, as {why})",
+            shown + 1,
+            header.len(),
+            shown + 1
+        ));
+    }
     // Names are matched exactly; point at a near miss.
     let near: Vec<String> = missing
         .iter()
         .filter_map(|m| {
             let key = |s: &str| s.trim().to_lowercase();
-            header
+            header[..shown]
                 .iter()
-                .find(|h| key(h) == key(m) && looks_like_a_column_name(h))
+                .find(|h| key(h) == key(m))
                 .map(|h| format!("`{h}` for `{m}`"))
         })
         .collect();
