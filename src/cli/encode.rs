@@ -291,7 +291,6 @@ fn encode(
     ev.key_epoch = Some(key.info().epoch);
     ev.options
         .insert("key_expired_override".into(), expired_override.into());
-    super::auditcmd::note_running(log, ev);
     // Retired in the file, or in this audit log: the latter catches a copy of the key restored
     // from before its retirement.
     let retired_at = key
@@ -324,6 +323,7 @@ fn encode(
     }
     let map = ColumnMap::load(&a.export.columns)?;
     ev.agency = Some(map.agency.clone());
+    super::auditcmd::note_running(log, ev);
     map.check_against(&schema)?;
     let signer = match &a.sign_with {
         Some(p) => {

@@ -95,7 +95,6 @@ fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     let key = LinkageKey::load_for_use(&a.export.key, expiry, retired)?;
     ev.key_fingerprint = Some(key.info().fingerprint.clone());
     ev.key_epoch = Some(key.info().epoch);
-    super::auditcmd::note_running(log, ev);
     // As encode warns: the data team checks the risk with the key it will encode with.
     if let Some(w) = key.info().expiry_warning(Date::today_utc()) {
         eprintln!("warning: {w}");
@@ -104,6 +103,7 @@ fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
     ev.schema_digest = Some(schema.digest.clone());
     let map = ColumnMap::load(&a.export.columns)?;
     ev.agency = Some(map.agency.clone());
+    super::auditcmd::note_running(log, ev);
     map.check_against(&schema)?;
     let show = a.show_values.unwrap_or(0);
     if show > 0 {
