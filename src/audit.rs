@@ -300,14 +300,39 @@ fn entry_hash(obj: &Map<String, Value>) -> String {
     sha256_hex(canonical(&Value::Object(o)).as_bytes())
 }
 
-/// The user running the process: `$USER`, else `$LOGNAME`, else `unknown`.
+/// The user running the process. On Linux the account of the process's user id, as
+/// `/etc/passwd` names it (not `$USER`, which the caller can set to anything), or `uid N` when
+/// it has no entry there (a container, a service account from a directory service); elsewhere
+/// `$USER`, else `$LOGNAME`, else `unknown` (before, `unknown` also on Linux whenever `$USER`
+/// was unset, as under some schedulers).
 pub fn current_user() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .map(|s| s.trim().to_string())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    #[cfg(target_os = "linux")]
+    {
+        let uid = rustix::process::getuid().as_raw();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        account_of(&passwd, uid).unwrap_or_else(|| format!("uid {uid}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        ["USER", "LOGNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .map(|s| s.trim().to_string())
+            .find(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The account name of user id `uid` in the text of an `/etc/passwd` file.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn account_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?.trim();
+        let _password = f.next()?;
+        let id: u32 = f.next()?.trim().parse().ok()?;
+        (id == uid && !name.is_empty() && !name.starts_with('#')).then(|| name.to_string())
+    })
 }
 
 /// The machine's name: `/etc/hostname`, else `$HOSTNAME`, else `unknown`.
@@ -1269,6 +1294,25 @@ pub fn report(entries: &[Entry], since: Option<&str>, today: crate::date::Date) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit entry's user is the account of the process's user id, as `/etc/passwd` names
+    /// it, whatever `$USER` says.
+    #[test]
+    fn the_user_is_the_account_of_the_user_id() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/bash\n\nbad line\n\
+                      etl:x:1001:1001::/home/etl:/bin/sh\n";
+        assert_eq!(account_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_of(passwd, 1001).as_deref(), Some("etl"));
+        assert_eq!(account_of(passwd, 7), None);
+        #[cfg(target_os = "linux")]
+        {
+            let uid = rustix::process::getuid().as_raw();
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let want = account_of(&passwd, uid).unwrap_or_else(|| format!("uid {uid}"));
+            assert_eq!(current_user(), want);
+            assert_ne!(current_user(), "unknown");
+        }
+    }
 
     #[test]
     fn canonical_sorts_keys_and_has_no_spaces() {
