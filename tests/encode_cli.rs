@@ -108,7 +108,16 @@ fn header_errors_never_echo_a_record() {
         // names look like column names (found by fuzzing: before, they were listed).
         (
             format!("{}{row}", HEALTH_HEADER.trim_end()),
-            "may run into a record from column 9",
+            "line 1 may run into a record: its column 9 looks like a value",
+        ),
+        // … also when the record starts with names, before any value-like cell (found by a
+        // review: the names before the first value were still listed).
+        (
+            format!(
+                "{},RefZZPLANTSUR,ZZPLANTNAME,12/03/2015,M,ZX99 9Z\n{GOOD}",
+                HEALTH_HEADER.trim_end().replace(",Postcode", "")
+            ),
+            "line 1 may run into a record",
         ),
     ];
     for (input, says) in cases {

@@ -1291,9 +1291,10 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
             || matches!(normalise::nhs_number(h), Ok(Some(_)))
             || map.date_formats.iter().any(|f| f.parse(h).is_some())
     };
-    // Where line 1 runs into a record (its line break lost, or a stray quote): the first cell
-    // that looks like a value. The cells from there on are a child's record, names that look
-    // like column names included, and are not shown.
+    // Line 1 may run into a record (its line break lost, or a stray quote) where a cell looks
+    // like a value. Then any of its cells may be a child's name (names look like column names,
+    // and the record may start with them), so only the cells the map names are shown, and
+    // those differing from a missing name only in case or spaces.
     let first_value = header.iter().position(|h| value_like(h));
     if !mapped_found && first_value.is_some() {
         return format!(
@@ -1302,28 +1303,33 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
              shown: export the file with a header row, and check `delimiter` in the column map"
         );
     }
-    let shown = first_value.unwrap_or(header.len());
-    let mut found: Vec<String> = header[..shown].iter().map(|h| format!("`{h}`")).collect();
-    if shown < header.len() {
-        let why = if header[shown].contains(['\n', '\r']) {
-            "it runs over several lines: an unclosed quote?"
+    let key = |s: &str| s.trim().to_lowercase();
+    let near_miss = |h: &str| missing.iter().find(|m| key(h) == key(m));
+    let mapped = |h: &str| map.columns.values().any(|c| c == h) || h == map.record_id;
+    let shown = |h: &str| first_value.is_none() || mapped(h) || near_miss(h).is_some();
+    let mut found: Vec<String> = header
+        .iter()
+        .filter(|h| shown(h))
+        .map(|h| format!("`{h}`"))
+        .collect();
+    if let Some(at) = first_value {
+        let hidden = header.iter().filter(|h| !shown(h)).count();
+        let why = if header[at].contains(['\n', '\r']) {
+            "runs over several lines: an unclosed quote?"
         } else {
-            "it looks like a value (digits or other marks of data): is the line break after the \
+            "looks like a value (digits or other marks of data): is the line break after the \
              header missing, or a quote unclosed?"
         };
         found.push(format!(
-            "(columns {} to {} not shown: line 1 may run into a record from column {}, as {why})",
-            shown + 1,
-            header.len(),
-            shown + 1
+            "and {hidden} more not shown, as line 1 may run into a record: its column {} {why}",
+            at + 1
         ));
     }
     // Names are matched exactly; point at a near miss.
     let near: Vec<String> = missing
         .iter()
         .filter_map(|m| {
-            let key = |s: &str| s.trim().to_lowercase();
-            header[..shown]
+            header
                 .iter()
                 .find(|h| key(h) == key(m))
                 .map(|h| format!("`{h}` for `{m}`"))
