@@ -368,4 +368,25 @@ fn a_new_key_whose_entry_cannot_be_written_is_removed() {
     assert!(!d.path().join("second.key").exists());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
     assert!(d.path().join("first.key").exists());
+    // So does `signing-key new`, and with --json it prints the failure, not the key it
+    // removed (before, its success object, then exit 1 with the key left).
+    let sk = d.path().join("health.sk");
+    let mut c = with_file_size_limit(512).unwrap();
+    c.args([
+        "signing-key",
+        "new",
+        "--agency",
+        "health",
+        "--json",
+        "--audit-log",
+    ])
+    .arg(&log)
+    .arg("-o")
+    .arg(&sk);
+    let out = c.assert().code(1).get_output().clone();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(j["outcome"], "error", "{j}");
+    assert!(!sk.exists());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), before);
 }

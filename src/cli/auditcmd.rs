@@ -86,13 +86,20 @@ fn running() -> std::sync::MutexGuard<'static, Option<(std::path::PathBuf, Event
     RUNNING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Set once an audited command has completed and recorded it: an interrupt after that (during
-/// its last steps) lets it end as it would have, with its own exit code.
-static COMPLETED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once an audited command has recorded its entry (done or refused): an interrupt after
+/// that (during its last steps) lets it end as it would have, with its own exit code.
+static RECORDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether the running command has completed and recorded its audit entry.
+/// Whether the running command has recorded its audit entry.
 pub fn completed() -> bool {
-    COMPLETED.load(std::sync::atomic::Ordering::SeqCst)
+    RECORDED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Appends `ev`, noting that the command has recorded its entry.
+fn append(log: &Path, ev: &Event) -> bloomlink::Result<()> {
+    audit::append(log, ev)?;
+    RECORDED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }
 
 /// Notes what the running command's entry in `log` holds so far (its inputs, options, the key
@@ -102,28 +109,24 @@ pub fn note_running(log: &Path, ev: &Event) {
     *running() = Some((log.to_path_buf(), ev.clone()));
 }
 
-/// For the interrupt handler: records the running command's entry, refused with `reason`,
-/// unless the command has recorded its own. The command cannot record one afterwards (the
-/// registry stays locked until the process exits). Returns the log written to.
+/// For the interrupt handler, once `fsutil::interrupt` has stopped the command (which then
+/// cannot record an entry of its own: recording is a finishing step): records the running
+/// command's entry, refused with `reason`. Returns the log written to.
 pub fn record_interrupted(reason: &str) -> Option<anyhow::Result<std::path::PathBuf>> {
-    let mut guard = running();
-    let (log, mut ev) = guard.take()?;
-    std::mem::forget(guard);
+    let (log, mut ev) = running().take()?;
     ev.refuse(reason.to_string());
     Some(audit::append(&log, &ev).map(|_| log).map_err(Into::into))
 }
 
 /// Appends a completed command's entry.
 fn append_done(log: &Path, ev: &Event) -> anyhow::Result<()> {
-    audit::append(log, ev).with_context(|| {
+    append(log, ev).with_context(|| {
         format!(
             "the {} completed but its audit entry could not be written to {}",
             ev.action,
             log.display()
         )
-    })?;
-    COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
-    Ok(())
+    })
 }
 
 /// [`record`] for a command whose outputs are in place but not yet kept: they are kept once the
@@ -138,12 +141,12 @@ pub fn record_committed(
         Ok(done) => done,
         Err(e) => return record(log, ev, Err(e)),
     };
-    // Held while the entry is appended, as in `record`.
-    let mut guard = running();
-    guard.take();
-    match audit::append(log, &ev) {
-        Ok(_) => {
-            COMPLETED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // As in `record`: an interrupt waits for the entry and the outputs' fate.
+    bloomlink::fsutil::begin_finishing();
+    let _finishing = bloomlink::fsutil::FinishingScope;
+    running().take();
+    match append(log, &ev) {
+        Ok(()) => {
             committed.keep();
             Ok(text)
         }
@@ -160,14 +163,36 @@ pub fn record_committed(
     }
 }
 
+/// A new file the command made (a key file), removed again when the command's audit entry
+/// cannot be written: no output is left that the log does not record.
+pub fn unless_recorded(
+    path: &Path,
+    made: bool,
+    recorded: anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    recorded.map_err(|e| {
+        if !made {
+            return e;
+        }
+        let _ = std::fs::remove_file(path);
+        e.context(format!(
+            "the new file {} was removed again, so that no output is left that the audit log \
+             does not record: nothing was done; rerun once the log can be written",
+            path.display()
+        ))
+    })
+}
+
 /// Records the outcome of a command: on success the entry must be written (an error
 /// otherwise); on failure the refusal is recorded (a failure to do so is reported on stderr)
 /// and the command's own error is returned.
 pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    // Held while the entry is appended: an interrupt now waits for it, then finds nothing to
-    // record; one that came first has recorded the interruption, and this waits for the exit.
-    let mut guard = running();
-    guard.take();
+    // The entry is a finishing step: an interrupt waits for it (and then lets the command end
+    // with its own exit code); one that came first has recorded the interruption, and this
+    // waits for the exit.
+    bloomlink::fsutil::begin_finishing();
+    let _finishing = bloomlink::fsutil::FinishingScope;
+    running().take();
     match result {
         Ok(v) => {
             append_done(log, &ev)?;
@@ -175,7 +200,7 @@ pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow
         }
         Err(e) => {
             ev.refuse(format!("{e:#}"));
-            if let Err(le) = audit::append(log, &ev) {
+            if let Err(le) = append(log, &ev) {
                 // `{:#}`: the cause too (an I/O error's own text is only the path).
                 let le = anyhow::Error::from(le);
                 eprintln!(

@@ -167,14 +167,9 @@ pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     // failures say nothing of the output: one that comes after it was written (its audit entry
     // could not be appended) leaves it in place.
     let mut refused = serde_json::Map::new();
-    if a.json {
-        super::expect_json_stdout();
-    }
     let result = run_recorded(&a, audit_log, &mut refused);
-    // An interrupt that came first has printed the JSON, and exits.
-    if a.json && !super::take_json_stdout() {
-        super::wait_for_interrupt_exit();
-    }
+    // (An interrupt that came first has printed the JSON: `output::print` then waits for it to
+    // exit the process.)
     match result {
         Ok(text) => output::print(&text),
         Err(e) => {

@@ -95,27 +95,16 @@ fn key_file(path: &Path) -> FileRef {
 }
 
 pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    // Making a key file and recording it are one finishing step: an interrupt waits for both
+    // (a few milliseconds), so it never leaves a key that no entry records.
+    if matches!(
+        cmd,
+        KeyCommand::New { .. } | KeyCommand::Rotate { .. } | KeyCommand::Retire { .. }
+    ) {
+        bloomlink::fsutil::begin_finishing();
+    }
+    let _finishing = bloomlink::fsutil::FinishingScope;
     output::print(&run_recorded(cmd, audit_log)?)
-}
-
-/// A new key file, created by the command, taken back when its audit entry cannot be written:
-/// no key is left that the log does not record.
-fn unless_recorded(
-    path: &Path,
-    made: bool,
-    recorded: anyhow::Result<String>,
-) -> anyhow::Result<String> {
-    recorded.map_err(|e| {
-        if !made {
-            return e;
-        }
-        let _ = std::fs::remove_file(path);
-        e.context(format!(
-            "the new key file {} was removed again, so that no key is left that the audit log \
-             does not record: nothing was done; rerun once the log can be written",
-            path.display()
-        ))
-    })
 }
 
 /// The command, with its audit entry written; returns the text to print.
@@ -138,7 +127,7 @@ fn run_recorded(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<Str
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
             }
             let made = result.is_ok();
-            unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
+            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
         }
         KeyCommand::Retire { ref file, .. } => {
             let log = super::auditcmd::log_path(audit_log, file);
@@ -162,7 +151,7 @@ fn run_recorded(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<Str
             let new = output.clone();
             let result = run_key(cmd, &log, &mut ev);
             let made = result.is_ok();
-            unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
+            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
         }
         KeyCommand::Show { ref file, .. } => {
             // Showing a key does not change anything: a log that cannot be written is a warning.

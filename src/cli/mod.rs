@@ -84,12 +84,11 @@ fn remove_temporaries_when_interrupted() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             // Outputs being put in place are finished (and audited) first: a few seconds at
-            // most, even at national scale.
-            bloomlink::fsutil::wait_while_finishing(std::time::Duration::from_secs(120));
-            // Finished meanwhile (outputs in place, the entry recorded "done"): the command
-            // ends as it would have, exit 0 included (before, the two exits raced, and a run
-            // recorded as done could say "interrupted" and exit 130).
-            if auditcmd::completed() {
+            // most, even at national scale. Finished meanwhile (outputs in place, the entry
+            // recorded "done"), the command ends as it would have, exit 0 included (before, the
+            // two exits raced, and a run recorded as done could say "interrupted" and exit 130).
+            let limit = std::time::Duration::from_secs(120);
+            if !bloomlink::fsutil::interrupt(limit, auditcmd::completed) {
                 return;
             }
             bloomlink::fsutil::remove_temporaries();
@@ -118,11 +117,14 @@ fn remove_temporaries_when_interrupted() {
                  in place, if any, are complete and recorded in the audit log{recorded}"
             );
             if take_json_stdout() {
-                let _ = output::print_json(&serde_json::json!({
+                let object = serde_json::json!({
                     "outcome": "interrupted",
                     "exit_code": code,
                     "error": message,
-                }));
+                });
+                if let Ok(text) = output::json_text(&object) {
+                    let _ = output::write_stdout(&text);
+                }
             }
             eprintln!("error: {message}");
             std::process::exit(code);
@@ -130,21 +132,43 @@ fn remove_temporaries_when_interrupted() {
     });
 }
 
-/// Who prints the JSON on stdout of a command run with `--json`: 0 the command does not print
-/// JSON, 1 it will and has not yet, 2 taken (by the command's own result or the interrupt
-/// handler), so that stdout gets exactly one JSON object.
-static JSON_STDOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// Who prints on stdout of a command run with `--json`, so that stdout gets exactly one JSON
+/// object: [`NO_JSON`] (not run with `--json`), [`JSON_DUE`] (nothing printed yet),
+/// [`JSON_BY_COMMAND`] (its result or failure, see `output::print`), [`JSON_BY_INTERRUPT`].
+static JSON_STDOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(NO_JSON);
+const NO_JSON: u8 = 0;
+const JSON_DUE: u8 = 1;
+const JSON_BY_COMMAND: u8 = 2;
+const JSON_BY_INTERRUPT: u8 = 3;
 
 /// Declares that the running command prints one JSON object on stdout (an interrupt then prints
-/// its own if the command has not printed yet).
-pub(crate) fn expect_json_stdout() {
-    JSON_STDOUT.store(1, std::sync::atomic::Ordering::SeqCst);
+/// its own if the command has not printed yet: every command, `match` and `risk` included).
+fn expect_json_stdout() {
+    JSON_STDOUT.store(JSON_DUE, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Takes the right to print the JSON object on stdout; false if it was already taken.
-pub(crate) fn take_json_stdout() -> bool {
+/// For the interrupt handler: takes stdout for its JSON object; false if the command has
+/// printed (or the command was not run with `--json`).
+fn take_json_stdout() -> bool {
     use std::sync::atomic::Ordering::SeqCst;
-    JSON_STDOUT.compare_exchange(1, 2, SeqCst, SeqCst).is_ok()
+    JSON_STDOUT
+        .compare_exchange(JSON_DUE, JSON_BY_INTERRUPT, SeqCst, SeqCst)
+        .is_ok()
+}
+
+/// For the command, before it prints: false if the interrupt handler has printed its object
+/// (the command must print nothing more).
+pub(crate) fn claim_stdout() -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    match JSON_STDOUT.compare_exchange(JSON_DUE, JSON_BY_COMMAND, SeqCst, SeqCst) {
+        Ok(_) => true,
+        Err(now) => now != JSON_BY_INTERRUPT,
+    }
+}
+
+/// Whether a command run with `--json` has printed nothing yet.
+fn json_due() -> bool {
+    JSON_STDOUT.load(std::sync::atomic::Ordering::SeqCst) == JSON_DUE
 }
 
 /// For a command whose JSON the interrupt handler printed: waits for the handler to exit the
@@ -158,6 +182,11 @@ pub(crate) fn wait_for_interrupt_exit() -> ! {
 
 /// Parses arguments, runs the command, prints errors; returns the exit code.
 pub fn main() -> i32 {
+    // Before the handler, so that an interrupt even while the arguments are parsed prints its
+    // JSON object (refined once they are).
+    if std::env::args_os().any(|a| a == "--json") {
+        expect_json_stdout();
+    }
     remove_temporaries_when_interrupted();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -168,6 +197,13 @@ pub fn main() -> i32 {
     };
     let log = cli.audit_log.as_deref();
     let json = cli.command.prints_json();
+    if json {
+        expect_json_stdout();
+    } else {
+        // `--json` was an option's value, not the flag.
+        use std::sync::atomic::Ordering::SeqCst;
+        let _ = JSON_STDOUT.compare_exchange(JSON_DUE, NO_JSON, SeqCst, SeqCst);
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Key(c) => keycmd::run(c, log),
@@ -188,7 +224,7 @@ pub fn main() -> i32 {
             // printed its own (encode's with its counts, inspect's report of a forged file):
             // a monitor or IG script parses stdout whatever happened (before, only encode and
             // match did, and `audit verify --json` on a broken chain printed nothing).
-            if json && !output::printed_json() {
+            if json_due() {
                 let _ = output::print_json(&failure_json(&e, Default::default()));
             }
             report_error(&e)

@@ -6,32 +6,32 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Writes text to stdout; a closed pipe surfaces as an io::Error the caller maps to exit 0.
 pub fn print(text: &str) -> anyhow::Result<()> {
+    // With --json, an interrupt may have printed its object already: then nothing more, and
+    // the handler exits the process with the interrupt's code.
+    if !super::claim_stdout() {
+        super::wait_for_interrupt_exit();
+    }
+    write_stdout(text)
+}
+
+/// Writes text to stdout as it is (for the interrupt handler, which has taken stdout).
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
 }
 
-/// Whether a JSON object has been printed on stdout (by [`print_json`]).
-static PRINTED_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut s = serde_json::to_string_pretty(value)?;
     s.push('\n');
-    PRINTED_JSON.store(true, std::sync::atomic::Ordering::SeqCst);
     print(&s)
 }
 
 /// A value as pretty JSON text with a final line break, to print later with [`print`].
 pub fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
-}
-
-/// Whether [`print_json`] has printed (or tried to print) a JSON object: a failed command then
-/// prints no second one.
-pub fn printed_json() -> bool {
-    PRINTED_JSON.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A byte-progress bar on stderr when it is a terminal and `quiet` is off; hidden otherwise.

@@ -1,5 +1,6 @@
 //! `bloomlink risk`
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,7 +68,7 @@ pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     if result.is_err() && ev.key_fingerprint.is_none() {
         ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&a.export.key);
     }
-    let text = super::auditcmd::record(&log, ev, result)?;
+    let text = super::auditcmd::record_committed(&log, ev, result)?;
     output::print(&text)
 }
 
@@ -79,7 +80,9 @@ fn overwrite(a: &RiskArgs) -> Overwrite {
     }
 }
 
-fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
+/// Runs the attacks, noting in `ev` what the audit entry needs; returns the text to print and
+/// the report file (`-o`), in place but kept only once the audit entry is written.
+fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<(String, fsutil::Committed)> {
     let start = Instant::now();
     a.export.check_input()?;
     let expiry = if a.allow_expired {
@@ -139,10 +142,15 @@ fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<String> {
         } else {
             Mode::Default
         };
-        fsutil::write_text_atomic(o, overwrite(a), mode, &text)?;
+        let (report, ()) = fsutil::prepare_atomic(o, overwrite(a), mode, |w| {
+            w.write_all(text.as_bytes())
+                .map_err(|e| bloomlink::Error::io(o, e))
+        })?;
+        let committed = fsutil::commit_all(vec![report])?;
         ev.outputs.push(FileRef::hashed(o));
+        return Ok((text, committed));
     }
-    Ok(text)
+    Ok((text, fsutil::Committed::default()))
 }
 
 fn human(r: &RiskReport, secs: f64) -> String {

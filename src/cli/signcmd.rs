@@ -48,6 +48,20 @@ fn path_only(path: &Path) -> FileRef {
 }
 
 pub fn run(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    // Writing a key file and recording it are one finishing step (see `key new`).
+    let writes = match &cmd {
+        SigningKeyCommand::New { .. } => true,
+        SigningKeyCommand::Public { output, .. } => output.is_some(),
+    };
+    if writes {
+        fsutil::begin_finishing();
+    }
+    let _finishing = fsutil::FinishingScope;
+    output::print(&run_recorded(cmd, audit_log)?)
+}
+
+/// The command, with its audit entry written; returns the text to print.
+fn run_recorded(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Result<String> {
     match &cmd {
         SigningKeyCommand::New { output, agency, .. } => {
             let log = super::auditcmd::log_path(audit_log, output);
@@ -56,8 +70,10 @@ pub fn run(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Result<(
             let mut ev = Event::new("signing-key.new");
             ev.agency = Some(agency.clone());
             ev.outputs.push(path_only(output));
+            let new = output.clone();
             let result = run_inner(cmd, &mut ev);
-            super::auditcmd::record(&log, ev, result)
+            let made = result.is_ok();
+            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
         }
         SigningKeyCommand::Public { file, output, .. } => {
             // Like `key show`: reading a key changes nothing, so an unwritable log only warns,
@@ -68,25 +84,35 @@ pub fn run(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Result<(
             }
             let mut ev = Event::new("signing-key.public");
             ev.inputs.push(path_only(file));
-            let writes = output.is_some();
+            let written = output.clone();
             let result = run_inner(cmd, &mut ev);
-            match result {
-                Ok(()) if !writes => {
+            match (result, written) {
+                (Ok(text), None) => {
                     if let Err(e) = bloomlink::audit::append(&log, &ev) {
                         eprintln!(
                             "warning: this action could not be recorded in the audit log {}: {e}",
                             log.display()
                         );
                     }
-                    Ok(())
+                    Ok(text)
                 }
-                other => super::auditcmd::record(&log, ev, other),
+                (other, None) => super::auditcmd::record(&log, ev, other),
+                (other, Some(out)) => {
+                    let made = other.is_ok();
+                    super::auditcmd::unless_recorded(
+                        &out,
+                        made,
+                        super::auditcmd::record(&log, ev, other),
+                    )
+                }
             }
         }
     }
 }
 
-fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<()> {
+/// Does the command, noting in `ev` what its audit entry needs; returns the text to print once
+/// the entry is written.
+fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<String> {
     match cmd {
         SigningKeyCommand::New {
             agency,
@@ -98,9 +124,9 @@ fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<()> {
             let info = key.info();
             ev.signer = Some(SignerRef::of(info));
             if json {
-                output::print_json(&serde_json::json!({ "file": path, "signing_key": info }))
+                output::json_text(&serde_json::json!({ "file": path, "signing_key": info }))
             } else {
-                output::print(&format!(
+                Ok(format!(
                     "Wrote signing key {} (mode 0600) for agency {}\n  public key   {}\n  \
                      fingerprint  {}\nKeep it at the agency. Give the linkage unit the public \
                      key: bloomlink signing-key public {}\n",
@@ -124,7 +150,7 @@ fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<()> {
                 ev.outputs.push(FileRef::hashed(out));
             }
             if json {
-                output::print_json(&serde_json::json!({
+                output::json_text(&serde_json::json!({
                     "agency": info.agency,
                     "public_key": info.public_key,
                     "fingerprint": info.fingerprint,
@@ -132,14 +158,14 @@ fn run_inner(cmd: SigningKeyCommand, ev: &mut Event) -> anyhow::Result<()> {
                     "trust_line": format!("{} = \"{}\"", info.agency, info.public_key),
                 }))
             } else if let Some(out) = &output {
-                output::print(&format!(
+                Ok(format!(
                     "Wrote the public key of agency {} ({}) to {}\n",
                     info.agency,
                     info.fingerprint,
                     out.display()
                 ))
             } else {
-                output::print(&text)
+                Ok(text)
             }
         }
     }
