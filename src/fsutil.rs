@@ -483,16 +483,22 @@ enum Phase {
     Interrupted,
 }
 
-static PHASE: std::sync::Mutex<Phase> = std::sync::Mutex::new(Phase::Working);
+type PhaseLock = std::sync::Mutex<Phase>;
 
-fn phase() -> std::sync::MutexGuard<'static, Phase> {
-    PHASE.lock().unwrap_or_else(|e| e.into_inner())
+static PHASE: PhaseLock = std::sync::Mutex::new(Phase::Working);
+
+fn lock(phase: &PhaseLock) -> std::sync::MutexGuard<'_, Phase> {
+    phase.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts the finishing steps (a no-op if they have started), which last until
 /// [`end_finishing`]. After an interrupt it does not return: the handler exits the process.
 pub fn begin_finishing() {
-    let mut p = phase();
+    begin_in(&PHASE)
+}
+
+fn begin_in(phase: &PhaseLock) {
+    let mut p = lock(phase);
     if *p == Phase::Interrupted {
         drop(p);
         loop {
@@ -504,7 +510,11 @@ pub fn begin_finishing() {
 
 /// Ends the finishing steps (the audit entry is written).
 pub fn end_finishing() {
-    let mut p = phase();
+    end_in(&PHASE)
+}
+
+fn end_in(phase: &PhaseLock) {
+    let mut p = lock(phase);
     if *p == Phase::Finishing {
         *p = Phase::Working;
     }
@@ -523,9 +533,13 @@ impl Drop for FinishingScope {
 /// from beginning again; returns false instead, stopping nothing, if the command has `done` by
 /// then (its outputs and audit entry are in place: it ends as it would have).
 pub fn interrupt(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    interrupt_in(&PHASE, limit, done)
+}
+
+fn interrupt_in(phase: &PhaseLock, limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
     loop {
-        let mut p = phase();
+        let mut p = lock(phase);
         if *p == Phase::Finishing && start.elapsed() < limit {
             drop(p);
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -722,32 +736,31 @@ mod tests {
 
     /// An interrupt waits while a command finishes putting its outputs in place, and only then;
     /// a command that has finished is not stopped; once stopped, a command cannot begin
-    /// finishing. (One test: the phase is process-wide.)
+    /// finishing. (On a phase of its own: the process's is shared by the other tests.)
     #[test]
     fn an_interrupt_waits_for_the_finishing_steps() {
         use std::time::{Duration, Instant};
+        static TEST_PHASE: PhaseLock = std::sync::Mutex::new(Phase::Working);
         // Finished meanwhile: nothing is stopped.
-        let scope = FinishingScope;
-        begin_finishing();
-        let ended = std::thread::spawn(move || {
+        begin_in(&TEST_PHASE);
+        let ended = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(100));
-            drop(scope);
+            end_in(&TEST_PHASE);
         });
         let t = Instant::now();
-        assert!(!interrupt(Duration::from_secs(30), || true));
+        assert!(!interrupt_in(&TEST_PHASE, Duration::from_secs(30), || true));
         assert!(t.elapsed() >= Duration::from_millis(100));
         ended.join().unwrap();
-        assert!(*phase() == Phase::Working);
+        assert!(*lock(&TEST_PHASE) == Phase::Working);
         // Not finished: stopped, and a later start of the finishing steps never returns.
         let t = Instant::now();
-        assert!(interrupt(Duration::from_secs(30), || false));
+        assert!(interrupt_in(&TEST_PHASE, Duration::from_secs(30), || false));
         assert!(t.elapsed() < Duration::from_secs(1), "nothing to wait for");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            begin_finishing();
+            begin_in(&TEST_PHASE);
             tx.send(()).unwrap();
         });
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
-        *phase() = Phase::Working; // for the other tests in this process
     }
 }
