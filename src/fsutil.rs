@@ -217,11 +217,7 @@ pub fn commit_all(outputs: Vec<Prepared>) -> Result<Committed> {
             }
             return Err(e); // `placed` is undone as it is dropped
         }
-        placed.0.push(Placed {
-            path,
-            old,
-            dir: false,
-        });
+        placed.0.push(Placed { path, old });
     }
     Ok(placed)
 }
@@ -237,17 +233,13 @@ struct Placed {
     path: PathBuf,
     /// What the output replaced, under a hidden name.
     old: Option<PathBuf>,
-    dir: bool,
 }
 
 impl Committed {
-    /// The directory `path`, just renamed into place, replacing the one now at `old` (if any).
-    pub fn dir(path: PathBuf, old: Option<PathBuf>) -> Committed {
-        Committed(vec![Placed {
-            path,
-            old,
-            dir: true,
-        }])
+    /// The output (file or directory) just put in place at `path`, replacing what is now at
+    /// `old` (if anything).
+    pub fn placed(path: PathBuf, old: Option<PathBuf>) -> Committed {
+        Committed(vec![Placed { path, old }])
     }
 
     /// The outputs stay; what they replaced goes.
@@ -263,11 +255,7 @@ impl Committed {
 impl Drop for Committed {
     fn drop(&mut self) {
         for p in self.0.drain(..).rev() {
-            if p.dir {
-                let _ = fs::remove_dir_all(&p.path);
-            } else {
-                let _ = fs::remove_file(&p.path);
-            }
+            remove(&p.path);
             if let Some(o) = p.old {
                 let _ = fs::rename(o, &p.path);
             }
@@ -747,7 +735,7 @@ mod tests {
             }
             fs::create_dir(&out).unwrap();
             fs::write(out.join("links.csv"), "new").unwrap();
-            let placed = Committed::dir(out.clone(), replaced.then(|| old.clone()));
+            let placed = Committed::placed(out.clone(), replaced.then(|| old.clone()));
             if kept {
                 placed.keep();
             } else {

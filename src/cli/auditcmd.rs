@@ -163,26 +163,6 @@ pub fn record_committed(
     }
 }
 
-/// A new file the command made (a key file), removed again when the command's audit entry
-/// cannot be written: no output is left that the log does not record.
-pub fn unless_recorded(
-    path: &Path,
-    made: bool,
-    recorded: anyhow::Result<String>,
-) -> anyhow::Result<String> {
-    recorded.map_err(|e| {
-        if !made {
-            return e;
-        }
-        let _ = std::fs::remove_file(path);
-        e.context(format!(
-            "the new file {} was removed again, so that no output is left that the audit log \
-             does not record: nothing was done; rerun once the log can be written",
-            path.display()
-        ))
-    })
-}
-
 /// Records the outcome of a command: on success the entry must be written (an error
 /// otherwise); on failure the refusal is recorded (a failure to do so is reported on stderr)
 /// and the command's own error is returned.
@@ -284,8 +264,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             // The entry, the signed checkpoint file and the printed signature go together: an
             // interrupt waits for them (before, 32 of 300 interrupted runs left a signed entry
             // whose signature was neither printed nor written, and cannot be made again).
-            bloomlink::fsutil::begin_finishing();
-            let _finishing = fsutil::FinishingScope;
+            let _finishing = fsutil::finishing();
             let entry = append(&log, &ev)?;
             let entries = entry.seq + 1;
             let signed = signer.as_ref().map(|k| SignedCheckpoint::sign(&entry, k));

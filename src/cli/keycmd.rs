@@ -97,14 +97,18 @@ fn key_file(path: &Path) -> FileRef {
 pub fn run(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<()> {
     // Making a key file and recording it are one finishing step: an interrupt waits for both
     // (a few milliseconds), so it never leaves a key that no entry records.
-    if matches!(
+    let writes = matches!(
         cmd,
         KeyCommand::New { .. } | KeyCommand::Rotate { .. } | KeyCommand::Retire { .. }
-    ) {
-        bloomlink::fsutil::begin_finishing();
-    }
-    let _finishing = bloomlink::fsutil::FinishingScope;
+    );
+    let _finishing = writes.then(bloomlink::fsutil::finishing);
     output::print(&run_recorded(cmd, audit_log)?)
+}
+
+/// A key file the command has just made: removed again if its audit entry cannot be written, so
+/// that no key is left that the log does not record.
+fn made(path: PathBuf) -> bloomlink::fsutil::Committed {
+    bloomlink::fsutil::Committed::placed(path, None)
 }
 
 /// The command, with its audit entry written; returns the text to print.
@@ -126,8 +130,7 @@ fn run_recorded(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<Str
             if result.is_err() && ev.key_fingerprint.is_none() {
                 ev.key_fingerprint_unverified = LinkageKey::claimed_fingerprint(&old);
             }
-            let made = result.is_ok();
-            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
+            super::auditcmd::record_committed(&log, ev, result.map(|t| (t, made(new))))
         }
         KeyCommand::Retire { ref file, .. } => {
             let log = super::auditcmd::log_path(audit_log, file);
@@ -150,8 +153,7 @@ fn run_recorded(cmd: KeyCommand, audit_log: Option<&Path>) -> anyhow::Result<Str
             ev.outputs.push(key_file(output));
             let new = output.clone();
             let result = run_key(cmd, &log, &mut ev);
-            let made = result.is_ok();
-            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
+            super::auditcmd::record_committed(&log, ev, result.map(|t| (t, made(new))))
         }
         KeyCommand::Show { ref file, .. } => {
             // Showing a key does not change anything: a log that cannot be written is a warning.

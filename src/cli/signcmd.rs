@@ -53,10 +53,7 @@ pub fn run(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Result<(
         SigningKeyCommand::New { .. } => true,
         SigningKeyCommand::Public { output, .. } => output.is_some(),
     };
-    if writes {
-        fsutil::begin_finishing();
-    }
-    let _finishing = fsutil::FinishingScope;
+    let _finishing = writes.then(fsutil::finishing);
     output::print(&run_recorded(cmd, audit_log)?)
 }
 
@@ -72,8 +69,8 @@ fn run_recorded(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Res
             ev.outputs.push(path_only(output));
             let new = output.clone();
             let result = run_inner(cmd, &mut ev);
-            let made = result.is_ok();
-            super::auditcmd::unless_recorded(&new, made, super::auditcmd::record(&log, ev, result))
+            let made = |t| (t, fsutil::Committed::placed(new, None));
+            super::auditcmd::record_committed(&log, ev, result.map(made))
         }
         SigningKeyCommand::Public { file, output, .. } => {
             // Like `key show`: reading a key changes nothing, so an unwritable log only warns,
@@ -98,12 +95,8 @@ fn run_recorded(cmd: SigningKeyCommand, audit_log: Option<&Path>) -> anyhow::Res
                 }
                 (other, None) => super::auditcmd::record(&log, ev, other),
                 (other, Some(out)) => {
-                    let made = other.is_ok();
-                    super::auditcmd::unless_recorded(
-                        &out,
-                        made,
-                        super::auditcmd::record(&log, ev, other),
-                    )
+                    let made = |t| (t, fsutil::Committed::placed(out, None));
+                    super::auditcmd::record_committed(&log, ev, other.map(made))
                 }
             }
         }

@@ -826,7 +826,7 @@ fn replace_dir(
     check_output_dir(out)?;
     if std::fs::symlink_metadata(out).is_err() {
         rename(tmp, out)?;
-        return Ok(Committed::dir(out.to_path_buf(), None));
+        return Ok(Committed::placed(out.to_path_buf(), None));
     }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&old);
@@ -835,7 +835,7 @@ fn replace_dir(
         let _ = std::fs::rename(&old, out);
         return Err(e);
     }
-    Ok(Committed::dir(out.to_path_buf(), Some(old)))
+    Ok(Committed::placed(out.to_path_buf(), Some(old)))
 }
 
 fn write_into(dir: &Path, inputs: &Inputs, outcome: &mut Outcome, t: Instant) -> Result<()> {
