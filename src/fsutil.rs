@@ -588,9 +588,15 @@ fn remove_all(list: &[PathBuf]) {
 
 /// Writes a small text file atomically; see [`write_atomic`].
 pub fn write_text_atomic(path: &Path, overwrite: Overwrite, mode: Mode, text: &str) -> Result<()> {
-    write_atomic(path, overwrite, mode, |w| {
+    prepare_text(path, overwrite, mode, text)?.commit()
+}
+
+/// [`write_text_atomic`] up to the file's being put in place; see [`prepare_atomic`].
+pub fn prepare_text(path: &Path, overwrite: Overwrite, mode: Mode, text: &str) -> Result<Prepared> {
+    let (prepared, ()) = prepare_atomic(path, overwrite, mode, |w| {
         w.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
-    })
+    })?;
+    Ok(prepared)
 }
 
 /// True if the file's permissions let group or others read or write it (always false off Unix).

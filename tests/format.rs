@@ -234,14 +234,6 @@ fn a_header_cut_short_by_its_stated_length_says_so() {
     );
 }
 
-/// Re-forges the SHA-256 trailer after a mutation, so that the structural validation (not the
-/// checksum) is what has to catch the damage.
-fn reforge(b: &mut [u8]) {
-    let n = b.len();
-    let d = ring::digest::digest(&ring::digest::SHA256, &b[..n - 32]);
-    b[n - 32..].copy_from_slice(d.as_ref());
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 

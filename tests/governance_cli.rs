@@ -153,14 +153,6 @@ fn verify_log(log: &Path) -> assert_cmd::assert::Assert {
     bloomlink().args(["audit", "verify"]).arg(log).assert()
 }
 
-/// Re-forges the SHA-256 trailer after an edit, as an attacker would: the checksum only
-/// detects accidents, the signature has to catch the rest.
-fn reforge(b: &mut [u8]) {
-    let n = b.len();
-    let d = ring::digest::digest(&ring::digest::SHA256, &b[..n - 32]);
-    b[n - 32..].copy_from_slice(d.as_ref());
-}
-
 fn replace_once(b: &mut [u8], from: &[u8], to: &[u8], start: usize) -> usize {
     assert_eq!(from.len(), to.len());
     let at = start

@@ -32,6 +32,14 @@ fn encode_all(dir: &Path, key: &Path, extra: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A temporary directory with the demo key and the three testdata exports encoded with it.
+fn encoded_testdata() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = demo_key(dir.path());
+    let files = encode_all(dir.path(), &key, &[]);
+    (dir, key, files)
+}
+
 fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
     bloomlink()
         .arg("match")
@@ -43,9 +51,7 @@ fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
 
 #[test]
 fn links_testdata_with_high_precision_and_recall() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let out = dir.path().join("out");
     run_match(&files, &out).success().stdout(contains("links"));
 
@@ -147,9 +153,7 @@ fn links_testdata_with_high_precision_and_recall() {
 
 #[test]
 fn outputs_are_byte_identical_whatever_the_thread_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let mut outs = Vec::new();
     for threads in ["1", "3"] {
         let out = dir.path().join(format!("out{threads}"));
@@ -195,9 +199,7 @@ fn outputs_are_byte_identical_whatever_the_thread_count() {
 
 #[test]
 fn refuses_bad_input_sets() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, key, files) = encoded_testdata();
     let out = dir.path().join("out");
     // Zero or one input.
     bloomlink()
@@ -292,9 +294,7 @@ fn refuses_different_keys_and_schemas_naming_files() {
 
 #[test]
 fn existing_output_directory_needs_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "x").unwrap();
@@ -338,9 +338,7 @@ fn existing_output_directory_needs_force() {
 /// successful one prints its report: a monitor parses stdout whatever happened.
 #[test]
 fn a_failed_job_prints_json_with_its_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, key, files) = encoded_testdata();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let failed = |extra: &[&str], code: i32| {
@@ -385,9 +383,7 @@ fn arrays<'a>(
 #[test]
 fn released_outputs_hold_no_scores_below_the_review_band() {
     // Culnane, Rubinstein & Teague (2017): released similarity scores are themselves a leak.
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     for (run, extra) in [
         ("default", &["--include-unlinked"][..]),
         (
@@ -487,9 +483,7 @@ fn released_outputs_hold_no_scores_below_the_review_band() {
 
 #[test]
 fn check_blocking_measures_blocking_against_exhaustive_comparison() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let mut cmd = bloomlink();
     cmd.arg("match")
         .args(&files)
@@ -521,9 +515,7 @@ fn check_blocking_measures_blocking_against_exhaustive_comparison() {
 
 #[test]
 fn lsh_blocks_add_candidates_and_keep_outputs_independent_of_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let run = |out: &str, threads: &str, lsh: bool| {
         let mut cmd = bloomlink();
         cmd.env("RAYON_NUM_THREADS", threads)
@@ -571,9 +563,7 @@ fn lsh_blocks_add_candidates_and_keep_outputs_independent_of_threads() {
 /// encode differently and miss its links, which no digest or fingerprint shows.
 #[test]
 fn inputs_of_different_versions_are_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = demo_key(dir.path());
-    let files = encode_all(dir.path(), &key, &[]);
+    let (dir, _, files) = encoded_testdata();
     let same = run_match(&files, &dir.path().join("same"))
         .success()
         .get_output()
@@ -588,9 +578,7 @@ fn inputs_of_different_versions_are_warned_about() {
         .position(|w| w == version.as_bytes())
         .unwrap();
     b[at..at + older.len()].copy_from_slice(older.as_bytes());
-    let n = b.len();
-    let d = ring::digest::digest(&ring::digest::SHA256, &b[..n - 32]);
-    b[n - 32..].copy_from_slice(d.as_ref());
+    reforge(&mut b);
     std::fs::write(&files[1], &b).unwrap();
     let out = dir.path().join("mixed");
     let got = run_match(&files, &out).success().get_output().clone();

@@ -164,8 +164,7 @@ struct Summary<'a> {
 pub fn run(a: EncodeArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     // A run refused on its export (too many rejects or invalid values) notes here what its
     // --json failure object adds: `output: null`, the counts and the rejects file. Other
-    // failures say nothing of the output: one that comes after it was written (its audit entry
-    // could not be appended) leaves it in place.
+    // failures leave no encoding (one whose audit entry cannot be written is taken back).
     let mut refused = serde_json::Map::new();
     let result = run_recorded(&a, audit_log, &mut refused);
     // (An interrupt that came first has printed the JSON: `output::print` then waits for it to
@@ -483,8 +482,8 @@ fn encode(
         prepared.push(map_file);
     }
     prepared.push(prepare_rejects(&rejects_path, &encoded.rejects, overwrite)?);
-    // From here an interrupt waits for the outputs and the audit entry (fsutil).
-    fsutil::begin_finishing();
+    // From here an interrupt waits for the outputs and the audit entry (`commit_all` begins the
+    // finishing steps).
     let committed = fsutil::commit_all(prepared)?;
     ev.outputs
         .push(FileRef::with_sha256(&a.output, written.sha256.clone()));

@@ -1,6 +1,5 @@
 //! `bloomlink risk`
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -142,10 +141,7 @@ fn assess(a: &RiskArgs, log: &Path, ev: &mut Event) -> anyhow::Result<(String, f
         } else {
             Mode::Default
         };
-        let (report, ()) = fsutil::prepare_atomic(o, overwrite(a), mode, |w| {
-            w.write_all(text.as_bytes())
-                .map_err(|e| bloomlink::Error::io(o, e))
-        })?;
+        let report = fsutil::prepare_text(o, overwrite(a), mode, &text)?;
         let committed = fsutil::commit_all(vec![report])?;
         ev.outputs.push(FileRef::hashed(o));
         return Ok((text, committed));

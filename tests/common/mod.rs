@@ -186,6 +186,15 @@ pub fn failure_json(cmd: &mut Command, code: i32) -> serde_json::Value {
     j
 }
 
+/// Re-forges an encoding file's SHA-256 trailer after an edit of its bytes, as an attacker (or
+/// an older writer) would: then the structural checks or the signature, not the checksum, have
+/// to catch the change.
+pub fn reforge(b: &mut [u8]) {
+    let n = b.len();
+    let d = ring::digest::digest(&ring::digest::SHA256, &b[..n - 32]);
+    b[n - 32..].copy_from_slice(d.as_ref());
+}
+
 /// Runs `cmd`, expects success, and parses its standard output as JSON.
 pub fn success_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.assert().success().get_output().stdout.clone();
