@@ -69,7 +69,7 @@ def stream(key, label, msg):  # ChaCha20(seed = HMAC(subkey(label), msg))
 BAD = object()
 WS = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000' + ''.join(map(chr, range(0x2000, 0x200b)))
 NULLS = {'', '-', '--', '.', '?', 'NULL', 'NONE', 'N/A', 'NA', 'NK', 'N/K', 'NOT KNOWN', 'UNKNOWN',
-         'UNK', 'NOT STATED', 'TBC', 'XX'}
+         'UNK', 'NOT STATED', 'TBC', 'XX', 'NAN', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
 DROP = set("'`\u00b4\u02b9\u02bb\u02bc\u02bd\u2018\u2019\u201b\u2032\uff07\u00ad\u061c\u180e\ufeff") | {
     chr(c) for a, b in ((0x200c, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
     for c in range(a, b + 1)}
@@ -112,10 +112,17 @@ def name_chars(c, top=True):  # one character: letters to keep, None for a separ
     return [x for u in c.upper() for v in unicodedata.normalize('NFKD', u)
             for x in (FOLD.get(v) or ([v] if not mark(v) and alpha(v) and not v.islower() else []))]
 
+def name_words(s):
+    words = ' '.join(''.join(x or ' ' for c in s for x in name_chars(c)).split())
+    return BAD if not words or len(words.encode()) > 256 else words
+
+def name_kept(raw):  # a name listed in the column map's [missing] keep: no marker lists apply
+    return BAD if len(raw.encode()) > 256 else name_words(raw.strip(WS))
+
 @prepared
 def name(s):
-    words = ' '.join(''.join(x or ' ' for c in s for x in name_chars(c)).split())
-    if not words or len(words.encode()) > 256:
+    words = name_words(s)
+    if words is BAD:
         return BAD
     w = words.split(' ')
     placeholder = w[0] in HEADS and (w[1:2] == ['OF'] or all(x in TAILS for x in w[1:]))
@@ -143,6 +150,7 @@ def postcode(s):
 
 @prepared
 def nhs_number(s):
+    s = s[:-2] if s.endswith('.0') else s  # a number that went through a spreadsheet as a float
     d = [c for c in s if c not in WS + '-.\u2010\u2011\u2012\u2013\u2014\u2015\u2212']
     if len(d) != 10 or any(c not in DIG for c in d):
         return BAD
@@ -270,6 +278,15 @@ class Encoder:
         self.normalisers = {'name': name, 'postcode': postcode, 'nhs_number': nhs_number, 'upn': upn,
                             'text': text, 'date': lambda r: date_of_birth(r, formats, today),
                             'sex': lambda r: sex(r, codes)}
+        missing = cmap.get('missing', {})  # the export's own missing values, and names kept
+        extra, keep = ({v.strip(WS).upper() for v in missing.get(k, [])} for k in ('extra', 'keep'))
+        for kind, normalise in list(self.normalisers.items()):
+            def listed(raw, kind=kind, normalise=normalise):
+                t = raw.strip(WS).upper()
+                if t in extra:
+                    return None
+                return name_kept(raw) if kind == 'name' and t in keep else normalise(raw)
+            self.normalisers[kind] = listed
         self.plans = {}
 
     def stored_bits(self, bits):

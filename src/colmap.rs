@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::date::{default_date_formats, DateFormat};
 use crate::error::{Error, Result};
+use crate::normalise;
 use crate::schema::Schema;
 
 /// The rule for agency labels, for messages.
@@ -63,6 +64,62 @@ struct ColumnMapFile {
     columns: BTreeMap<String, String>,
     #[serde(default)]
     sex_codes: Option<BTreeMap<String, Sex>>,
+    #[serde(default)]
+    missing: Option<MissingFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissingFile {
+    #[serde(default)]
+    extra: Vec<String>,
+    #[serde(default)]
+    keep: Vec<String>,
+}
+
+/// How one export spells "no value", beyond the built-in null markers: the column map's
+/// `[missing]` table. Values are compared trimmed and regardless of case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Missing {
+    /// Values that mean "no value" in every mapped column of this export (`ZZZ`, `#N/A`).
+    pub extra: Vec<String>,
+    /// Built-in null markers and newborn placeholders that are real names in this export (the
+    /// surname Na): read as names in the name fields.
+    pub keep: Vec<String>,
+}
+
+/// What the column map's `[missing]` table says about a raw value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingVerdict {
+    /// Not listed: the normaliser decides.
+    Unlisted,
+    /// Listed in `extra`: the field is missing.
+    Missing,
+    /// Listed in `keep`: a name, whatever the built-in lists say.
+    Kept,
+}
+
+impl Missing {
+    /// The table's verdict on `raw` (untrimmed).
+    pub fn verdict(&self, raw: &str) -> MissingVerdict {
+        let t = raw.trim();
+        let listed = |list: &[String]| {
+            list.iter().any(|v| {
+                if t.is_ascii() {
+                    v.eq_ignore_ascii_case(t)
+                } else {
+                    *v == t.to_uppercase()
+                }
+            })
+        };
+        if listed(&self.extra) {
+            MissingVerdict::Missing
+        } else if listed(&self.keep) {
+            MissingVerdict::Kept
+        } else {
+            MissingVerdict::Unlisted
+        }
+    }
 }
 
 fn default_encoding() -> TextEncoding {
@@ -86,6 +143,8 @@ pub struct ColumnMap {
     pub columns: BTreeMap<String, String>,
     /// Upper-cased raw sex code → canonical value.
     pub sex_codes: BTreeMap<String, Sex>,
+    /// The export's own missing values, if its map has a `[missing]` table.
+    pub missing: Option<Missing>,
     /// The file it came from.
     pub path: PathBuf,
 }
@@ -183,6 +242,10 @@ impl ColumnMap {
                 )));
             }
         }
+        let missing = match f.missing {
+            None => None,
+            Some(m) => Some(missing_table(m).map_err(bad)?),
+        };
         Ok(ColumnMap {
             agency: f.agency,
             record_id: f.record_id,
@@ -191,6 +254,7 @@ impl ColumnMap {
             date_formats,
             columns: f.columns,
             sex_codes,
+            missing,
             path: path.to_path_buf(),
         })
     }
@@ -221,6 +285,51 @@ impl ColumnMap {
         }
         self.sex_codes.get(&t.to_uppercase()).copied()
     }
+}
+
+/// Validates a `[missing]` table: every value means one thing, and a `keep` value must be
+/// something the built-in lists read as missing, so that a typo does not pass unseen. (An
+/// `extra` value that is a built-in marker already is harmless.)
+fn missing_table(m: MissingFile) -> std::result::Result<Missing, String> {
+    let canon = |list: Vec<String>, what: &str| -> std::result::Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in list {
+            let c = v.trim().to_uppercase();
+            if c.is_empty() {
+                return Err(format!(
+                    "[missing] {what} lists an empty value: empty fields are always missing"
+                ));
+            }
+            if c.len() > normalise::MAX_FIELD_BYTES {
+                return Err(format!(
+                    "[missing] {what} lists a value over {} bytes, which no field can hold",
+                    normalise::MAX_FIELD_BYTES
+                ));
+            }
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    };
+    let extra = canon(m.extra, "extra")?;
+    let keep = canon(m.keep, "keep")?;
+    if let Some(v) = extra.iter().find(|v| keep.contains(v)) {
+        return Err(format!(
+            "[missing] lists `{v}` in both extra and keep: say which it means in this export"
+        ));
+    }
+    if let Some(v) = keep
+        .iter()
+        .find(|v| !matches!(normalise::name(v), Ok(None)))
+    {
+        return Err(format!(
+            "[missing] keep lists `{v}`, but names are not read as missing when they are `{v}`: \
+             keep is for built-in null markers and newborn placeholders (NA, BABY) that are real \
+             names in this export"
+        ));
+    }
+    Ok(Missing { extra, keep })
 }
 
 fn default_sex_codes() -> BTreeMap<String, Sex> {
@@ -302,6 +411,36 @@ given_name = "FIRST_NAME"
             .unwrap_err()
             .to_string();
         assert!(e.contains("agency"), "{e}");
+    }
+
+    #[test]
+    fn missing_table_is_read_and_checked() {
+        let head = "agency='a'\nrecord_id='id'\n[columns]\nfamily_name='Surname'\n";
+        let m = ColumnMap::from_toml(
+            &format!("{head}[missing]\nextra=[' zzz ', '#Value!', 'ZZZ', 'n/a']\nkeep=['Na']\n"),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let t = m.missing.as_ref().unwrap();
+        assert_eq!(t.extra, ["ZZZ", "#VALUE!", "N/A"]);
+        assert_eq!(t.verdict(" Zzz"), MissingVerdict::Missing);
+        assert_eq!(t.verdict("#value!"), MissingVerdict::Missing);
+        assert_eq!(t.verdict("nA "), MissingVerdict::Kept);
+        assert_eq!(t.verdict("Nab"), MissingVerdict::Unlisted);
+        assert_eq!(t.verdict("#N/A"), MissingVerdict::Unlisted);
+        let err = |table: &str| {
+            ColumnMap::from_toml(&format!("{head}[missing]\n{table}\n"), Path::new("a.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("keep=['Smith']");
+        assert!(e.contains("`SMITH`") && e.contains("keep is for"), "{e}");
+        let e = err("extra=['Baby']\nkeep=['baby']");
+        assert!(e.contains("both extra and keep"), "{e}");
+        let e = err("extra=['  ']");
+        assert!(e.contains("empty"), "{e}");
+        let e = err("missing=['x']");
+        assert!(e.contains("missing"), "{e}");
     }
 
     /// Map mistakes that would otherwise encode wrongly without a word.

@@ -113,7 +113,9 @@ pub const MIN_DATE_OF_BIRTH: Date = Date {
 pub const MAX_FIELD_BYTES: usize = 256;
 
 /// Values that mean "no value", compared ASCII-case-insensitively.
-const NULL_MARKERS: [&str; 17] = [
+/// `NAN`, `<NA>`, `#N/A`, `#NULL!` and `(BLANK)` are how pandas, R and Excel write an empty
+/// cell.
+const NULL_MARKERS: [&str; 22] = [
     "",
     "-",
     "--",
@@ -131,6 +133,11 @@ const NULL_MARKERS: [&str; 17] = [
     "NOT STATED",
     "TBC",
     "XX",
+    "NAN",
+    "<NA>",
+    "#N/A",
+    "#NULL!",
+    "(BLANK)",
 ];
 
 /// Bit `n` is set when some null marker is `n` bytes long.
@@ -551,6 +558,23 @@ pub fn name(raw: &str) -> Normalised<String> {
     name_verdict(out, is_null_marker, is_placeholder_name)
 }
 
+/// [`name`] for a value the column map keeps (`[missing] keep`): a null marker or newborn
+/// placeholder that is a real name in this export (the surname Na), so neither list applies.
+pub fn name_kept(raw: &str) -> Normalised<String> {
+    if raw.len() > MAX_FIELD_BYTES {
+        return Err(Invalid::TooLong);
+    }
+    let s = trim(raw);
+    let out = plain_name(s).unwrap_or_else(|| name_text(s));
+    if out.is_empty() {
+        return Err(Invalid::NoLetters);
+    }
+    if out.len() > MAX_FIELD_BYTES {
+        return Err(Invalid::TooLong);
+    }
+    Ok(Some(out))
+}
+
 /// A trimmed name through [`NameBuf`], character by character (byte by
 /// byte when ASCII).
 fn name_text(s: &str) -> String {
@@ -784,11 +808,17 @@ pub fn nhs_number(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let digits = nhs_digits(s)?;
+    let digits = nhs_digits(float_suffix_dropped(s))?;
     if !check_nhs(&digits)? {
         return Ok(None);
     }
     Ok(Some(ascii_output(&digits.map(|d| b'0' + d), s)))
+}
+
+/// `s` without a trailing `.0`: an NHS number that went through a spreadsheet or pandas as a
+/// number comes out as `9991107134.0`.
+fn float_suffix_dropped(s: &str) -> &str {
+    s.strip_suffix(".0").unwrap_or(s)
 }
 
 /// The checks on an NHS number's ten digit values: `Ok(false)` for a filler
@@ -1129,6 +1159,12 @@ mod tests {
             "not stated",
             "TBC",
             "xx",
+            "nan",
+            "NaN",
+            "<NA>",
+            "#N/A",
+            "#null!",
+            "(blank)",
         ] {
             assert!(is_null_marker(m), "{m:?}");
             assert_eq!(name(m), Ok(None), "{m:?}");
@@ -1139,7 +1175,9 @@ mod tests {
             let padded = format!("  {m}\t");
             assert_eq!(name(&padded), Ok(None), "{padded:?}");
         }
-        for not in ["NOTKNOWN", "N", "NAN", "NULLS", "X", "XXX", "---"] {
+        for not in [
+            "NOTKNOWN", "N", "NANA", "NULLS", "X", "XXX", "---", "#N/A!", "BLANK",
+        ] {
             assert!(!is_null_marker(not), "{not:?}");
         }
     }
@@ -1471,6 +1509,11 @@ mod tests {
         }
         assert!(found > 150);
         assert_eq!(nhs_number("9990000026"), some("9990000026"));
+        // Through a spreadsheet or pandas as a float: the `.0` is not a digit.
+        assert_eq!(nhs_number("9434765919.0"), some("9434765919"));
+        assert_eq!(nhs_number(" 9434765919.0 "), some("9434765919"));
+        assert_eq!(nhs_number("943476591.0"), Err(Invalid::WrongLength));
+        assert_eq!(nhs_number("9434765919.00"), Err(Invalid::WrongLength));
     }
 
     #[test]

@@ -243,3 +243,60 @@ fn hardened_bits_do_not_depend_on_thread_count() {
         assert_eq!(encode_rows_with(&s, 1), encode_rows_with(&s, 3), "{name}");
     }
 }
+
+/// Encodes `rows` (health layout) with the default schema under `map`.
+fn encode_with_map(map: &str, rows: &str) -> Records {
+    let dir = tempfile::tempdir().unwrap();
+    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
+    let map = ColumnMap::from_toml(map, Path::new("map.toml")).unwrap();
+    let csv = format!("{HEALTH_HEADER}{rows}");
+    let opts = EncodeOptions {
+        today: Date::new(2026, 1, 1).unwrap(),
+        threads: 1,
+        ..Default::default()
+    };
+    encode_reader(
+        csv.as_bytes(),
+        Path::new("missing.csv"),
+        0,
+        &key,
+        &Schema::default_uk(),
+        &map,
+        &opts,
+    )
+    .unwrap()
+    .records
+}
+
+/// A column map's `[missing]` table: `keep` reads a built-in marker or placeholder as the name
+/// it is in this export (the surname Na), `extra` reads the export's own marker as missing; any
+/// other value encodes as without the table.
+#[test]
+fn a_column_maps_missing_table_changes_only_the_values_it_lists() {
+    let rows = "M1,,Na,,Na,12/03/2015,F,LS6 2AB\n\
+                M2,,,,,12/03/2015,F,LS6 2AB\n\
+                M3,,zzz,,Smith,12/03/2015,F,LS6 2AB\n\
+                M4,,,,Smith,12/03/2015,F,LS6 2AB\n\
+                M5,,Baby,,Jones,12/03/2015,F,LS6 2AB\n\
+                M6,,,,Jones,12/03/2015,F,LS6 2AB\n\
+                M7,,Aisha,Na,Khan,01/02/2016,F,SW1A 1AA\n";
+    let table = "[missing]\nextra = [' ZZZ']\nkeep = ['na', 'Baby']\n";
+    let plain = encode_with_map(HEALTH_MAP, rows);
+    let listed = encode_with_map(&format!("{HEALTH_MAP}{table}"), rows);
+    // Without the table: Na and Baby are missing, zzz is a name.
+    assert_eq!(plain.filter(0), plain.filter(1));
+    assert_ne!(plain.filter(2), plain.filter(3));
+    assert_eq!(plain.filter(4), plain.filter(5));
+    // With it: the other way round.
+    assert_ne!(listed.filter(0), listed.filter(1));
+    assert_eq!(listed.filter(2), listed.filter(3));
+    assert_ne!(listed.filter(4), listed.filter(5));
+    // Rows with no listed value encode as before.
+    for i in [1, 3, 5] {
+        assert_eq!(plain.filter(i), listed.filter(i), "row {}", i + 1);
+    }
+    // The middle name Na is kept too: it shares the given-names segment (words 0..5) with
+    // Aisha; the family, birth and address segments are untouched.
+    assert_ne!(plain.filter(6)[..5], listed.filter(6)[..5]);
+    assert_eq!(plain.filter(6)[5..], listed.filter(6)[5..]);
+}

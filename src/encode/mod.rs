@@ -22,7 +22,7 @@ mod table;
 
 use serde::Serialize;
 
-use crate::colmap::{ColumnMap, Sex, TextEncoding};
+use crate::colmap::{ColumnMap, MissingVerdict, Sex, TextEncoding};
 use crate::date::Date;
 use crate::error::{Error, Result};
 use crate::harden::Hardener;
@@ -544,6 +544,16 @@ pub fn normalise_value(
     map: &ColumnMap,
     today: Date,
 ) -> std::result::Result<Option<Value>, Invalid> {
+    if let Some(m) = &map.missing {
+        match m.verdict(text) {
+            MissingVerdict::Unlisted => {}
+            MissingVerdict::Missing => return Ok(None),
+            MissingVerdict::Kept if normaliser == Normaliser::Name => {
+                return normalise::name_kept(text).map(|o| o.map(Value::Text));
+            }
+            MissingVerdict::Kept => {}
+        }
+    }
     match normaliser {
         Normaliser::Name => normalise::name(text).map(|o| o.map(Value::Text)),
         Normaliser::Date => {

@@ -64,7 +64,7 @@ pub(super) fn nhs_number(raw: &str) -> Normalised<String> {
         Ok(s) => s,
         Err(e) => return early(e),
     };
-    let digits = nhs_digits_chars(s)?;
+    let digits = nhs_digits_chars(s.strip_suffix(".0").unwrap_or(s))?;
     if !check_nhs(&digits)? {
         return Ok(None);
     }
