@@ -175,7 +175,89 @@ fn a_stray_quote_is_reported_with_the_lines_it_swallowed() {
     assert!(warnings.contains("swallowed 4 line(s)"), "{warnings}");
 }
 
-/// Outputs that would overwrite the export or each other are refused before any work.
+/// A quote left open to the end of the file takes in the file's last line break too: that
+/// one starts no line, so it is no swallowed row.
+#[test]
+fn a_quote_open_to_the_end_of_the_file_swallows_only_the_lines_after_it() {
+    let rows = |stray: usize| {
+        let mut rows = String::from(HEALTH_HEADER);
+        for i in 1..=20 {
+            let given = if i == stray { "\"Stray" } else { "Jack" };
+            rows.push_str(&format!("H{i},,{given},,Smith,01/02/2016,M,LS6 2AB\n"));
+        }
+        rows
+    };
+    // The last row: one rejected row of 20, none swallowed, within the default 5 %.
+    let f = Fixture::new(rows(20).as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert_eq!(j["report"]["rows_read"], 20, "{j}");
+    assert_eq!(j["report"]["rejected"], 1, "{j}");
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(rejects.contains("runs to the end of the file"), "{rejects}");
+    // Row 18 swallows rows 19 and 20: three of 20 rows lost.
+    let f = Fixture::new(rows(18).as_bytes());
+    f.encode()
+        .assert()
+        .code(3)
+        .stderr(contains("3 of 20 rows rejected").and(contains("2 line(s) swallowed")));
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("2 line break(s) to about line 21"),
+        "{rejects}"
+    );
+}
+
+/// A spreadsheet's blank rows (delimiters only, or spaces) are listed as `empty_row` but do not
+/// fail the run; a repeated header line (two exports joined) is rejected, not encoded as a
+/// child called Forename Surname.
+#[test]
+fn empty_rows_and_repeated_headers_are_rejected_for_what_they_are() {
+    let mut rows = String::from(HEALTH_HEADER);
+    for i in 1..=10 {
+        rows.push_str(&format!("H{i},,Jack,,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
+    rows.push_str(",,,,,,,\n   \n , , ,,,,,\n");
+    rows.push_str(HEALTH_HEADER);
+    rows.push_str("H11,,Amy,,Jones,01/02/2016,F,LS6 2AB\n");
+    let f = Fixture::new(rows.as_bytes());
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "0.1"]));
+    let r = &j["report"];
+    assert_eq!(r["rows_read"], 15, "{j}");
+    assert_eq!(r["encoded"], 11, "{j}");
+    assert_eq!(r["reject_reasons"]["empty_row"], 3, "{j}");
+    assert_eq!(r["reject_reasons"]["repeated_header"], 1, "{j}");
+    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("11,12,,,empty_row") && rejects.contains("13,14,,,empty_row"),
+        "{rejects}"
+    );
+    assert!(rejects.contains("14,15,,,repeated_header"), "{rejects}");
+    // The repeated header counts towards the rate (1 of 12), the empty rows do not.
+    f.encode()
+        .args(["--force", "--max-reject-rate", "0.08"])
+        .assert()
+        .code(3)
+        .stderr(contains("1 of 12 rows rejected"));
+}
+
+/// An export cut short (a failed transfer) still parses, its last row cut in a value: the
+/// run warns when the file does not end with a line break, as a whole export does.
+#[test]
+fn a_file_cut_short_is_warned_about() {
+    let whole = format!("{HEALTH_HEADER}{GOOD}");
+    let cut = &whole[..whole.len() - 6]; // "...,M1 1AE\n" becomes "...,M1"
+    for (input, warned) in [(whole.as_str(), false), (cut, true)] {
+        let f = Fixture::new(input.as_bytes());
+        let j = success_json(f.encode().arg("--json"));
+        let w = j["report"]["warnings"].to_string();
+        assert_eq!(
+            w.contains("does not end with a line break") && w.contains("row 3"),
+            warned,
+            "{w}"
+        );
+    }
+}
+
 /// A stray quote whose swallowed lines happen to close it in a row of the right shape: the
 /// row's mapped column holds line breaks, so it is rejected, not encoded with the swallowed
 /// text as a name and the lost rows counted nowhere.
@@ -662,6 +744,116 @@ fn opaque_ids_replace_record_ids_and_write_private_map() {
     assert!(map.starts_with("opaque_ref,record_id\n"));
     assert!(map.contains(&format!("{},H1", file.row_ref(0))));
     assert_eq!(mode_of(&f.path("ids.csv")), 0o600);
+}
+
+/// Record ids that are identifiers (an NHS number as the health record id, a UPN as the
+/// school's) would go out in clear beside the filters: refused, naming the fix, unless they
+/// are replaced by opaque references. The check never shows an id.
+#[test]
+fn record_ids_that_are_identifiers_are_refused_without_opaque_ids() {
+    // The id column is also mapped as a field.
+    let map = HEALTH_MAP.replace("record_id = \"Patient ID\"", "record_id = \"NHS Number\"");
+    let input = format!(
+        "{HEALTH_HEADER}H1,943 476 5919,Ann,,Lee,01/03/2015,F,LS6 2AB\n\
+         H2,401 023 2137,Jo,,Khan,02/03/2015,F,LS6 2AB\n"
+    );
+    let f = Fixture::with_map(input.as_bytes(), &map);
+    let j = failure_json(&mut f.encode(), 2);
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("`NHS Number` is also mapped as nhs_number") && e.contains("--opaque-ids"),
+        "{e}"
+    );
+    assert!(!f.path("out.clk").exists());
+    f.encode()
+        .arg("--opaque-ids")
+        .arg(f.path("ids.csv"))
+        .assert()
+        .success();
+
+    // Not mapped, but NHS numbers all the same (and a local id that is 10 digits is not).
+    let rows = |ids: &[&str]| {
+        let mut csv = String::from(HEALTH_HEADER);
+        for (i, id) in ids.iter().enumerate() {
+            csv.push_str(&format!("{id},,Ann,,Lee,0{}/03/2015,F,LS6 2AB\n", i + 1));
+        }
+        csv
+    };
+    let f = Fixture::new(rows(&["9434765919", "943 476 5870", "4010232137", "H12"]).as_bytes());
+    let out = f.encode().assert().code(2).get_output().clone();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("look like NHS numbers") && e.contains("--opaque-ids"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("9434765919") && !e.contains("4010232137"),
+        "{e}"
+    );
+    assert!(!f.path("out.clk").exists());
+    f.encode()
+        .arg("--opaque-ids")
+        .arg(f.path("ids.csv"))
+        .assert()
+        .success();
+    let f = Fixture::new(rows(&["9434765919", "1234567890", "1000000001", "H12"]).as_bytes());
+    f.encode().assert().success();
+}
+
+/// The opaque id map of a key epoch is kept from night to night: each run adds its new ids,
+/// so links of earlier nights still map back. A map written under another key is refused.
+#[test]
+fn the_opaque_id_map_grows_night_by_night_under_one_key() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let ids = f.path("ids.csv");
+    f.encode().arg("--opaque-ids").arg(&ids).assert().success();
+    let night2 = f.path("night2.csv");
+    let rows = GOOD.lines().skip(1).collect::<Vec<_>>().join("\n");
+    std::fs::write(
+        &night2,
+        format!("{HEALTH_HEADER}{rows}\nH4,,Ann,,Lee,01/03/2015,F,LS6 2AB\n"),
+    )
+    .unwrap();
+    let mut run2 = f.encode_with(&night2, &f.path("night2.clk"));
+    run2.arg("--opaque-ids").arg(&ids).assert().success();
+    let map = std::fs::read_to_string(&ids).unwrap();
+    let lines: Vec<&str> = map.lines().collect();
+    assert_eq!(lines.len(), 5, "{map}");
+    for id in ["H1", "H2", "H3", "H4"] {
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.ends_with(&format!(",{id}")))
+                .count(),
+            1,
+            "{map}"
+        );
+    }
+    let file = EncodingFile::open(&f.path("night2.clk")).unwrap();
+    assert!(map.contains(&format!("{},H4", file.row_ref(2))), "{map}");
+    assert_eq!(mode_of(&ids), 0o600);
+
+    // H2's reference changed: a map of another key epoch.
+    let h2 = lines.iter().find(|l| l.ends_with(",H2")).unwrap();
+    let other = format!(
+        "{}{}",
+        if h2.starts_with('0') { "1" } else { "0" },
+        &h2[1..]
+    );
+    std::fs::write(&ids, map.replace(h2, &other)).unwrap();
+    let mut run3 = f.encode_with(&night2, &f.path("night3.clk"));
+    let out = run3.arg("--opaque-ids").arg(&ids).assert().code(2);
+    let e = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(e.contains("another key") && !e.contains("H2"), "{e}");
+    assert!(!f.path("night3.clk").exists());
+    // Not a map at all.
+    std::fs::write(&ids, "name,dob\n").unwrap();
+    let mut run4 = f.encode_with(&night2, &f.path("night4.clk"));
+    run4.arg("--opaque-ids")
+        .arg(&ids)
+        .assert()
+        .code(2)
+        .stderr(contains("is not an opaque id map"));
 }
 
 #[test]

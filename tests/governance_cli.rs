@@ -882,6 +882,7 @@ fn a_forged_signature_is_refused() {
     // is still well formed, only the signature catches it.
     std::fs::write(&h, &good).unwrap();
     let j = success_json(bloomlink().args(["inspect", "--json"]).arg(&h));
+    assert_eq!(j["outcome"], "done");
     let filters = j["header"]["sections"]["filters"]["offset"]
         .as_u64()
         .unwrap() as usize;
@@ -899,6 +900,8 @@ fn a_forged_signature_is_refused() {
         .stderr(contains("altered after signing"));
     let j: serde_json::Value = serde_json::from_slice(&a.get_output().stdout).unwrap();
     assert_eq!(j["signature"]["valid"], false);
+    assert_eq!(j["outcome"], "signature_invalid");
+    assert_eq!(j["exit_code"], 5);
     inspect(&h, None)
         .code(5)
         .stdout(contains("INVALID"))

@@ -222,6 +222,67 @@ fn run_recorded(
     super::auditcmd::record_committed(&log, ev, result)
 }
 
+/// The entries of an existing opaque id map at `path` that tonight's `map` does not have, in
+/// their order: the map of a key epoch keeps every id it has seen, so that links of earlier
+/// nights still map back. A map whose reference for an id differs from tonight's was written
+/// under another key (references are keyed), or is no opaque id map: refused, never merged.
+fn earlier_opaque_ids(
+    path: &Path,
+    map: &[(String, String)],
+) -> Result<Vec<(String, String)>, Error> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let refused = |why: String| {
+        Error::Usage(format!(
+            "the opaque id map {} {why}. Keep one map per key epoch, and give a new map file \
+             after a key rotation",
+            path.display()
+        ))
+    };
+    let tonight: std::collections::HashMap<&str, &str> = map
+        .iter()
+        .map(|(r, id)| (id.as_str(), r.as_str()))
+        .collect();
+    let refs: std::collections::HashSet<&str> = map.iter().map(|(r, _)| r.as_str()).collect();
+    let mut rd = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+    match rd.headers() {
+        Ok(h) if h.iter().eq(["opaque_ref", "record_id"]) => {}
+        _ => {
+            return Err(refused(
+                "is not an opaque id map (`opaque_ref,record_id`)".into(),
+            ))
+        }
+    }
+    let mut earlier = Vec::new();
+    for (i, rec) in rd.records().enumerate() {
+        let row = i + 1;
+        let rec = match rec {
+            Ok(r) if r.len() == 2 => r,
+            _ => return Err(refused(format!("cannot be read at row {row}"))),
+        };
+        let (r, id) = (&rec[0], &rec[1]);
+        match tonight.get(id) {
+            Some(&now) if now == r => {}
+            Some(_) => {
+                return Err(refused(format!(
+                    "gives row {row}'s record id another reference than tonight's key does: \
+                     it was written under another key"
+                )))
+            }
+            None if refs.contains(r) => {
+                return Err(refused(format!(
+                    "gives row {row}'s reference to another record id than tonight's"
+                )))
+            }
+            None => earlier.push((r.to_string(), id.to_string())),
+        }
+    }
+    Ok(earlier)
+}
+
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print and
 /// the outputs, in place but kept only once the audit entry is written.
 fn encode(
@@ -262,7 +323,8 @@ fn encode(
     fsutil::check_output(&a.output, overwrite)?;
     fsutil::check_output(&rejects_path, overwrite)?;
     if let Some(m) = &a.opaque_ids {
-        fsutil::check_output(m, overwrite)?;
+        // The map of a key epoch is kept from night to night: tonight's ids are added to it.
+        fsutil::check_output(m, Overwrite::Replace)?;
     }
     let outputs: Vec<&Path> = files.iter().map(|(_, p)| *p).collect();
     super::warn_abandoned(&outputs);
@@ -319,6 +381,20 @@ fn encode(
     ev.agency = Some(map.agency.clone());
     super::auditcmd::note_running(log, ev);
     map.check_against(&schema)?;
+    if a.opaque_ids.is_none() {
+        if let Some(field) = map.columns.iter().find(|(_, c)| **c == map.record_id) {
+            return Err(Error::Usage(format!(
+                "the record-id column `{}` is also mapped as {} in {}: its values would go out \
+                 in clear in the encoding file, beside the filters that hide them. Pass \
+                 --opaque-ids MAPFILE to replace them with opaque references (the mapping stays \
+                 at the agency)",
+                map.record_id,
+                field.0,
+                a.export.columns.display()
+            ))
+            .into());
+        }
+    }
     let signer = match &a.sign_with {
         Some(p) => {
             let k = SigningKey::load(p).with_context(|| "cannot sign the encoding".to_string())?;
@@ -393,10 +469,17 @@ fn encode(
     }
     // Lines an unclosed quote swallowed were rows of the export: they count as rejected.
     let swallowed: u64 = encoded.rejects.iter().map(|r| r.swallowed_lines).sum();
-    let rate = if report.rows_read == 0 {
+    // Empty rows (a spreadsheet's formatted blank rows) are listed, but are no sign of a bad
+    // export: they count on neither side of the rate.
+    let empty = report.reject_reasons.get("empty_row").copied().unwrap_or(0);
+    let (counted_rejects, counted_rows) = (
+        report.rejected - empty + swallowed,
+        report.rows_read - empty + swallowed,
+    );
+    let rate = if counted_rows == 0 {
         0.0
     } else {
-        (report.rejected + swallowed) as f64 / (report.rows_read + swallowed) as f64
+        counted_rejects as f64 / counted_rows as f64
     };
     if rate > a.max_reject_rate {
         let bad_bytes = report
@@ -424,8 +507,8 @@ fn encode(
         return Err(Error::TooManyRejects {
             path: a.export.input.clone(),
             rejects_file: rejects_path.clone(),
-            rejected: report.rejected + swallowed,
-            read: report.rows_read + swallowed,
+            rejected: counted_rejects,
+            read: counted_rows,
             rate: rate * 100.0,
             limit: a.max_reject_rate * 100.0,
             hint,
@@ -450,6 +533,19 @@ fn encode(
         .into());
     }
 
+    if a.opaque_ids.is_none() {
+        if let Some(kind) = encode::identifying_ids(&encoded.records) {
+            return Err(Error::Usage(format!(
+                "the record ids (column `{}` of {}) look like {kind}: they would go out in clear \
+                 in the encoding file, beside the filters that hide them. Pass --opaque-ids \
+                 MAPFILE to replace them with opaque references (the mapping stays at the \
+                 agency)",
+                map.record_id,
+                a.export.input.display()
+            ))
+            .into());
+        }
+    }
     let header = Header::for_encoding(key.info(), &schema, report, a.opaque_ids.is_some());
     let write_start = Instant::now();
     // At national scale the write takes seconds: show that something is happening.
@@ -470,10 +566,11 @@ fn encode(
     )?;
     let mut prepared = vec![encoding];
     if let Some(m) = &a.opaque_ids {
-        let (map_file, ()) = fsutil::prepare_atomic(m, overwrite, Mode::Private, |w| {
+        let earlier = earlier_opaque_ids(m, &encoded.opaque_map)?;
+        let (map_file, ()) = fsutil::prepare_atomic(m, Overwrite::Replace, Mode::Private, |w| {
             let io = |e| Error::io(m, e);
             writeln!(w, "opaque_ref,record_id").map_err(io)?;
-            for (r, id) in &encoded.opaque_map {
+            for (r, id) in earlier.iter().chain(&encoded.opaque_map) {
                 writeln!(w, "{},{}", r, output::csv_field(id)).map_err(io)?;
             }
             Ok(())

@@ -134,7 +134,21 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     // `inspect f && send f` never passes it.
     let forged = signing::check_embedded(&f).err();
     if a.json {
-        let printed = output::print_json(&ins);
+        // `outcome` as in every command's JSON; a signature that does not hold is a failure
+        // (exit 5) whose object is the report itself.
+        let mut j = serde_json::to_value(&ins)?;
+        if let Some(o) = j.as_object_mut() {
+            let outcome = if forged.is_some() {
+                "signature_invalid"
+            } else {
+                "done"
+            };
+            o.insert("outcome".into(), outcome.into());
+            if forged.is_some() {
+                o.insert("exit_code".into(), 5.into());
+            }
+        }
+        let printed = output::print_json(&j);
         return refused_or(forged, printed);
     }
     let mut t = format!(

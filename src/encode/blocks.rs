@@ -60,6 +60,15 @@ impl<'a> Rec<'a> {
         (0..self.len()).map(|i| line_breaks(self.get(i))).sum()
     }
 
+    /// Lines a stray quote swallowed into the record: its line breaks, less one that ends its
+    /// last field. That one is the file's last line break, taken in by a quote left open to
+    /// the end of the file, and no line follows it.
+    pub fn swallowed_lines(&self) -> u64 {
+        let last = self.len().checked_sub(1).map(|i| self.get(i));
+        let trailing = last.is_some_and(|f| matches!(f.last(), Some(b'\n' | b'\r')));
+        self.line_breaks() - u64::from(trailing)
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.bounds.len() / 2

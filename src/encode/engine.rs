@@ -829,29 +829,45 @@ impl<'p, 'a> Worker<'p, 'a> {
                 bad_bytes: None,
                 id: (0, 0),
             };
-            let checked = if rec.len() != plan.header.len() {
+            let checked = if is_empty_row(&rec) {
+                // Spreadsheets write formatted empty rows as delimiters only: no child.
+                Err(reject(
+                    at,
+                    None,
+                    "empty_row",
+                    "the row is empty (only delimiters or spaces); not counted towards \
+                     --max-reject-rate"
+                        .to_string(),
+                ))
+            } else if rec.len() != plan.header.len() {
                 // Quoted line breaks in a record of the wrong shape are almost always a stray
                 // or unclosed quote: the lines up to the closing quote (or the end of the
                 // file) were swallowed into one field, and are no rows of their own.
-                let breaks = rec.line_breaks();
                 let shape = format!(
                     "has {} fields, the header has {}",
                     rec.len(),
                     plan.header.len()
                 );
-                Err(if breaks == 0 {
+                let breaks = rec.swallowed_lines();
+                Err(if rec.line_breaks() == 0 {
                     reject(at, None, "wrong_field_count", shape)
                 } else {
+                    let runs = if breaks == 0 {
+                        "runs to the end of the file: a stray or unclosed quote".to_string()
+                    } else {
+                        format!(
+                            "runs over {breaks} line break(s) to about line {}: a stray or \
+                             unclosed quote that swallowed the lines after it (they are not \
+                             counted as rows)",
+                            at.1 + breaks
+                        )
+                    };
                     let mut r = reject(
                         at,
                         None,
                         "unclosed_quote",
                         format!(
-                            "{shape}, and a quoted field runs over {breaks} line break(s) to \
-                             about line {}: a stray or unclosed quote that swallowed the lines \
-                             after it (they are not counted as rows); fix the quote and export \
-                             again",
-                            at.1 + breaks
+                            "{shape}, and a quoted field {runs}; fix the quote and export again"
                         ),
                     );
                     r.swallowed_lines = breaks;
@@ -866,7 +882,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                 // happened to end in a closing quote and the right number of fields. Found by a
                 // column the map reads (record id, names, dates, codes, postcodes, identifiers)
                 // that holds swallowed rows.
-                let breaks = rec.line_breaks();
+                let breaks = rec.swallowed_lines();
                 let name = plan.header[c].as_str();
                 let mut r = reject(
                     at,
@@ -904,6 +920,13 @@ impl<'p, 'a> Worker<'p, 'a> {
                         Some(id_col),
                         "missing_record_id",
                         format!("record id column `{id_col}` is empty"),
+                    )),
+                    Some(id) if id == id_col && is_header(&rec, &plan.header) => Err(reject(
+                        at,
+                        None,
+                        "repeated_header",
+                        "the row repeats the header line (two exports joined into one file?)"
+                            .to_string(),
                     )),
                     Some(id) if id.len() > super::MAX_RECORD_ID_BYTES => Err(reject(
                         at,
@@ -1792,6 +1815,18 @@ fn make_salted_entry(
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
     sc.value = value;
+}
+
+/// Whether every field of `rec` is empty or ASCII whitespace: a spreadsheet's empty row.
+fn is_empty_row(rec: &Rec<'_>) -> bool {
+    // Most rows have something in their first field.
+    (0..rec.len()).all(|i| rec.get(i).iter().all(u8::is_ascii_whitespace))
+}
+
+/// Whether `rec` repeats the header line: each field, trimmed, is its column's name.
+fn is_header(rec: &Rec<'_>, header: &[String]) -> bool {
+    rec.len() == header.len()
+        && (0..rec.len()).all(|i| rec.get(i).trim_ascii() == header[i].trim().as_bytes())
 }
 
 /// The first column the map reads (the record id's, then the fields') whose value holds swallowed

@@ -585,6 +585,8 @@ struct HashingReader<R> {
     ctx: ring::digest::Context,
     bytes: u64,
     utf8: Option<Utf8Probe>,
+    /// The last byte read, if any.
+    last: Option<u8>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -592,6 +594,9 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.ctx.update(&buf[..n]);
         self.bytes += n as u64;
+        if n > 0 {
+            self.last = Some(buf[n - 1]);
+        }
         if let Some(p) = &mut self.utf8 {
             p.feed(&buf[..n]);
         }
@@ -642,6 +647,37 @@ impl Utf8Probe {
     fn looks_utf8(&self) -> bool {
         self.multibyte && !self.invalid && self.carry.is_empty()
     }
+}
+
+/// What the row references of `records` look like, if most are personal identifiers (NHS
+/// numbers, UPNs, postcodes) that must not leave the agency in clear: of up to 1,000 ids
+/// spread evenly over the file, more than half pass the identifier's check. Local record ids
+/// (`H26422900`, `P/21/964233`) do not; a random 10-digit id passes the NHS number's check 1
+/// time in 11.
+pub fn identifying_ids(records: &Records) -> Option<&'static str> {
+    const SAMPLE: usize = 1000;
+    let n = records.len();
+    if n == 0 {
+        return None;
+    }
+    let step = n.div_ceil(SAMPLE);
+    let sample: Vec<&str> = (0..n).step_by(step).map(|i| records.id(i)).collect();
+    type Looks = fn(&str) -> bool;
+    let kinds: [(&str, Looks); 3] = [
+        ("NHS numbers", |s| {
+            matches!(normalise::nhs_number(s), Ok(Some(_)))
+        }),
+        ("unique pupil numbers (UPNs)", |s| {
+            matches!(normalise::upn(s), Ok(Some(_)))
+        }),
+        ("postcodes", |s| {
+            matches!(normalise::postcode(s), Ok(Some(_)))
+        }),
+    ];
+    kinds
+        .into_iter()
+        .find(|(_, looks)| sample.iter().filter(|s| looks(s)).count() * 2 > sample.len())
+        .map(|(kind, _)| kind)
 }
 
 /// Encodes the CSV file at `input`.
@@ -729,6 +765,7 @@ fn encode_reader_with(
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         bytes: 0,
         utf8: (map.encoding == TextEncoding::Windows1252).then(Utf8Probe::default),
+        last: None,
     };
     // Look at the first bytes for byte-order marks.
     let mut head = [0u8; 3];
@@ -1196,6 +1233,17 @@ fn encode_reader_with(
              read as Windows-1252 those names are garbled (Zoë as ZoÃ«) and will not link. Set \
              encoding = \"utf-8\" and encode again",
             map.path.display()
+        ));
+    }
+    // Exports end their last row with a line break; a transfer or export job that stopped
+    // part-way leaves a file that does not, whose last row may be cut in a value (a postcode
+    // `E` for `E1 6AN`), still with the right number of fields.
+    if rows_read > 0 && !matches!(hashing.last, Some(b'\n' | b'\r')) {
+        warnings.push(format!(
+            "{} does not end with a line break: if the export or its transfer was cut short, \
+             its last row (row {rows_read}) is incomplete and the rows after it are missing. \
+             Check that the export is whole",
+            input.display()
         ));
     }
     let quoted: Vec<&Reject> = rejects.iter().filter(|r| r.swallowed_lines > 0).collect();

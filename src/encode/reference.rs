@@ -88,6 +88,10 @@ fn reference(
     for (i, rec) in recs.enumerate() {
         let row = i as u64 + 1;
         let rec = rec.expect("readable");
+        if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            rejects.push((row, "empty_row"));
+            continue;
+        }
         if rec.len() != header.len() {
             let breaks: u64 = rec.iter().map(super::blocks::line_breaks).sum();
             let reason = if breaks == 0 {
@@ -116,6 +120,16 @@ fn reference(
             }
             Some(id) if id.is_empty() => {
                 rejects.push((row, "missing_record_id"));
+                continue;
+            }
+            Some(id)
+                if id == header[id_col].trim()
+                    && rec
+                        .iter()
+                        .zip(&header)
+                        .all(|(f, h)| f.trim_ascii() == h.trim().as_bytes()) =>
+            {
+                rejects.push((row, "repeated_header"));
                 continue;
             }
             Some(id) if id.len() > super::MAX_RECORD_ID_BYTES => {
