@@ -49,6 +49,67 @@ fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
         .assert()
 }
 
+/// `--previous-links`: the same inputs again keep every link id (the table is byte-identical);
+/// without police, the links that continue earlier ones keep their ids, which they do not
+/// without the option (ids hash the job's inputs).
+#[test]
+fn link_ids_carry_over_from_an_earlier_job() {
+    let (dir, _, files) = encoded_testdata();
+    let night1 = dir.path().join("night1");
+    run_match(&files, &night1).success();
+    let links1 = night1.join("links.csv");
+    let table = |out: &Path| std::fs::read_to_string(out.join("links.csv")).unwrap();
+    let ids = |out: &Path| -> HashMap<(String, String), String> {
+        csv::Reader::from_path(out.join("links.csv"))
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                ((r[1].to_string(), r[2].to_string()), r[0].to_string())
+            })
+            .collect()
+    };
+    let again = dir.path().join("again");
+    let mut cmd = bloomlink();
+    cmd.arg("match").args(&files).arg("-o").arg(&again);
+    let j = success_json(cmd.arg("--previous-links").arg(&links1).arg("--json"));
+    assert_eq!(table(&again), table(&night1));
+    let c = &j["link_ids"];
+    assert_eq!(c["kept"], c["previous_links"], "{c}");
+    assert_eq!(
+        (c["new"].as_u64(), c["retired"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    let no_police: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !f.to_string_lossy().contains("police"))
+        .cloned()
+        .collect();
+    assert_eq!(no_police.len(), 2);
+    let night2 = dir.path().join("night2");
+    let mut cmd = bloomlink();
+    cmd.arg("match").args(&no_police).arg("-o").arg(&night2);
+    cmd.arg("--previous-links").arg(&links1).assert().success();
+    let plain = dir.path().join("plain");
+    run_match(&no_police, &plain).success();
+    let (before, after, without) = (ids(&night1), ids(&night2), ids(&plain));
+    let same = |now: &HashMap<(String, String), String>| {
+        now.iter()
+            .filter(|(k, v)| before.get(*k) == Some(*v))
+            .count()
+    };
+    // Nearly every health and education record keeps its link id with the option; none
+    // without it.
+    assert!(
+        same(&after) * 100 > after.len() * 95,
+        "{} of {}",
+        same(&after),
+        after.len()
+    );
+    assert_eq!(same(&without), 0);
+}
+
 #[test]
 fn links_testdata_with_high_precision_and_recall() {
     let (dir, _, files) = encoded_testdata();
@@ -491,6 +552,7 @@ fn check_blocking_measures_blocking_against_exhaustive_comparison() {
         .arg(dir.path().join("out"))
         .args(["--candidates", "blocking", "--check-blocking", "--json"]);
     let report = success_json(&mut cmd);
+    assert_eq!(report["outcome"], "done");
     let b = &report["blocking_check"];
     let (ex, found) = (
         b["exhaustive_link_pairs"].as_u64().unwrap(),

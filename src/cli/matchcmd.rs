@@ -65,6 +65,10 @@ pub struct MatchArgs {
     /// Also list records that link to nothing (with an empty link id).
     #[arg(long)]
     pub include_unlinked: bool,
+    /// The links.csv of an earlier job (last night's): each link that continues one of its
+    /// links keeps that link's id, so agencies can follow a link from night to night.
+    #[arg(long, value_name = "LINKS.csv")]
+    pub previous_links: Option<PathBuf>,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +100,7 @@ impl MatchArgs {
             check_blocking: false,
             evidence_tokens: vec!["nhs".into(), "upn".into()],
             include_unlinked: false,
+            previous_links: None,
             json: false,
             trust: None,
             allow_unsigned: false,
@@ -137,6 +142,20 @@ fn run_recorded(a: MatchArgs, audit_log: Option<&Path>) -> anyhow::Result<String
     o.insert("lsh".into(), a.lsh.into());
     o.insert("evidence_tokens".into(), a.evidence_tokens.clone().into());
     o.insert("include_unlinked".into(), a.include_unlinked.into());
+    o.insert(
+        "previous_links".into(),
+        a.previous_links
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .into(),
+    );
+    o.insert(
+        "previous_links_sha256".into(),
+        a.previous_links
+            .as_ref()
+            .and_then(|p| bloomlink::audit::sha256_file(p).ok())
+            .into(),
+    );
     o.insert("key_given".into(), a.key.is_some().into());
     o.insert(
         "trust".into(),
@@ -242,6 +261,11 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
             None
         }
     };
+    // Read now: with --force and the same output directory, it is about to be replaced.
+    let previous = match &a.previous_links {
+        Some(p) => Some(std::sync::Arc::new(job::PreviousLinks::read(p)?)),
+        None => None,
+    };
     let opened = t0.elapsed().as_secs_f64();
 
     let opts = MatchOptions {
@@ -257,6 +281,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
         evidence_tokens: a.evidence_tokens.clone(),
         include_unlinked: a.include_unlinked,
         lsh: a.lsh,
+        previous,
     };
     let mut outcome = job::run(&inputs, &opts, Kernel::detect())?;
     if a.check_blocking {
@@ -291,7 +316,12 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
     c.insert("review_used".into(), report.operating_point.review.into());
 
     let text = if a.json {
-        serde_json::to_string_pretty(report)? + "\n"
+        // `outcome` as in every command's JSON, so that a monitor reads one key for all.
+        let mut j = serde_json::to_value(report)?;
+        if let Some(o) = j.as_object_mut() {
+            o.insert("outcome".into(), "done".into());
+        }
+        serde_json::to_string_pretty(&j)? + "\n"
     } else {
         summary(report, &a.output)
     };
@@ -380,6 +410,16 @@ fn summary(r: &Report, out: &Path) -> String {
     ));
     for (pair, n) in &r.links_per_agency_pair {
         t.push_str(&format!("    {pair:<24} {:>10} links\n", thousands(*n)));
+    }
+    if let Some(c) = &r.link_ids {
+        t.push_str(&format!(
+            "  link ids     {} kept from {} ({} links), {} new, {} retired\n",
+            thousands(c.kept),
+            c.previous_file.display(),
+            thousands(c.previous_links),
+            thousands(c.new),
+            thousands(c.retired)
+        ));
     }
     if let Some(sigs) = &r.signatures {
         let list: Vec<String> = sigs

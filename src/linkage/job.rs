@@ -40,6 +40,8 @@ pub struct MatchOptions {
     pub include_unlinked: bool,
     /// Add LSH blocks on the filter bits to the keyed-token blocks (large jobs).
     pub lsh: bool,
+    /// An earlier job's link table, whose link ids carry over to the links that continue them.
+    pub previous: Option<std::sync::Arc<PreviousLinks>>,
 }
 
 impl Default for MatchOptions {
@@ -53,8 +55,96 @@ impl Default for MatchOptions {
             evidence_tokens: vec!["nhs".into(), "upn".into()],
             include_unlinked: false,
             lsh: false,
+            previous: None,
         }
     }
+}
+
+/// The link ids of an earlier job's `links.csv`, by (agency, record id): read by
+/// [`PreviousLinks::read`], used by `match --previous-links` so that a link keeps its id from
+/// night to night.
+#[derive(Clone, Debug, Default)]
+pub struct PreviousLinks {
+    /// The file read.
+    pub path: PathBuf,
+    /// `agency` 0x1F `record_id` → index into `ids`.
+    by_record: std::collections::HashMap<String, u32>,
+    /// The distinct link ids, in order of first appearance.
+    ids: Vec<String>,
+}
+
+impl PreviousLinks {
+    /// Reads a `links.csv` (`link_id,agency,record_id,…`; rows with an empty link id, the
+    /// unlinked, are skipped).
+    pub fn read(path: &Path) -> Result<PreviousLinks> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut rd = csv::ReaderBuilder::new().from_reader(std::io::BufReader::new(file));
+        let bad = |problem: String| Error::input(path, problem);
+        let header = rd
+            .headers()
+            .map_err(|e| bad(format!("cannot be read as CSV: {e}")))?
+            .clone();
+        let col = |name: &str| header.iter().position(|h| h == name);
+        let (Some(l), Some(a), Some(r)) = (col("link_id"), col("agency"), col("record_id")) else {
+            return Err(bad(
+                "is not a link table: give the links.csv of an earlier match job (its header \
+                 has link_id, agency and record_id)"
+                    .into(),
+            ));
+        };
+        let mut prev = PreviousLinks {
+            path: path.to_path_buf(),
+            ..Default::default()
+        };
+        let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        for (i, rec) in rd.records().enumerate() {
+            // The header is line 1; links.csv has no line breaks in its fields.
+            let rec = rec.map_err(|e| bad(format!("row {} cannot be read: {e}", i + 1)))?;
+            let (Some(link), Some(agency), Some(record)) = (rec.get(l), rec.get(a), rec.get(r))
+            else {
+                return Err(bad(format!("row {} has too few fields", i + 1)));
+            };
+            if link.is_empty() {
+                continue;
+            }
+            let next = index.len() as u32;
+            let id = *index.entry(link.to_string()).or_insert_with(|| {
+                prev.ids.push(link.to_string());
+                next
+            });
+            prev.by_record
+                .entry(format!("{agency}\x1f{record}"))
+                .or_insert(id);
+        }
+        Ok(prev)
+    }
+
+    /// Number of distinct link ids.
+    pub fn links(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn id_of(&self, agency: &str, record: &str) -> Option<u32> {
+        self.by_record
+            .get(&format!("{agency}\x1f{record}"))
+            .copied()
+    }
+}
+
+/// How the link ids of an earlier job carried over (`match --previous-links`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LinkIdCarry {
+    /// The earlier link table.
+    pub previous_file: PathBuf,
+    /// Links in it.
+    pub previous_links: u64,
+    /// Links of this job that kept an earlier id.
+    pub kept: u64,
+    /// Links of this job with a new id.
+    pub new: u64,
+    /// Earlier ids no link of this job kept (the link split off, merged into another, or no
+    /// longer found).
+    pub retired: u64,
 }
 
 /// One input as described in the report.
@@ -162,6 +252,9 @@ pub struct Report {
     /// Blocking recall against exhaustive comparison (`--check-blocking`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocking_check: Option<BlockingRecall>,
+    /// How an earlier job's link ids carried over (`--previous-links`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_ids: Option<LinkIdCarry>,
     /// What the linkage unit should know about the inputs (see [`input_warnings`]).
     pub warnings: Vec<String>,
 }
@@ -556,7 +649,12 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     secs.cluster = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let table = link_table(inputs, &clusters, opts.include_unlinked);
+    let table = link_table(
+        inputs,
+        &clusters,
+        opts.include_unlinked,
+        opts.previous.as_deref(),
+    );
     secs.write = t.elapsed().as_secs_f64();
     secs.total = t0.elapsed().as_secs_f64();
 
@@ -611,6 +709,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         seconds: secs,
         signatures: None,
         blocking_check: None,
+        link_ids: table.carry,
     };
     Ok(Outcome {
         report,
@@ -620,13 +719,19 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
 
 struct Table {
     rows: Vec<LinkRow>,
+    carry: Option<LinkIdCarry>,
     links: u64,
     in_review: u64,
     per_pair: BTreeMap<String, u64>,
     linked_per_agency: BTreeMap<String, u64>,
 }
 
-fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: bool) -> Table {
+fn link_table(
+    inputs: &Inputs,
+    clusters: &cluster::Clusters,
+    include_unlinked: bool,
+    previous: Option<&PreviousLinks>,
+) -> Table {
     let salt = job_salt(inputs);
     // Linked records by cluster: sorted (root, record) runs.
     let mut linked: Vec<(u32, u32)> = (0..inputs.total() as u32)
@@ -682,11 +787,31 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
             (rows, ags)
         })
         .collect();
+    let carry = previous.map(|p| {
+        let members: Vec<&[LinkRow]> = links.iter().map(|(rows, _)| rows.as_slice()).collect();
+        let kept = carried_ids(&members, p);
+        let n = kept.iter().flatten().count() as u64;
+        for ((rows, _), id) in links.iter_mut().zip(kept) {
+            if let Some(id) = id {
+                for r in rows {
+                    r.link_id = id.clone();
+                }
+            }
+        }
+        LinkIdCarry {
+            previous_file: p.path.clone(),
+            previous_links: p.links() as u64,
+            kept: n,
+            new: links.len() as u64 - n,
+            retired: p.links() as u64 - n,
+        }
+    });
     // Links in link-id order; each link's rows are already in (agency, record id) order, so
     // the table comes out sorted without sorting its rows.
     links.par_sort_unstable_by(|x, y| x.0[0].link_id.cmp(&y.0[0].link_id));
     let mut t = Table {
         rows: Vec::with_capacity(linked.len()),
+        carry,
         links: links.len() as u64,
         in_review: 0,
         per_pair: BTreeMap::new(),
@@ -732,6 +857,41 @@ fn link_table(inputs: &Inputs, clusters: &cluster::Clusters, include_unlinked: b
             .par_sort_by(|x, y| (&x.agency, &x.record_id).cmp(&(&y.agency, &y.record_id)));
     }
     t
+}
+
+/// Which earlier link id each link keeps (`None`: a new id). A link keeps the id of the earlier
+/// link it shares the most records with, each earlier id going to one link at most: the link
+/// sharing more records with it wins, then, between equals, the earlier id and the link whose
+/// first member (agency, record id) comes first. So a link that gained or lost a record keeps
+/// its id; of a link that split, the larger part keeps it; of two that merged, the merged link
+/// keeps the id of the larger. `links` holds each link's rows in (agency, record id) order.
+fn carried_ids(links: &[&[LinkRow]], previous: &PreviousLinks) -> Vec<Option<String>> {
+    // (shared records, earlier id, link), best first.
+    let mut candidates: Vec<(u32, u32, usize)> = Vec::new();
+    for (i, rows) in links.iter().enumerate() {
+        let mut shared: BTreeMap<u32, u32> = BTreeMap::new();
+        for r in rows.iter() {
+            if let Some(old) = previous.id_of(&r.agency, &r.record_id) {
+                *shared.entry(old).or_default() += 1;
+            }
+        }
+        candidates.extend(shared.into_iter().map(|(old, n)| (n, old, i)));
+    }
+    let first = |i: usize| (&links[i][0].agency, &links[i][0].record_id);
+    candidates.sort_by(|x, y| {
+        y.0.cmp(&x.0)
+            .then_with(|| previous.ids[x.1 as usize].cmp(&previous.ids[y.1 as usize]))
+            .then_with(|| first(x.2).cmp(&first(y.2)))
+    });
+    let mut kept: Vec<Option<String>> = vec![None; links.len()];
+    let mut taken = vec![false; previous.ids.len()];
+    for (_, old, i) in candidates {
+        if kept[i].is_none() && !taken[old as usize] {
+            taken[old as usize] = true;
+            kept[i] = Some(previous.ids[old as usize].clone());
+        }
+    }
+    kept
 }
 
 /// A score as written in `links.csv`: four decimals (empty for none), formatted without a
@@ -1031,4 +1191,71 @@ fn link_pairs(rows: &[LinkRow]) -> BTreeSet<(&str, &str, &str, &str)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(agency: &str, record: &str) -> LinkRow {
+        LinkRow {
+            link_id: String::new(),
+            agency: agency.into(),
+            record_id: record.into(),
+            score: None,
+            status: None,
+        }
+    }
+
+    fn previous(table: &str) -> PreviousLinks {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("links.csv");
+        std::fs::write(&p, table).unwrap();
+        PreviousLinks::read(&p).unwrap()
+    }
+
+    /// A link that grew keeps its id; of a split link the larger part keeps it; of two merged
+    /// links the larger's id wins and the other is retired; a link of new records gets none.
+    #[test]
+    fn links_keep_the_id_of_the_earlier_link_they_share_most_with() {
+        let prev = previous(
+            "link_id,agency,record_id,score,status\n\
+             La,health,h1,0.99,match\nLa,police,p1,0.99,match\n\
+             Lb,health,h2,0.99,match\nLb,police,p2,0.99,match\nLb,education,e2,0.99,match\n\
+             Lc,health,h3,0.99,match\nLc,police,p3,0.99,match\n\
+             Ld,health,h4,0.99,match\nLd,police,p4,0.99,match\nLd,education,e4,0.99,match\n\
+             ,health,h9,,\n",
+        );
+        assert_eq!(prev.links(), 4);
+        let grown = [
+            row("education", "e1"),
+            row("health", "h1"),
+            row("police", "p1"),
+        ];
+        let split_small = [row("education", "e2"), row("police", "p2x")];
+        let split_large = [row("health", "h2"), row("police", "p2")];
+        // Lc (2 records) and Ld (3) merged: Ld's id wins.
+        let merged = [
+            row("education", "e4"),
+            row("health", "h3"),
+            row("health", "h4"),
+            row("police", "p3"),
+            row("police", "p4"),
+        ];
+        let fresh = [row("health", "h9"), row("police", "p9")];
+        let links: Vec<&[LinkRow]> = vec![&grown, &split_small, &split_large, &merged, &fresh];
+        let kept = carried_ids(&links, &prev);
+        let ids: Vec<Option<&str>> = kept.iter().map(|k| k.as_deref()).collect();
+        assert_eq!(ids, [Some("La"), None, Some("Lb"), Some("Ld"), None]);
+    }
+
+    #[test]
+    fn a_file_that_is_no_link_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.csv");
+        std::fs::write(&p, "name,dob\nAnn,2015-01-01\n").unwrap();
+        let e = PreviousLinks::read(&p).unwrap_err().to_string();
+        assert!(e.contains("is not a link table"), "{e}");
+        assert!(PreviousLinks::read(&dir.path().join("none.csv")).is_err());
+    }
 }
