@@ -71,7 +71,7 @@ WS = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000' + ''.join(map
 NULLS = {'', '-', '--', '.', '?', 'NULL', 'NONE', 'N/A', 'NA', 'NK', 'N/K', 'NOT KNOWN', 'UNKNOWN',
          'UNK', 'NOT STATED', 'TBC', 'XX', 'NAN', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
 DROP = set("'`\u00b4\u02b9\u02bb\u02bc\u02bd\u2018\u2019\u201b\u2032\uff07\u00ad\u061c\u180e\ufeff") | {
-    chr(c) for a, b in ((0x200c, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
+    chr(c) for a, b in ((0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
     for c in range(a, b + 1)}
 FOLD = {c: rep for rep, cs in (
     ('L', 'ŁłĿŀȽƚⱢɫ'), ('O', 'ØøƟɵ'), ('D', 'ĐđÐðƉɖȡ'), ('TH', 'Þþ'), ('SS', 'ßẞ'), ('AE', 'Ææ'),

@@ -312,14 +312,14 @@ fn is_apostrophe(c: char) -> bool {
 }
 
 /// Invisible format characters dropped without splitting (soft hyphen,
-/// joiners, direction marks, byte-order mark).
+/// zero-width space, joiners, direction marks, byte-order mark).
 fn is_ignorable(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
             | '\u{061C}'
             | '\u{180E}'
-            | '\u{200C}'..='\u{200F}'
+            | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
@@ -1268,6 +1268,10 @@ mod tests {
         }
         assert_eq!(name("D’Souza"), some("DSOUZA"));
         assert_eq!(name("N’Golo"), some("NGOLO"));
+        // Invisible characters pasted into a name do not split it either.
+        for n in ["Al\u{200B}i", "Al\u{200D}i", "\u{FEFF}Ali", "A\u{00AD}li"] {
+            assert_eq!(name(n), some("ALI"), "{n:?}");
+        }
     }
 
     #[test]

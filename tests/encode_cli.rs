@@ -608,6 +608,19 @@ fn utf8_bom_is_accepted_and_utf16_refused() {
 
     let f = Fixture::new(b"\xFF\xFEP\x00a\x00");
     f.encode().assert().code(1).stderr(contains("UTF-16"));
+
+    // A workbook or archive given by mistake is named as such.
+    for (bytes, what) in [
+        (&b"PK\x03\x04\x14\x00\x06\x00"[..], "(.xlsx)"),
+        (&b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1"[..], "(.xls)"),
+        (&b"\x1F\x8B\x08\x00\x00\x00"[..], "gzip-compressed"),
+    ] {
+        let f = Fixture::new(bytes);
+        f.encode()
+            .assert()
+            .code(1)
+            .stderr(contains(what).and(contains("save or export the sheet as CSV")));
+    }
 }
 
 #[test]

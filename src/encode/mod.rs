@@ -792,6 +792,22 @@ fn encode_reader_with(
             "is UTF-16 (it starts with a UTF-16 byte-order mark): export it as UTF-8 or Windows-1252",
         ));
     }
+    // A workbook or an archive given by mistake: its bytes would read as one garbled column.
+    for (magic, what) in [
+        (&b"PK\x03"[..], "a ZIP archive or an Excel workbook (.xlsx)"),
+        (&[0xD0, 0xCF, 0x11][..], "an old Excel workbook (.xls)"),
+        (&[0x1F, 0x8B, 0x08][..], "gzip-compressed"),
+    ] {
+        if head == magic {
+            return Err(Error::input(
+                input,
+                format!(
+                    "is {what}, not a CSV export: save or export the sheet as CSV (or \
+                     decompress it), then encode the CSV file"
+                ),
+            ));
+        }
+    }
     let has_bom = head == [0xEF, 0xBB, 0xBF];
     if has_bom && map.encoding == TextEncoding::Windows1252 {
         return Err(Error::input(
