@@ -69,7 +69,8 @@ def stream(key, label, msg):  # ChaCha20(seed = HMAC(subkey(label), msg))
 BAD = object()
 WS = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000' + ''.join(map(chr, range(0x2000, 0x200b)))
 NULLS = {'', '-', '--', '.', '?', 'NULL', 'NONE', 'N/A', 'NA', 'NK', 'N/K', 'NOT KNOWN', 'UNKNOWN',
-         'UNK', 'NOT STATED', 'TBC', 'XX', 'NAN', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
+         'UNK', 'NOT STATED', 'TBC', 'XX', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
+CASED_NULLS = {'nan', 'NaN'}  # as written: pandas' and R's missing number (Nan, NAN are names)
 DROP = set("'`\u00b4\u02b9\u02bb\u02bc\u02bd\u2018\u2019\u201b\u2032\uff07\u00ad\u061c\u180e\ufeff") | {
     chr(c) for a, b in ((0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
     for c in range(a, b + 1)}
@@ -86,7 +87,7 @@ DEFAULT_SEX = {**dict.fromkeys(['M', 'MALE', 'BOY', 'MAN'], 'M'),
                                'U')}
 
 def is_null(s):
-    return s.isascii() and s.upper() in NULLS
+    return s.isascii() and s.upper() in NULLS or s in CASED_NULLS
 
 def prepared(normalise):  # the common prelude: length, trimming, null markers
     def run(raw, *args):
@@ -211,12 +212,14 @@ def date_of_birth(s, formats, today):
 
 def sex(raw, codes):
     t = raw.strip(WS)
-    if not t or is_null(t.upper()):
+    if not t or is_null(t.upper()) or t in CASED_NULLS:
         return None
     v = codes.get(t, codes.get(t.upper()))
     return BAD if v is None else None if v == 'U' else v
 
 def text(raw):
+    if raw.strip(WS) in CASED_NULLS:
+        return None
     t = ' '.join(w.upper() for w in re.split(f'[{WS}]+', raw) if w)
     return None if is_null(t) else t
 

@@ -113,9 +113,8 @@ pub const MIN_DATE_OF_BIRTH: Date = Date {
 pub const MAX_FIELD_BYTES: usize = 256;
 
 /// Values that mean "no value", compared ASCII-case-insensitively.
-/// `NAN`, `<NA>`, `#N/A`, `#NULL!` and `(BLANK)` are how pandas, R and Excel write an empty
-/// cell.
-const NULL_MARKERS: [&str; 22] = [
+/// `<NA>`, `#N/A`, `#NULL!` and `(BLANK)` are how pandas, R and Excel write an empty cell.
+const NULL_MARKERS: [&str; 21] = [
     "",
     "-",
     "--",
@@ -133,12 +132,15 @@ const NULL_MARKERS: [&str; 22] = [
     "NOT STATED",
     "TBC",
     "XX",
-    "NAN",
     "<NA>",
     "#N/A",
     "#NULL!",
     "(BLANK)",
 ];
+
+/// Null markers compared as written: pandas and R write a missing number as `nan` or `NaN`,
+/// while `Nan` and `NAN` are names (the given name Nan).
+const CASED_NULL_MARKERS: [&str; 2] = ["nan", "NaN"];
 
 /// Bit `n` is set when some null marker is `n` bytes long.
 const NULL_MARKER_LENGTHS: u32 = {
@@ -170,7 +172,8 @@ const NULL_MARKER_FIRST_BYTES: [bool; 256] = {
 
 /// Whether an already-trimmed value is a null marker such as `N/A`, `NULL`,
 /// `NOT KNOWN` or `-`. The comparison is ASCII-case-insensitive, so the
-/// argument need not actually be uppercased.
+/// argument need not actually be uppercased; `nan` and `NaN` are markers
+/// only as written ([`CASED_NULL_MARKERS`]).
 ///
 /// Every value goes through this, and most are not markers: values whose
 /// length or first byte no marker has (`SMITH`, `15/06/2010`) are turned
@@ -188,6 +191,7 @@ pub fn is_null_marker(trimmed_upper: &str) -> bool {
     NULL_MARKERS
         .iter()
         .any(|m| m.eq_ignore_ascii_case(trimmed_upper))
+        || CASED_NULL_MARKERS.contains(&trimmed_upper)
 }
 
 /// Whether `t` is a null marker once uppercased with the full Unicode
@@ -263,6 +267,9 @@ fn ascii_output(bytes: &[u8], s: &str) -> String {
 /// is left or the result is a null marker. ASCII text is uppercased in
 /// place in one buffer instead of word by word.
 pub fn free_text(raw: &str) -> Option<String> {
+    if CASED_NULL_MARKERS.contains(&trim(raw)) {
+        return None;
+    }
     let t = if raw.is_ascii() {
         let mut t = String::with_capacity(raw.len());
         for w in raw.split_whitespace() {
@@ -1176,10 +1183,16 @@ mod tests {
             assert_eq!(name(&padded), Ok(None), "{padded:?}");
         }
         for not in [
-            "NOTKNOWN", "N", "NANA", "NULLS", "X", "XXX", "---", "#N/A!", "BLANK",
+            "NOTKNOWN", "N", "NANA", "NULLS", "X", "XXX", "---", "#N/A!", "BLANK", "Nan", "NAN",
+            "nAn",
         ] {
             assert!(!is_null_marker(not), "{not:?}");
         }
+        // pandas' `nan` is missing everywhere, the given name Nan is a name.
+        assert_eq!(name("Nan"), some("NAN"));
+        assert_eq!(name(" NAN"), some("NAN"));
+        assert_eq!(free_text(" nan "), None);
+        assert_eq!(free_text("Nan"), Some("NAN".into()));
     }
 
     #[test]

@@ -12,9 +12,10 @@ use super::*;
 /// Original [`super::is_null_marker`].
 pub(super) fn is_null_marker(trimmed_upper: &str) -> bool {
     trimmed_upper.len() <= 10
-        && NULL_MARKERS
+        && (NULL_MARKERS
             .iter()
             .any(|m| m.eq_ignore_ascii_case(trimmed_upper))
+            || CASED_NULL_MARKERS.contains(&trimmed_upper))
 }
 
 /// Original `prepare`: length guard, Unicode trim, null markers.
@@ -98,11 +99,14 @@ pub(super) fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> N
 /// The `sex` branch of `encode::normalise_value` before its fast path:
 /// whether a trimmed coded value is missing.
 pub(super) fn coded_is_missing(t: &str) -> bool {
-    t.is_empty() || is_null_marker(&t.to_uppercase())
+    t.is_empty() || is_null_marker(&t.to_uppercase()) || CASED_NULL_MARKERS.contains(&t)
 }
 
 /// The `text` branch of `encode::normalise_value` before its fast path.
 pub(super) fn free_text(text: &str) -> Option<String> {
+    if CASED_NULL_MARKERS.contains(&text.trim()) {
+        return None;
+    }
     let t: Vec<String> = text.split_whitespace().map(str::to_uppercase).collect();
     let t = t.join(" ");
     if t.is_empty() || is_null_marker(&t) {
