@@ -232,6 +232,13 @@ fn empty_rows_and_repeated_headers_are_rejected_for_what_they_are() {
         "{rejects}"
     );
     assert!(rejects.contains("14,15,,,repeated_header"), "{rejects}");
+    // Nothing but empty rows is an empty export, as a header-only file is.
+    let f = Fixture::new(format!("{HEALTH_HEADER},,,,,,,\n,,,,,,,\n").as_bytes());
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("only 2 empty row(s)"));
+    let f = Fixture::new(rows.as_bytes());
     // The repeated header counts towards the rate (1 of 12), the empty rows do not.
     f.encode()
         .args(["--force", "--max-reject-rate", "0.08"])

@@ -1228,6 +1228,15 @@ fn encode_reader_with(
     for r in &rejects {
         *reject_reasons.entry(r.reason.to_string()).or_default() += 1;
     }
+    if reject_reasons.get("empty_row") == Some(&rows_read) {
+        return Err(Error::input(
+            input,
+            format!(
+                "has a header row but no data rows, only {rows_read} empty row(s) (delimiters \
+                 or spaces): is the export empty?"
+            ),
+        ));
+    }
     let mut warnings: Vec<String> = schema
         .weaknesses()
         .into_iter()
