@@ -50,8 +50,9 @@ fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
 }
 
 /// `--previous-links`: the same inputs again keep every link id (the table is byte-identical);
-/// without police, the links that continue earlier ones keep their ids, which they do not
-/// without the option (ids hash the job's inputs).
+/// when police joins, the links that continue earlier ones keep their ids, which they do not
+/// without the option (ids hash the job's inputs); a table naming an agency the job leaves out,
+/// or ids bloomlink does not write, are refused.
 #[test]
 fn link_ids_carry_over_from_an_earlier_job() {
     let (dir, _, files) = encoded_testdata();
@@ -81,33 +82,72 @@ fn link_ids_carry_over_from_an_earlier_job() {
         (Some(0), Some(0))
     );
 
+    // Police joins on a later night: the links of health and education continue with their
+    // ids (with the option; none without it).
     let no_police: Vec<PathBuf> = files
         .iter()
         .filter(|f| !f.to_string_lossy().contains("police"))
         .cloned()
         .collect();
     assert_eq!(no_police.len(), 2);
+    let before = dir.path().join("before");
+    run_match(&no_police, &before).success();
     let night2 = dir.path().join("night2");
     let mut cmd = bloomlink();
-    cmd.arg("match").args(&no_police).arg("-o").arg(&night2);
-    cmd.arg("--previous-links").arg(&links1).assert().success();
-    let plain = dir.path().join("plain");
-    run_match(&no_police, &plain).success();
-    let (before, after, without) = (ids(&night1), ids(&night2), ids(&plain));
+    cmd.arg("match").args(&files).arg("-o").arg(&night2);
+    cmd.arg("--previous-links")
+        .arg(before.join("links.csv"))
+        .assert()
+        .success();
+    let (before, after, without) = (ids(&before), ids(&night2), ids(&night1));
     let same = |now: &HashMap<(String, String), String>| {
-        now.iter()
-            .filter(|(k, v)| before.get(*k) == Some(*v))
+        before
+            .iter()
+            .filter(|(k, v)| now.get(*k) == Some(*v))
             .count()
     };
-    // Nearly every health and education record keeps its link id with the option; none
-    // without it.
     assert!(
-        same(&after) * 100 > after.len() * 95,
+        same(&after) * 100 > before.len() * 95,
         "{} of {}",
         same(&after),
-        after.len()
+        before.len()
     );
     assert_eq!(same(&without), 0);
+
+    // The other way round, a table of a job with police for a job without it is refused:
+    // police holds those ids, and they would join its records to links it is not part of.
+    let mut cmd = bloomlink();
+    cmd.arg("match")
+        .args(&no_police)
+        .arg("-o")
+        .arg(dir.path().join("night3"));
+    cmd.arg("--previous-links")
+        .arg(&links1)
+        .assert()
+        .code(2)
+        .stderr(contains("a job with police, which this job does not link"));
+    // A link id bloomlink does not write is refused, not copied into every agency's table.
+    let odd = dir.path().join("odd.csv");
+    let t = table(&night1);
+    let first = t
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&odd, t.replacen(&first, "\"L1,x\"", 1)).unwrap();
+    let mut cmd = bloomlink();
+    cmd.arg("match")
+        .args(&files)
+        .arg("-o")
+        .arg(dir.path().join("night4"));
+    cmd.arg("--previous-links")
+        .arg(&odd)
+        .assert()
+        .code(1)
+        .stderr(contains("row 1: the link id is not one bloomlink writes"));
 }
 
 #[test]

@@ -263,7 +263,34 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
     };
     // Read now: with --force and the same output directory, it is about to be replaced.
     let previous = match &a.previous_links {
-        Some(p) => Some(std::sync::Arc::new(job::PreviousLinks::read(p)?)),
+        Some(p) => {
+            let prev = job::PreviousLinks::read(p)?;
+            // An agency of the earlier job that is not in this one holds its ids: carried
+            // over, they would join its records to this job's, which it was never part of.
+            let here: std::collections::BTreeSet<&str> = inputs
+                .files()
+                .iter()
+                .map(|f| f.header().agency.as_str())
+                .collect();
+            let absent: Vec<&str> = prev
+                .agencies
+                .iter()
+                .map(String::as_str)
+                .filter(|ag| !here.contains(ag))
+                .collect();
+            if !absent.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--previous-links {} is the table of a job with {}, which this job does not \
+                     link: its link ids would let that agency join its records to this job's \
+                     links. Give the table of a job whose agencies all take part in this one, \
+                     or leave the option out (new link ids)",
+                    p.display(),
+                    absent.join(", ")
+                ))
+                .into());
+            }
+            Some(std::sync::Arc::new(prev))
+        }
         None => None,
     };
     let opened = t0.elapsed().as_secs_f64();

@@ -71,6 +71,8 @@ pub struct PreviousLinks {
     by_record: std::collections::HashMap<String, u32>,
     /// The distinct link ids, in order of first appearance.
     ids: Vec<String>,
+    /// The agencies of the earlier job (of its linked and, if listed, unlinked records).
+    pub agencies: BTreeSet<String>,
 }
 
 impl PreviousLinks {
@@ -104,8 +106,16 @@ impl PreviousLinks {
             else {
                 return Err(bad(format!("row {} has too few fields", i + 1)));
             };
+            prev.agencies.insert(agency.to_string());
             if link.is_empty() {
                 continue;
+            }
+            // Written into every agency's link table: only ids bloomlink writes.
+            if !is_link_id(link) {
+                return Err(bad(format!(
+                    "row {}: the link id is not one bloomlink writes (L and 20 hex digits)",
+                    i + 1
+                )));
             }
             let next = index.len() as u32;
             let id = *index.entry(link.to_string()).or_insert_with(|| {
@@ -129,6 +139,15 @@ impl PreviousLinks {
             .get(&format!("{agency}\x1f{record}"))
             .copied()
     }
+}
+
+/// Whether `s` is a link id as [`link_id`] writes it: `L` and 20 lower-case hex digits.
+fn is_link_id(s: &str) -> bool {
+    s.len() == 21
+        && s.starts_with('L')
+        && s.bytes()
+            .skip(1)
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// How the link ids of an earlier job carried over (`match --previous-links`).
@@ -1218,14 +1237,21 @@ mod tests {
     /// links the larger's id wins and the other is retired; a link of new records gets none.
     #[test]
     fn links_keep_the_id_of_the_earlier_link_they_share_most_with() {
-        let prev = previous(
-            "link_id,agency,record_id,score,status\n\
-             La,health,h1,0.99,match\nLa,police,p1,0.99,match\n\
-             Lb,health,h2,0.99,match\nLb,police,p2,0.99,match\nLb,education,e2,0.99,match\n\
-             Lc,health,h3,0.99,match\nLc,police,p3,0.99,match\n\
-             Ld,health,h4,0.99,match\nLd,police,p4,0.99,match\nLd,education,e4,0.99,match\n\
-             ,health,h9,,\n",
-        );
+        let id = |c: char| format!("L{c:0>20}");
+        let mut table = String::from("link_id,agency,record_id,score,status\n");
+        for (link, members) in [
+            ('a', "health:h1 police:p1"),
+            ('b', "health:h2 police:p2 education:e2"),
+            ('c', "health:h3 police:p3"),
+            ('d', "health:h4 police:p4 education:e4"),
+        ] {
+            for m in members.split(' ') {
+                let (agency, record) = m.split_once(':').unwrap();
+                table.push_str(&format!("{},{agency},{record},0.99,match\n", id(link)));
+            }
+        }
+        table.push_str(",health,h9,,\n");
+        let prev = previous(&table);
         assert_eq!(prev.links(), 4);
         let grown = [
             row("education", "e1"),
@@ -1234,7 +1260,7 @@ mod tests {
         ];
         let split_small = [row("education", "e2"), row("police", "p2x")];
         let split_large = [row("health", "h2"), row("police", "p2")];
-        // Lc (2 records) and Ld (3) merged: Ld's id wins.
+        // Links c (2 records) and d (3) merged: d's id wins.
         let merged = [
             row("education", "e4"),
             row("health", "h3"),
@@ -1245,8 +1271,10 @@ mod tests {
         let fresh = [row("health", "h9"), row("police", "p9")];
         let links: Vec<&[LinkRow]> = vec![&grown, &split_small, &split_large, &merged, &fresh];
         let kept = carried_ids(&links, &prev);
-        let ids: Vec<Option<&str>> = kept.iter().map(|k| k.as_deref()).collect();
-        assert_eq!(ids, [Some("La"), None, Some("Lb"), Some("Ld"), None]);
+        assert_eq!(
+            kept,
+            [Some(id('a')), None, Some(id('b')), Some(id('d')), None]
+        );
     }
 
     #[test]
@@ -1257,5 +1285,11 @@ mod tests {
         let e = PreviousLinks::read(&p).unwrap_err().to_string();
         assert!(e.contains("is not a link table"), "{e}");
         assert!(PreviousLinks::read(&dir.path().join("none.csv")).is_err());
+        std::fs::write(&p, "link_id,agency,record_id\nLb,health,h1\n").unwrap();
+        let e = PreviousLinks::read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("row 1: the link id is not one bloomlink writes"),
+            "{e}"
+        );
     }
 }
