@@ -395,7 +395,9 @@ def encode(key, schema, cmap, data):
         rows_read += 1
         rid = decode(row[id_col]) if len(row) == len(header) else None
         swallowed = lambda v: ('\n' in v or '\r' in v) and v.count(delimiter) + 1 >= len(header)
-        if rid is None or any(swallowed(row[c]) for c in (id_col, *cols.values())) \
+        repeats_header = rid is not None and all(  # two exports joined: the header again
+            (v := decode(c)) is not None and v.lstrip('\ufeff').strip(WS) == h for c, h in zip(row, header))
+        if rid is None or any(swallowed(row[c]) for c in (id_col, *cols.values())) or repeats_header \
                 or not rid.strip(WS) or len(rid.strip(WS).encode()) > 256 \
                 or any(decode(row[c]) is None for c in cols.values()):  # unclosed_quote, ...
             continue

@@ -232,6 +232,30 @@ fn empty_rows_and_repeated_headers_are_rejected_for_what_they_are() {
         "{rejects}"
     );
     assert!(rejects.contains("14,15,,,repeated_header"), "{rejects}");
+    // Two Excel exports joined (the second's byte-order mark before its header), and a
+    // Windows-1252 export whose header has a non-ASCII name: still the header.
+    let f = Fixture::new(
+        format!("{HEALTH_HEADER}H1,,Ann,,Lee,01/03/2015,F,LS6 2AB\n\u{FEFF}{HEALTH_HEADER}")
+            .as_bytes(),
+    );
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "1"]));
+    assert_eq!(j["report"]["reject_reasons"]["repeated_header"], 1, "{j}");
+    let cp_map = HEALTH_MAP
+        .replace("given_name = \"Forename\"", "given_name = \"Prénom\"")
+        .replace("date_formats", "encoding = \"windows-1252\"\ndate_formats");
+    let header = HEALTH_HEADER.replace("Forename", "Pr\u{e9}nom");
+    let mut input: Vec<u8> = Vec::new();
+    for line in [
+        header.as_str(),
+        "H1,,Zo\u{eb},,Lee,01/03/2015,F,LS6 2AB\n",
+        header.as_str(),
+    ] {
+        input.extend(line.chars().map(|c| u8::try_from(u32::from(c)).unwrap()));
+    }
+    let f = Fixture::with_map(&input, &cp_map);
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "1"]));
+    assert_eq!(j["report"]["encoded"], 1, "{j}");
+    assert_eq!(j["report"]["reject_reasons"]["repeated_header"], 1, "{j}");
     // Nothing but empty rows is an empty export, as a header-only file is.
     let f = Fixture::new(format!("{HEALTH_HEADER},,,,,,,\n,,,,,,,\n").as_bytes());
     f.encode()
@@ -866,6 +890,26 @@ fn the_opaque_id_map_grows_night_by_night_under_one_key() {
     let e = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(e.contains("another key") && !e.contains("H2"), "{e}");
     assert!(!f.path("night3.clk").exists());
+    // A map of another agency (or key) is refused even when it shares no id with tonight's
+    // export: every entry is checked against tonight's key and agency.
+    let police = HEALTH_MAP.replace("agency = \"health\"", "agency = \"police\"");
+    let p = Fixture::with_map(format!("{HEALTH_HEADER}{GOOD}").as_bytes(), &police);
+    p.encode()
+        .arg("--opaque-ids")
+        .arg(p.path("police-ids.csv"))
+        .assert()
+        .success();
+    let mut run5 = f.encode_with(&night2, &f.path("night5.clk"));
+    std::fs::write(
+        &night2,
+        format!("{HEALTH_HEADER}H7,,Ann,,Lee,01/03/2015,F,LS6 2AB\n"),
+    )
+    .unwrap();
+    run5.arg("--opaque-ids")
+        .arg(p.path("police-ids.csv"))
+        .assert()
+        .code(2)
+        .stderr(contains("another key or for another agency"));
     // Not a map at all.
     std::fs::write(&ids, "name,dob\n").unwrap();
     let mut run4 = f.encode_with(&night2, &f.path("night4.clk"));

@@ -224,12 +224,15 @@ fn run_recorded(
 
 /// The entries of an existing opaque id map at `path` that tonight's `map` does not have, in
 /// their order: the map of a key epoch keeps every id it has seen, so that links of earlier
-/// nights still map back. A map whose reference for an id differs from tonight's was written
-/// under another key (references are keyed), or is no opaque id map: refused, never merged.
+/// nights still map back. Every entry is checked against `reference` (tonight's key and
+/// agency): a map written under another key or for another agency, or no opaque id map at
+/// all, is refused, never merged.
 fn earlier_opaque_ids(
     path: &Path,
     map: &[(String, String)],
+    reference: impl Fn(&str) -> String + Sync,
 ) -> Result<Vec<(String, String)>, Error> {
+    use rayon::prelude::*;
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -237,16 +240,11 @@ fn earlier_opaque_ids(
     };
     let refused = |why: String| {
         Error::Usage(format!(
-            "the opaque id map {} {why}. Keep one map per key epoch, and give a new map file \
-             after a key rotation",
+            "the opaque id map {} {why}. Keep one map per key epoch and agency, and give a new \
+             map file after a key rotation",
             path.display()
         ))
     };
-    let tonight: std::collections::HashMap<&str, &str> = map
-        .iter()
-        .map(|(r, id)| (id.as_str(), r.as_str()))
-        .collect();
-    let refs: std::collections::HashSet<&str> = map.iter().map(|(r, _)| r.as_str()).collect();
     let mut rd = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
     match rd.headers() {
         Ok(h) if h.iter().eq(["opaque_ref", "record_id"]) => {}
@@ -256,31 +254,27 @@ fn earlier_opaque_ids(
             ))
         }
     }
-    let mut earlier = Vec::new();
+    let mut entries = Vec::new();
     for (i, rec) in rd.records().enumerate() {
-        let row = i + 1;
-        let rec = match rec {
-            Ok(r) if r.len() == 2 => r,
-            _ => return Err(refused(format!("cannot be read at row {row}"))),
-        };
-        let (r, id) = (&rec[0], &rec[1]);
-        match tonight.get(id) {
-            Some(&now) if now == r => {}
-            Some(_) => {
-                return Err(refused(format!(
-                    "gives row {row}'s record id another reference than tonight's key does: \
-                     it was written under another key"
-                )))
-            }
-            None if refs.contains(r) => {
-                return Err(refused(format!(
-                    "gives row {row}'s reference to another record id than tonight's"
-                )))
-            }
-            None => earlier.push((r.to_string(), id.to_string())),
+        match rec {
+            Ok(r) if r.len() == 2 => entries.push((r[0].to_string(), r[1].to_string())),
+            _ => return Err(refused(format!("cannot be read at row {}", i + 1))),
         }
     }
-    Ok(earlier)
+    // Row numbers only: the ids are the agency's own and may be personal data.
+    if let Some(row) = entries
+        .par_iter()
+        .position_first(|(r, id)| reference(id) != *r)
+    {
+        return Err(refused(format!(
+            "was written under another key or for another agency (row {}'s reference is not \
+             what tonight's key gives its record id)",
+            row + 1
+        )));
+    }
+    let tonight: std::collections::HashSet<&str> = map.iter().map(|(_, id)| id.as_str()).collect();
+    entries.retain(|(_, id)| !tonight.contains(id.as_str()));
+    Ok(entries)
 }
 
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print and
@@ -566,7 +560,10 @@ fn encode(
     )?;
     let mut prepared = vec![encoding];
     if let Some(m) = &a.opaque_ids {
-        let earlier = earlier_opaque_ids(m, &encoded.opaque_map)?;
+        let hasher = bloomlink::tokens::Hasher::new(&key, &schema);
+        let earlier = earlier_opaque_ids(m, &encoded.opaque_map, |id| {
+            hasher.opaque_ref(&map.agency, id)
+        })?;
         let (map_file, ()) = fsutil::prepare_atomic(m, Overwrite::Replace, Mode::Private, |w| {
             let io = |e| Error::io(m, e);
             writeln!(w, "opaque_ref,record_id").map_err(io)?;

@@ -921,13 +921,18 @@ impl<'p, 'a> Worker<'p, 'a> {
                         "missing_record_id",
                         format!("record id column `{id_col}` is empty"),
                     )),
-                    Some(id) if id == id_col && is_header(&rec, &plan.header) => Err(reject(
-                        at,
-                        None,
-                        "repeated_header",
-                        "the row repeats the header line (two exports joined into one file?)"
-                            .to_string(),
-                    )),
+                    Some(id)
+                        if id.trim_start_matches('\u{FEFF}').trim() == id_col.trim()
+                            && is_header(&rec, &plan.header, plan.map.encoding) =>
+                    {
+                        Err(reject(
+                            at,
+                            None,
+                            "repeated_header",
+                            "the row repeats the header line (two exports joined into one file?)"
+                                .to_string(),
+                        ))
+                    }
                     Some(id) if id.len() > super::MAX_RECORD_ID_BYTES => Err(reject(
                         at,
                         Some(id_col),
@@ -1823,10 +1828,15 @@ fn is_empty_row(rec: &Rec<'_>) -> bool {
     (0..rec.len()).all(|i| rec.get(i).iter().all(u8::is_ascii_whitespace))
 }
 
-/// Whether `rec` repeats the header line: each field, trimmed, is its column's name.
-fn is_header(rec: &Rec<'_>, header: &[String]) -> bool {
+/// Whether `rec` repeats the header line: each field, decoded and trimmed, is its column's
+/// name (the first may start with the byte-order mark of a second export joined on).
+fn is_header(rec: &Rec<'_>, header: &[String], encoding: TextEncoding) -> bool {
+    let mut buf = String::new();
     rec.len() == header.len()
-        && (0..rec.len()).all(|i| rec.get(i).trim_ascii() == header[i].trim().as_bytes())
+        && (0..rec.len()).all(|i| {
+            decode(encoding, rec.get(i), &mut buf)
+                .is_some_and(|v| v.trim_start_matches('\u{FEFF}').trim() == header[i].trim())
+        })
 }
 
 /// The first column the map reads (the record id's, then the fields') whose value holds swallowed

@@ -123,11 +123,12 @@ fn reference(
                 continue;
             }
             Some(id)
-                if id == header[id_col].trim()
-                    && rec
-                        .iter()
-                        .zip(&header)
-                        .all(|(f, h)| f.trim_ascii() == h.trim().as_bytes()) =>
+                if id.trim_start_matches('\u{FEFF}').trim() == header[id_col].trim()
+                    && rec.iter().zip(&header).all(|(f, h)| {
+                        let mut b = String::new();
+                        decode(map.encoding, f, &mut b)
+                            .is_some_and(|v| v.trim_start_matches('\u{FEFF}').trim() == h.trim())
+                    }) =>
             {
                 rejects.push((row, "repeated_header"));
                 continue;
