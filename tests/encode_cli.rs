@@ -33,7 +33,7 @@ fn encodes_and_reconciles() {
     assert_eq!(file.row_ref(0), "H1");
     assert_eq!(file.header().agency, "health");
     // The rejects file exists and has only its header.
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert_eq!(rejects.lines().count(), 1);
 }
 
@@ -159,7 +159,7 @@ fn a_stray_quote_is_reported_with_the_lines_it_swallowed() {
         .code(3)
         .stderr(contains("5 of 40 rows rejected").and(contains("4 line(s) swallowed")))
         .stderr(contains("rejects.csv"));
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(rejects.contains("unclosed_quote"), "{rejects}");
     assert!(rejects.contains("4 line break(s)"), "{rejects}");
     assert!(!f.path("out.clk").exists());
@@ -192,7 +192,7 @@ fn a_quote_open_to_the_end_of_the_file_swallows_only_the_lines_after_it() {
     let j = success_json(f.encode().arg("--json"));
     assert_eq!(j["report"]["rows_read"], 20, "{j}");
     assert_eq!(j["report"]["rejected"], 1, "{j}");
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(rejects.contains("runs to the end of the file"), "{rejects}");
     // Row 18 swallows rows 19 and 20: three of 20 rows lost.
     let f = Fixture::new(rows(18).as_bytes());
@@ -200,7 +200,7 @@ fn a_quote_open_to_the_end_of_the_file_swallows_only_the_lines_after_it() {
         .assert()
         .code(3)
         .stderr(contains("3 of 20 rows rejected").and(contains("2 line(s) swallowed")));
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("2 line break(s) to about line 21"),
         "{rejects}"
@@ -226,7 +226,7 @@ fn empty_rows_and_repeated_headers_are_rejected_for_what_they_are() {
     assert_eq!(r["encoded"], 11, "{j}");
     assert_eq!(r["reject_reasons"]["empty_row"], 3, "{j}");
     assert_eq!(r["reject_reasons"]["repeated_header"], 1, "{j}");
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("11,12,,,empty_row") && rejects.contains("13,14,,,empty_row"),
         "{rejects}"
@@ -303,7 +303,7 @@ fn a_stray_quote_in_a_row_of_the_right_shape_is_rejected() {
     let j = success_json(f.encode().arg("--json").arg("--max-reject-rate").arg("1"));
     assert_eq!(j["report"]["rows_read"], 4, "{j}");
     assert_eq!(j["report"]["encoded"], 3, "{j}");
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("1,2,Forename,,unclosed_quote") && rejects.contains("to about line 4"),
         "{rejects}"
@@ -497,7 +497,7 @@ fn wrong_field_count_is_rejected_with_row_and_line() {
         .arg("0.5")
         .assert()
         .success();
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("4,5,,,wrong_field_count,\"has 3 fields, the header has 8\""),
         "{rejects}"
@@ -591,7 +591,7 @@ fn invalid_utf8_names_row_and_column_not_value() {
         .arg("1")
         .assert()
         .success();
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("4,5,Forename,,invalid_encoding"),
         "{rejects}"
@@ -664,7 +664,7 @@ fn quoted_newlines_keep_row_and_line_numbers() {
         .arg("1")
         .assert()
         .success();
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     // Row 2 starts on line 4 because row 1 spans lines 2-3.
     assert!(rejects.contains("2,4,,,wrong_field_count"), "{rejects}");
 }
@@ -690,7 +690,7 @@ fn duplicate_record_ids_are_rejected() {
         .arg("1")
         .assert()
         .success();
-    let rejects = std::fs::read_to_string(f.path("out.rejects.csv")).unwrap();
+    let rejects = f.rejects();
     assert!(
         rejects.contains("4,5,Patient ID,,duplicate_record_id,record id already used by row 1"),
         "{rejects}"

@@ -28,10 +28,15 @@ fn encode_rows(threads: usize) -> Records {
 }
 
 fn encode_rows_with(schema: &Schema, threads: usize) -> Records {
+    encode_csv_rows(schema, HEALTH_MAP, ROWS, threads)
+}
+
+/// Encodes `rows` (health layout, after the header) with `schema` under the column map `map`.
+fn encode_csv_rows(schema: &Schema, map: &str, rows: &str, threads: usize) -> Records {
     let dir = tempfile::tempdir().unwrap();
     let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
-    let map = ColumnMap::from_toml(HEALTH_MAP, Path::new("map.toml")).unwrap();
-    let csv = format!("{HEALTH_HEADER}{ROWS}");
+    let map = ColumnMap::from_toml(map, Path::new("map.toml")).unwrap();
+    let csv = format!("{HEALTH_HEADER}{rows}");
     let opts = EncodeOptions {
         today: Date::new(2026, 1, 1).unwrap(),
         threads,
@@ -244,30 +249,6 @@ fn hardened_bits_do_not_depend_on_thread_count() {
     }
 }
 
-/// Encodes `rows` (health layout) with the default schema under `map`.
-fn encode_with_map(map: &str, rows: &str) -> Records {
-    let dir = tempfile::tempdir().unwrap();
-    let key = LinkageKey::load(&demo_key(dir.path()), Expiry::Enforce).unwrap();
-    let map = ColumnMap::from_toml(map, Path::new("map.toml")).unwrap();
-    let csv = format!("{HEALTH_HEADER}{rows}");
-    let opts = EncodeOptions {
-        today: Date::new(2026, 1, 1).unwrap(),
-        threads: 1,
-        ..Default::default()
-    };
-    encode_reader(
-        csv.as_bytes(),
-        Path::new("missing.csv"),
-        0,
-        &key,
-        &Schema::default_uk(),
-        &map,
-        &opts,
-    )
-    .unwrap()
-    .records
-}
-
 /// A column map's `[missing]` table: `keep` reads a built-in marker or placeholder as the name
 /// it is in this export (the surname Na), `extra` reads the export's own marker as missing; any
 /// other value encodes as without the table.
@@ -281,8 +262,13 @@ fn a_column_maps_missing_table_changes_only_the_values_it_lists() {
                 M6,,,,Jones,12/03/2015,F,LS6 2AB\n\
                 M7,,Aisha,Na,Khan,01/02/2016,F,SW1A 1AA\n";
     let table = "[missing]\nextra = [' ZZZ']\nkeep = ['na', 'Baby']\n";
-    let plain = encode_with_map(HEALTH_MAP, rows);
-    let listed = encode_with_map(&format!("{HEALTH_MAP}{table}"), rows);
+    let plain = encode_csv_rows(&Schema::default_uk(), HEALTH_MAP, rows, 1);
+    let listed = encode_csv_rows(
+        &Schema::default_uk(),
+        &format!("{HEALTH_MAP}{table}"),
+        rows,
+        1,
+    );
     // Without the table: Na and Baby are missing, zzz is a name.
     assert_eq!(plain.filter(0), plain.filter(1));
     assert_ne!(plain.filter(2), plain.filter(3));

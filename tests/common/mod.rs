@@ -104,6 +104,11 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
+    /// The rejects file of [`Fixture::encode`]'s run.
+    pub fn rejects(&self) -> String {
+        std::fs::read_to_string(self.path("out.rejects.csv")).unwrap()
+    }
+
     /// `bloomlink encode` on the fixture, writing `out.clk`.
     pub fn encode(&self) -> Command {
         let mut c = self.encode_with(&self.input, &self.path("out.clk"));
