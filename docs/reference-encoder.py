@@ -203,6 +203,8 @@ def match_date(fmt, s, ymd, pivot):  # the first way the format matches all of s
 
 @prepared
 def date_of_birth(s, formats, today):
+    if s == 'NaT':  # pandas' missing date, as written (Nat is a name elsewhere)
+        return None
     parse = lambda t: next(filter(None, (match_date(f, t, (0, 0, 0), today.year) for f in formats)), None)
     d = parse(s)
     for i, c in enumerate(s):

@@ -142,6 +142,9 @@ const NULL_MARKERS: [&str; 21] = [
 /// while `Nan` and `NAN` are names (the given name Nan).
 const CASED_NULL_MARKERS: [&str; 2] = ["nan", "NaN"];
 
+/// pandas' missing date, as written: a null marker in date fields only (Nat is a name).
+const NOT_A_TIME: &str = "NaT";
+
 /// Bit `n` is set when some null marker is `n` bytes long.
 const NULL_MARKER_LENGTHS: u32 = {
     let mut bits = 0u32;
@@ -1055,6 +1058,7 @@ type Matcher = fn(&DateFormat, &str, i32, &mut bool) -> Option<Date>;
 /// `BeforeMinDate`; dates after `today` are `InFuture`.
 pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
     match prepare(raw) {
+        Ok(NOT_A_TIME) => Ok(None),
         Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date),
         Err(e) => early(e),
     }
@@ -1182,6 +1186,10 @@ mod tests {
             let padded = format!("  {m}\t");
             assert_eq!(name(&padded), Ok(None), "{padded:?}");
         }
+        // pandas' missing date, as written, in date fields; elsewhere the name Nat.
+        assert_eq!(date_of_birth(" NaT ", &[], Date::today_utc()), Ok(None));
+        assert!(date_of_birth("NAT", &[], Date::today_utc()).is_err());
+        assert_eq!(name("NaT"), some("NAT"));
         for not in [
             "NOTKNOWN", "N", "NANA", "NULLS", "X", "XXX", "---", "#N/A!", "BLANK", "Nan", "NAN",
             "nAn",

@@ -91,6 +91,7 @@ pub(super) fn upn(raw: &str) -> Normalised<String> {
 /// shared).
 pub(super) fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
     match prepare(raw) {
+        Ok(NOT_A_TIME) => Ok(None),
         Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date_backtracking),
         Err(e) => early(e),
     }
