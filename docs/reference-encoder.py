@@ -71,9 +71,10 @@ WS = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000' + ''.join(map
 NULLS = {'', '-', '--', '.', '?', 'NULL', 'NONE', 'N/A', 'NA', 'NK', 'N/K', 'NOT KNOWN', 'UNKNOWN',
          'UNK', 'NOT STATED', 'TBC', 'XX', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
 CASED_NULLS = {'nan', 'NaN'}  # as written: pandas' and R's missing number (Nan, NAN are names)
-DROP = set("'`\u00b4\u02b9\u02bb\u02bc\u02bd\u2018\u2019\u201b\u2032\uff07\u00ad\u061c\u180e\ufeff") | {
+INVISIBLE = set('\u00ad\u061c\u180e\ufeff') | {
     chr(c) for a, b in ((0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
     for c in range(a, b + 1)}
+DROP = set("'`\u00b4\u02b9\u02bb\u02bc\u02bd\u2018\u2019\u201b\u2032\uff07") | INVISIBLE
 FOLD = {c: rep for rep, cs in (
     ('L', 'ŁłĿŀȽƚⱢɫ'), ('O', 'ØøƟɵ'), ('D', 'ĐđÐðƉɖȡ'), ('TH', 'Þþ'), ('SS', 'ßẞ'), ('AE', 'Ææ'),
     ('OE', 'Œœ'), ('I', 'ıƗɨ'), ('H', 'Ħħ'), ('T', 'Ŧŧ'), ('K', 'ĸ'), ('B', 'Ƀƀ'), ('R', 'Ɍɍ'),
@@ -96,6 +97,10 @@ def prepared(normalise):  # the common prelude: length, trimming, null markers
         s = raw.strip(WS)
         return None if is_null(s) else normalise(s, *args)
     return run
+
+def visible(normalise):  # identifiers and dates: invisible format characters dropped first
+    drop = lambda raw: raw if len(raw.encode()) > 256 else ''.join(c for c in raw if c not in INVISIBLE)
+    return lambda raw, *args: normalise(drop(raw), *args)
 
 def name_chars(c, top=True):  # one character: letters to keep, None for a separator
     mark = lambda x: unicodedata.category(x)[0] == 'M' or x in DROP
@@ -133,6 +138,7 @@ def compact(s, most):  # ASCII letters and digits, upper-cased, whitespace dropp
     c = [ch for ch in s if ch not in WS]
     return ''.join(c).upper() if len(c) <= most and all(ch.isascii() and ch.isalnum() for ch in c) else BAD
 
+@visible
 @prepared
 def postcode(s):
     c = compact(s, 7)
@@ -149,6 +155,7 @@ def postcode(s):
         or len(o) == 4 and o[1] in second and o[2] in DIG and (o[3] in DIG or o[3] in 'ABEHMNPRVWXY'))
     return o + ' ' + i if ok or c == 'GIR0AA' else BAD
 
+@visible
 @prepared
 def nhs_number(s):
     s = s[:-2] if s.endswith('.0') else s  # a number that went through a spreadsheet as a float
@@ -160,6 +167,7 @@ def nhs_number(s):
     check = (11 - sum(int(x) * w for x, w in zip(d, range(10, 1, -1))) % 11) % 11
     return ''.join(d) if check != 10 and check == int(d[9]) else BAD
 
+@visible
 @prepared
 def upn(s):
     u = compact(s, 13)
@@ -201,6 +209,7 @@ def match_date(fmt, s, ymd, pivot):  # the first way the format matches all of s
     return next(filter(None, (match_date(rest, s[len(nm):], (ymd[0], m, ymd[2]), pivot) for nm, m in names
                               if s[:len(nm)].isascii() and s[:len(nm)].lower() == nm)), None)
 
+@visible
 @prepared
 def date_of_birth(s, formats, today):
     if s == 'NaT':  # pandas' missing date, as written (Nat is a name elsewhere)
@@ -278,6 +287,8 @@ class Encoder:
         self.tok_key = [subkey(key, f'bloomlink/v1/token/{t["name"]}') for t in schema.get('token', [])]
         formats = cmap.get('date_formats', ['%Y-%m-%d', '%d/%m/%Y', '%d-%b-%Y'])
         formats = [re.findall(r'%.|[^%]+', f) for f in formats]
+        if any(x[0] == '%' and x not in ('%d', '%m', '%Y', '%y', '%b', '%B', '%%') for f in formats for x in f):
+            sys.exit('date_formats: unsupported directive (bloomlink refuses the map too)')
         codes = {k.strip(WS).upper(): v for k, v in cmap.get('sex_codes', DEFAULT_SEX).items()}
         today = datetime.datetime.now(datetime.timezone.utc).date()
         self.normalisers = {'name': name, 'postcode': postcode, 'nhs_number': nhs_number, 'upn': upn,

@@ -414,6 +414,20 @@ given_name = "FIRST_NAME"
     }
 
     #[test]
+    fn a_time_of_day_in_a_date_format_is_refused_with_the_fix() {
+        let e = ColumnMap::from_toml(
+            "agency='a'\nrecord_id='id'\ndate_formats=['%d/%m/%Y %H:%M']\n[columns]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a.toml"), "{e}");
+        assert!(e.contains("date format `%d/%m/%Y %H:%M`"), "{e}");
+        assert!(e.contains("%H is a time-of-day directive"), "{e}");
+        assert!(e.contains("leave the time out of the format"), "{e}");
+    }
+
+    #[test]
     fn missing_table_is_read_and_checked() {
         let head = "agency='a'\nrecord_id='id'\n[columns]\nfamily_name='Surname'\n";
         let m = ColumnMap::from_toml(

@@ -238,6 +238,14 @@ pub enum DateFormatError {
     /// `%` followed by a character that is not a supported directive.
     #[error("unknown directive %{0} in date format")]
     UnknownDirective(char),
+    /// A time-of-day directive (`%H`, `%M`, `%S`, ...): formats give the date only, and a time
+    /// of day after the date is accepted without one.
+    #[error(
+        "%{0} is a time-of-day directive: date formats give the date only; a time of day after \
+         the date (`15/06/2010 00:00`, `2010-06-15T10:30:00Z`) is accepted and ignored, so \
+         leave the time out of the format (e.g. `%d/%m/%Y %H:%M` → `%d/%m/%Y`)"
+    )]
+    TimeDirective(char),
     /// The format ends with a `%` that starts no directive.
     #[error("date format ends with a lone %")]
     TrailingPercent,
@@ -361,6 +369,9 @@ impl DateFormat {
                 'B' => (Item::MonthFull, &mut month, "month"),
                 'Y' => (Item::Year4, &mut year, "year"),
                 'y' => (Item::Year2, &mut year, "year"),
+                'H' | 'I' | 'M' | 'S' | 'p' | 'f' | 'z' | 'Z' | 'T' | 'R' => {
+                    return Err(DateFormatError::TimeDirective(directive))
+                }
                 other => return Err(DateFormatError::UnknownDirective(other)),
             };
             if *seen {
@@ -865,6 +876,16 @@ mod tests {
             UnknownDirective('q').to_string(),
             "unknown directive %q in date format"
         );
+        for (fmt, d) in [
+            ("%d/%m/%Y %H:%M", 'H'),
+            ("%Y-%m-%dT%T", 'T'),
+            ("%d/%m/%Y %I %p", 'I'),
+        ] {
+            assert_eq!(DateFormat::compile(fmt), Err(TimeDirective(d)), "{fmt}");
+        }
+        let msg = TimeDirective('H').to_string();
+        assert!(msg.starts_with("%H is a time-of-day directive"), "{msg}");
+        assert!(msg.contains("`%d/%m/%Y`"), "{msg}");
         let f = DateFormat::compile("%d%%%m%%%Y").unwrap();
         assert_eq!(f.as_str(), "%d%%%m%%%Y");
         assert_eq!(f.parse("1%2%2015"), Some(d(2015, 2, 1)));

@@ -11,6 +11,7 @@
 //! [`Invalid::TooLong`] before any other work; otherwise the value is
 //! trimmed and checked with [`is_null_marker`]. No function here panics.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -335,6 +336,19 @@ fn is_ignorable(c: char) -> bool {
             | '\u{2066}'..='\u{206F}'
             | '\u{FEFF}'
     )
+}
+
+/// `raw` without the invisible format characters of [`is_ignorable`], for the identifier and
+/// date normalisers: a postcode, NHS number, UPN or date copied from a web page or a document
+/// can carry a zero-width space or a direction mark that nobody sees. ASCII text (nearly every
+/// value) is returned as it is, after one scan; so is a value too long to normalise, which
+/// [`prepare`] then refuses as such.
+pub(crate) fn visible(raw: &str) -> Cow<'_, str> {
+    if raw.len() > MAX_FIELD_BYTES || raw.is_ascii() || !raw.chars().any(is_ignorable) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(raw.chars().filter(|&c| !is_ignorable(c)).collect())
+    }
 }
 
 /// Letters that do not decompose under NFKD, folded to ASCII.
@@ -685,7 +699,8 @@ fn valid_outward(o: &[u8]) -> bool {
 /// `ZZ99 ???` are missing. BFPO numbers and the overseas territories' codes (`ASCN 1ZZ`) are
 /// `BadFormat`.
 pub fn postcode(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -814,7 +829,8 @@ fn is_nhs_separator(c: char) -> bool {
 /// `9999999999`, ...) all pass the check but are filler values, so they are
 /// treated as missing: `Ok(None)`.
 pub fn nhs_number(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -926,7 +942,8 @@ const UPN_ALPHABET: &[u8; 23] = b"ABCDEFGHJKLMNPQRTUVWXYZ";
 /// alphabet); a mismatch is `BadCheckDigit`. Local-authority codes
 /// (characters 2-4) are not checked against the DfE list.
 pub fn upn(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -1057,7 +1074,7 @@ type Matcher = fn(&DateFormat, &str, i32, &mut bool) -> Option<Date>;
 /// `2015-13-01`), else `BadFormat`. Dates before [`MIN_DATE_OF_BIRTH`] are
 /// `BeforeMinDate`; dates after `today` are `InFuture`.
 pub fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
-    match prepare(raw) {
+    match prepare(&visible(raw)) {
         Ok(NOT_A_TIME) => Ok(None),
         Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date),
         Err(e) => early(e),
@@ -1579,6 +1596,30 @@ mod tests {
             assert_eq!(nhs_number(&s), Ok(None), "{s}");
         }
         assert_eq!(nhs_number("000 000 0000"), Ok(None));
+    }
+
+    #[test]
+    fn invisible_characters_in_identifiers_and_dates_are_dropped() {
+        // A zero-width space, word joiner, direction mark, soft hyphen or BOM pasted into an
+        // identifier or a date: nobody sees it, so it neither invalidates the value nor splits it.
+        for z in ["\u{200B}", "\u{2060}", "\u{200E}", "\u{00AD}", "\u{FEFF}"] {
+            let nhs = format!("943{z} 476 5919{z}");
+            assert_eq!(nhs_number(&nhs), some("9434765919"), "{nhs:?}");
+            let pc = format!("{z}LS6{z} 2AB");
+            assert_eq!(postcode(&pc), some("LS6 2AB"), "{pc:?}");
+            let u = format!("H8012{z}00001001");
+            assert_eq!(upn(&u), some("H801200001001"), "{u:?}");
+            let d = format!("12/03/{z}2015");
+            assert_eq!(dob(&d), ok_date(2015, 3, 12), "{d:?}");
+            // Only invisible characters, or one around a null marker: missing.
+            assert_eq!(postcode(z), Ok(None), "{z:?}");
+            assert_eq!(nhs_number(&format!("N/A{z}")), Ok(None), "{z:?}");
+        }
+        // Visible characters other than separators still make the value invalid.
+        assert_eq!(nhs_number("943\u{00B7}476 5919"), Err(Invalid::BadFormat));
+        assert_eq!(postcode("LS6\u{00B7}2AB"), Err(Invalid::BadFormat));
+        assert!(matches!(visible("LS6 2AB"), Cow::Borrowed(_)));
+        assert!(matches!(visible("Zoë"), Cow::Borrowed(_)));
     }
 
     // ---- UPNs ----------------------------------------------------------------

@@ -42,7 +42,8 @@ pub(super) fn name(raw: &str) -> Normalised<String> {
 
 /// Original [`super::postcode`].
 pub(super) fn postcode(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = super::visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -61,7 +62,8 @@ pub(super) fn postcode(raw: &str) -> Normalised<String> {
 
 /// Original [`super::nhs_number`].
 pub(super) fn nhs_number(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = super::visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -74,7 +76,8 @@ pub(super) fn nhs_number(raw: &str) -> Normalised<String> {
 
 /// Original [`super::upn`].
 pub(super) fn upn(raw: &str) -> Normalised<String> {
-    let s = match prepare(raw) {
+    let raw = super::visible(raw);
+    let s = match prepare(&raw) {
         Ok(s) => s,
         Err(e) => return early(e),
     };
@@ -90,7 +93,7 @@ pub(super) fn upn(raw: &str) -> Normalised<String> {
 /// backtracking date matcher (what follows the prelude is unchanged and
 /// shared).
 pub(super) fn date_of_birth(raw: &str, formats: &[DateFormat], today: Date) -> Normalised<Date> {
-    match prepare(raw) {
+    match prepare(&super::visible(raw)) {
         Ok(NOT_A_TIME) => Ok(None),
         Ok(s) => prepared_date_of_birth(s, formats, today, DateFormat::match_date_backtracking),
         Err(e) => early(e),
