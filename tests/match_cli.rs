@@ -258,9 +258,12 @@ fn outputs_are_byte_identical_whatever_the_thread_count() {
     let mut outs = Vec::new();
     for threads in ["1", "3"] {
         let out = dir.path().join(format!("out{threads}"));
+        // `-q` only hides the progress display (never shown off a terminal anyway).
+        let quiet: &[&str] = if threads == "3" { &["-q"] } else { &[] };
         bloomlink()
             .env("RAYON_NUM_THREADS", threads)
             .arg("match")
+            .args(quiet)
             .args(&files)
             .arg("-o")
             .arg(&out)
@@ -296,6 +299,28 @@ fn outputs_are_byte_identical_whatever_the_thread_count() {
             "report.json `{k}` differs between thread counts"
         );
     }
+}
+
+/// The library reports each step of a job as it starts, in order, for the progress display;
+/// reporting changes nothing in the outcome.
+#[test]
+fn a_job_reports_its_steps_in_order() {
+    use bloomlink::linkage::job::{self, MatchOptions};
+    use bloomlink::linkage::{InputPolicy, Inputs};
+    let (_dir, _, files) = encoded_testdata();
+    let inputs = Inputs::open(&files, InputPolicy { dedupe: false }).unwrap();
+    let opts = MatchOptions::default();
+    let kernel = bloomlink::similarity::Kernel::detect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let reported = job::run_reporting(&inputs, &opts, kernel, &|s| seen.lock().unwrap().push(s));
+    assert_eq!(seen.into_inner().unwrap(), job::STAGES);
+    let quiet = job::run(&inputs, &opts, kernel).unwrap();
+    let without_timings = |o: &job::Outcome| {
+        let mut v = serde_json::to_value(&o.report).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(without_timings(&reported.unwrap()), without_timings(&quiet));
 }
 
 #[test]

@@ -72,6 +72,9 @@ pub struct MatchArgs {
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// No progress display (shown on a terminal only: the step under way and the time taken).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Trust file (agency → public signing key): every input must be signed with its agency's
     /// trusted key, or the job is refused (exit 5).
     #[arg(long, value_name = "TRUST.toml")]
@@ -102,6 +105,7 @@ impl MatchArgs {
             include_unlinked: false,
             previous_links: None,
             json: false,
+            quiet: false,
             trust: None,
             allow_unsigned: false,
             key: None,
@@ -230,6 +234,7 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
         }
         .into());
     }
+    let progress = output::spinner(a.quiet || a.json, "opening the inputs");
     let inputs = Inputs::open(&a.inputs, InputPolicy { dedupe: a.dedupe })?;
     for f in inputs.files() {
         if let Some(r) = ev
@@ -310,15 +315,20 @@ fn link(a: &MatchArgs, ev: &mut Event) -> anyhow::Result<(String, bloomlink::fsu
         lsh: a.lsh,
         previous,
     };
-    let mut outcome = job::run(&inputs, &opts, Kernel::detect())?;
+    let mut outcome = job::run_reporting(&inputs, &opts, Kernel::detect(), &|stage| {
+        progress.set_message(stage)
+    })?;
     if a.check_blocking {
+        progress.set_message("comparing every pair to check blocking");
         outcome.report.blocking_check =
             Some(job::blocking_recall(&inputs, &opts, Kernel::detect())?);
     }
     outcome.report.seconds.open = opened;
     outcome.report.seconds.total += opened;
     outcome.report.signatures = signatures;
+    progress.set_message(format!("writing {}", a.output.display()));
     let committed = job::write_outputs(&a.output, &inputs, &mut outcome)?;
+    progress.finish_and_clear();
     let report = &outcome.report;
 
     ev.outputs = job::output_names(&inputs)

@@ -52,13 +52,15 @@ pub fn byte_progress(total: u64, quiet: bool, what: &str) -> ProgressBar {
 }
 
 /// A spinner with `what` on stderr for a step without a measure of progress (hidden when
-/// `quiet` or when stderr is not a terminal).
+/// `quiet` or when stderr is not a terminal). Dropped unfinished (an error returned past it), it
+/// clears itself, so the error is not printed after a stale line.
 pub fn spinner(quiet: bool, what: &str) -> ProgressBar {
     use std::io::IsTerminal;
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        .with_finish(indicatif::ProgressFinish::AndClear);
     pb.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),

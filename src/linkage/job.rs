@@ -481,6 +481,27 @@ pub struct Outcome {
 /// Runs a match job on opened inputs. Deterministic: the same inputs and options give the same
 /// outcome whatever the thread count.
 pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outcome> {
+    run_reporting(inputs, opts, kernel, &|_| {})
+}
+
+/// The steps of a job, in order, as [`run_reporting`] reports them.
+pub const STAGES: [&str; 6] = [
+    "finding candidate pairs",
+    "comparing candidate pairs to fit the model",
+    "fitting the model",
+    "scoring candidate pairs",
+    "clustering",
+    "building the link table",
+];
+
+/// [`run`], calling `stage` with each entry of [`STAGES`] as that step starts (for a progress
+/// display: a million-child job takes seconds per step, a national one minutes).
+pub fn run_reporting(
+    inputs: &Inputs,
+    opts: &MatchOptions,
+    kernel: Kernel,
+    stage: &dyn Fn(&'static str),
+) -> Result<Outcome> {
     let t0 = Instant::now();
     let first = &inputs.files()[0];
     if first.header().segments.len() > score::MAX_SEGMENTS {
@@ -503,6 +524,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     }
     let mut secs = Seconds::default();
 
+    stage(STAGES[0]);
     let t = Instant::now();
     let random = score::random_pairs(inputs, 200_000, opts.dedupe);
     let random_q99 = score::dice_quantile(inputs, &random, kernel, 0.99);
@@ -520,6 +542,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     // Pass 1: fit the model on the comparison patterns of the candidates: all of them for an
     // ordinary job; for a very large one, a deterministic sample of blocks holding about
     // FIT_SAMPLE_PAIRS pairs, its counts scaled up (EM needs pattern frequencies, not every pair).
+    stage(STAGES[1]);
     let t = Instant::now();
     let cmp = Comparer::new(inputs, &features, kernel, bopts.dice_floor);
     let every = plan.proposed().div_ceil(FIT_SAMPLE_PAIRS).max(1);
@@ -544,6 +567,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
         .collect();
     secs.compare = t.elapsed().as_secs_f64();
 
+    stage(STAGES[2]);
     let t = Instant::now();
     let sizes: Vec<f64> = inputs.files().iter().map(|f| f.len() as f64).collect();
     let mut max_matches = 0.0;
@@ -575,6 +599,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     // Pass 2: every candidate pair again; exact pattern counts for the operating point and the
     // report, and the pairs that may matter (posterior at or above any possible review bound)
     // kept for clustering.
+    stage(STAGES[3]);
     let t = Instant::now();
     let keep_floor = 0.05f64
         .min(opts.review.unwrap_or(1.0))
@@ -653,6 +678,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     let distinct_patterns = codes.len();
     secs.compare += t.elapsed().as_secs_f64();
 
+    stage(STAGES[4]);
     let t = Instant::now();
     let mut edges = pass2.edges.concat();
     let clusters = cluster::cluster(
@@ -667,6 +693,7 @@ pub fn run(inputs: &Inputs, opts: &MatchOptions, kernel: Kernel) -> Result<Outco
     drop(edges);
     secs.cluster = t.elapsed().as_secs_f64();
 
+    stage(STAGES[5]);
     let t = Instant::now();
     let table = link_table(
         inputs,
