@@ -463,6 +463,7 @@ fn a_mostly_invalid_field_fails_the_run() {
             .args(["--json", "--force", "--max-invalid-rate", "1"]),
     );
     assert_eq!(j["report"]["encoded"], 12);
+    assert_eq!(j["rows_written"], 12);
     // The shipped exports are far from the limit.
     for a in ["health", "police", "education"] {
         let out = f.path(&format!("{a}.clk"));
@@ -527,6 +528,8 @@ fn too_many_rejects_fails_without_output() {
     assert_eq!(j["outcome"], "too_many_rejects");
     assert_eq!(j["report"]["rows_read"], 4);
     assert_eq!(j["report"]["rejected"], 1);
+    assert_eq!(j["report"]["encoded"], 3, "would have been encoded");
+    assert_eq!(j["rows_written"], 0, "none was written");
     assert!(j["rejects_file"]
         .as_str()
         .unwrap()

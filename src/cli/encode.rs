@@ -141,6 +141,9 @@ struct Summary<'a> {
     /// Always `done` here; a failed run prints [`super::failure_json`]'s object instead.
     outcome: &'static str,
     output: &'a PathBuf,
+    /// Records in the encoding file (`report.encoded`; 0 in a refused run's object, whose
+    /// `report` counts what would have been encoded).
+    rows_written: usize,
     output_bytes: u64,
     output_sha256: String,
     rejects_file: &'a PathBuf,
@@ -592,6 +595,7 @@ fn encode(
     let summary = Summary {
         outcome: "done",
         output: &a.output,
+        rows_written: encoded.records.len(),
         output_bytes: written.bytes,
         output_sha256: written.sha256,
         rejects_file: &rejects_path,
@@ -642,6 +646,8 @@ fn refused_export(
     ev.outputs.push(FileRef::hashed(rejects_path));
     let mut o = serde_json::Map::new();
     o.insert("output".into(), serde_json::Value::Null);
+    // `report.encoded` counts the rows that would have been encoded: none was written.
+    o.insert("rows_written".into(), 0.into());
     o.insert("rejects_file".into(), serde_json::to_value(rejects_path)?);
     o.insert(limit.into(), value);
     o.insert("report".into(), serde_json::to_value(report)?);
