@@ -98,9 +98,11 @@ def prepared(normalise):  # the common prelude: length, trimming, null markers
         return None if is_null(s) else normalise(s, *args)
     return run
 
+def dropped(raw):  # without invisible format characters (unless too long to normalise)
+    return raw if len(raw.encode()) > 256 else ''.join(c for c in raw if c not in INVISIBLE)
+
 def visible(normalise):  # identifiers and dates: invisible format characters dropped first
-    drop = lambda raw: raw if len(raw.encode()) > 256 else ''.join(c for c in raw if c not in INVISIBLE)
-    return lambda raw, *args: normalise(drop(raw), *args)
+    return lambda raw, *args: normalise(dropped(raw), *args)
 
 def name_chars(c, top=True):  # one character: letters to keep, None for a separator
     mark = lambda x: unicodedata.category(x)[0] == 'M' or x in DROP
@@ -286,9 +288,16 @@ class Encoder:
         self.seg_key = {n: subkey(key, f'bloomlink/v1/segment/{n}') for n in self.seg_bits}
         self.tok_key = [subkey(key, f'bloomlink/v1/token/{t["name"]}') for t in schema.get('token', [])]
         formats = cmap.get('date_formats', ['%Y-%m-%d', '%d/%m/%Y', '%d-%b-%Y'])
-        formats = [re.findall(r'%.|[^%]+', f) for f in formats]
-        if any(x[0] == '%' and x not in ('%d', '%m', '%Y', '%y', '%b', '%B', '%%') for f in formats for x in f):
-            sys.exit('date_formats: unsupported directive (bloomlink refuses the map too)')
+        parts = [re.findall(r'%.|[^%]+', f) for f in formats]
+        for f, p in zip(formats, parts):  # what bloomlink refuses in a map, refused here too
+            fields = [x for x in p if x[0] == '%' and x != '%%']
+            if ''.join(p) != f or any(x not in ('%d', '%m', '%Y', '%y', '%b', '%B') for x in fields) or \
+                    sorted({'%d': 'd', '%m': 'm', '%b': 'm', '%B': 'm', '%Y': 'y', '%y': 'y'}[x] for x in fields) \
+                    != ['d', 'm', 'y']:
+                sys.exit(f'date format {f!r}: refused (see docs/FORMAT.md "Normalisation")')
+        # Values are read without invisible characters: a format's literal text too.
+        lit = lambda x: x if x[0] == '%' else ''.join(c for c in x if c not in INVISIBLE)
+        formats = [[lit(x) for x in p if lit(x)] for p in parts]
         codes = {k.strip(WS).upper(): v for k, v in cmap.get('sex_codes', DEFAULT_SEX).items()}
         today = datetime.datetime.now(datetime.timezone.utc).date()
         self.normalisers = {'name': name, 'postcode': postcode, 'nhs_number': nhs_number, 'upn': upn,
@@ -298,7 +307,7 @@ class Encoder:
         extra, keep = ({v.strip(WS).upper() for v in missing.get(k, [])} for k in ('extra', 'keep'))
         for kind, normalise in list(self.normalisers.items()):
             def listed(raw, kind=kind, normalise=normalise):
-                t = raw.strip(WS).upper()
+                t = (dropped(raw) if kind in ('postcode', 'nhs_number', 'upn', 'date') else raw).strip(WS).upper()
                 if t in extra:
                     return None
                 return name_kept(raw) if kind == 'name' and t in keep else normalise(raw)

@@ -240,11 +240,7 @@ pub enum DateFormatError {
     UnknownDirective(char),
     /// A time-of-day directive (`%H`, `%M`, `%S`, ...): formats give the date only, and a time
     /// of day after the date is accepted without one.
-    #[error(
-        "%{0} is a time-of-day directive: date formats give the date only; a time of day after \
-         the date (`15/06/2010 00:00`, `2010-06-15T10:30:00Z`) is accepted and ignored, so \
-         leave the time out of the format (e.g. `%d/%m/%Y %H:%M` → `%d/%m/%Y`)"
-    )]
+    #[error("{}", time_directive_message(*.0))]
     TimeDirective(char),
     /// The format ends with a `%` that starts no directive.
     #[error("date format ends with a lone %")]
@@ -261,6 +257,24 @@ pub enum DateFormatError {
     /// The format sets the same field (year, month or day) twice.
     #[error("date format has more than one {0} directive")]
     DuplicateField(&'static str),
+}
+
+/// What [`DateFormatError::TimeDirective`] says: which time shapes are ignored after a date
+/// without being in the format, and that others cannot be read.
+fn time_directive_message(directive: char) -> String {
+    let minutes = if directive == 'M' {
+        " (%M is minutes; the month is %m)"
+    } else {
+        ""
+    };
+    format!(
+        "%{directive} is a time-of-day directive{minutes}: date formats give the date only. A \
+         time of day after the date, after a space or `T`, is ignored without being in the \
+         format when it reads `H:MM` or `HH:MM`, optionally with `:SS` and a fraction, then \
+         optionally `Z`, an offset (`+01:00`) or AM/PM (`15/06/2010 00:00`, \
+         `2010-06-15T10:30:00Z`): leave the time out of the format (`%d/%m/%Y %H:%M` → \
+         `%d/%m/%Y`). A time in another shape cannot be read: export the date alone"
+    )
 }
 
 /// One compiled element of a [`DateFormat`].
@@ -354,7 +368,11 @@ impl DateFormat {
         let mut chars = fmt.chars();
         while let Some(c) = chars.next() {
             if c != '%' {
-                literal.push(c);
+                // Values are read without invisible format characters, so a format copied
+                // from a document with one (a direction mark) must not need it.
+                if !crate::normalise::is_ignorable(c) {
+                    literal.push(c);
+                }
                 continue;
             }
             let directive = chars.next().ok_or(DateFormatError::TrailingPercent)?;
@@ -884,8 +902,17 @@ mod tests {
             assert_eq!(DateFormat::compile(fmt), Err(TimeDirective(d)), "{fmt}");
         }
         let msg = TimeDirective('H').to_string();
-        assert!(msg.starts_with("%H is a time-of-day directive"), "{msg}");
-        assert!(msg.contains("`%d/%m/%Y`"), "{msg}");
+        assert!(msg.starts_with("%H is a time-of-day directive:"), "{msg}");
+        assert!(
+            msg.contains("`%d/%m/%Y`") && msg.contains("`HH:MM`"),
+            "{msg}"
+        );
+        assert!(msg.contains("another shape cannot be read"), "{msg}");
+        let msg = TimeDirective('M').to_string();
+        assert!(msg.contains("(%M is minutes; the month is %m)"), "{msg}");
+        // An invisible character in a format's literal text is not required of the value.
+        let f = DateFormat::compile("%d/\u{200E}%m/%Y").unwrap();
+        assert_eq!(f.parse("12/03/2015"), Some(d(2015, 3, 12)));
         let f = DateFormat::compile("%d%%%m%%%Y").unwrap();
         assert_eq!(f.as_str(), "%d%%%m%%%Y");
         assert_eq!(f.parse("1%2%2015"), Some(d(2015, 2, 1)));

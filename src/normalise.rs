@@ -324,7 +324,7 @@ fn is_apostrophe(c: char) -> bool {
 
 /// Invisible format characters dropped without splitting (soft hyphen,
 /// zero-width space, joiners, direction marks, byte-order mark).
-fn is_ignorable(c: char) -> bool {
+pub(crate) fn is_ignorable(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

@@ -140,6 +140,7 @@ fn remove_temporaries_when_interrupted() {
 /// Says why the run ended on stderr, and with `--json` on stdout (unless the command has printed
 /// its object), so that a monitor sees it rather than an empty log.
 fn print_interrupted(code: i32, message: &str) {
+    output::clear_progress();
     if take_json_stdout() {
         let object = serde_json::json!({
             "outcome": "interrupted",

@@ -34,13 +34,35 @@ pub fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
+/// The progress display last shown, so that an interrupt can clear it before saying why the run
+/// ended ([`clear_progress`]): the signal handler exits without running destructors.
+static SHOWN: std::sync::Mutex<Option<indicatif::WeakProgressBar>> = std::sync::Mutex::new(None);
+
+fn shown(pb: ProgressBar) -> ProgressBar {
+    if let Ok(mut s) = SHOWN.lock() {
+        *s = Some(pb.downgrade());
+    }
+    pb
+}
+
+/// Clears the progress display, if one is still on the terminal.
+pub fn clear_progress() {
+    let bar = SHOWN.lock().ok().and_then(|mut s| s.take());
+    if let Some(pb) = bar.and_then(|w| w.upgrade()) {
+        pb.finish_and_clear();
+    }
+}
+
 /// A byte-progress bar on stderr when it is a terminal and `quiet` is off; hidden otherwise.
 pub fn byte_progress(total: u64, quiet: bool, what: &str) -> ProgressBar {
     use std::io::IsTerminal;
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let pb = shown(ProgressBar::with_draw_target(
+        Some(total),
+        ProgressDrawTarget::stderr(),
+    ));
     pb.set_style(
         ProgressStyle::with_template(
             "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
@@ -59,8 +81,10 @@ pub fn spinner(quiet: bool, what: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-        .with_finish(indicatif::ProgressFinish::AndClear);
+    let pb = shown(
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+            .with_finish(indicatif::ProgressFinish::AndClear),
+    );
     pb.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),

@@ -545,7 +545,15 @@ pub fn normalise_value(
     today: Date,
 ) -> std::result::Result<Option<Value>, Invalid> {
     if let Some(m) = &map.missing {
-        match m.verdict(text) {
+        // The identifier and date normalisers read the text without invisible characters; so
+        // does the list (`NOT RECORDED` with a zero-width space is still listed).
+        let seen = match normaliser {
+            Normaliser::Date | Normaliser::Postcode | Normaliser::NhsNumber | Normaliser::Upn => {
+                normalise::visible(text)
+            }
+            _ => std::borrow::Cow::Borrowed(text),
+        };
+        match m.verdict(&seen) {
             MissingVerdict::Unlisted => {}
             MissingVerdict::Missing => return Ok(None),
             MissingVerdict::Kept if normaliser == Normaliser::Name => {
