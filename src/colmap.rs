@@ -427,6 +427,45 @@ given_name = "FIRST_NAME"
         assert!(e.contains("leave the time out of the format"), "{e}");
     }
 
+    /// The identifier and date normalisers read text without invisible characters, and so does
+    /// the `[missing]` list for them; names keep their own rules (the marker is not a name).
+    #[test]
+    fn missing_lists_see_identifiers_without_invisible_characters() {
+        use crate::encode::normalise_value;
+        use crate::schema::Normaliser;
+        use crate::tokens::Value;
+        let m = ColumnMap::from_toml(
+            "agency='a'\nrecord_id='id'\n[columns]\npostcode='P'\n[missing]\nextra=['NOT RECORDED']\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let today = crate::date::Date::today_utc();
+        for n in [
+            Normaliser::Postcode,
+            Normaliser::NhsNumber,
+            Normaliser::Upn,
+            Normaliser::Date,
+        ] {
+            for t in [
+                "NOT RECORDED\u{200B}",
+                "not\u{2060} recorded",
+                " NOT RECORDED ",
+            ] {
+                assert_eq!(normalise_value(n, t, &m, today), Ok(None), "{n:?} {t:?}");
+            }
+        }
+        assert_eq!(
+            normalise_value(Normaliser::Postcode, "LS6\u{200B} 2AB", &m, today),
+            Ok(Some(Value::Text("LS6 2AB".into())))
+        );
+        // A name with the listed words and a zero-width space is not the listed value as
+        // written, so the name rules decide (the space is dropped there and the words kept).
+        assert_eq!(
+            normalise_value(Normaliser::Name, "NOT RECORDED\u{200B}", &m, today),
+            Ok(Some(Value::Text("NOT RECORDED".into())))
+        );
+    }
+
     #[test]
     fn missing_table_is_read_and_checked() {
         let head = "agency='a'\nrecord_id='id'\n[columns]\nfamily_name='Surname'\n";
