@@ -175,6 +175,64 @@ fn a_stray_quote_is_reported_with_the_lines_it_swallowed() {
     assert!(warnings.contains("swallowed 4 line(s)"), "{warnings}");
 }
 
+/// A stray quote in a column the map does not read (free-text notes) leaves the rows the right
+/// shape, so they are encoded; the summary warns, naming the line, and tells real multi-line
+/// notes apart from swallowed rows by the delimiters after the line break.
+#[test]
+fn a_stray_quote_in_an_unmapped_column_is_warned_about() {
+    let export = |notes: &dyn Fn(usize) -> String| {
+        let mut rows = HEALTH_HEADER.replace('\n', ",Notes\n");
+        for i in 1..=30 {
+            let n = notes(i);
+            rows.push_str(&format!("H{i},,Jack,,Smith,01/02/2016,M,LS6 2AB,{n}\n"));
+        }
+        rows
+    };
+    // Row 10's note opens a quote that row 14's note closes: rows 11-13 are swallowed.
+    let stray = export(&|i| match i {
+        10 => "\"Mum called".into(),
+        14 => "\"GP ok\"".into(),
+        _ => "seen".into(),
+    });
+    let f = Fixture::new(stray.as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert_eq!(j["report"]["rows_read"], 26, "{j}");
+    let warnings = j["report"]["warnings"].to_string();
+    assert!(
+        warnings.contains("run over 4 line break(s), the first at line 11")
+            && warnings.contains("a whole row's worth of delimiters")
+            && warnings.contains("rows read counts records, not lines"),
+        "{warnings}"
+    );
+    // A real note over two lines: the softer warning.
+    let note = export(&|i| {
+        if i == 5 {
+            "\"line one\nline two\"".into()
+        } else {
+            "seen".into()
+        }
+    });
+    let f = Fixture::new(note.as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert_eq!(j["report"]["rows_read"], 30, "{j}");
+    let warnings = j["report"]["warnings"].to_string();
+    assert!(
+        warnings.contains("1 encoded row(s) have quoted values")
+            && warnings.contains("multi-line notes, or a stray quote")
+            && !warnings.contains("whole row's worth"),
+        "{warnings}"
+    );
+    // Without line breaks in values, no such warning.
+    let f = Fixture::new(export(&|_| "seen".into()).as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert!(
+        !j["report"]["warnings"]
+            .to_string()
+            .contains("quoted values"),
+        "{j}"
+    );
+}
+
 /// A quote left open to the end of the file takes in the file's last line break too: that
 /// one starts no line, so it is no swallowed row.
 #[test]

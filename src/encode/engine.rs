@@ -953,6 +953,15 @@ impl<'p, 'a> Worker<'p, 'a> {
                 Ok(id) => {
                     st.live = true;
                     st.id = id;
+                    if batch.may_hold_line_breaks() {
+                        let breaks = rec.line_breaks();
+                        if breaks > 0 {
+                            let row_like = (0..rec.len()).any(|c| {
+                                swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len())
+                            });
+                            out.multiline.note(at.1, breaks, row_like);
+                        }
+                    }
                 }
                 Err(rej) => out.rejects.push(rej),
             }

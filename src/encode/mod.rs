@@ -354,7 +354,44 @@ struct BlockOut {
     tokens: usize,
     rejects: Vec<Reject>,
     stats: Vec<FieldStats>,
+    /// Encoded rows whose quoted values (in columns the map does not read: the others are
+    /// checked) run over line breaks.
+    multiline: Multiline,
     own: Option<OwnDest>,
+}
+
+/// Encoded rows with line breaks inside quoted values: real multi-line notes, or a stray quote
+/// in a column the map does not read that swallowed the rows after it (which are then missing).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Multiline {
+    /// Such rows.
+    pub rows: u64,
+    /// Line breaks inside their values.
+    pub lines: u64,
+    /// The first one's line.
+    pub first_line: Option<u64>,
+    /// Of those rows, the ones with a value holding a whole row's worth of delimiters after a
+    /// line break (what swallowed rows look like).
+    pub row_like: u64,
+}
+
+impl Multiline {
+    pub(crate) fn note(&mut self, line: u64, breaks: u64, row_like: bool) {
+        self.rows += 1;
+        self.lines += breaks;
+        self.first_line = Some(self.first_line.map_or(line, |f| f.min(line)));
+        self.row_like += u64::from(row_like);
+    }
+
+    fn add(&mut self, o: &Multiline) {
+        self.rows += o.rows;
+        self.lines += o.lines;
+        self.row_like += o.row_like;
+        self.first_line = match (self.first_line, o.first_line) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// Rows parsed and encoded together (see [`Worker::encode_batch`]).
@@ -462,6 +499,7 @@ fn run_block(
         tokens: 0,
         rejects: Vec::new(),
         stats: Vec::new(),
+        multiline: Multiline::default(),
         own: None,
     };
     for c in &mut w.counts {
@@ -1140,6 +1178,10 @@ fn encode_reader_with(
     let (mut j, mut tj) = (0usize, 0usize); // rows and tokens kept so far
     let (mut region_rows, mut shared_done) = (0usize, false);
     let pw = nseg + 1;
+    let mut multiline = Multiline::default();
+    for b in &outs {
+        multiline.add(&b.multiline);
+    }
     for (b, dups) in outs.into_iter().zip(duplicate_of) {
         for (s, bs) in stats.iter_mut().zip(&b.stats) {
             s.present += bs.present;
@@ -1289,6 +1331,28 @@ fn encode_reader_with(
             quoted.len(),
             first.line
         ));
+    }
+    if let Some(first) = multiline.first_line {
+        let head = format!(
+            "{} encoded row(s) have quoted values in columns the map does not read that run over \
+             {} line break(s), the first at line {first}",
+            multiline.rows, multiline.lines
+        );
+        let missing = "rows on lines a stray quote swallowed are missing from the encoding \
+                       (rows read counts records, not lines)";
+        warnings.push(if multiline.row_like > 0 {
+            format!(
+                "{head}; {} of them hold a whole row's worth of delimiters after a line break, \
+                 as a stray quote that swallowed the rows after it does, and {missing}. Check \
+                 the quotes from line {first}",
+                multiline.row_like
+            )
+        } else {
+            format!(
+                "{head}: multi-line notes, or a stray quote ({missing}). If the export has no \
+                 multi-line values, check the quotes from line {first}"
+            )
+        });
     }
     for s in &stats {
         if s.column.is_some() {
@@ -1501,6 +1565,7 @@ mod duplicate_tests {
             tokens: 0,
             rejects: Vec::new(),
             stats: Vec::new(),
+            multiline: Multiline::default(),
             own: None,
         }
     }
