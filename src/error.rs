@@ -112,6 +112,30 @@ pub enum Error {
         hint: String,
     },
 
+    /// The export's bytes are not in the character encoding its column map declares: read as
+    /// declared, names with accents would be garbled or their rows rejected.
+    #[error(
+        "{path}: the column map {} declares encoding = \"{declared}\", but {evidence}: it is \
+         almost certainly {looks}. Read as {declared}, {harm}, so nothing was written. Set \
+         encoding = \"{looks_key}\" in the column map and encode again", .map.display()
+    )]
+    WrongEncoding {
+        /// The input file.
+        path: PathBuf,
+        /// The column map.
+        map: PathBuf,
+        /// The declared encoding's name.
+        declared: &'static str,
+        /// What the bytes look like.
+        looks: &'static str,
+        /// Its `encoding` value in a column map.
+        looks_key: &'static str,
+        /// What the bytes show.
+        evidence: String,
+        /// What reading them as declared does.
+        harm: String,
+    },
+
     /// An encoding file is malformed, truncated, altered or of an unsupported version.
     #[error("encoding file {path}: {problem}")]
     Format {
@@ -252,7 +276,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
-            Error::TooManyRejects { .. } | Error::TooManyInvalid { .. } => 3,
+            Error::TooManyRejects { .. }
+            | Error::TooManyInvalid { .. }
+            | Error::WrongEncoding { .. } => 3,
             Error::Key { .. } => 4,
             Error::Format { .. } | Error::Signature { .. } => 5,
             Error::AuditChain { .. } | Error::Checkpoint { .. } => 6,

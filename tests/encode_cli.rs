@@ -441,24 +441,71 @@ fn an_output_directory_is_refused_up_front() {
 }
 
 /// An export declared Windows-1252 that is UTF-8 decodes without an invalid byte but garbles
-/// every accented name: the summary says so. A real Windows-1252 export gets no such warning.
+/// every accented name; one declared UTF-8 that is Windows-1252 loses the rows of every accented
+/// name as `invalid_encoding`, under the reject limit. Both are refused (exit 3, no encoding),
+/// naming the encoding to set; the rejects file is written. A real Windows-1252 export, and a
+/// UTF-8 one, pass.
 #[test]
-fn utf8_declared_as_windows_1252_is_warned_about() {
-    let map = HEALTH_MAP.replace("record_id = ", "encoding = \"windows-1252\"\nrecord_id = ");
-    let warns = |input: &[u8]| {
-        let f = Fixture::with_map(input, &map);
-        let j = success_json(f.encode().arg("--json"));
-        j["report"]["warnings"].to_string()
-    };
-    let utf8 = format!("{HEALTH_HEADER}{GOOD}");
-    assert!(utf8.contains("Zoë"));
-    assert!(warns(utf8.as_bytes()).contains("almost certainly UTF-8"));
+fn an_export_in_another_encoding_than_declared_is_refused() {
+    let cp1252_map =
+        HEALTH_MAP.replace("record_id = ", "encoding = \"windows-1252\"\nrecord_id = ");
+    let mut utf8 = String::from(HEALTH_HEADER);
+    for i in 0..30 {
+        let given = if i % 10 == 0 { "Zoë" } else { "Jack" };
+        utf8.push_str(&format!("H{i},,{given},,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
     let cp1252: Vec<u8> = utf8
-        .replace("Zoë", "Zo\u{1}")
+        .replace("ë", "\u{1}")
         .bytes()
         .map(|b| if b == 1 { 0xEB } else { b })
         .collect();
-    assert!(!warns(&cp1252).contains("UTF-8"));
+    // UTF-8 declared Windows-1252.
+    let f = Fixture::with_map(utf8.as_bytes(), &cp1252_map);
+    let j = failure_json(&mut f.encode(), 3);
+    assert_eq!(j["outcome"], "wrong_encoding", "{j}");
+    assert_eq!(j["declared_encoding"], "windows-1252");
+    assert_eq!(j["rows_written"], 0);
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("almost certainly UTF-8") && e.contains("Set encoding = \"utf-8\""),
+        "{e}"
+    );
+    assert!(!f.path("out.clk").exists());
+    // Windows-1252 declared UTF-8: 3 rows of 30 rejected (under a raised reject limit).
+    let f = Fixture::new(&cp1252);
+    let j = failure_json(f.encode().args(["--max-reject-rate", "0.5"]), 3);
+    assert_eq!(j["outcome"], "wrong_encoding", "{j}");
+    let e = j["error"].as_str().unwrap();
+    assert!(e.contains("the 3 row(s) with such bytes"), "{e}");
+    assert!(e.contains("Set encoding = \"windows-1252\""), "{e}");
+    assert!(f.rejects().contains("invalid_encoding"));
+    assert!(!f.path("out.clk").exists());
+    // Declared right, both pass without a word about encodings.
+    for (input, map) in [
+        (utf8.as_bytes(), HEALTH_MAP),
+        (&cp1252[..], cp1252_map.as_str()),
+    ] {
+        let f = Fixture::with_map(input, map);
+        let j = success_json(f.encode().arg("--json"));
+        assert_eq!(j["rows_written"], 30);
+        assert!(
+            !j["report"]["warnings"].to_string().contains("UTF-8"),
+            "{j}"
+        );
+    }
+    // A damaged UTF-8 file (one bad byte among UTF-8 names) is no other encoding: the row is
+    // rejected and the summary says why.
+    let mut damaged = utf8.clone().into_bytes();
+    damaged.extend_from_slice(b"H99,,Ja\xffck,,Smith,01/02/2016,M,LS6 2AB\n");
+    let f = Fixture::new(&damaged);
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "0.5"]));
+    assert_eq!(j["report"]["rejected"], 1);
+    assert!(
+        j["report"]["warnings"]
+            .to_string()
+            .contains("1 row(s) rejected as invalid_encoding"),
+        "{j}"
+    );
 }
 
 /// Outputs that are not regular files are refused up front, with --force too: an atomic write

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bloomlink::audit::{Event, FileRef, SignerRef};
-use bloomlink::colmap::ColumnMap;
+use bloomlink::colmap::{ColumnMap, TextEncoding};
 use bloomlink::date::Date;
 use bloomlink::encode::{self, EncodeOptions, EncodeReport, Reject};
 use bloomlink::format::{self, Header};
@@ -464,6 +464,46 @@ fn encode(
     ] {
         ev.counts.insert(k.into(), v.into());
     }
+    // An export in another encoding than declared first: it is the cause of what follows.
+    if let Some(m) = encoded.encoding_mismatch {
+        let declared = match map.encoding {
+            TextEncoding::Utf8 => "utf-8",
+            TextEncoding::Utf8Bom => "utf-8-bom",
+            TextEncoding::Windows1252 => "windows-1252",
+        };
+        let (looks, looks_key, evidence, harm) = match m {
+            encode::EncodingMismatch::Utf8DeclaredWindows1252 => (
+                "UTF-8",
+                "utf-8",
+                "the file is valid UTF-8 with accented or other non-ASCII letters".to_string(),
+                "those names are garbled (Zoë as ZoÃ«) and would not link".to_string(),
+            ),
+            encode::EncodingMismatch::SingleByteDeclaredUtf8 { rejected } => (
+                "Windows-1252 (Excel's plain CSV)",
+                "windows-1252",
+                "its non-ASCII bytes are not UTF-8 and not one of them forms a UTF-8 character"
+                    .to_string(),
+                format!(
+                    "the {rejected} row(s) with such bytes (names with accents, such as Zoë) \
+                     are rejected, and those children would be missing from the linkage every \
+                     night"
+                ),
+            ),
+        };
+        let limit = ("declared_encoding", declared.into());
+        *refused = refused_export(a, &rejects_path, &encoded.rejects, report, ev, limit)?;
+        return Err(Error::WrongEncoding {
+            path: a.export.input.clone(),
+            map: a.export.columns.clone(),
+            declared,
+            looks,
+            looks_key,
+            evidence,
+            harm,
+        }
+        .into());
+    }
+
     // Lines an unclosed quote swallowed were rows of the export: they count as rejected.
     let swallowed: u64 = encoded.rejects.iter().map(|r| r.swallowed_lines).sum();
     // Empty rows (a spreadsheet's formatted blank rows) are listed, but are no sign of a bad

@@ -334,6 +334,7 @@ pub(crate) fn failure_json(
     let outcome = match e.downcast_ref::<Error>() {
         Some(Error::TooManyRejects { .. }) => "too_many_rejects",
         Some(Error::TooManyInvalid { .. }) => "too_many_invalid",
+        Some(Error::WrongEncoding { .. }) => "wrong_encoding",
         Some(Error::Key { .. }) => "key_refused",
         Some(Error::OutputExists { .. }) => "output_exists",
         Some(Error::Usage(_)) => "usage",

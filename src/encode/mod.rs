@@ -225,6 +225,8 @@ pub struct Encoded {
     pub report: EncodeReport,
     /// Opaque reference → original record id, when opaque ids were requested.
     pub opaque_map: Vec<(String, String)>,
+    /// The export's bytes in another encoding than the column map declares, if they are.
+    pub encoding_mismatch: Option<EncodingMismatch>,
 }
 
 /// One column of the input feeding a field.
@@ -650,49 +652,82 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Whether a byte stream is valid UTF-8 with at least one multi-byte character: text
-/// declared Windows-1252 that is, is almost certainly UTF-8 (accented letters in Windows-1252
-/// are single bytes that cannot form UTF-8 sequences), and decoding it as Windows-1252 garbles
-/// every such name (`Zoë` becomes `ZoÃ«`) without an invalid byte to show for it.
+/// What a byte stream looks like as UTF-8: whether it has multi-byte characters, and how many
+/// byte sequences are invalid. Text declared Windows-1252 that is valid UTF-8 with multi-byte
+/// characters is almost certainly UTF-8 (accented letters in Windows-1252 are single bytes that
+/// cannot form UTF-8 sequences), and decoding it as Windows-1252 garbles every such name (`Zoë`
+/// becomes `ZoÃ«`) without an invalid byte to show for it. Text declared UTF-8 with invalid
+/// sequences and no multi-byte character at all is almost certainly a single-byte encoding
+/// (Excel's plain "CSV" is Windows-1252): its rows with accented names are rejected.
 #[derive(Default)]
 struct Utf8Probe {
     /// The start of a character cut off at the end of the last read.
     carry: Vec<u8>,
     multibyte: bool,
-    invalid: bool,
+    invalid: u64,
 }
 
 impl Utf8Probe {
     fn feed(&mut self, data: &[u8]) {
-        if self.invalid || (self.carry.is_empty() && data.is_ascii()) {
+        if self.carry.is_empty() && data.is_ascii() {
             return;
         }
         let joined;
-        let bytes = if self.carry.is_empty() {
+        let mut bytes = if self.carry.is_empty() {
             data
         } else {
             joined = [std::mem::take(&mut self.carry).as_slice(), data].concat();
             &joined
         };
-        let valid = match std::str::from_utf8(bytes) {
-            Ok(_) => bytes.len(),
-            Err(e) if e.error_len().is_none() => {
-                // A character continues in the next read.
-                self.carry = bytes[e.valid_up_to()..].to_vec();
-                e.valid_up_to()
+        loop {
+            match std::str::from_utf8(bytes) {
+                Ok(_) => {
+                    self.multibyte |= !bytes.is_ascii();
+                    return;
+                }
+                Err(e) => {
+                    let (valid, rest) = bytes.split_at(e.valid_up_to());
+                    self.multibyte |= !valid.is_ascii();
+                    match e.error_len() {
+                        // A character continues in the next read.
+                        None => {
+                            self.carry = rest.to_vec();
+                            return;
+                        }
+                        Some(n) => {
+                            self.invalid += 1;
+                            bytes = &rest[n..];
+                        }
+                    }
+                }
             }
-            Err(_) => {
-                self.invalid = true;
-                return;
-            }
-        };
-        self.multibyte |= !bytes[..valid].is_ascii();
+        }
     }
 
     /// The stream ended: valid UTF-8 with a multi-byte character.
     fn looks_utf8(&self) -> bool {
-        self.multibyte && !self.invalid && self.carry.is_empty()
+        self.multibyte && self.invalid == 0 && self.carry.is_empty()
     }
+
+    /// The stream ended: invalid as UTF-8, with no multi-byte character anywhere.
+    fn looks_single_byte(&self) -> bool {
+        !self.multibyte && (self.invalid > 0 || !self.carry.is_empty())
+    }
+}
+
+/// The export's bytes in another character encoding than its column map declares, found by
+/// [`Utf8Probe`] over the whole file: `bloomlink encode` refuses the run (exit 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodingMismatch {
+    /// Declared Windows-1252, but valid UTF-8 with multi-byte characters: accented names would
+    /// be garbled, with no invalid byte to show for it.
+    Utf8DeclaredWindows1252,
+    /// Declared UTF-8, but bytes invalid as UTF-8 and not one multi-byte character: a
+    /// single-byte encoding (Windows-1252), whose rows with accented names were rejected.
+    SingleByteDeclaredUtf8 {
+        /// Rows rejected as `invalid_encoding`.
+        rejected: u64,
+    },
 }
 
 /// What the row references of `records` look like, if most are personal identifiers (NHS
@@ -810,7 +845,7 @@ fn encode_reader_with(
         inner: reader,
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         bytes: 0,
-        utf8: (map.encoding == TextEncoding::Windows1252).then(Utf8Probe::default),
+        utf8: Some(Utf8Probe::default()),
         last: None,
     };
     // Look at the first bytes for byte-order marks.
@@ -1301,7 +1336,40 @@ fn encode_reader_with(
             ));
         }
     }
-    if hashing.utf8.as_ref().is_some_and(Utf8Probe::looks_utf8) {
+    let bad_bytes = reject_reasons.get("invalid_encoding").copied().unwrap_or(0);
+    let probe = hashing.utf8.as_ref();
+    let encoding_mismatch = match map.encoding {
+        TextEncoding::Windows1252 if probe.is_some_and(Utf8Probe::looks_utf8) => {
+            Some(EncodingMismatch::Utf8DeclaredWindows1252)
+        }
+        TextEncoding::Utf8 | TextEncoding::Utf8Bom
+            if bad_bytes > 0 && probe.is_some_and(Utf8Probe::looks_single_byte) =>
+        {
+            Some(EncodingMismatch::SingleByteDeclaredUtf8 {
+                rejected: bad_bytes,
+            })
+        }
+        _ => None,
+    };
+    if matches!(map.encoding, TextEncoding::Utf8 | TextEncoding::Utf8Bom) {
+        if bad_bytes > 0 && encoding_mismatch.is_none() {
+            warnings.push(format!(
+                "{bad_bytes} row(s) rejected as invalid_encoding: bytes that are not valid \
+                 UTF-8, in a file whose other non-ASCII text is (a damaged file, or exports of \
+                 two encodings joined); their children are missing from the encoding"
+            ));
+        } else if bad_bytes == 0 && probe.is_some_and(Utf8Probe::looks_single_byte) {
+            warnings.push(format!(
+                "{} has bytes that are not valid UTF-8 in columns the map does not read: it is \
+                 probably Windows-1252 (Excel's plain CSV), not UTF-8 as the column map {} \
+                 declares. Nothing the map reads was affected; set encoding = \"windows-1252\" \
+                 to read it as it is",
+                input.display(),
+                map.path.display()
+            ));
+        }
+    }
+    if encoding_mismatch == Some(EncodingMismatch::Utf8DeclaredWindows1252) {
         warnings.push(format!(
             "the column map {} declares encoding = \"windows-1252\", but the file is valid \
              UTF-8 with accented or other non-ASCII letters: it is almost certainly UTF-8, and \
@@ -1392,6 +1460,7 @@ fn encode_reader_with(
         rejects,
         report,
         opaque_map,
+        encoding_mismatch,
     })
 }
 
@@ -1536,6 +1605,32 @@ mod utf8_probe_tests {
         assert!(!probe(&[b"id,name\n1,Zoe\n"]));
         // A character cut off by the end of the file is not valid UTF-8.
         assert!(!probe(&[b"1,Zo\xc3"]));
+    }
+
+    #[test]
+    fn a_single_byte_encoding_is_told_from_damaged_utf8() {
+        let single = |chunks: &[&[u8]]| {
+            let mut p = Utf8Probe::default();
+            for c in chunks {
+                p.feed(c);
+            }
+            p.looks_single_byte()
+        };
+        // Windows-1252 (é and ë single bytes), wherever the reads cut.
+        let text = b"id,name\n1,Ren\xe9e\n2,Zo\xeb\n3,Jack\n";
+        for cut in 0..=text.len() {
+            let (a, b) = text.split_at(cut);
+            assert!(single(&[a, b]), "cut at {cut}");
+        }
+        // UTF-8 with one bad byte: damaged, not another encoding.
+        assert!(!single(&["1,Zoë\n2,Ja".as_bytes(), b"\xffck\n"]));
+        // Valid UTF-8 and plain ASCII: neither.
+        assert!(!single(&["1,Zoë\n".as_bytes()]));
+        assert!(!single(&[b"1,Zoe\n"]));
+        // Invalid bytes are all counted, not just the first.
+        let mut p = Utf8Probe::default();
+        p.feed(b"\xe9,\xeb,\xff");
+        assert_eq!(p.invalid, 3);
     }
 }
 
