@@ -183,7 +183,15 @@ def upn(s):
 MONTHS = 'january february march april may june july august september october november december'.split()
 ABBR = [(m[:3], i + 1) for i, m in enumerate(MONTHS)]
 ABBR.insert(8, ('sept', 9))
-TIME = re.compile(r'\d{1,2}:\d\d(:\d\d([.,]\d{1,9})?)? *([Zz]|[+-]\d\d(:\d\d|\d{0,2})|[AaPp][Mm])?', re.ASCII)
+TIME = re.compile(r'(\d{1,2}):(\d\d)(:\d\d([.,]\d{1,9})?)? *([Zz]|[+-]\d\d(:\d\d|\d{0,2})|[AaPp][Mm])?', re.ASCII)
+
+def uk_date(d, hour, minute):  # the date in the UK (GMT/BST) of a UTC time on d
+    if hour != 23 or minute > 59:
+        return d
+    sunday_on_or_before = lambda x: x - datetime.timedelta(days=(x.weekday() + 1) % 7)
+    start = sunday_on_or_before(datetime.date(d.year, 3, 31))
+    end = sunday_on_or_before(datetime.date(d.year, 10, 31 if d.year >= 1996 else 28))
+    return d + datetime.timedelta(days=1) if start <= d < end else d
 
 def match_date(fmt, s, ymd, pivot):  # the first way the format matches all of s with a real date
     if not fmt:
@@ -219,8 +227,12 @@ def date_of_birth(s, formats, today):
     parse = lambda t: next(filter(None, (match_date(f, t, (0, 0, 0), today.year) for f in formats)), None)
     d = parse(s)
     for i, c in enumerate(s):
-        if d is None and c in ' Tt' and s[:i].rstrip(WS) and TIME.fullmatch(s[i + 1:].lstrip(WS)):
+        t = TIME.fullmatch(s[i + 1:].lstrip(WS)) if c in ' Tt' else None
+        if d is None and t and s[:i].rstrip(WS):
             d = parse(s[:i].rstrip(WS))
+            zone = t.group(5) or ''
+            if d is not None and (zone in ('Z', 'z') or zone[:1] in '+-' and zone and set(zone[1:]) <= set('0:')):
+                d = uk_date(d, int(t.group(1)), int(t.group(2)))
     return BAD if d is None or d < datetime.date(1990, 1, 1) or d > today else d
 
 def sex(raw, codes):

@@ -1002,49 +1002,72 @@ fn take_digits(b: &[u8], i: &mut usize, min: usize, max: usize) -> bool {
     n >= min
 }
 
-/// Whether `t` is a time of day such as `00:00`, `0:00:00`, `10:30:05.123Z`,
-/// `00:00:00+01:00` or `12:00 AM`.
-fn is_time_suffix(t: &str) -> bool {
+/// A time of day after a date: its hour and minute, and whether it is marked as UTC (`Z`, or
+/// an offset of zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimeOfDay {
+    hour: u32,
+    minute: u32,
+    utc: bool,
+}
+
+/// `t` read as a time of day such as `00:00`, `0:00:00`, `10:30:05.123Z`, `00:00:00+01:00` or
+/// `12:00 AM`; `None` if it is not one.
+fn time_suffix(t: &str) -> Option<TimeOfDay> {
     let b = t.as_bytes();
     let mut i = 0;
+    let number = |b: &[u8], from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+    };
     if !take_digits(b, &mut i, 1, 2) || b.get(i) != Some(&b':') {
-        return false;
+        return None;
     }
+    let hour = number(b, 0, i);
     i += 1;
+    let m = i;
     if !take_digits(b, &mut i, 2, 2) {
-        return false;
+        return None;
     }
+    let minute = number(b, m, i);
     if b.get(i) == Some(&b':') {
         i += 1;
         if !take_digits(b, &mut i, 2, 2) {
-            return false;
+            return None;
         }
         if matches!(b.get(i), Some(b'.' | b',')) {
             i += 1;
             if !take_digits(b, &mut i, 1, 9) {
-                return false;
+                return None;
             }
         }
     }
     while b.get(i) == Some(&b' ') {
         i += 1;
     }
+    let mut utc = false;
     match b.get(i) {
-        None => return true,
-        Some(b'Z' | b'z') => i += 1,
+        None => {}
+        Some(b'Z' | b'z') => {
+            i += 1;
+            utc = true;
+        }
         Some(b'+' | b'-') => {
             i += 1;
+            let o = i;
             if !take_digits(b, &mut i, 2, 2) {
-                return false;
+                return None;
             }
             if b.get(i) == Some(&b':') {
                 i += 1;
                 if !take_digits(b, &mut i, 2, 2) {
-                    return false;
+                    return None;
                 }
             } else {
                 take_digits(b, &mut i, 0, 2);
             }
+            utc = b[o..i].iter().all(|&c| c == b'0' || c == b':');
         }
         Some(_) => {
             let ampm = b.get(i..i + 2);
@@ -1052,11 +1075,41 @@ fn is_time_suffix(t: &str) -> bool {
             {
                 i += 2;
             } else {
-                return false;
+                return None;
             }
         }
     }
-    i == b.len()
+    (i == b.len()).then_some(TimeOfDay { hour, minute, utc })
+}
+
+/// The date in the UK (GMT, or BST in summer) of a time given in UTC on `date`: a system that
+/// stores a local midnight, or a time of birth, as UTC writes a summer birthday's date as the
+/// day before (`2010-07-07T23:00:00Z` is 00:00 BST on 8 July). BST runs from 01:00 UTC on the
+/// last Sunday of March to 01:00 UTC on the last Sunday of October (from 1996; before, the
+/// first Sunday on or after 22 October). A time past 23:59 is left as it is.
+pub(crate) fn uk_date_of_utc(date: Date, hour: u32, minute: u32) -> Date {
+    if hour > 23 || minute > 59 {
+        return date;
+    }
+    let sunday_on_or_before = |d: Date| {
+        // 1970-01-01 was a Thursday: days % 7 == 3 is a Sunday.
+        let days = d.to_days();
+        Date::from_days(days - (days - 3).rem_euclid(7))
+    };
+    let y = date.year;
+    let on = |m: u8, d: u8| Date::new(y, m, d).unwrap_or(date);
+    let start = sunday_on_or_before(on(3, 31));
+    let end = if y >= 1996 {
+        sunday_on_or_before(on(10, 31))
+    } else {
+        sunday_on_or_before(on(10, 28))
+    };
+    let after = |day: Date| date > day || (date == day && hour >= 1);
+    if after(start) && !after(end) && hour == 23 {
+        Date::from_days(date.to_days() + 1)
+    } else {
+        date
+    }
 }
 
 /// A date matcher: [`DateFormat::match_date`], or in tests the reference
@@ -1106,10 +1159,13 @@ fn prepared_date_of_birth(
             .find_map(|(i, _)| {
                 // The separator is one ASCII byte, so i + 1 is a boundary.
                 let (date, time) = (s[..i].trim_end(), s[i + 1..].trim_start());
-                if date.is_empty() || !is_time_suffix(time) {
-                    return None;
-                }
-                parse_any(date, &mut shape)
+                let time = time_suffix(time).filter(|_| !date.is_empty())?;
+                let d = parse_any(date, &mut shape)?;
+                Some(if time.utc {
+                    uk_date_of_utc(d, time.hour, time.minute)
+                } else {
+                    d
+                })
             })
     });
     match parsed {
@@ -1720,6 +1776,75 @@ mod tests {
         assert_eq!(dob("2015-03-12T"), Err(Invalid::BadFormat));
         assert_eq!(dob("00:00"), Err(Invalid::BadFormat));
         assert_eq!(dob("31/02/2015 00:00"), Err(Invalid::ImpossibleDate));
+    }
+
+    /// A UTC time (`Z`, or an offset of zero) is read as the date in the UK: 23:xx UTC in
+    /// summer is the next day's small hours in BST. Any other time is read as written.
+    #[test]
+    fn dob_utc_times_are_read_as_the_uk_date() {
+        for (s, day) in [
+            ("2010-07-07T23:00:00Z", 8), // midnight BST, stored as UTC
+            ("2010-07-07T23:59:59.999Z", 8),
+            ("2010-07-07 23:00:00 +00:00", 8),
+            ("2010-07-07T23:00:00+0000", 8),
+            ("2010-07-07T22:59:00Z", 7),      // 23:59 BST
+            ("2010-07-07T23:00:00", 7),       // no zone: as written
+            ("2010-07-07T23:00:00+01:00", 7), // the writer's own date
+            ("2010-07-07T23:00:00-00:30", 7),
+        ] {
+            assert_eq!(dob(s), ok_date(2010, 7, day), "{s:?}");
+        }
+        // Winter: UTC is GMT.
+        assert_eq!(dob("2010-01-07T23:00:00Z"), ok_date(2010, 1, 7));
+        // The changes, at 01:00 UTC on the last Sundays of March and October (2010: 28 March,
+        // 31 October), and in 1990-1995 on the first Sunday from 22 October (1993: 24th).
+        assert_eq!(dob("2010-03-27T23:00:00Z"), ok_date(2010, 3, 27));
+        assert_eq!(dob("2010-03-28T23:00:00Z"), ok_date(2010, 3, 29));
+        assert_eq!(dob("2010-10-30T23:00:00Z"), ok_date(2010, 10, 31));
+        assert_eq!(dob("2010-10-31T23:00:00Z"), ok_date(2010, 10, 31));
+        assert_eq!(dob("1993-10-23T23:00:00Z"), ok_date(1993, 10, 24));
+        assert_eq!(dob("1993-10-24T23:00:00Z"), ok_date(1993, 10, 24));
+        assert_eq!(dob("1993-10-30T23:00:00Z"), ok_date(1993, 10, 30));
+        // 31 Dec 1989 23:00 UTC stays in 1989 (winter): before the minimum date.
+        assert_eq!(dob("1989-12-31T23:00:00Z"), Err(Invalid::BeforeMinDate));
+    }
+
+    /// [`uk_date_of_utc`] agrees with the UK's clock changes as the tz database gives them
+    /// (Europe/London, 1990-2030: the dates of the last hour before each change).
+    #[test]
+    fn uk_summer_time_rule_matches_the_tz_database() {
+        // (year, BST starts, BST ends): days of March and October, from zoneinfo.
+        let changes = [
+            (1990, 25, 28),
+            (1991, 31, 27),
+            (1992, 29, 25),
+            (1993, 28, 24),
+            (1994, 27, 23),
+            (1995, 26, 22),
+            (1996, 31, 27),
+            (2000, 26, 29),
+            (2015, 29, 25),
+            (2020, 29, 25),
+            (2024, 31, 27),
+            (2026, 29, 25),
+            (2030, 31, 27),
+        ];
+        for (y, start, end) in changes {
+            let d = |m, day| Date::new(y, m, day).unwrap();
+            let next = |m, day| Date::from_days(d(m, day).to_days() + 1);
+            assert_eq!(
+                uk_date_of_utc(d(3, start - 1), 23, 0),
+                d(3, start - 1),
+                "{y}"
+            );
+            assert_eq!(uk_date_of_utc(d(3, start), 23, 0), next(3, start), "{y}");
+            assert_eq!(
+                uk_date_of_utc(d(10, end - 1), 23, 0),
+                next(10, end - 1),
+                "{y}"
+            );
+            assert_eq!(uk_date_of_utc(d(10, end), 23, 0), d(10, end), "{y}");
+        }
     }
 
     #[test]
