@@ -69,7 +69,8 @@ def stream(key, label, msg):  # ChaCha20(seed = HMAC(subkey(label), msg))
 BAD = object()
 WS = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000' + ''.join(map(chr, range(0x2000, 0x200b)))
 NULLS = {'', '-', '--', '.', '?', 'NULL', 'NONE', 'N/A', 'NA', 'NK', 'N/K', 'NOT KNOWN', 'UNKNOWN',
-         'UNK', 'NOT STATED', 'TBC', 'XX', '<NA>', '#N/A', '#NULL!', '(BLANK)'}
+         'UNK', 'NOT STATED', 'TBC', 'XX', '<NA>', '#N/A', '#NULL!', '(BLANK)', '#NAME?', '#VALUE!', '#REF!',
+         'NOT RECORDED', 'NOT GIVEN', 'NOT PROVIDED', 'REFUSED', 'WITHHELD', 'NO NAME', 'ANONYMOUS'}
 CASED_NULLS = {'nan', 'NaN'}  # as written: pandas' and R's missing number (Nan, NAN are names)
 INVISIBLE = set('\u00ad\u061c\u180e\ufeff') | {
     chr(c) for a, b in ((0x200b, 0x200f), (0x202a, 0x202e), (0x2060, 0x2064), (0x2066, 0x206f))
@@ -79,8 +80,8 @@ FOLD = {c: rep for rep, cs in (
     ('L', 'ŁłĿŀȽƚⱢɫ'), ('O', 'ØøƟɵ'), ('D', 'ĐđÐðƉɖȡ'), ('TH', 'Þþ'), ('SS', 'ßẞ'), ('AE', 'Ææ'),
     ('OE', 'Œœ'), ('I', 'ıƗɨ'), ('H', 'Ħħ'), ('T', 'Ŧŧ'), ('K', 'ĸ'), ('B', 'Ƀƀ'), ('R', 'Ɍɍ'),
     ('U', 'Ʉʉ'), ('Z', 'Ƶƶ'), ('G', 'Ǥǥ'), ('J', 'Ɉɉ'), ('F', 'Ƒƒ'), ('NG', 'Ŋŋ')) for c in cs}
-HEADS = 'BABY BABYBOY BABYGIRL INFANT NEWBORN TWIN TRIPLET UNNAMED'.split()
-TAILS = set('BOY GIRL MALE FEMALE A B C D I II III ONE TWO THREE FIRST SECOND THIRD'.split() + HEADS)
+HEADS = 'BABY BABYBOY BABYGIRL INFANT NEWBORN TWIN TRIPLET UNNAMED UNBORN UNKNOWN'.split()
+TAILS = set('BOY GIRL MALE FEMALE A B C D I II III ONE TWO THREE FIRST SECOND THIRD CHILD'.split() + HEADS)
 UP, DIG, UPN_LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', '0123456789', 'ABCDEFGHJKLMNPQRTUVWXYZ'
 DEFAULT_SEX = {**dict.fromkeys(['M', 'MALE', 'BOY', 'MAN'], 'M'),
                **dict.fromkeys(['F', 'FEMALE', 'GIRL', 'WOMAN'], 'F'),

@@ -435,7 +435,7 @@ given_name = "FIRST_NAME"
         use crate::schema::Normaliser;
         use crate::tokens::Value;
         let m = ColumnMap::from_toml(
-            "agency='a'\nrecord_id='id'\n[columns]\npostcode='P'\n[missing]\nextra=['NOT RECORDED']\n",
+            "agency='a'\nrecord_id='id'\n[columns]\npostcode='P'\n[missing]\nextra=['NOT ON FILE']\n",
             Path::new("a.toml"),
         )
         .unwrap();
@@ -447,9 +447,9 @@ given_name = "FIRST_NAME"
             Normaliser::Date,
         ] {
             for t in [
-                "NOT RECORDED\u{200B}",
-                "not\u{2060} recorded",
-                " NOT RECORDED ",
+                "NOT ON FILE\u{200B}",
+                "not\u{2060} on file",
+                " NOT ON FILE ",
             ] {
                 assert_eq!(normalise_value(n, t, &m, today), Ok(None), "{n:?} {t:?}");
             }
@@ -461,8 +461,8 @@ given_name = "FIRST_NAME"
         // A name with the listed words and a zero-width space is not the listed value as
         // written, so the name rules decide (the space is dropped there and the words kept).
         assert_eq!(
-            normalise_value(Normaliser::Name, "NOT RECORDED\u{200B}", &m, today),
-            Ok(Some(Value::Text("NOT RECORDED".into())))
+            normalise_value(Normaliser::Name, "NOT ON FILE\u{200B}", &m, today),
+            Ok(Some(Value::Text("NOT ON FILE".into())))
         );
     }
 

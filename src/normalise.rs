@@ -114,8 +114,9 @@ pub const MIN_DATE_OF_BIRTH: Date = Date {
 pub const MAX_FIELD_BYTES: usize = 256;
 
 /// Values that mean "no value", compared ASCII-case-insensitively.
-/// `<NA>`, `#N/A`, `#NULL!` and `(BLANK)` are how pandas, R and Excel write an empty cell.
-const NULL_MARKERS: [&str; 21] = [
+/// `<NA>`, `#N/A`, `#NULL!` and `(BLANK)` are how pandas, R and Excel write an empty cell;
+/// `#NAME?`, `#VALUE!` and `#REF!` are Excel's formula errors; the rest are case systems' fillers.
+const NULL_MARKERS: [&str; 31] = [
     "",
     "-",
     "--",
@@ -137,6 +138,16 @@ const NULL_MARKERS: [&str; 21] = [
     "#N/A",
     "#NULL!",
     "(BLANK)",
+    "#NAME?",
+    "#VALUE!",
+    "#REF!",
+    "NOT RECORDED",
+    "NOT GIVEN",
+    "NOT PROVIDED",
+    "REFUSED",
+    "WITHHELD",
+    "NO NAME",
+    "ANONYMOUS",
 ];
 
 /// Null markers compared as written: pandas and R write a missing number as `nan` or `NaN`,
@@ -495,15 +506,18 @@ fn plain_name(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// First words of placeholder names given to newborns.
-const PLACEHOLDER_HEADS: [&str; 8] = [
-    "BABY", "BABYBOY", "BABYGIRL", "INFANT", "NEWBORN", "TWIN", "TRIPLET", "UNNAMED",
+/// First words of placeholder names given to newborns, and to unborn children in children's
+/// social care ("UNBORN", "UNBORN BABY").
+const PLACEHOLDER_HEADS: [&str; 10] = [
+    "BABY", "BABYBOY", "BABYGIRL", "INFANT", "NEWBORN", "TWIN", "TRIPLET", "UNNAMED", "UNBORN",
+    "UNKNOWN",
 ];
 
-/// Words that may follow a placeholder head ("BABY GIRL", "TWIN A").
-const PLACEHOLDER_TAILS: [&str; 23] = [
+/// Words that may follow a placeholder head ("BABY GIRL", "TWIN A", "UNKNOWN MALE").
+const PLACEHOLDER_TAILS: [&str; 26] = [
     "BOY", "GIRL", "MALE", "FEMALE", "A", "B", "C", "D", "I", "II", "III", "ONE", "TWO", "THREE",
     "FIRST", "SECOND", "THIRD", "TWIN", "TRIPLET", "BABY", "INFANT", "NEWBORN", "UNNAMED",
+    "UNBORN", "UNKNOWN", "CHILD",
 ];
 
 /// Entry `b` is true when some placeholder head starts with byte `b`.
@@ -1415,9 +1429,24 @@ mod tests {
             "Not-Known",
             "n. a.",
             "unknown!",
+            // Unborn children in social care; case systems' fillers; Excel's errors.
+            "Unborn",
+            "UNBORN BABY",
+            "Unborn Child",
+            "Unknown Male",
+            "unknown female",
+            "Not Recorded",
+            "NOT GIVEN",
+            "Refused",
+            "withheld",
+            "No Name",
+            "Anonymous",
+            "#NAME?",
+            "#VALUE!",
         ] {
             assert_eq!(name(p), Ok(None), "{p:?}");
         }
+        assert_eq!(name("Unborn Smith"), some("UNBORN SMITH"));
         assert_eq!(name("Baby Jane"), some("BABY JANE"));
         assert_eq!(name("Babs"), some("BABS"));
         assert_eq!(name("Twinkle"), some("TWINKLE"));

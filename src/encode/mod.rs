@@ -586,7 +586,7 @@ pub fn normalise_value(
 ) -> std::result::Result<Option<Value>, Invalid> {
     if let Some(m) = &map.missing {
         // The identifier and date normalisers read the text without invisible characters; so
-        // does the list (`NOT RECORDED` with a zero-width space is still listed).
+        // does the list (`NOT ON FILE` with a zero-width space is still listed).
         let seen = match normaliser {
             Normaliser::Date | Normaliser::Postcode | Normaliser::NhsNumber | Normaliser::Upn => {
                 normalise::visible(text)

@@ -11,7 +11,7 @@ use super::*;
 
 /// Original [`super::is_null_marker`].
 pub(super) fn is_null_marker(trimmed_upper: &str) -> bool {
-    trimmed_upper.len() <= 10
+    trimmed_upper.len() <= 12
         && (NULL_MARKERS
             .iter()
             .any(|m| m.eq_ignore_ascii_case(trimmed_upper))
