@@ -543,6 +543,32 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
     assert_eq!(mode_of(&f.path("out.clk")), 0o600);
 }
 
+/// A date of birth invalid in a few percent of rows is warned about (other fields from 20 %):
+/// those rows have no date to link on and, with salting, their names are salted as missing.
+#[test]
+fn a_few_invalid_dates_of_birth_are_warned_about() {
+    let export = |bad: usize| {
+        let mut rows = String::from(HEALTH_HEADER);
+        for i in 0..50 {
+            let dob = if i < bad { "2016-02-01" } else { "01/02/2016" };
+            rows.push_str(&format!("H{i},,Jack,,Smith,{dob},M,LS6 2AB\n"));
+        }
+        rows
+    };
+    let warnings = |bad: usize| {
+        let f = Fixture::new(export(bad).as_bytes());
+        success_json(f.encode().arg("--json"))["report"]["warnings"].to_string()
+    };
+    let w = warnings(3);
+    assert!(
+        w.contains("field date_of_birth (column `Date of Birth`) is invalid in 6.0 % of rows")
+            && w.contains("check date_formats")
+            && w.contains("salted as if it were missing"),
+        "{w}"
+    );
+    assert!(!warnings(1).contains("date_of_birth"), "2 % is the limit");
+}
+
 /// A mapped field that is mostly invalid (here a date format the export does not use) fails the
 /// run: the encoding would link nothing on it, and an invalid date of birth leaves every name
 /// unsalted. The limit can be raised.

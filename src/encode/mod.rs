@@ -1425,10 +1425,24 @@ fn encode_reader_with(
     for s in &stats {
         if s.column.is_some() {
             let rate = s.invalid_rate();
-            if rate > 0.2 {
+            // A date of birth counts most: its rows lose the birth segment and date tokens, and
+            // with salting their names are salted as missing, so they link poorly.
+            let fi = schema.fields.iter().position(|f| f.def.name == s.field);
+            let date = fi.is_some_and(|i| schema.fields[i].def.normaliser == Normaliser::Date);
+            let salt = fi.is_some() && schema.salt.as_ref().is_some_and(|l| Some(l.source.0) == fi);
+            let limit = if date || salt { 0.02 } else { 0.2 };
+            if rate > limit {
                 let hint = invalid_hint(schema, &s.field);
+                let cost = match (date || salt, salt) {
+                    (_, true) => {
+                        "; those rows have no date of birth to link on, and their names are \
+                         salted as if it were missing, so they link poorly"
+                    }
+                    (true, false) => "; those rows have no date of birth to link on",
+                    _ => "",
+                };
                 warnings.push(format!(
-                    "field {} (column `{}`) is invalid in {:.1} % of rows{hint}",
+                    "field {} (column `{}`) is invalid in {:.1} % of rows{hint}{cost}",
                     s.field,
                     s.column.as_deref().unwrap_or(""),
                     rate * 100.0
@@ -1474,6 +1488,11 @@ pub fn invalid_hint(schema: &Schema, field: &str) -> &'static str {
     {
         Some(Normaliser::Date) => ": check date_formats in the column map",
         Some(Normaliser::Sex) => ": check [sex_codes] in the column map",
+        Some(Normaliser::NhsNumber | Normaliser::Upn) => {
+            ": check that the column map points at the right column, and that the export writes \
+             the numbers as text (a spreadsheet shows 9434765919 as 9.43E+09, which has lost \
+             digits)"
+        }
         _ => ": check that the column map points at the right column",
     }
 }
