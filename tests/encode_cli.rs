@@ -823,7 +823,11 @@ fn duplicate_record_ids_are_rejected() {
         .arg("--max-reject-rate")
         .arg("1")
         .assert()
-        .success();
+        .success()
+        .stdout(contains(
+            "1 row(s) repeat the record id of an earlier row and were rejected as \
+             duplicate_record_id: the first row of each id is the one encoded",
+        ));
     let rejects = f.rejects();
     assert!(
         rejects.contains("4,5,Patient ID,,duplicate_record_id,record id already used by row 1"),

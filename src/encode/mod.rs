@@ -1400,6 +1400,14 @@ fn encode_reader_with(
             first.line
         ));
     }
+    if let Some(&dups) = reject_reasons.get("duplicate_record_id") {
+        warnings.push(format!(
+            "{dups} row(s) repeat the record id of an earlier row and were rejected as \
+             duplicate_record_id: the first row of each id is the one encoded. If the export \
+             lists a child's records oldest first (a history table), that is the oldest one \
+             (an old address): export one row per child, the current one"
+        ));
+    }
     if let Some(first) = multiline.first_line {
         let head = format!(
             "{} encoded row(s) have quoted values in columns the map does not read that run over \
