@@ -152,7 +152,15 @@ pub struct ColumnMap {
 impl ColumnMap {
     /// Loads a column map file.
     pub fn load(path: &Path) -> Result<ColumnMap> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::ColumnMap {
+            path: path.to_path_buf(),
+            problem: format!(
+                "is not UTF-8 text (byte {} is not): save the column map as UTF-8 (the export's \
+                 own character encoding is what its `encoding` setting names)",
+                e.utf8_error().valid_up_to() + 1
+            ),
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -411,6 +419,22 @@ given_name = "FIRST_NAME"
             .unwrap_err()
             .to_string();
         assert!(e.contains("agency"), "{e}");
+    }
+
+    #[test]
+    fn a_column_map_that_is_not_utf8_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            b"agency='a'\nrecord_id='id'\n[columns]\nfamily_name='Nom de fam\xe9'\n",
+        )
+        .unwrap();
+        let e = ColumnMap::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("m.toml") && e.contains("is not UTF-8 text (byte 60 is not)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -405,7 +405,14 @@ impl Schema {
 
     /// Loads and validates a schema file.
     pub fn load(path: &Path) -> Result<Schema> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Schema {
+            origin: path.display().to_string(),
+            problem: format!(
+                "is not UTF-8 text (byte {} is not): use the schema file as distributed",
+                e.utf8_error().valid_up_to() + 1
+            ),
+        })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
