@@ -428,7 +428,8 @@ def encode(key, schema, cmap, data):
     recs, seen, rows_read = [], set(), 0
     for row in filter(None, rows):  # blank lines are not rows
         rows_read += 1
-        rid = decode(row[id_col]) if len(row) == len(header) else None
+        shaped = len(row) == len(header) or len(row) == len(header) + 1 and row[-1] == ''  # a trailing delimiter
+        rid = decode(row[id_col]) if shaped else None
         swallowed = lambda v: ('\n' in v or '\r' in v) and v.count(delimiter) + 1 >= len(header)
         repeats_header = rid is not None and all(  # two exports joined: the header again
             (v := decode(c)) is not None and v.lstrip('\ufeff').strip(WS) == h for c, h in zip(row, header))

@@ -815,6 +815,43 @@ fn megabyte_field_is_invalid_not_fatal() {
     assert_eq!(j["report"]["encoded"], 1);
 }
 
+/// Some exporters end every data row with a delimiter but not the header: the empty extra
+/// field holds nothing, so the rows encode as they would without it. Anything else in an extra
+/// field is still a row of the wrong shape.
+#[test]
+fn a_delimiter_ending_every_data_row_is_read_as_nothing() {
+    let plain = format!("{HEALTH_HEADER}{GOOD}");
+    let trailing: String = plain
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l}\n")
+            } else {
+                format!("{l},\n")
+            }
+        })
+        .collect();
+    assert!(trailing.contains("LS6 2AB,\n"));
+    let records = |input: &str| {
+        let f = Fixture::new(input.as_bytes());
+        let j = success_json(f.encode().arg("--json"));
+        assert_eq!(j["report"]["rejected"], 0, "{j}");
+        let e = EncodingFile::open(&f.path("out.clk")).unwrap();
+        (0..e.len())
+            .map(|i| (e.filter(i).to_vec(), e.tokens_of(i).to_vec()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(records(&plain), records(&trailing));
+    let extra = plain.replace("LS6 2AB\n", "LS6 2AB,x\n");
+    let f = Fixture::new(extra.as_bytes());
+    f.encode()
+        .args(["--max-reject-rate", "1"])
+        .assert()
+        .success();
+    assert!(f.rejects().contains("wrong_field_count"), "{}", f.rejects());
+}
+
 #[test]
 fn duplicate_record_ids_are_rejected() {
     let input = format!("{HEALTH_HEADER}{GOOD}H1,,Other,,Person,12/03/2015,F,M1 1AE\n");

@@ -839,7 +839,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                      --max-reject-rate"
                         .to_string(),
                 ))
-            } else if rec.len() != plan.header.len() {
+            } else if !has_header_shape(&rec, plan.header.len()) {
                 // Quoted line breaks in a record of the wrong shape are almost always a stray
                 // or unclosed quote: the lines up to the closing quote (or the end of the
                 // file) were swallowed into one field, and are no rows of their own.
@@ -1837,12 +1837,18 @@ fn is_empty_row(rec: &Rec<'_>) -> bool {
     (0..rec.len()).all(|i| rec.get(i).iter().all(u8::is_ascii_whitespace))
 }
 
+/// Whether `rec` has the header's `columns` fields, or one more that is empty: some exporters
+/// end every data row with a delimiter but not the header, and the empty field holds nothing.
+pub(crate) fn has_header_shape(rec: &Rec<'_>, columns: usize) -> bool {
+    rec.len() == columns || (rec.len() == columns + 1 && rec.get(columns).is_empty())
+}
+
 /// Whether `rec` repeats the header line: each field, decoded and trimmed, is its column's
 /// name (the first may start with the byte-order mark of a second export joined on).
 fn is_header(rec: &Rec<'_>, header: &[String], encoding: TextEncoding) -> bool {
     let mut buf = String::new();
-    rec.len() == header.len()
-        && (0..rec.len()).all(|i| {
+    has_header_shape(rec, header.len())
+        && (0..header.len()).all(|i| {
             decode(encoding, rec.get(i), &mut buf)
                 .is_some_and(|v| v.trim_start_matches('\u{FEFF}').trim() == header[i].trim())
         })

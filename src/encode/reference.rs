@@ -92,7 +92,8 @@ fn reference(
             rejects.push((row, "empty_row"));
             continue;
         }
-        if rec.len() != header.len() {
+        let trailing_empty = rec.len() == header.len() + 1 && rec[header.len()].is_empty();
+        if rec.len() != header.len() && !trailing_empty {
             let breaks: u64 = rec.iter().map(super::blocks::line_breaks).sum();
             let reason = if breaks == 0 {
                 "wrong_field_count"
