@@ -226,15 +226,16 @@ def date_of_birth(s, formats, today):
     if s == 'NaT':  # pandas' missing date, as written (Nat is a name elsewhere)
         return None
     parse = lambda t: next(filter(None, (match_date(f, t, (0, 0, 0), today.year) for f in formats)), None)
-    d = parse(s)
+    d, latest = parse(s), today
     for i, c in enumerate(s):
         t = TIME.fullmatch(s[i + 1:].lstrip(WS)) if c in ' Tt' else None
         if d is None and t and s[:i].rstrip(WS):
             d = parse(s[:i].rstrip(WS))
             zone = t.group(5) or ''
             if d is not None and (zone in ('Z', 'z') or zone[:1] in '+-' and zone and set(zone[1:]) <= set('0:')):
-                d = uk_date(d, int(t.group(1)), int(t.group(2)))
-    return BAD if d is None or d < datetime.date(1990, 1, 1) or d > today else d
+                uk = uk_date(d, int(t.group(1)), int(t.group(2)))
+                latest, d = today + (uk - d), uk  # past 23:00 UTC in summer the UK is a day on
+    return BAD if d is None or d < datetime.date(1990, 1, 1) or d > latest else d
 
 def sex(raw, codes):
     t = raw.strip(WS)

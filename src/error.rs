@@ -114,26 +114,12 @@ pub enum Error {
 
     /// The export's bytes are not in the character encoding its column map declares: read as
     /// declared, names with accents would be garbled or their rows rejected.
-    #[error(
-        "{path}: the column map {} declares encoding = \"{declared}\", but {evidence}: it is \
-         almost certainly {looks}. Read as {declared}, {harm}, so nothing was written. Set \
-         encoding = \"{looks_key}\" in the column map and encode again", .map.display()
-    )]
+    #[error("{path}: {problem}")]
     WrongEncoding {
         /// The input file.
         path: PathBuf,
-        /// The column map.
-        map: PathBuf,
-        /// The declared encoding's name.
-        declared: &'static str,
-        /// What the bytes look like.
-        looks: &'static str,
-        /// Its `encoding` value in a column map.
-        looks_key: &'static str,
-        /// What the bytes show.
-        evidence: String,
-        /// What reading them as declared does.
-        harm: String,
+        /// What the bytes show, what reading them as declared does, and the encoding to set.
+        problem: String,
     },
 
     /// An encoding file is malformed, truncated, altered or of an unsupported version.

@@ -514,10 +514,10 @@ const PLACEHOLDER_HEADS: [&str; 10] = [
 ];
 
 /// Words that may follow a placeholder head ("BABY GIRL", "TWIN A", "UNKNOWN MALE").
-const PLACEHOLDER_TAILS: [&str; 26] = [
+const PLACEHOLDER_TAILS: [&str; 28] = [
     "BOY", "GIRL", "MALE", "FEMALE", "A", "B", "C", "D", "I", "II", "III", "ONE", "TWO", "THREE",
-    "FIRST", "SECOND", "THIRD", "TWIN", "TRIPLET", "BABY", "INFANT", "NEWBORN", "UNNAMED",
-    "UNBORN", "UNKNOWN", "CHILD",
+    "FIRST", "SECOND", "THIRD", "CHILD", "BABY", "BABYBOY", "BABYGIRL", "INFANT", "NEWBORN",
+    "TWIN", "TRIPLET", "UNNAMED", "UNBORN", "UNKNOWN",
 ];
 
 /// Entry `b` is true when some placeholder head starts with byte `b`.
@@ -1163,6 +1163,8 @@ fn prepared_date_of_birth(
     };
     let pivot = today.year;
     let mut shape = false;
+    // The last date of birth that is not in the future.
+    let mut latest = today;
     // The first date any format gives for `s`; sets `*shape` if some format
     // matched the shape of `s` but not with a real date.
     let parse_any =
@@ -1176,7 +1178,10 @@ fn prepared_date_of_birth(
                 let time = time_suffix(time).filter(|_| !date.is_empty())?;
                 let d = parse_any(date, &mut shape)?;
                 Some(if time.utc {
-                    uk_date_of_utc(d, time.hour, time.minute)
+                    let uk = uk_date_of_utc(d, time.hour, time.minute);
+                    // Past 23:00 UTC in summer the UK is already on the next day.
+                    latest = Date::from_days(today.to_days() + i64::from(uk != d));
+                    uk
                 } else {
                     d
                 })
@@ -1186,7 +1191,7 @@ fn prepared_date_of_birth(
         None if shape => Err(Invalid::ImpossibleDate),
         None => Err(Invalid::BadFormat),
         Some(d) if d < MIN_DATE_OF_BIRTH => Err(Invalid::BeforeMinDate),
-        Some(d) if d > today => Err(Invalid::InFuture),
+        Some(d) if d > latest => Err(Invalid::InFuture),
         Some(d) => Ok(Some(d)),
     }
 }
@@ -1834,6 +1839,21 @@ mod tests {
         assert_eq!(dob("1993-10-23T23:00:00Z"), ok_date(1993, 10, 24));
         assert_eq!(dob("1993-10-24T23:00:00Z"), ok_date(1993, 10, 24));
         assert_eq!(dob("1993-10-30T23:00:00Z"), ok_date(1993, 10, 30));
+        // Run at 23:30 UTC on 7 July 2026 (00:30 BST on the 8th): a birth 20 minutes ago is
+        // not in the future.
+        let today = Date::new(2026, 7, 7).unwrap();
+        assert_eq!(
+            date_of_birth("2026-07-07T23:10:00Z", &[], today),
+            ok_date(2026, 7, 8)
+        );
+        assert_eq!(
+            date_of_birth("2026-07-08T00:10:00Z", &[], today),
+            Err(Invalid::InFuture)
+        );
+        assert_eq!(
+            date_of_birth("2026-07-08 00:10:00", &[], today),
+            Err(Invalid::InFuture)
+        );
         // 31 Dec 1989 23:00 UTC stays in 1989 (winter): before the minimum date.
         assert_eq!(dob("1989-12-31T23:00:00Z"), Err(Invalid::BeforeMinDate));
     }

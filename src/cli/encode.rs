@@ -475,14 +475,13 @@ fn encode(
             encode::EncodingMismatch::Utf8DeclaredWindows1252 => (
                 "UTF-8",
                 "utf-8",
-                "the file is valid UTF-8 with accented or other non-ASCII letters".to_string(),
-                "those names are garbled (Zoë as ZoÃ«) and would not link".to_string(),
+                "the file is valid UTF-8 with non-ASCII characters".to_string(),
+                "accented names are garbled (Zoë as ZoÃ«) and would not link".to_string(),
             ),
             encode::EncodingMismatch::SingleByteDeclaredUtf8 { rejected } => (
                 "Windows-1252 (Excel's plain CSV)",
                 "windows-1252",
-                "its non-ASCII bytes are not UTF-8 and not one of them forms a UTF-8 character"
-                    .to_string(),
+                "most of its non-ASCII bytes are not UTF-8".to_string(),
                 format!(
                     "the {rejected} row(s) with such bytes (names with accents, such as Zoë) \
                      are rejected, and those children would be missing from the linkage every \
@@ -494,12 +493,12 @@ fn encode(
         *refused = refused_export(a, &rejects_path, &encoded.rejects, report, ev, limit)?;
         return Err(Error::WrongEncoding {
             path: a.export.input.clone(),
-            map: a.export.columns.clone(),
-            declared,
-            looks,
-            looks_key,
-            evidence,
-            harm,
+            problem: format!(
+                "the column map {} declares encoding = \"{declared}\", but {evidence}: it is \
+                 almost certainly {looks}. Read as {declared}, {harm}, so nothing was written. \
+                 Set encoding = \"{looks_key}\" in the column map and encode again",
+                a.export.columns.display()
+            ),
         }
         .into());
     }

@@ -796,6 +796,9 @@ impl<'p, 'a> Worker<'p, 'a> {
             out.id_hashes.push(hash_bytes(id.as_bytes()));
             out.offsets.push((offset + r) as u32);
             out.lines.push(batch.line(r));
+            if batch.may_hold_line_breaks() {
+                note_unmapped_line_breaks(&batch.get(r), plan, batch.line(r), &mut out.multiline);
+            }
             *o.encoded += 1;
         }
     }
@@ -953,15 +956,6 @@ impl<'p, 'a> Worker<'p, 'a> {
                 Ok(id) => {
                     st.live = true;
                     st.id = id;
-                    if batch.may_hold_line_breaks() {
-                        let breaks = rec.line_breaks();
-                        if breaks > 0 {
-                            let row_like = (0..rec.len()).any(|c| {
-                                swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len())
-                            });
-                            out.multiline.note(at.1, breaks, row_like);
-                        }
-                    }
                 }
                 Err(rej) => out.rejects.push(rej),
             }
@@ -1852,6 +1846,27 @@ fn is_header(rec: &Rec<'_>, header: &[String], encoding: TextEncoding) -> bool {
             decode(encoding, rec.get(i), &mut buf)
                 .is_some_and(|v| v.trim_start_matches('\u{FEFF}').trim() == header[i].trim())
         })
+}
+
+/// Notes an encoded row whose quoted values in columns the map does not read run over line
+/// breaks (the columns it reads were checked: see [`mapped_swallowed_rows`]).
+fn note_unmapped_line_breaks(
+    rec: &Rec<'_>,
+    plan: &Plan<'_>,
+    line: u64,
+    notes: &mut super::Multiline,
+) {
+    let unmapped = |c: &usize| *c != plan.id_column && !plan.sources.iter().any(|s| s.column == *c);
+    let breaks: u64 = (0..rec.len())
+        .filter(unmapped)
+        .map(|c| super::blocks::line_breaks(rec.get(c)))
+        .sum();
+    if breaks > 0 {
+        let row_like = (0..rec.len())
+            .filter(unmapped)
+            .any(|c| swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len()));
+        notes.note(line, breaks, row_like);
+    }
 }
 
 /// The first column the map reads (the record id's, then the fields') whose value holds swallowed

@@ -663,12 +663,20 @@ impl<R: Read> Read for HashingReader<R> {
 struct Utf8Probe {
     /// The start of a character cut off at the end of the last read.
     carry: Vec<u8>,
-    multibyte: bool,
+    /// Whether the first read has been seen (its UTF-8 byte-order mark is no evidence).
+    started: bool,
+    /// Valid multi-byte characters.
+    multibyte: u64,
+    /// Invalid byte sequences.
     invalid: u64,
 }
 
 impl Utf8Probe {
-    fn feed(&mut self, data: &[u8]) {
+    fn feed(&mut self, mut data: &[u8]) {
+        if !self.started {
+            self.started = true;
+            data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+        }
         if self.carry.is_empty() && data.is_ascii() {
             return;
         }
@@ -682,12 +690,12 @@ impl Utf8Probe {
         loop {
             match std::str::from_utf8(bytes) {
                 Ok(_) => {
-                    self.multibyte |= !bytes.is_ascii();
+                    self.multibyte += lead_bytes(bytes);
                     return;
                 }
                 Err(e) => {
                     let (valid, rest) = bytes.split_at(e.valid_up_to());
-                    self.multibyte |= !valid.is_ascii();
+                    self.multibyte += lead_bytes(valid);
                     match e.error_len() {
                         // A character continues in the next read.
                         None => {
@@ -706,13 +714,20 @@ impl Utf8Probe {
 
     /// The stream ended: valid UTF-8 with a multi-byte character.
     fn looks_utf8(&self) -> bool {
-        self.multibyte && self.invalid == 0 && self.carry.is_empty()
+        self.multibyte > 0 && self.invalid == 0 && self.carry.is_empty()
     }
 
-    /// The stream ended: invalid as UTF-8, with no multi-byte character anywhere.
+    /// The stream ended: more invalid byte sequences than valid multi-byte characters (a
+    /// single-byte encoding, perhaps with a stray UTF-8 character pasted in). A character cut
+    /// off at the very end is a file cut short, no evidence either way.
     fn looks_single_byte(&self) -> bool {
-        !self.multibyte && (self.invalid > 0 || !self.carry.is_empty())
+        self.invalid > self.multibyte
     }
+}
+
+/// Multi-byte characters in valid UTF-8: their lead bytes.
+fn lead_bytes(valid: &[u8]) -> u64 {
+    valid.iter().filter(|&&b| b >= 0xC0).count() as u64
 }
 
 /// The export's bytes in another character encoding than its column map declares, found by
@@ -1355,8 +1370,8 @@ fn encode_reader_with(
         if bad_bytes > 0 && encoding_mismatch.is_none() {
             warnings.push(format!(
                 "{bad_bytes} row(s) rejected as invalid_encoding: bytes that are not valid \
-                 UTF-8, in a file whose other non-ASCII text is (a damaged file, or exports of \
-                 two encodings joined); their children are missing from the encoding"
+                 UTF-8 (a damaged file, or exports of two encodings joined); their children are \
+                 missing from the encoding"
             ));
         } else if bad_bytes == 0 && probe.is_some_and(Utf8Probe::looks_single_byte) {
             warnings.push(format!(
@@ -1414,40 +1429,43 @@ fn encode_reader_with(
              {} line break(s), the first at line {first}",
             multiline.rows, multiline.lines
         );
-        let missing = "rows on lines a stray quote swallowed are missing from the encoding \
-                       (rows read counts records, not lines)";
         warnings.push(if multiline.row_like > 0 {
             format!(
                 "{head}; {} of them hold a whole row's worth of delimiters after a line break, \
-                 as a stray quote that swallowed the rows after it does, and {missing}. Check \
-                 the quotes from line {first}",
+                 as a stray quote that swallowed the rows after it does. The rows on lines a \
+                 stray quote swallowed are missing from the encoding, since rows read counts \
+                 records, not lines: check the quotes from line {first}",
                 multiline.row_like
             )
         } else {
             format!(
-                "{head}: multi-line notes, or a stray quote ({missing}). If the export has no \
-                 multi-line values, check the quotes from line {first}"
+                "{head}: multi-line notes, or a stray quote, which leaves the rows on the lines \
+                 it swallowed out of the encoding (rows read counts records, not lines). If the \
+                 export has no multi-line values, check the quotes from line {first}"
             )
         });
     }
     for s in &stats {
         if s.column.is_some() {
             let rate = s.invalid_rate();
-            // A date of birth counts most: its rows lose the birth segment and date tokens, and
-            // with salting their names are salted as missing, so they link poorly.
+            // A date of birth, or the salt's field, counts most: rows without it lose their
+            // date tokens, or have nothing to salt the salted fields with, and link poorly.
             let fi = schema.fields.iter().position(|f| f.def.name == s.field);
             let date = fi.is_some_and(|i| schema.fields[i].def.normaliser == Normaliser::Date);
             let salt = fi.is_some() && schema.salt.as_ref().is_some_and(|l| Some(l.source.0) == fi);
             let limit = if date || salt { 0.02 } else { 0.2 };
             if rate > limit {
                 let hint = invalid_hint(schema, &s.field);
-                let cost = match (date || salt, salt) {
-                    (_, true) => {
-                        "; those rows have no date of birth to link on, and their names are \
-                         salted as if it were missing, so they link poorly"
-                    }
-                    (true, false) => "; those rows have no date of birth to link on",
-                    _ => "",
+                let cost = if salt {
+                    format!(
+                        "; those rows have no {} to salt the salted fields with, so they link \
+                         poorly",
+                        s.field
+                    )
+                } else if date {
+                    format!("; those rows have no {} to link on", s.field)
+                } else {
+                    String::new()
                 };
                 warnings.push(format!(
                     "field {} (column `{}`) is invalid in {:.1} % of rows{hint}{cost}",
@@ -1651,6 +1669,14 @@ mod utf8_probe_tests {
         }
         // UTF-8 with one bad byte: damaged, not another encoding.
         assert!(!single(&["1,Zoë\n2,Ja".as_bytes(), b"\xffck\n"]));
+        // Windows-1252 after a UTF-8 byte-order mark, or with one UTF-8 character pasted in.
+        assert!(single(&[b"\xEF\xBB\xBFid,name\n1,Ren\xe9e\n"]));
+        assert!(single(&[
+            "1,Ren\u{e9}e".as_bytes(),
+            b"\n2,Ren\xe9e\n3,Zo\xeb\n"
+        ]));
+        // A character cut off by the end of the file: no evidence.
+        assert!(!single(&[b"1,Zoe\n2,Zo\xc3"]));
         // Valid UTF-8 and plain ASCII: neither.
         assert!(!single(&["1,Zoë\n".as_bytes()]));
         assert!(!single(&[b"1,Zoe\n"]));
