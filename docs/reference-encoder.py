@@ -184,7 +184,8 @@ def upn(s):
 MONTHS = 'january february march april may june july august september october november december'.split()
 ABBR = [(m[:3], i + 1) for i, m in enumerate(MONTHS)]
 ABBR.insert(8, ('sept', 9))
-TIME = re.compile(r'(\d{1,2}):(\d\d)(:\d\d([.,]\d{1,9})?)? *([Zz]|[+-]\d\d(:\d\d|\d{0,2})|[AaPp][Mm])?', re.ASCII)
+TIME = re.compile(r'(?P<h>\d{1,2})(?::(?P<m>\d\d)(?::\d\d(?:[.,]\d{1,9})?)?|\.(?P<m2>\d\d)\.\d\d(?:[.,]\d{1,9})?)'
+                  r' *(?P<z>[Zz]|[+-]\d\d(?::\d\d|\d{0,2})|[AaPp][Mm])?', re.ASCII)  # Oracle's dots need seconds
 
 def uk_date(d, hour, minute):  # the date in the UK (GMT/BST) of a UTC time on d
     if hour != 23 or minute > 59:
@@ -228,12 +229,12 @@ def date_of_birth(s, formats, today):
     parse = lambda t: next(filter(None, (match_date(f, t, (0, 0, 0), today.year) for f in formats)), None)
     d, latest = parse(s), today
     for i, c in enumerate(s):
-        t = TIME.fullmatch(s[i + 1:].lstrip(WS)) if c in ' Tt' else None
+        t = TIME.fullmatch(s[i + 1:].lstrip(WS)) if c in ' Tt:' else None  # ':' after SAS dates
         if d is None and t and s[:i].rstrip(WS):
             d = parse(s[:i].rstrip(WS))
-            zone = t.group(5) or ''
+            zone = t['z'] or ''
             if d is not None and (zone in ('Z', 'z') or zone[:1] in '+-' and zone and set(zone[1:]) <= set('0:')):
-                uk = uk_date(d, int(t.group(1)), int(t.group(2)))
+                uk = uk_date(d, int(t['h']), int(t['m'] or t['m2']))
                 latest, d = today + (uk - d), uk  # past 23:00 UTC in summer the UK is a day on
     return BAD if d is None or d < datetime.date(1990, 1, 1) or d > latest else d
 

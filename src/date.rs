@@ -269,11 +269,12 @@ fn time_directive_message(directive: char) -> String {
     };
     format!(
         "%{directive} is a time-of-day directive{minutes}: date formats give the date only. A \
-         time of day after the date, after a space or `T`, is ignored without being in the \
-         format when it reads `H:MM` or `HH:MM`, optionally with `:SS` and a fraction, then \
-         optionally `Z`, an offset (`+01:00`) or AM/PM (`15/06/2010 00:00`, \
-         `2010-06-15T10:30:00Z`): leave the time out of the format (`%d/%m/%Y %H:%M` → \
-         `%d/%m/%Y`). A time in another shape cannot be read: export the date alone"
+         time of day after the date, after a space, `T` or `:`, is ignored without being in the \
+         format when it reads `H:MM` or `HH:MM`, optionally with `:SS` and a fraction (or \
+         Oracle's `HH.MM.SS`), then optionally `Z`, an offset (`+01:00`) or AM/PM \
+         (`15/06/2010 00:00`, `2010-06-15T10:30:00Z`, `15JUN2010:00:00:00`): leave the time out \
+         of the format (`%d/%m/%Y %H:%M` → `%d/%m/%Y`). A time in another shape cannot be read: \
+         export the date alone"
     )
 }
 

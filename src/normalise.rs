@@ -1025,8 +1025,9 @@ struct TimeOfDay {
     utc: bool,
 }
 
-/// `t` read as a time of day such as `00:00`, `0:00:00`, `10:30:05.123Z`, `00:00:00+01:00` or
-/// `12:00 AM`; `None` if it is not one.
+/// `t` read as a time of day such as `00:00`, `0:00:00`, `10:30:05.123Z`, `00:00:00+01:00`,
+/// `12:00 AM` or Oracle's `12.00.00.000000000 AM` (dots need the seconds); `None` if it is not
+/// one.
 fn time_suffix(t: &str) -> Option<TimeOfDay> {
     let b = t.as_bytes();
     let mut i = 0;
@@ -1035,9 +1036,13 @@ fn time_suffix(t: &str) -> Option<TimeOfDay> {
             .iter()
             .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
     };
-    if !take_digits(b, &mut i, 1, 2) || b.get(i) != Some(&b':') {
+    if !take_digits(b, &mut i, 1, 2) {
         return None;
     }
+    let sep = match b.get(i) {
+        Some(&c @ (b':' | b'.')) => c,
+        _ => return None,
+    };
     let hour = number(b, 0, i);
     i += 1;
     let m = i;
@@ -1045,7 +1050,10 @@ fn time_suffix(t: &str) -> Option<TimeOfDay> {
         return None;
     }
     let minute = number(b, m, i);
-    if b.get(i) == Some(&b':') {
+    if sep == b'.' && b.get(i) != Some(&b'.') {
+        return None;
+    }
+    if b.get(i) == Some(&sep) {
         i += 1;
         if !take_digits(b, &mut i, 2, 2) {
             return None;
@@ -1171,7 +1179,7 @@ fn prepared_date_of_birth(
         |s: &str, shape: &mut bool| formats.iter().find_map(|f| matcher(f, s, pivot, shape));
     let parsed = parse_any(s, &mut shape).or_else(|| {
         s.char_indices()
-            .filter(|&(_, c)| matches!(c, ' ' | 'T' | 't'))
+            .filter(|&(_, c)| matches!(c, ' ' | 'T' | 't' | ':'))
             .find_map(|(i, _)| {
                 // The separator is one ASCII byte, so i + 1 is a boundary.
                 let (date, time) = (s[..i].trim_end(), s[i + 1..].trim_start());
@@ -1810,6 +1818,31 @@ mod tests {
         assert_eq!(dob("2015-03-12T"), Err(Invalid::BadFormat));
         assert_eq!(dob("00:00"), Err(Invalid::BadFormat));
         assert_eq!(dob("31/02/2015 00:00"), Err(Invalid::ImpossibleDate));
+        // Oracle's TIMESTAMP (dots, seconds required) and SAS's DATETIME (a colon after the
+        // date).
+        let f = |fmt: &str| [DateFormat::compile(fmt).unwrap()];
+        let today = Date::today_utc();
+        for (s, fmt) in [
+            ("15-JUN-10 12.00.00.000000000 AM", "%d-%b-%y"),
+            ("15-JUN-10 00.00.00", "%d-%b-%y"),
+            ("15JUN2010:00:00:00", "%d%b%Y"),
+            ("15JUN2010:00:00:00.000", "%d%b%Y"),
+            ("15/06/2010:00:00", "%d/%m/%Y"),
+        ] {
+            assert_eq!(
+                date_of_birth(s, &f(fmt), today),
+                ok_date(2010, 6, 15),
+                "{s:?}"
+            );
+        }
+        assert_eq!(
+            date_of_birth("15-JUN-10 12.00", &f("%d-%b-%y"), today),
+            Err(Invalid::BadFormat)
+        );
+        assert_eq!(
+            date_of_birth("15-JUN-10 12.00:00", &f("%d-%b-%y"), today),
+            Err(Invalid::BadFormat)
+        );
     }
 
     /// A UTC time (`Z`, or an offset of zero) is read as the date in the UK: 23:xx UTC in
