@@ -867,6 +867,26 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_file_that_is_not_utf8_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        let mut text = DEFAULT_SCHEMA_TOML.as_bytes().to_vec();
+        text.extend_from_slice(b"# caf\xe9\n");
+        std::fs::write(&p, &text).unwrap();
+        let e = Schema::load(&p).unwrap_err().to_string();
+        let at = DEFAULT_SCHEMA_TOML.len() + "# caf".len() + 1;
+        assert!(e.contains("s.toml"), "{e}");
+        assert!(
+            e.contains(&format!("is not UTF-8 text (byte {at} is not)")),
+            "{e}"
+        );
+        // The same text as UTF-8 loads.
+        text.truncate(DEFAULT_SCHEMA_TOML.len());
+        std::fs::write(&p, &text).unwrap();
+        assert!(Schema::load(&p).is_ok());
+    }
+
+    #[test]
     fn digest_ignores_formatting_but_not_meaning() {
         let a = Schema::default_uk();
         let reformatted: String = DEFAULT_SCHEMA_TOML

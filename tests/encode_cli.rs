@@ -569,6 +569,29 @@ fn a_few_invalid_dates_of_birth_are_warned_about() {
     assert!(!warnings(1).contains("date_of_birth"), "2 % is the limit");
 }
 
+/// An NHS number column mostly invalid because a spreadsheet wrote the numbers in scientific
+/// notation: the warning says to export them as text, without quoting any value.
+#[test]
+fn nhs_numbers_in_scientific_notation_get_the_spreadsheet_hint() {
+    let mut rows = String::from(HEALTH_HEADER);
+    for i in 0..20 {
+        let nhs = if i < 6 { "9.43477E+09" } else { "943 476 5919" };
+        rows.push_str(&format!("H{i},{nhs},Jack,,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
+    let f = Fixture::new(rows.as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    let w = j["report"]["warnings"].to_string();
+    assert!(
+        w.contains("field nhs_number (column `NHS Number`) is invalid in 30.0 % of rows")
+            && w.contains("export writes the numbers as text"),
+        "{w}"
+    );
+    assert!(
+        !w.contains("9.43477E+09"),
+        "the value itself is not quoted: {w}"
+    );
+}
+
 /// A mapped field that is mostly invalid (here a date format the export does not use) fails the
 /// run: the encoding would link nothing on it, and an invalid date of birth leaves every name
 /// unsalted. The limit can be raised.
