@@ -39,6 +39,17 @@ pub enum TextEncoding {
     Windows1252,
 }
 
+impl TextEncoding {
+    /// The `encoding` value that names it in a column map.
+    pub fn map_value(self) -> &'static str {
+        match self {
+            TextEncoding::Utf8 => "utf-8",
+            TextEncoding::Utf8Bom => "utf-8-bom",
+            TextEncoding::Windows1252 => "windows-1252",
+        }
+    }
+}
+
 /// Canonical sex value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Sex {

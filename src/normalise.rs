@@ -1110,7 +1110,8 @@ fn time_suffix(t: &str) -> Option<TimeOfDay> {
 /// last Sunday of March to 01:00 UTC on the last Sunday of October (from 1996; before, the
 /// first Sunday on or after 22 October). A time past 23:59 is left as it is.
 pub(crate) fn uk_date_of_utc(date: Date, hour: u32, minute: u32) -> Date {
-    if hour > 23 || minute > 59 {
+    // Only 23:xx UTC can fall on another UK day (BST is one hour ahead).
+    if hour != 23 || minute > 59 {
         return date;
     }
     let sunday_on_or_before = |d: Date| {
@@ -1126,8 +1127,8 @@ pub(crate) fn uk_date_of_utc(date: Date, hour: u32, minute: u32) -> Date {
     } else {
         sunday_on_or_before(on(10, 28))
     };
-    let after = |day: Date| date > day || (date == day && hour >= 1);
-    if after(start) && !after(end) && hour == 23 {
+    // At 23:xx, on or after the day BST starts (01:00 UTC) and before the day it ends.
+    if start <= date && date < end {
         Date::from_days(date.to_days() + 1)
     } else {
         date

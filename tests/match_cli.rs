@@ -40,13 +40,15 @@ fn encoded_testdata() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     (dir, key, files)
 }
 
+/// `bloomlink match FILES -o OUT`, to add options to.
+fn match_cmd(files: &[PathBuf], out: &Path) -> assert_cmd::Command {
+    let mut cmd = bloomlink();
+    cmd.arg("match").args(files).arg("-o").arg(out);
+    cmd
+}
+
 fn run_match(files: &[PathBuf], out: &Path) -> assert_cmd::assert::Assert {
-    bloomlink()
-        .arg("match")
-        .args(files)
-        .arg("-o")
-        .arg(out)
-        .assert()
+    match_cmd(files, out).assert()
 }
 
 /// `--previous-links`: the same inputs again keep every link id (the table is byte-identical);
@@ -71,9 +73,12 @@ fn link_ids_carry_over_from_an_earlier_job() {
             .collect()
     };
     let again = dir.path().join("again");
-    let mut cmd = bloomlink();
-    cmd.arg("match").args(&files).arg("-o").arg(&again);
-    let j = success_json(cmd.arg("--previous-links").arg(&links1).arg("--json"));
+    let j = success_json(
+        match_cmd(&files, &again)
+            .arg("--previous-links")
+            .arg(&links1)
+            .arg("--json"),
+    );
     assert_eq!(table(&again), table(&night1));
     let c = &j["link_ids"];
     assert_eq!(c["kept"], c["previous_links"], "{c}");
@@ -93,9 +98,8 @@ fn link_ids_carry_over_from_an_earlier_job() {
     let before = dir.path().join("before");
     run_match(&no_police, &before).success();
     let night2 = dir.path().join("night2");
-    let mut cmd = bloomlink();
-    cmd.arg("match").args(&files).arg("-o").arg(&night2);
-    cmd.arg("--previous-links")
+    match_cmd(&files, &night2)
+        .arg("--previous-links")
         .arg(before.join("links.csv"))
         .assert()
         .success();
@@ -116,12 +120,8 @@ fn link_ids_carry_over_from_an_earlier_job() {
 
     // The other way round, a table of a job with police for a job without it is refused:
     // police holds those ids, and they would join its records to links it is not part of.
-    let mut cmd = bloomlink();
-    cmd.arg("match")
-        .args(&no_police)
-        .arg("-o")
-        .arg(dir.path().join("night3"));
-    cmd.arg("--previous-links")
+    match_cmd(&no_police, &dir.path().join("night3"))
+        .arg("--previous-links")
         .arg(&links1)
         .assert()
         .code(2)
@@ -138,12 +138,8 @@ fn link_ids_carry_over_from_an_earlier_job() {
         .unwrap()
         .to_string();
     std::fs::write(&odd, t.replacen(&first, "\"L1,x\"", 1)).unwrap();
-    let mut cmd = bloomlink();
-    cmd.arg("match")
-        .args(&files)
-        .arg("-o")
-        .arg(dir.path().join("night4"));
-    cmd.arg("--previous-links")
+    match_cmd(&files, &dir.path().join("night4"))
+        .arg("--previous-links")
         .arg(&odd)
         .assert()
         .code(1)

@@ -280,6 +280,16 @@ fn earlier_opaque_ids(
     Ok(entries)
 }
 
+/// The refusal of record ids that are personal data without `--opaque-ids`; `what` says which
+/// ids and ends with the subject of "would go out in clear".
+fn ids_in_clear(what: &str) -> Error {
+    Error::Usage(format!(
+        "{what} would go out in clear in the encoding file, beside the filters that hide them. \
+         Pass --opaque-ids MAPFILE to replace them with opaque references (the mapping stays at \
+         the agency)"
+    ))
+}
+
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print and
 /// the outputs, in place but kept only once the audit entry is written.
 fn encode(
@@ -380,11 +390,8 @@ fn encode(
     map.check_against(&schema)?;
     if a.opaque_ids.is_none() {
         if let Some(field) = map.columns.iter().find(|(_, c)| **c == map.record_id) {
-            return Err(Error::Usage(format!(
-                "the record-id column `{}` is also mapped as {} in {}: its values would go out \
-                 in clear in the encoding file, beside the filters that hide them. Pass \
-                 --opaque-ids MAPFILE to replace them with opaque references (the mapping stays \
-                 at the agency)",
+            return Err(ids_in_clear(&format!(
+                "the record-id column `{}` is also mapped as {} in {}: its values",
                 map.record_id,
                 field.0,
                 a.export.columns.display()
@@ -466,21 +473,17 @@ fn encode(
     }
     // An export in another encoding than declared first: it is the cause of what follows.
     if let Some(m) = encoded.encoding_mismatch {
-        let declared = match map.encoding {
-            TextEncoding::Utf8 => "utf-8",
-            TextEncoding::Utf8Bom => "utf-8-bom",
-            TextEncoding::Windows1252 => "windows-1252",
-        };
-        let (looks, looks_key, evidence, harm) = match m {
+        let declared = map.encoding.map_value();
+        let (looks, looks_as, evidence, harm) = match m {
             encode::EncodingMismatch::Utf8DeclaredWindows1252 => (
                 "UTF-8",
-                "utf-8",
+                TextEncoding::Utf8,
                 "the file is valid UTF-8 with non-ASCII characters".to_string(),
                 "accented names are garbled (Zoë as ZoÃ«) and would not link".to_string(),
             ),
             encode::EncodingMismatch::SingleByteDeclaredUtf8 { rejected } => (
                 "Windows-1252 (Excel's plain CSV)",
-                "windows-1252",
+                TextEncoding::Windows1252,
                 "most of its non-ASCII bytes are not UTF-8".to_string(),
                 format!(
                     "the {rejected} row(s) with such bytes (names with accents, such as Zoë) \
@@ -496,8 +499,9 @@ fn encode(
             problem: format!(
                 "the column map {} declares encoding = \"{declared}\", but {evidence}: it is \
                  almost certainly {looks}. Read as {declared}, {harm}, so nothing was written. \
-                 Set encoding = \"{looks_key}\" in the column map and encode again",
-                a.export.columns.display()
+                 Set encoding = \"{}\" in the column map and encode again",
+                a.export.columns.display(),
+                looks_as.map_value()
             ),
         }
         .into());
@@ -571,11 +575,8 @@ fn encode(
 
     if a.opaque_ids.is_none() {
         if let Some(kind) = encode::identifying_ids(&encoded.records) {
-            return Err(Error::Usage(format!(
-                "the record ids (column `{}` of {}) look like {kind}: they would go out in clear \
-                 in the encoding file, beside the filters that hide them. Pass --opaque-ids \
-                 MAPFILE to replace them with opaque references (the mapping stays at the \
-                 agency)",
+            return Err(ids_in_clear(&format!(
+                "the record ids (column `{}` of {}) look like {kind}: they",
                 map.record_id,
                 a.export.input.display()
             ))

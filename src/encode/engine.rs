@@ -1857,14 +1857,12 @@ fn note_unmapped_line_breaks(
     notes: &mut super::Multiline,
 ) {
     let unmapped = |c: &usize| *c != plan.id_column && !plan.sources.iter().any(|s| s.column == *c);
-    let breaks: u64 = (0..rec.len())
-        .filter(unmapped)
-        .map(|c| super::blocks::line_breaks(rec.get(c)))
-        .sum();
+    let (mut breaks, mut row_like) = (0, false);
+    for c in (0..rec.len()).filter(unmapped) {
+        breaks += super::blocks::line_breaks(rec.get(c));
+        row_like |= swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len());
+    }
     if breaks > 0 {
-        let row_like = (0..rec.len())
-            .filter(unmapped)
-            .any(|c| swallowed_rows(rec.get(c), plan.map.delimiter, plan.header.len()));
         notes.note(line, breaks, row_like);
     }
 }

@@ -379,20 +379,19 @@ pub(crate) struct Multiline {
 
 impl Multiline {
     pub(crate) fn note(&mut self, line: u64, breaks: u64, row_like: bool) {
-        self.rows += 1;
-        self.lines += breaks;
-        self.first_line = Some(self.first_line.map_or(line, |f| f.min(line)));
-        self.row_like += u64::from(row_like);
+        self.add(&Multiline {
+            rows: 1,
+            lines: breaks,
+            first_line: Some(line),
+            row_like: u64::from(row_like),
+        });
     }
 
     fn add(&mut self, o: &Multiline) {
         self.rows += o.rows;
         self.lines += o.lines;
         self.row_like += o.row_like;
-        self.first_line = match (self.first_line, o.first_line) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.first_line = self.first_line.into_iter().chain(o.first_line).min();
     }
 }
 
@@ -632,7 +631,7 @@ struct HashingReader<R> {
     inner: R,
     ctx: ring::digest::Context,
     bytes: u64,
-    utf8: Option<Utf8Probe>,
+    utf8: Utf8Probe,
     /// The last byte read, if any.
     last: Option<u8>,
 }
@@ -645,20 +644,18 @@ impl<R: Read> Read for HashingReader<R> {
         if n > 0 {
             self.last = Some(buf[n - 1]);
         }
-        if let Some(p) = &mut self.utf8 {
-            p.feed(&buf[..n]);
-        }
+        self.utf8.feed(&buf[..n]);
         Ok(n)
     }
 }
 
-/// What a byte stream looks like as UTF-8: whether it has multi-byte characters, and how many
-/// byte sequences are invalid. Text declared Windows-1252 that is valid UTF-8 with multi-byte
+/// What a byte stream looks like as UTF-8: how many valid multi-byte characters and invalid
+/// byte sequences it has. Text declared Windows-1252 that is valid UTF-8 with multi-byte
 /// characters is almost certainly UTF-8 (accented letters in Windows-1252 are single bytes that
 /// cannot form UTF-8 sequences), and decoding it as Windows-1252 garbles every such name (`Zoë`
-/// becomes `ZoÃ«`) without an invalid byte to show for it. Text declared UTF-8 with invalid
-/// sequences and no multi-byte character at all is almost certainly a single-byte encoding
-/// (Excel's plain "CSV" is Windows-1252): its rows with accented names are rejected.
+/// becomes `ZoÃ«`) without an invalid byte to show for it. Text declared UTF-8 with more invalid
+/// sequences than multi-byte characters is almost certainly a single-byte encoding (Excel's
+/// plain "CSV" is Windows-1252): its rows with accented names are rejected.
 #[derive(Default)]
 struct Utf8Probe {
     /// The start of a character cut off at the end of the last read.
@@ -737,8 +734,9 @@ pub enum EncodingMismatch {
     /// Declared Windows-1252, but valid UTF-8 with multi-byte characters: accented names would
     /// be garbled, with no invalid byte to show for it.
     Utf8DeclaredWindows1252,
-    /// Declared UTF-8, but bytes invalid as UTF-8 and not one multi-byte character: a
-    /// single-byte encoding (Windows-1252), whose rows with accented names were rejected.
+    /// Declared UTF-8, with rows rejected for invalid bytes and more invalid sequences than
+    /// UTF-8 characters in the file: a single-byte encoding (Windows-1252), whose rows with
+    /// accented names were rejected.
     SingleByteDeclaredUtf8 {
         /// Rows rejected as `invalid_encoding`.
         rejected: u64,
@@ -860,7 +858,7 @@ fn encode_reader_with(
         inner: reader,
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         bytes: 0,
-        utf8: Some(Utf8Probe::default()),
+        utf8: Utf8Probe::default(),
         last: None,
     };
     // Look at the first bytes for byte-order marks.
@@ -1352,13 +1350,13 @@ fn encode_reader_with(
         }
     }
     let bad_bytes = reject_reasons.get("invalid_encoding").copied().unwrap_or(0);
-    let probe = hashing.utf8.as_ref();
+    let probe = &hashing.utf8;
     let encoding_mismatch = match map.encoding {
-        TextEncoding::Windows1252 if probe.is_some_and(Utf8Probe::looks_utf8) => {
+        TextEncoding::Windows1252 if probe.looks_utf8() => {
             Some(EncodingMismatch::Utf8DeclaredWindows1252)
         }
         TextEncoding::Utf8 | TextEncoding::Utf8Bom
-            if bad_bytes > 0 && probe.is_some_and(Utf8Probe::looks_single_byte) =>
+            if bad_bytes > 0 && probe.looks_single_byte() =>
         {
             Some(EncodingMismatch::SingleByteDeclaredUtf8 {
                 rejected: bad_bytes,
@@ -1373,7 +1371,7 @@ fn encode_reader_with(
                  UTF-8 (a damaged file, or exports of two encodings joined); their children are \
                  missing from the encoding"
             ));
-        } else if bad_bytes == 0 && probe.is_some_and(Utf8Probe::looks_single_byte) {
+        } else if bad_bytes == 0 && probe.looks_single_byte() {
             warnings.push(format!(
                 "{} has bytes that are not valid UTF-8 in columns the map does not read: it is \
                  probably Windows-1252 (Excel's plain CSV), not UTF-8 as the column map {} \
