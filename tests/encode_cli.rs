@@ -480,6 +480,37 @@ fn an_export_in_another_encoding_than_declared_is_refused() {
     assert!(e.contains("Set encoding = \"windows-1252\""), "{e}");
     assert!(f.rejects().contains("invalid_encoding"));
     assert!(!f.path("out.clk").exists());
+    // UTF-8 declared Windows-1252 whose non-ASCII letters are only in a column the map does
+    // not read: nothing read is changed, so it passes with a warning; a record id with them is
+    // read, so that is refused.
+    let with_notes = |id_suffix: &str| {
+        let mut s = HEALTH_HEADER.replace('\n', ",Notes\n");
+        for i in 0..30 {
+            let id = if i == 7 {
+                format!("H{i}{id_suffix}")
+            } else {
+                format!("H{i}")
+            };
+            s.push_str(&format!(
+                "{id},,Jack,,Smith,01/02/2016,M,LS6 2AB,café visit\n"
+            ));
+        }
+        s
+    };
+    let f = Fixture::with_map(with_notes("").as_bytes(), &cp1252_map);
+    let j = success_json(f.encode().arg("--json"));
+    assert_eq!(j["rows_written"], 30);
+    let w = j["report"]["warnings"].to_string();
+    assert!(
+        w.contains("only in columns the map does not read")
+            && w.contains("encoding = \\\"utf-8\\\""),
+        "{w}"
+    );
+    let f = Fixture::with_map(with_notes("é").as_bytes(), &cp1252_map);
+    assert_eq!(
+        failure_json(&mut f.encode(), 3)["outcome"],
+        "wrong_encoding"
+    );
     // Declared right, both pass without a word about encodings.
     for (input, map) in [
         (utf8.as_bytes(), HEALTH_MAP),

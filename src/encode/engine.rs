@@ -464,6 +464,9 @@ struct Scratch {
     pos: Vec<u32>,
     tokens: TokenBuf,
     decode: String,
+    /// Values read under Windows-1252 that have bytes outside ASCII (the only ones the
+    /// declared encoding changes): counted as they are computed, so once per distinct value.
+    non_ascii: u64,
 }
 
 /// A keyed-token part a field's entry gives: the token kind, the shift of the part's id in the
@@ -804,6 +807,12 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 
     /// Row `r`'s record id.
+    /// Values of mapped columns and record ids with bytes outside ASCII read under
+    /// Windows-1252 since the last call (each distinct value at least once).
+    pub fn take_non_ascii_read(&mut self) -> u64 {
+        std::mem::take(&mut self.sc.non_ascii)
+    }
+
     fn row_id(&self, r: usize) -> &str {
         let (a, b) = self.rows[r].id;
         &self.ids[a as usize..b as usize]
@@ -946,6 +955,9 @@ impl<'p, 'a> Worker<'p, 'a> {
                         ),
                     )),
                     Some(id) => {
+                        if plan.map.encoding == TextEncoding::Windows1252 && !id.is_ascii() {
+                            self.sc.non_ascii += 1;
+                        }
                         let start = self.ids.len() as u32;
                         self.ids.push_str(id);
                         Ok((start, self.ids.len() as u32))
@@ -1444,6 +1456,7 @@ fn compute_value(
         harden,
         raw: words,
         msg,
+        non_ascii,
         ..
     } = sc;
     s.clear();
@@ -1455,6 +1468,9 @@ fn compute_value(
     s.resize(fixed, 0);
     s[1..fp.body_at()].fill(NO_PART);
     text.clear();
+    if plan.map.encoding == TextEncoding::Windows1252 && !raw.is_ascii() {
+        *non_ascii += 1;
+    }
     let value = match field_value(plan, fi, raw, decode) {
         Ok(v) => v,
         Err(st) => {

@@ -359,6 +359,8 @@ struct BlockOut {
     /// Encoded rows whose quoted values (in columns the map does not read: the others are
     /// checked) run over line breaks.
     multiline: Multiline,
+    /// Values read under Windows-1252 with bytes outside ASCII ([`engine::Worker::take_non_ascii_read`]).
+    non_ascii_read: u64,
     own: Option<OwnDest>,
 }
 
@@ -501,6 +503,7 @@ fn run_block(
         rejects: Vec::new(),
         stats: Vec::new(),
         multiline: Multiline::default(),
+        non_ascii_read: 0,
         own: None,
     };
     for c in &mut w.counts {
@@ -534,6 +537,7 @@ fn run_block(
         );
     }
     out.stats = plan.stats_of(&w.counts);
+    out.non_ascii_read = w.take_non_ascii_read();
     out.own = own;
     (out, block.data)
 }
@@ -1227,8 +1231,10 @@ fn encode_reader_with(
     let (mut region_rows, mut shared_done) = (0usize, false);
     let pw = nseg + 1;
     let mut multiline = Multiline::default();
+    let mut non_ascii_read = 0u64;
     for b in &outs {
         multiline.add(&b.multiline);
+        non_ascii_read += b.non_ascii_read;
     }
     for (b, dups) in outs.into_iter().zip(duplicate_of) {
         for (s, bs) in stats.iter_mut().zip(&b.stats) {
@@ -1351,8 +1357,10 @@ fn encode_reader_with(
     }
     let bad_bytes = reject_reasons.get("invalid_encoding").copied().unwrap_or(0);
     let probe = &hashing.utf8;
+    // Declared Windows-1252 but UTF-8: refused only when something the map reads (a mapped
+    // value or a record id) is not ASCII, the only text the declared encoding changes.
     let encoding_mismatch = match map.encoding {
-        TextEncoding::Windows1252 if probe.looks_utf8() => {
+        TextEncoding::Windows1252 if probe.looks_utf8() && non_ascii_read > 0 => {
             Some(EncodingMismatch::Utf8DeclaredWindows1252)
         }
         TextEncoding::Utf8 | TextEncoding::Utf8Bom
@@ -1381,6 +1389,16 @@ fn encode_reader_with(
                 map.path.display()
             ));
         }
+    }
+    if map.encoding == TextEncoding::Windows1252 && probe.looks_utf8() && non_ascii_read == 0 {
+        warnings.push(format!(
+            "{} is valid UTF-8 with accented or other non-ASCII letters, but only in columns the \
+             map does not read (or the header): it is probably UTF-8, not Windows-1252 as the \
+             column map {} declares. Nothing the map reads was affected; set encoding = \
+             \"utf-8\" so that a later export with accented names is read right",
+            input.display(),
+            map.path.display()
+        ));
     }
     if encoding_mismatch == Some(EncodingMismatch::Utf8DeclaredWindows1252) {
         warnings.push(format!(
@@ -1712,6 +1730,7 @@ mod duplicate_tests {
             rejects: Vec::new(),
             stats: Vec::new(),
             multiline: Multiline::default(),
+            non_ascii_read: 0,
             own: None,
         }
     }
