@@ -94,8 +94,7 @@ pub enum Error {
     #[error(
         "{path}: field {field} (column `{column}`) is invalid in {rate:.1} % of rows, above the \
          limit of {limit:.1} %{hint}; no output written. A field this broken makes the \
-         encoding useless for linking (an invalid date of birth also leaves every name \
-         unsalted); pass --max-invalid-rate 1 to encode it anyway"
+         encoding useless for linking; pass --max-invalid-rate 1 to encode it anyway"
     )]
     TooManyInvalid {
         /// The input file.

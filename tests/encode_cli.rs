@@ -624,8 +624,8 @@ fn nhs_numbers_in_scientific_notation_get_the_spreadsheet_hint() {
 }
 
 /// A mapped field that is mostly invalid (here a date format the export does not use) fails the
-/// run: the encoding would link nothing on it, and an invalid date of birth leaves every name
-/// unsalted. The limit can be raised.
+/// run: the encoding would link nothing on it (and a date of birth is the default schema's salt,
+/// which the message says). The limit can be raised.
 #[test]
 fn a_mostly_invalid_field_fails_the_run() {
     let map = HEALTH_MAP.replace("%d/%m/%Y", "%Y-%m-%d");
@@ -641,8 +641,19 @@ fn a_mostly_invalid_field_fails_the_run() {
         .stderr(contains(
             "field date_of_birth (column `Date of Birth`) is invalid in 100.0 %",
         ))
-        .stderr(contains("check date_formats"));
+        .stderr(contains("check date_formats"))
+        .stderr(contains(
+            "it is also the salt: a row without it has given_name",
+        ));
     assert!(!f.path("out.clk").exists());
+    // Sex is no salt: its message says nothing about salts.
+    let f = Fixture::with_map(rows.replace(",M,", ",Q,").as_bytes(), HEALTH_MAP);
+    let e = failure_json(&mut f.encode(), 3)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("field sex") && e.contains("[sex_codes]"), "{e}");
+    assert!(!e.contains("salt"), "{e}");
     let j = success_json(
         f.encode()
             .args(["--json", "--force", "--max-invalid-rate", "1"]),

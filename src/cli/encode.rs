@@ -568,7 +568,11 @@ fn encode(
             column: f.column.clone().unwrap_or_default(),
             rate: f.invalid_rate() * 100.0,
             limit: a.max_invalid_rate * 100.0,
-            hint: encode::invalid_hint(&schema, &f.field).to_string(),
+            hint: format!(
+                "{}{}",
+                encode::invalid_hint(&schema, &f.field),
+                encode::salt_loss(&schema, &f.field).unwrap_or_default()
+            ),
         }
         .into());
     }

@@ -1539,6 +1539,27 @@ pub fn invalid_hint(schema: &Schema, field: &str) -> &'static str {
     }
 }
 
+/// When `field` is the schema's salt source: what its loss costs the salted fields, as a
+/// parenthesis for a message.
+pub fn salt_loss(schema: &Schema, field: &str) -> Option<String> {
+    let salt = schema.salt.as_ref()?;
+    if schema.fields[salt.source.0].def.name != field {
+        return None;
+    }
+    let salted: Vec<&str> = schema
+        .fields
+        .iter()
+        .zip(&salt.salted)
+        .filter(|(_, &s)| s)
+        .map(|(f, _)| f.def.name.as_str())
+        .collect();
+    Some(format!(
+        " (it is also the salt: a row without it has {} hashed without a salt, unlike the same \
+         values in other rows)",
+        salted.join(", ")
+    ))
+}
+
 fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) -> String {
     let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
     let what = if missing.len() == 1 {
