@@ -788,6 +788,14 @@ fn validate(
     body_end: u64,
 ) -> std::result::Result<(), String> {
     let n = h.records;
+    // The label names output files (`links-<agency>.csv`) and is printed: one that no column
+    // map allows (a path separator, a terminal escape) is a file made or altered elsewhere.
+    if !crate::colmap::is_agency_label(&h.agency) {
+        return Err(format!(
+            "has an agency label that is not allowed ({})",
+            crate::colmap::AGENCY_LABEL_RULE
+        ));
+    }
     if h.filter_bits == 0 || !h.filter_bits.is_multiple_of(64) {
         return Err(format!(
             "has an invalid filter length of {} bits",

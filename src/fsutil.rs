@@ -568,7 +568,19 @@ fn interrupt_in(phase: &PhaseLock, limit: std::time::Duration, done: impl Fn() -
 /// interrupted `match` runs in a review left their hidden output directory behind).
 pub fn create_in_temporary(path: &Path) -> std::io::Result<File> {
     let _list = temporaries();
-    File::create(path)
+    open_new(path, Mode::Private)
+}
+
+/// Creates the directory `path`, owner-only (0700): for an output directory of files that are
+/// themselves owner-only.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
 }
 
 /// Removes every temporary file and directory in use. For a signal handler that then exits:

@@ -77,6 +77,24 @@ fn round_trip_is_exact_and_aligned() {
     assert_eq!(f.checksum_hex().len(), 64, "trailer is a SHA-256");
 }
 
+/// The agency label names output files and is printed: a file whose label no column map allows
+/// (written elsewhere, or altered and its checksum recomputed) is refused.
+#[test]
+fn an_agency_label_no_column_map_allows_is_refused() {
+    let (records, mut header) = sample_records();
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["x/../../y", "health\u{1b}[2J", "Health", ""] {
+        header.agency = bad.to_string();
+        let p = dir.path().join("f.clk");
+        format::write(&p, &header, &records, Overwrite::Replace).unwrap();
+        let e = EncodingFile::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("agency label that is not allowed"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
 #[test]
 fn truncated_file_is_refused() {
     let (_d, p, _) = written();

@@ -418,12 +418,10 @@ fn refuses_different_keys_and_schemas_naming_files() {
 fn existing_output_directory_needs_force() {
     let (dir, _, files) = encoded_testdata();
     let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    run_match(&files, &out).success();
     run_match(&files, &out)
         .code(1)
         .stderr(contains("already exists"));
-    assert!(out.join("keep.txt").exists());
     bloomlink()
         .arg("match")
         .args(&files)
@@ -433,7 +431,16 @@ fn existing_output_directory_needs_force() {
         .assert()
         .success();
     assert!(out.join("links.csv").exists());
-    assert!(!out.join("keep.txt").exists());
+    // The link tables join the agencies' record ids: owner-only, as encodings are.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o700);
+        for e in std::fs::read_dir(&out).unwrap() {
+            assert_eq!(mode(&e.unwrap().path()), 0o600);
+        }
+    }
     // The old output was moved aside and removed; nothing hidden is left beside the new one.
     let hidden: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -441,6 +448,23 @@ fn existing_output_directory_needs_force() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "left behind: {hidden:?}");
+    // A directory holding anything match does not write is not replaced, even with --force:
+    // here the job's own encodings (`-o .` beside them) and a note.
+    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    let inputs_dir = files[0].parent().unwrap().to_path_buf();
+    for (target, name) in [(&out, "keep.txt"), (&inputs_dir, ".clk")] {
+        bloomlink()
+            .arg("match")
+            .args(&files)
+            .arg("-o")
+            .arg(target)
+            .arg("--force")
+            .assert()
+            .code(2)
+            .stderr(contains(name).and(contains("which match does not write")));
+    }
+    assert!(out.join("keep.txt").exists() && out.join("links.csv").exists());
+    assert!(files.iter().all(|f| f.exists()));
     // A file where the output directory belongs is not replaced, even with --force.
     let file = dir.path().join("links-file");
     std::fs::write(&file, "mine").unwrap();

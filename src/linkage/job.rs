@@ -991,8 +991,10 @@ pub fn write_outputs(
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // Removed on an error, and by the command-line tool when it is interrupted.
-    let (guard, ()) = crate::fsutil::Temporary::create(tmp.clone(), |t| std::fs::create_dir(t))
-        .map_err(|e| Error::io(&tmp, e))?;
+    // Owner-only: the link tables join the agencies' record ids (README, "Security notes").
+    let (guard, ()) =
+        crate::fsutil::Temporary::create(tmp.clone(), crate::fsutil::create_private_dir)
+            .map_err(|e| Error::io(&tmp, e))?;
     write_into(&tmp, inputs, outcome, t)?;
     // From here to the caller's audit entry an interrupt waits (the caller holds a
     // `fsutil::FinishingScope`), so it never leaves the old output removed and the new one not
@@ -1004,7 +1006,10 @@ pub fn write_outputs(
 }
 
 /// Refuses an output path that exists and is not a directory (followed through a symbolic
-/// link): [`write_outputs`] would replace a file with its directory of link tables.
+/// link): [`write_outputs`] would replace a file with its directory of link tables. And one
+/// that is a directory holding anything but an earlier job's outputs (`links.csv`,
+/// `links-<agency>.csv`, `report.json`): replacing it would delete its other files, the job's
+/// own encodings among them (`-o .` in the directory of the inputs).
 pub fn check_output_dir(out: &Path) -> Result<()> {
     match std::fs::metadata(out) {
         Ok(m) if !m.is_dir() => Err(Error::io(
@@ -1014,8 +1019,46 @@ pub fn check_output_dir(out: &Path) -> Result<()> {
                 "exists and is not a directory (match writes a directory of link tables)",
             ),
         )),
-        _ => Ok(()),
+        Ok(_) => {
+            let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+            let mut others = Vec::new();
+            for e in entries {
+                let name = e.map_err(|e| Error::io(out, e))?.file_name();
+                let name = name.to_string_lossy();
+                if !is_output_name(&name) {
+                    others.push(name.into_owned());
+                }
+            }
+            if others.is_empty() {
+                return Ok(());
+            }
+            others.sort();
+            let more = if others.len() > 3 {
+                format!(" and {} more", others.len() - 3)
+            } else {
+                String::new()
+            };
+            others.truncate(3);
+            Err(Error::Usage(format!(
+                "{} holds {}{more}, which match does not write: the output directory is \
+                 replaced as a whole, so only a new directory, an empty one or an earlier \
+                 match output (links.csv, links-<agency>.csv, report.json) can be given. Give \
+                 another directory with -o",
+                out.display(),
+                others.join(", ")
+            )))
+        }
+        Err(_) => Ok(()),
     }
+}
+
+/// Whether `name` is one of the files [`write_outputs`] writes.
+fn is_output_name(name: &str) -> bool {
+    name == "links.csv"
+        || name == "report.json"
+        || name
+            .strip_prefix("links-")
+            .is_some_and(|r| r.ends_with(".csv"))
 }
 
 /// Renames the finished directory `tmp` to `out`. An existing `out` is first moved aside, so a
