@@ -239,6 +239,8 @@ pub struct Entry {
 
 /// SHA-256 of a file's bytes, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
+    // A device would be read forever, a pipe wait for a writer.
+    crate::fsutil::check_regular(path)?;
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 16];

@@ -163,7 +163,7 @@ pub struct ColumnMap {
 impl ColumnMap {
     /// Loads a column map file.
     pub fn load(path: &Path) -> Result<ColumnMap> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_small_file(path, 1 << 20, "a column map")?;
         let text = String::from_utf8(bytes).map_err(|e| Error::ColumnMap {
             path: path.to_path_buf(),
             problem: format!(

@@ -526,6 +526,13 @@ impl EncodingFile {
     pub fn open(path: &Path) -> Result<EncodingFile> {
         use bincode::Options;
         let bad = |p: &str| Error::format(path, p);
+        // Before opening: a pipe would wait for a writer.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                return Err(bad("is a device, pipe or socket, not an encoding file"))
+            }
+            _ => {}
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {

@@ -571,6 +571,67 @@ pub fn create_in_temporary(path: &Path) -> std::io::Result<File> {
     open_new(path, Mode::Private)
 }
 
+/// Reads a small input file (column map, schema, trust file) whole, refusing a device (such
+/// as `/dev/zero`, read forever), a directory or a socket, and more than `max` bytes; a named
+/// pipe is read to that bound.
+pub fn read_small_file(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !is_fifo(&meta) {
+        check_regular(path)?;
+    }
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("is larger than {max} bytes: too large to be {what}"),
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether `meta` is a named pipe's (`--key <(…)` passes a secret through one).
+pub fn is_fifo(meta: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_fifo()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
+}
+
+/// Refuses an input path that is not a regular file (followed through symbolic links): a
+/// directory, device, pipe or socket.
+pub fn check_regular(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "a device, pipe or socket"
+    };
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {kind}, not a regular file"),
+        ),
+    ))
+}
+
 /// Creates the directory `path`, owner-only (0700): for an output directory of files that are
 /// themselves owner-only.
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {

@@ -347,7 +347,7 @@ impl LinkageKey {
     /// verified: a mangled or forged file can claim anything.
     pub fn claimed_fingerprint(path: &Path) -> Option<String> {
         let meta = std::fs::metadata(path).ok()?;
-        if meta.len() > 64 * 1024 {
+        if !meta.is_file() || meta.len() > 64 * 1024 {
             return None;
         }
         let bytes = Zeroizing::new(std::fs::read(path).ok()?);
@@ -387,9 +387,18 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<
             ),
         ));
     }
+    // A device (`/dev/zero`) would be read forever. A named pipe is allowed (a secret passed
+    // from a vault without touching the disk, `--key <(…)`), and read to a bound below.
+    if !meta.is_file() && !fsutil::is_fifo(&meta) {
+        return Err(Error::key(
+            path,
+            format!("is a device or socket, not a file: give the path of {what} file"),
+        ));
+    }
     if let Some(mode) = fsutil::is_group_or_world_accessible(&meta) {
         // A public key file is readable by all on purpose: name the mix-up, not a `chmod`.
-        let public = meta.len() <= 64 * 1024
+        let public = meta.is_file()
+            && meta.len() <= 64 * 1024
             && std::fs::read_to_string(path)
                 .is_ok_and(|t| t.lines().any(crate::signing::is_public_key_line));
         if public {
@@ -410,12 +419,24 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<
             ),
         ));
     }
-    if meta.len() > 64 * 1024 {
-        return Err(Error::key(path, "is too large to be a bloomlink key file"));
+    const MAX: u64 = 64 * 1024;
+    let too_large = || Error::key(path, "is too large to be a bloomlink key file");
+    if meta.len() > MAX {
+        return Err(too_large());
     }
-    Ok(Zeroizing::new(
-        std::fs::read(path).map_err(|e| Error::io(path, e))?,
-    ))
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| Error::io(path, e))?,
+            MAX + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Constant-time equality of two check values.

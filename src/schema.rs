@@ -405,7 +405,7 @@ impl Schema {
 
     /// Loads and validates a schema file.
     pub fn load(path: &Path) -> Result<Schema> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_small_file(path, 1 << 20, "a schema")?;
         let text = String::from_utf8(bytes).map_err(|e| Error::Schema {
             origin: path.display().to_string(),
             problem: format!(

@@ -370,7 +370,11 @@ impl Trust {
                 problem: "is too large to be a trust file".into(),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_small_file(path, 1024 * 1024, "a trust file")?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Trust {
+            path: path.to_path_buf(),
+            problem: "is not UTF-8 text".into(),
+        })?;
         Self::from_toml(&text, path)
     }
 

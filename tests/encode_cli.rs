@@ -398,8 +398,37 @@ fn outputs_must_not_collide_with_the_input_or_each_other() {
         .arg("--force")
         .assert()
         .code(1)
-        .stderr(contains("is the export being encoded"));
+        .stderr(contains(
+            "is the export being encoded, which this run reads",
+        ));
     assert_eq!(std::fs::read(&f.input).unwrap(), before);
+    // Nor the key, the column map or the schema, which --force would replace for good.
+    let schema = f.path("schema.toml");
+    std::fs::write(&schema, bloomlink::schema::DEFAULT_SCHEMA_TOML).unwrap();
+    for (target, what) in [
+        (&f.key, "the linkage key"),
+        (&f.map, "the column map"),
+        (&schema, "the schema"),
+    ] {
+        let before = std::fs::read(target).unwrap();
+        f.encode_with(&f.input, target)
+            .arg("--schema")
+            .arg(&schema)
+            .arg("--force")
+            .assert()
+            .code(1)
+            .stderr(contains(what));
+        f.encode()
+            .arg("--schema")
+            .arg(&schema)
+            .arg("--rejects")
+            .arg(target)
+            .arg("--force")
+            .assert()
+            .code(1)
+            .stderr(contains(what));
+        assert_eq!(std::fs::read(target).unwrap(), before);
+    }
     f.encode()
         .arg("--opaque-ids")
         .arg(f.path("out.clk"))
@@ -917,6 +946,23 @@ fn a_delimiter_ending_every_data_row_is_read_as_nothing() {
         .assert()
         .success();
     assert!(f.rejects().contains("wrong_field_count"), "{}", f.rejects());
+    // In an export whose rows do not end so, a row of that shape is a value with an unquoted
+    // delimiter (`Smith, Jr`) and its last value empty: read as the header's fields, its values
+    // would be shifted into the wrong columns, so it is rejected.
+    let mut shifted = String::from(HEALTH_HEADER);
+    for i in 0..20 {
+        shifted.push_str(&format!("H{i},,Jack,,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
+    shifted.push_str("H20,,Jack,,Smith, Jr,01/02/2016,M,\n");
+    let f = Fixture::new(shifted.as_bytes());
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "1"]));
+    assert_eq!(j["report"]["reject_reasons"]["wrong_field_count"], 1, "{j}");
+    assert_eq!(j["report"]["encoded"], 20);
+    assert!(
+        f.rejects().contains("21,22,,,wrong_field_count"),
+        "{}",
+        f.rejects()
+    );
 }
 
 #[test]
@@ -1574,4 +1620,33 @@ fn min_fields_outside_one_to_the_fields_in_the_filter_is_refused() {
         .arg(&schema)
         .assert()
         .success();
+}
+
+/// A device given as the key, column map or schema is refused at once: `/dev/zero` was read
+/// until memory ran out. (A named pipe is allowed for them: `--key <(…)` passes a secret without
+/// writing it to disk; the interrupt tests below use one.)
+#[cfg(target_os = "linux")]
+#[test]
+fn devices_given_as_inputs_are_refused() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let zero = std::path::Path::new("/dev/zero");
+    for flag in ["--key", "--columns", "--schema"] {
+        let mut c = bloomlink();
+        c.arg("encode")
+            .arg(&f.input)
+            .arg("-o")
+            .arg(f.path("out.clk"));
+        if flag != "--key" {
+            c.arg("--key").arg(&f.key);
+        }
+        if flag != "--columns" {
+            c.arg("--columns").arg(&f.map);
+        }
+        c.arg(flag).arg(zero);
+        c.timeout(std::time::Duration::from_secs(20))
+            .assert()
+            .failure()
+            .stderr(contains("is a device"));
+    }
+    assert!(!f.path("out.clk").exists());
 }

@@ -298,6 +298,18 @@ fn bad_inputs_are_refused_naming_the_file() {
         .code(1)
         .stderr(predicates::str::contains("health.csv"))
         .stderr(predicates::str::contains("Vorname"));
+    // The report may not replace the key (or the map) it reads, --force or not.
+    let before = std::fs::read(&key).unwrap();
+    run(&key, &testdata("health.toml"), &testdata("health.csv"))
+        .arg("-o")
+        .arg(&key)
+        .arg("--force")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "is the linkage key, which this run reads",
+        ));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
 }
 
 /// `risk` warns about a key that expires within 30 days, as `encode` does: the data team runs

@@ -53,6 +53,19 @@ impl ExportArgs {
         o.insert("columns".into(), self.columns.display().to_string().into());
     }
 
+    /// The files read, each with how messages name it.
+    pub fn read_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut v: Vec<(&'static str, &Path)> = vec![
+            ("the export being encoded", &self.input),
+            ("the linkage key", &self.key),
+            ("the column map", &self.columns),
+        ];
+        if let Some(s) = &self.schema {
+            v.push(("the schema", s));
+        }
+        v
+    }
+
     /// Refuses an input that is missing or not a regular file.
     pub fn check_input(&self) -> Result<(), Error> {
         if self.input.is_file() {
@@ -292,6 +305,23 @@ fn ids_in_clear(what: &str) -> Error {
 
 /// Does the encode, noting in `ev` what the audit entry needs; returns the text to print and
 /// the outputs, in place but kept only once the audit entry is written.
+/// Refuses an output that is one of the files the run reads (`--force` would replace the
+/// export, the partnership's key, a signing key, the column map or the schema with it).
+pub(super) fn refuse_outputs_over_inputs(
+    outputs: &[(&str, &Path)],
+    inputs: &[(&str, &Path)],
+) -> anyhow::Result<()> {
+    for (what, p) in outputs {
+        if let Some((input, _)) = inputs.iter().find(|(_, q)| fsutil::same_file(p, q)) {
+            anyhow::bail!(
+                "{what} {} is {input}, which this run reads: choose another output",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn encode(
     a: &EncodeArgs,
     log: &Path,
@@ -313,13 +343,12 @@ fn encode(
     if let Some(m) = &a.opaque_ids {
         files.push(("the opaque id map", m));
     }
+    let mut read = a.export.read_files();
+    if let Some(s) = &a.sign_with {
+        read.push(("the signing key", s));
+    }
+    refuse_outputs_over_inputs(&files, &read)?;
     for (i, (what, p)) in files.iter().enumerate() {
-        if fsutil::same_file(p, &a.export.input) {
-            anyhow::bail!(
-                "{what} {} is the export being encoded: choose another output",
-                p.display()
-            );
-        }
         if let Some((other, _)) = files[..i].iter().find(|(_, q)| fsutil::same_file(p, q)) {
             anyhow::bail!(
                 "{what} and {other} are both {}: give them different paths",

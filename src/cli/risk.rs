@@ -53,6 +53,10 @@ pub fn run(a: RiskArgs, audit_log: Option<&Path>) -> anyhow::Result<()> {
     let anchor = a.output.clone().unwrap_or_else(|| a.export.input.clone());
     let log = super::auditcmd::log_path(audit_log, &anchor);
     if let Some(o) = &a.output {
+        super::encode::refuse_outputs_over_inputs(
+            &[("the report (-o)", o)],
+            &a.export.read_files(),
+        )?;
         fsutil::check_output(o, overwrite(&a))?;
     }
     super::auditcmd::precheck(&log)?;

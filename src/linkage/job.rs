@@ -79,6 +79,7 @@ impl PreviousLinks {
     /// Reads a `links.csv` (`link_id,agency,record_id,…`; rows with an empty link id, the
     /// unlinked, are skipped).
     pub fn read(path: &Path) -> Result<PreviousLinks> {
+        crate::fsutil::check_regular(path)?;
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let mut rd = csv::ReaderBuilder::new().from_reader(std::io::BufReader::new(file));
         let bad = |problem: String| Error::input(path, problem);
