@@ -427,10 +427,17 @@ def encode(key, schema, cmap, data):
     rows = csv.reader(io.StringIO(decoded, newline=''), delimiter=delimiter)
     header = [decode(h).strip(WS) for h in next(rows)]
     id_col, cols = header.index(cmap['record_id']), {f: header.index(c) for f, c in cmap['columns'].items()}
+    rows = [r for r in rows if r]  # blank lines are not rows
+    # Data rows that end with a delimiter the header lacks: decided per export, from the first 100
+    # rows holding more than delimiters and ASCII spaces (a lone row of that shape elsewhere is
+    # a value with an unquoted delimiter, its columns shifted).
+    sample = [r for r in rows if not all(not f.strip(' \t\n\x0c\r') for f in r)][:100]
+    trailing = sum(len(r) == len(header) + 1 and r[-1] == '' for r in sample) \
+        > sum(len(r) == len(header) for r in sample)
     recs, seen, rows_read = [], set(), 0
-    for row in filter(None, rows):  # blank lines are not rows
+    for row in rows:
         rows_read += 1
-        shaped = len(row) == len(header) or len(row) == len(header) + 1 and row[-1] == ''  # a trailing delimiter
+        shaped = len(row) == len(header) or trailing and len(row) == len(header) + 1 and row[-1] == ''
         rid = decode(row[id_col]) if shaped else None
         swallowed = lambda v: ('\n' in v or '\r' in v) and v.count(delimiter) + 1 >= len(header)
         repeats_header = rid is not None and all(  # two exports joined: the header again

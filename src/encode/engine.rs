@@ -851,7 +851,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                      --max-reject-rate"
                         .to_string(),
                 ))
-            } else if !has_header_shape(&rec, plan.header.len()) {
+            } else if !has_header_shape(&rec, plan.header.len(), plan.trailing_delimiter) {
                 // Quoted line breaks in a record of the wrong shape are almost always a stray
                 // or unclosed quote: the lines up to the closing quote (or the end of the
                 // file) were swallowed into one field, and are no rows of their own.
@@ -935,7 +935,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     )),
                     Some(id)
                         if id.trim_start_matches('\u{FEFF}').trim() == id_col.trim()
-                            && is_header(&rec, &plan.header, plan.map.encoding) =>
+                            && is_header(&rec, plan) =>
                     {
                         Err(reject(
                             at,
@@ -1847,17 +1847,51 @@ fn is_empty_row(rec: &Rec<'_>) -> bool {
     (0..rec.len()).all(|i| rec.get(i).iter().all(u8::is_ascii_whitespace))
 }
 
-/// Whether `rec` has the header's `columns` fields, or one more that is empty: some exporters
-/// end every data row with a delimiter but not the header, and the empty field holds nothing.
-pub(crate) fn has_header_shape(rec: &Rec<'_>, columns: usize) -> bool {
-    rec.len() == columns || (rec.len() == columns + 1 && rec.get(columns).is_empty())
+/// Whether `rec` has the header's `columns` fields, or, in an export whose data rows end with
+/// a delimiter the header lacks ([`rows_end_with_a_delimiter`]), one more that is empty.
+pub(crate) fn has_header_shape(rec: &Rec<'_>, columns: usize, trailing_delimiter: bool) -> bool {
+    rec.len() == columns
+        || (trailing_delimiter && rec.len() == columns + 1 && rec.get(columns).is_empty())
+}
+
+/// Rows looked at by [`rows_end_with_a_delimiter`].
+pub const SHAPE_SAMPLE_ROWS: usize = 100;
+
+/// Whether an export's data rows end with a delimiter its header lacks (some exporters write
+/// them so): among the first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than
+/// delimiters and spaces, more have one field more than the header, that field empty, than
+/// have the header's number of fields. Decided per export, not per row: in an export without
+/// trailing delimiters, a row with an unquoted delimiter in a value (`Smith, Jr`) and its last
+/// value empty has that shape too, and read as the header's fields its values would be shifted
+/// into the wrong columns.
+pub fn rows_end_with_a_delimiter(data: &[u8], delimiter: u8, columns: usize) -> bool {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(data);
+    let (mut extra, mut exact) = (0usize, 0usize);
+    for rec in rdr
+        .byte_records()
+        .map_while(std::result::Result::ok)
+        .filter(|r| !r.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)))
+        .take(SHAPE_SAMPLE_ROWS)
+    {
+        if rec.len() == columns {
+            exact += 1;
+        } else if rec.len() == columns + 1 && rec.get(columns).is_some_and(<[u8]>::is_empty) {
+            extra += 1;
+        }
+    }
+    extra > exact
 }
 
 /// Whether `rec` repeats the header line: each field, decoded and trimmed, is its column's
 /// name (the first may start with the byte-order mark of a second export joined on).
-fn is_header(rec: &Rec<'_>, header: &[String], encoding: TextEncoding) -> bool {
+fn is_header(rec: &Rec<'_>, plan: &Plan<'_>) -> bool {
+    let (header, encoding) = (&plan.header, plan.map.encoding);
     let mut buf = String::new();
-    has_header_shape(rec, header.len())
+    has_header_shape(rec, header.len(), plan.trailing_delimiter)
         && (0..header.len()).all(|i| {
             decode(encoding, rec.get(i), &mut buf)
                 .is_some_and(|v| v.trim_start_matches('\u{FEFF}').trim() == header[i].trim())

@@ -255,6 +255,9 @@ struct Plan<'a> {
     fields: Vec<FieldPlan>,
     /// When the workers' caches switch off and how large they grow.
     limits: engine::Limits,
+    /// The export's data rows end with a delimiter the header lacks
+    /// ([`engine::rows_end_with_a_delimiter`], from the first block).
+    trailing_delimiter: bool,
 }
 
 impl Plan<'_> {
@@ -1042,7 +1045,7 @@ fn encode_reader_with(
             )
         })
         .collect();
-    let plan = Plan {
+    let mut plan = Plan {
         schema,
         map,
         hasher: Hasher::new(key, schema),
@@ -1056,6 +1059,7 @@ fn encode_reader_with(
         fields,
         hardener,
         limits,
+        trailing_delimiter: false,
     };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
@@ -1075,6 +1079,10 @@ fn encode_reader_with(
     // Encoded rows are written straight into output space sized from the first block's rows
     // per byte (untouched space costs no memory); blocks past it bring their own.
     let first = blocks.next_block(Vec::new()).map_err(read_err)?;
+    if let Some(b) = &first {
+        plan.trailing_delimiter =
+            engine::rows_end_with_a_delimiter(&b.data[..b.len], map.delimiter, plan.header.len());
+    }
     let room = match &first {
         Some(b) if b.rows > 0 && b.len > 0 => {
             let est = input_bytes as f64 / b.len as f64 * b.rows as f64 * 1.25;

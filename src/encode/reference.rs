@@ -46,6 +46,20 @@ fn reference(
         .flexible(true)
         .delimiter(map.delimiter)
         .from_reader(data);
+    // Decided as the engine does, from the rows after the header.
+    let trailing_delimiter = {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(map.delimiter)
+            .from_reader(data);
+        let columns = r
+            .byte_records()
+            .next()
+            .map_or(0, |h| h.expect("readable").len());
+        let pos = r.position().byte() as usize;
+        super::engine::rows_end_with_a_delimiter(&data[pos..], map.delimiter, columns)
+    };
     let mut recs = rdr.byte_records();
     let header: Vec<String> = recs
         .next()
@@ -92,7 +106,8 @@ fn reference(
             rejects.push((row, "empty_row"));
             continue;
         }
-        let trailing_empty = rec.len() == header.len() + 1 && rec[header.len()].is_empty();
+        let trailing_empty =
+            trailing_delimiter && rec.len() == header.len() + 1 && rec[header.len()].is_empty();
         if rec.len() != header.len() && !trailing_empty {
             let breaks: u64 = rec.iter().map(super::blocks::line_breaks).sum();
             let reason = if breaks == 0 {
