@@ -1650,3 +1650,48 @@ fn devices_given_as_inputs_are_refused() {
     }
     assert!(!f.path("out.clk").exists());
 }
+
+/// One NHS number (or date of birth, or address) on many rows is a placeholder, which makes
+/// unrelated children alike: the summary says so, naming the first row, never the value. The
+/// shipped exports, with their twins and siblings, raise no such warning.
+#[test]
+fn a_placeholder_shared_by_many_rows_is_warned_about() {
+    let mut input = String::from(HEALTH_HEADER);
+    for i in 1..=60 {
+        let nhs = if i >= 3 && i % 2 == 1 {
+            "943 476 5919"
+        } else {
+            ""
+        };
+        input.push_str(&format!(
+            "H{i},{nhs},Jack{},,Smith{},0{}/02/2016,M,LS6 2AB\n",
+            i % 7,
+            i % 5,
+            1 + i % 9
+        ));
+    }
+    let f = Fixture::new(input.as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    let w = j["report"]["warnings"].to_string();
+    assert!(
+        w.contains("29 records (48.3 %) share one value of nhs_number (keyed token `nhs`), the first at row 3"),
+        "{w}"
+    );
+    assert!(!w.contains("943") && !w.contains("5919"), "{w}");
+    for a in ["health", "police", "education"] {
+        let out = f.path(&format!("{a}.clk"));
+        let o = bloomlink()
+            .args(["encode", "-q", "--json", "--key"])
+            .arg(&f.key)
+            .arg("--columns")
+            .arg(testdata(&format!("{a}.toml")))
+            .arg(testdata(&format!("{a}.csv")))
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let w = j["report"]["warnings"].to_string();
+        assert!(!w.contains("share"), "{a}: {w}");
+    }
+}

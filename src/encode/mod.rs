@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::harden::Hardener;
 use crate::key::LinkageKey;
 use crate::normalise::{self, Invalid};
-use crate::schema::{Normaliser, Schema};
+use crate::schema::{Normaliser, Schema, Transform};
 use crate::tokens::{Hasher, Value};
 
 /// Longest record id accepted, in bytes.
@@ -1240,6 +1240,8 @@ fn encode_reader_with(
     let pw = nseg + 1;
     let mut multiline = Multiline::default();
     let mut non_ascii_read = 0u64;
+    // Per kept record, its row (for messages about records found after assembling).
+    let mut record_rows: Vec<u64> = Vec::with_capacity(rows_out);
     for b in &outs {
         multiline.add(&b.multiline);
         non_ascii_read += b.non_ascii_read;
@@ -1311,6 +1313,7 @@ fn encode_reader_with(
                 }
             }
             t_src += tc;
+            record_rows.push(first_row + u64::from(offsets[e]));
             j += 1;
             tj += tc;
             id_bytes.extend_from_slice(id);
@@ -1469,6 +1472,7 @@ fn encode_reader_with(
             )
         });
     }
+    warnings.extend(shared_values(schema, &records, &record_rows));
     for s in &stats {
         if s.column.is_some() {
             let rate = s.invalid_rate();
@@ -1545,6 +1549,105 @@ pub fn invalid_hint(schema: &Schema, field: &str) -> &'static str {
         }
         _ => ": check that the column map points at the right column",
     }
+}
+
+/// Warnings for keyed tokens of a whole value (a part not reduced to a year, initial, soundex
+/// or district: `nhs`, `upn`, `dob`, `postcode_yob`) that one value gives to at least 1 % of the
+/// records, and at least 20: one child's identifier, date of birth or address is on no more than
+/// a few rows of an export, so that many is a placeholder (a dummy NHS number, 01/01/2000, the
+/// office's postcode), which makes unrelated children look alike to the matcher. Found from a
+/// sample of at most 20,000 records, then counted exactly; the value itself is never known here
+/// (the tokens are keyed), so the warning names the first row that has it.
+pub fn shared_values(schema: &Schema, records: &Records, record_rows: &[u64]) -> Vec<String> {
+    const SAMPLE: usize = 20_000;
+    let n = records.len();
+    let limit = (n / 100).max(20);
+    let whole: Vec<bool> = schema
+        .tokens
+        .iter()
+        .map(|t| t.parts.iter().any(|p| p.1 == Transform::Value))
+        .collect();
+    if n < limit || !whole.contains(&true) {
+        return Vec::new();
+    }
+    let is_whole = |t: &u64| whole.get(crate::tokens::token_kind(*t)) == Some(&true);
+    let step = n.div_ceil(SAMPLE);
+    let mut sample: Vec<u64> = (0..n)
+        .step_by(step)
+        .flat_map(|i| records.tokens_of(i).iter().copied())
+        .filter(is_whole)
+        .collect();
+    sample.sort_unstable();
+    // Generous: a value at the limit has about limit / step copies in the sample.
+    let candidates: Vec<u64> = sample
+        .chunk_by(|a, b| a == b)
+        .filter(|run| run.len() * step * 2 >= limit)
+        .map(|run| run[0])
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<(usize, Option<usize>)> = vec![(0, None); candidates.len()];
+    for i in 0..n {
+        for t in records.tokens_of(i) {
+            if let Some(c) = candidates.iter().position(|x| x == t) {
+                found[c].0 += 1;
+                found[c].1.get_or_insert(i);
+            }
+        }
+    }
+    // Per token kind: values over the limit, their records, and the commonest (count, row).
+    let mut kinds: BTreeMap<usize, (usize, usize, (usize, u64))> = BTreeMap::new();
+    for (&token, (count, first)) in candidates.iter().zip(found) {
+        let (Some(first), true) = (first, count >= limit) else {
+            continue;
+        };
+        let row = record_rows.get(first).copied().unwrap_or(0);
+        let k = kinds
+            .entry(crate::tokens::token_kind(token))
+            .or_insert((0, 0, (0, 0)));
+        k.0 += 1;
+        k.1 += count;
+        if count > k.2 .0 {
+            k.2 = (count, row);
+        }
+    }
+    let pct = |c: usize| c as f64 * 100.0 / n as f64;
+    kinds
+        .into_iter()
+        .map(|(kind, (values, total, (top, row)))| {
+            let def = &schema.tokens[kind];
+            let parts = schema
+                .def
+                .tokens
+                .iter()
+                .find(|d| d.name == def.name)
+                .map_or_else(String::new, |d| d.parts.join(" + "));
+            let head = if values == 1 {
+                format!(
+                    "{top} records ({:.1} %) share one value of {parts} (keyed token `{}`), \
+                     the first at row {row}",
+                    pct(top),
+                    def.name
+                )
+            } else {
+                format!(
+                    "{values} values of {parts} (keyed token `{}`) are each shared by at least \
+                     1 % of the records ({total} records, {:.1} %, in all; the commonest by \
+                     {top}, the first at row {row})",
+                    def.name,
+                    pct(total)
+                )
+            };
+            format!(
+                "{head}: one child's value is on a few rows at most, so this is probably a \
+                 placeholder (a dummy NHS number, a default date of birth or postcode), which \
+                 makes unrelated children look alike to the matcher. Check those rows of the \
+                 export; list the placeholder under [missing] extra in the column map to read it \
+                 as missing"
+            )
+        })
+        .collect()
 }
 
 /// When `field` is the schema's salt source: what its loss costs the salted fields, as a
