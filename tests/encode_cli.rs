@@ -139,6 +139,26 @@ fn header_errors_never_echo_a_record() {
         .code(1)
         .stderr(contains("the header has `SURNAME` for `Surname`"))
         .stderr(contains("columns found: `Patient ID`"));
+    // Or in no-break spaces and invisible characters, written out since they look the same.
+    let header = HEALTH_HEADER
+        .replace("Date of Birth", "Date\u{a0}of Birth")
+        .replace("Surname", "Surname\u{200b}");
+    let f = Fixture::new(format!("{header}{GOOD}").as_bytes());
+    f.encode().assert().code(1).stderr(
+        contains("`Date\\u{00A0}of Birth` for `Date of Birth`")
+            .and(contains("`Surname\\u{200B}` for `Surname`")),
+    );
+    // Lines that exporters write before the header are named, with the fix.
+    for (line, says) in [
+        (
+            "#TYPE System.Data.DataRow\n",
+            "Export-Csv -NoTypeInformation",
+        ),
+        ("sep=,\n", "Excel's `sep=` line"),
+    ] {
+        let f = Fixture::new(format!("{line}{HEALTH_HEADER}{GOOD}").as_bytes());
+        f.encode().assert().code(1).stderr(contains(says));
+    }
 }
 
 /// A stray quote swallows the lines up to the next quote into one field: the record is
@@ -626,7 +646,10 @@ fn a_few_invalid_dates_of_birth_are_warned_about() {
             && w.contains("no date_of_birth to salt the salted fields with"),
         "{w}"
     );
-    assert!(!warnings(1).contains("date_of_birth"), "2 % is the limit");
+    assert!(
+        !warnings(1).contains("field date_of_birth"),
+        "2 % is the limit"
+    );
 }
 
 /// An NHS number column mostly invalid because a spreadsheet wrote the numbers in scientific

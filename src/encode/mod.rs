@@ -1679,6 +1679,21 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
         format!("the header has no columns {}", names.join(", "))
     };
     let map_path = map.path.display();
+    // A line before the header that exporters write.
+    let first = header.first().map_or("", String::as_str);
+    if first.starts_with("#TYPE") {
+        return format!(
+            "{what} (named in {map_path}): line 1 is Windows PowerShell's type line (`#TYPE …`), \
+             not the header: export with `Export-Csv -NoTypeInformation` (PowerShell 6 and \
+             later leave it out), or delete the line"
+        );
+    }
+    if header.len() <= 2 && first.to_ascii_lowercase().starts_with("sep=") {
+        return format!(
+            "{what} (named in {map_path}): line 1 is Excel's `sep=` line, not the header: \
+             delete that line (and check that `delimiter` in the column map is the one it names)"
+        );
+    }
     // A wrong delimiter leaves the whole line in one cell.
     if header.len() == 1 && missing.len() > 1 {
         let seen = [b',', b';', b'\t', b'|']
@@ -1720,14 +1735,32 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
              shown: export the file with a header row, and check `delimiter` in the column map"
         );
     }
-    let key = |s: &str| s.trim().to_lowercase();
+    // Case, spaces (no-break ones too) and invisible characters aside.
+    let key = |s: &str| -> String {
+        s.chars()
+            .filter(|&c| !c.is_whitespace() && !normalise::is_ignorable(c))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    // Spaces other than the plain one and invisible characters, written out.
+    let shown_exactly = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c != ' ' && (c.is_whitespace() || c.is_control() || normalise::is_ignorable(c)) {
+                    format!("\\u{{{:04X}}}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
     let near_miss = |h: &str| missing.iter().find(|m| key(h) == key(m));
     let mapped = |h: &str| map.columns.values().any(|c| c == h) || h == map.record_id;
     let shown = |h: &str| first_value.is_none() || mapped(h) || near_miss(h).is_some();
     let mut found: Vec<String> = header
         .iter()
         .filter(|h| shown(h))
-        .map(|h| format!("`{h}`"))
+        .map(|h| format!("`{}`", shown_exactly(h)))
         .collect();
     if let Some(at) = first_value {
         let hidden = header.iter().filter(|h| !shown(h)).count();
@@ -1749,14 +1782,15 @@ fn missing_column_message(missing: &[&str], header: &[String], map: &ColumnMap) 
             header
                 .iter()
                 .find(|h| key(h) == key(m))
-                .map(|h| format!("`{h}` for `{m}`"))
+                .map(|h| format!("`{}` for `{m}`", shown_exactly(h)))
         })
         .collect();
     let hint = if near.is_empty() {
         String::new()
     } else {
         format!(
-            " (column names must match exactly, case and spaces included: the header has {})",
+            " (column names must match exactly, case, spaces and invisible characters included: \
+             the header has {})",
             near.join(", ")
         )
     };
