@@ -317,12 +317,12 @@ class Encoder:
         today = datetime.datetime.now(datetime.timezone.utc).date()
         self.normalisers = {'name': name, 'postcode': postcode, 'nhs_number': nhs_number, 'upn': upn,
                             'text': text, 'date': lambda r: date_of_birth(r, formats, today),
-                            'sex': lambda r: sex(r, codes)}
+                            'sex': lambda r: sex(dropped(r), codes)}
         missing = cmap.get('missing', {})  # the export's own missing values, and names kept
         extra, keep = ({v.strip(WS).upper() for v in missing.get(k, [])} for k in ('extra', 'keep'))
         for kind, normalise in list(self.normalisers.items()):
             def listed(raw, kind=kind, normalise=normalise):
-                t = (dropped(raw) if kind in ('postcode', 'nhs_number', 'upn', 'date') else raw).strip(WS).upper()
+                t = (dropped(raw) if kind in ('postcode', 'nhs_number', 'upn', 'date', 'sex') else raw).strip(WS).upper()
                 if t in extra:
                     return None
                 return name_kept(raw) if kind == 'name' and t in keep else normalise(raw)

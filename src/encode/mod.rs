@@ -594,9 +594,11 @@ pub fn normalise_value(
         // The identifier and date normalisers read the text without invisible characters; so
         // does the list (`NOT ON FILE` with a zero-width space is still listed).
         let seen = match normaliser {
-            Normaliser::Date | Normaliser::Postcode | Normaliser::NhsNumber | Normaliser::Upn => {
-                normalise::visible(text)
-            }
+            Normaliser::Date
+            | Normaliser::Postcode
+            | Normaliser::NhsNumber
+            | Normaliser::Upn
+            | Normaliser::Sex => normalise::visible(text),
             _ => std::borrow::Cow::Borrowed(text),
         };
         match m.verdict(&seen) {
@@ -617,7 +619,9 @@ pub fn normalise_value(
         Normaliser::NhsNumber => normalise::nhs_number(text).map(|o| o.map(Value::Text)),
         Normaliser::Upn => normalise::upn(text).map(|o| o.map(Value::Text)),
         Normaliser::Sex => {
-            let t = text.trim();
+            // A code is short: a zero-width space pasted into it is no part of it.
+            let v = normalise::visible(text);
+            let t = v.trim();
             if t.is_empty() || normalise::is_null_marker_uppercased(t) {
                 Ok(None)
             } else {
@@ -1949,5 +1953,26 @@ mod duplicate_tests {
             bs[0].ids.push(r.as_bytes());
         }
         assert!(opaque_refs_collide(&bs, &dups));
+    }
+}
+
+#[cfg(test)]
+mod normalise_value_tests {
+    use super::*;
+
+    /// A zero-width space or no-break space pasted into a sex code is no part of it (as for
+    /// identifiers and dates); an empty code of only such characters is missing.
+    #[test]
+    fn a_sex_code_is_read_without_invisible_characters() {
+        let map = ColumnMap::from_toml(
+            "agency='a'\nrecord_id='id'\n[columns]\nsex='S'\n",
+            Path::new("m"),
+        )
+        .unwrap();
+        let sex = |t: &str| normalise_value(Normaliser::Sex, t, &map, Date::today_utc());
+        assert_eq!(sex("\u{200b}M"), Ok(Some(Value::Sex(Sex::M))));
+        assert_eq!(sex("F\u{feff} "), Ok(Some(Value::Sex(Sex::F))));
+        assert_eq!(sex("\u{200b}"), Ok(None));
+        assert_eq!(sex("Q"), Err(Invalid::UnknownCode));
     }
 }
