@@ -1718,3 +1718,17 @@ fn a_placeholder_shared_by_many_rows_is_warned_about() {
         assert!(!w.contains("share"), "{a}: {w}");
     }
 }
+
+/// DOS-era exports end with Ctrl-Z (0x1A) after the last line: an empty row, not a broken one
+/// (it failed the run as a rejected row of the wrong shape, and warned of a file cut short).
+#[test]
+fn a_dos_end_of_file_mark_is_an_empty_row() {
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}\u{1a}").as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert_eq!(j["report"]["reject_reasons"]["empty_row"], 1, "{j}");
+    assert_eq!(j["report"]["encoded"], 3, "{j}");
+    assert!(
+        !j["report"]["warnings"].to_string().contains("line break"),
+        "{j}"
+    );
+}

@@ -1841,10 +1841,15 @@ fn make_salted_entry(
     sc.value = value;
 }
 
-/// Whether every field of `rec` is empty or ASCII whitespace: a spreadsheet's empty row.
+/// Whether every field of `rec` is empty or ASCII whitespace: a spreadsheet's empty row (or
+/// the Ctrl-Z, 0x1A, that DOS-era exports write after their last line).
 fn is_empty_row(rec: &Rec<'_>) -> bool {
     // Most rows have something in their first field.
-    (0..rec.len()).all(|i| rec.get(i).iter().all(u8::is_ascii_whitespace))
+    (0..rec.len()).all(|i| {
+        rec.get(i)
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == 0x1A)
+    })
 }
 
 /// Whether `rec` has the header's `columns` fields, or, in an export whose data rows end with

@@ -31,6 +31,9 @@ use crate::normalise::{self, Invalid};
 use crate::schema::{Normaliser, Schema, Transform};
 use crate::tokens::{Hasher, Value};
 
+/// Ctrl-Z, which DOS-era exports write at the end of the file.
+const DOS_END: u8 = 0x1A;
+
 /// Longest record id accepted, in bytes.
 pub const MAX_RECORD_ID_BYTES: usize = 256;
 /// Most rows given room in the shared output space up front (more rows still work).
@@ -643,8 +646,9 @@ struct HashingReader<R> {
     ctx: ring::digest::Context,
     bytes: u64,
     utf8: Utf8Probe,
-    /// The last byte read, if any.
+    /// The last byte read, if any, and the one before it.
     last: Option<u8>,
+    before_last: Option<u8>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -652,6 +656,11 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.ctx.update(&buf[..n]);
         self.bytes += n as u64;
+        if n > 1 {
+            self.before_last = Some(buf[n - 2]);
+        } else if n == 1 {
+            self.before_last = self.last;
+        }
         if n > 0 {
             self.last = Some(buf[n - 1]);
         }
@@ -871,6 +880,7 @@ fn encode_reader_with(
         bytes: 0,
         utf8: Utf8Probe::default(),
         last: None,
+        before_last: None,
     };
     // Look at the first bytes for byte-order marks.
     let mut head = [0u8; 3];
@@ -1427,7 +1437,13 @@ fn encode_reader_with(
     // Exports end their last row with a line break; a transfer or export job that stopped
     // part-way leaves a file that does not, whose last row may be cut in a value (a postcode
     // `E` for `E1 6AN`), still with the right number of fields.
-    if rows_read > 0 && !matches!(hashing.last, Some(b'\n' | b'\r')) {
+    // DOS-era exports end with Ctrl-Z (0x1A) after the last line break.
+    let ends_with_line = match hashing.last {
+        Some(b'\n' | b'\r') => true,
+        Some(DOS_END) => matches!(hashing.before_last, Some(b'\n' | b'\r')),
+        _ => false,
+    };
+    if rows_read > 0 && !ends_with_line {
         warnings.push(format!(
             "{} does not end with a line break: if the export or its transfer was cut short, \
              its last row (row {rows_read}) is incomplete and the rows after it are missing. \

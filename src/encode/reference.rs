@@ -102,7 +102,10 @@ fn reference(
     for (i, rec) in recs.enumerate() {
         let row = i as u64 + 1;
         let rec = rec.expect("readable");
-        if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+        if rec
+            .iter()
+            .all(|f| f.iter().all(|b| b.is_ascii_whitespace() || *b == 0x1A))
+        {
             rejects.push((row, "empty_row"));
             continue;
         }
