@@ -414,6 +414,8 @@ def encode(key, schema, cmap, data):
 
     def decode(field):  # None for bytes invalid in the encoding (WHATWG windows-1252 has none)
         b = field.encode('utf-8', 'surrogateescape')
+        if 0 in b:  # a NUL byte is no text (UTF-16, or NUL padding)
+            return None
         if encoding == 'windows-1252':
             return ''.join(chr(x) if x in (0x81, 0x8d, 0x8f, 0x90, 0x9d) else bytes([x]).decode('cp1252')
                            for x in b)

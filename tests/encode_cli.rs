@@ -1732,3 +1732,26 @@ fn a_dos_end_of_file_mark_is_an_empty_row() {
         "{j}"
     );
 }
+
+/// A NUL byte is no text: a value holding one is rejected as invalid_encoding saying so (a
+/// name `Ya\0smin` was read as `YA SMIN`, an id kept its NUL into the encoding), and a header
+/// holding them (UTF-16 without a byte-order mark) is refused naming UTF-16.
+#[test]
+fn nul_bytes_are_no_text() {
+    let input = format!("{HEALTH_HEADER}{GOOD}H7,,Ya\0smin,,Khan,01/02/2016,F,M1 1AE\nH8\0,,Amy,,Khan,01/02/2016,F,M1 1AE\n");
+    let f = Fixture::new(input.as_bytes());
+    let j = success_json(f.encode().args(["--json", "--max-reject-rate", "1"]));
+    assert_eq!(j["report"]["reject_reasons"]["invalid_encoding"], 2, "{j}");
+    let rejects = f.rejects();
+    assert!(
+        rejects.contains("column `Forename` holds a NUL byte")
+            && rejects.contains("column `Patient ID` holds a NUL byte"),
+        "{rejects}"
+    );
+    let utf16: Vec<u8> = HEALTH_HEADER.bytes().flat_map(|b| [b, 0]).collect();
+    let f = Fixture::new(&utf16);
+    f.encode()
+        .assert()
+        .code(1)
+        .stderr(contains("probably UTF-16"));
+}

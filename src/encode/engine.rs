@@ -922,10 +922,17 @@ impl<'p, 'a> Worker<'p, 'a> {
                         at,
                         Some(id_col),
                         "invalid_encoding",
-                        format!(
-                            "column `{id_col}` is not valid {}",
-                            enc_name(plan.map.encoding)
-                        ),
+                        if rec.get(plan.id_column).contains(&0) {
+                            format!(
+                                "column `{id_col}` holds a NUL byte (0x00), which is no text: is \
+                                 the export UTF-16, or padded with NULs? Export it as UTF-8 CSV"
+                            )
+                        } else {
+                            format!(
+                                "column `{id_col}` is not valid {}",
+                                enc_name(plan.map.encoding)
+                            )
+                        },
                     )),
                     Some("") => Err(reject(
                         at,
@@ -1244,15 +1251,19 @@ impl<'p, 'a> Worker<'p, 'a> {
                     " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
                 };
                 st.live = false;
-                out.rejects.push(reject(
-                    at,
-                    Some(c),
-                    "invalid_encoding",
+                let detail = if batch.get(r).get(col).contains(&0) {
+                    format!(
+                        "column `{c}` holds a NUL byte (0x00), which is no text: is the export \
+                         UTF-16, or padded with NULs? Export it as UTF-8 CSV"
+                    )
+                } else {
                     format!(
                         "column `{c}` is not valid {}{hint}",
                         enc_name(plan.map.encoding)
-                    ),
-                ));
+                    )
+                };
+                out.rejects
+                    .push(reject(at, Some(c), "invalid_encoding", detail));
                 continue;
             }
             if st.in_filter < plan.schema.def.min_fields {

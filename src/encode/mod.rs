@@ -568,8 +568,12 @@ fn enc_name(e: TextEncoding) -> &'static str {
     }
 }
 
-/// Decodes one field into `buf`; `None` if the bytes are invalid for the encoding.
+/// Decodes one field into `buf`; `None` if the bytes are invalid for the encoding, or hold a
+/// NUL byte, which is no text in either (an export in UTF-16, or padded with NULs).
 pub(crate) fn decode<'b>(enc: TextEncoding, raw: &'b [u8], buf: &'b mut String) -> Option<&'b str> {
+    if memchr::memchr(0, raw).is_some() {
+        return None;
+    }
     match enc {
         TextEncoding::Utf8 | TextEncoding::Utf8Bom => std::str::from_utf8(raw).ok(),
         TextEncoding::Windows1252 => {
@@ -951,6 +955,17 @@ fn encode_reader_with(
         let h = h.as_slice();
         match decode(map.encoding, h, &mut decode_buf) {
             Some(s) => header.push(s.trim().to_string()),
+            None if h.contains(&0) => {
+                return Err(Error::input(
+                    input,
+                    format!(
+                        "line 1 (header), column {}: holds NUL bytes (0x00): the export is \
+                         probably UTF-16 (\"Unicode\" in SQL Server and Excel); export it as \
+                         UTF-8 or Windows-1252 CSV",
+                        i + 1
+                    ),
+                ))
+            }
             None => {
                 return Err(Error::input(
                     input,
