@@ -1755,3 +1755,29 @@ fn nul_bytes_are_no_text() {
         .code(1)
         .stderr(contains("probably UTF-16"));
 }
+
+/// Names whose accented letters an export replaced with `?` or U+FFFD are read as two parts:
+/// the summary says so (a few are typing slips, so from three).
+#[test]
+fn names_with_letters_replaced_by_question_marks_are_warned_about() {
+    let mut input = String::from(HEALTH_HEADER);
+    for (i, name) in ["Bj?rn", "Zo?", "Chlo\u{fffd}", "Ren?e", "Jack"]
+        .iter()
+        .enumerate()
+    {
+        input.push_str(&format!("H{i},,{name},,Smith,01/02/2016,M,LS6 2AB\n"));
+    }
+    let f = Fixture::new(input.as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    let w = j["report"]["warnings"].to_string();
+    assert!(
+        w.contains("found 3 times") && w.contains("export the file as UTF-8"),
+        "{w}"
+    );
+    let f = Fixture::new(format!("{HEALTH_HEADER}{GOOD}").as_bytes());
+    let j = success_json(f.encode().arg("--json"));
+    assert!(
+        !j["report"]["warnings"].to_string().contains("U+FFFD"),
+        "{j}"
+    );
+}

@@ -467,6 +467,8 @@ struct Scratch {
     /// Values read under Windows-1252 that have bytes outside ASCII (the only ones the
     /// declared encoding changes): counted as they are computed, so once per distinct value.
     non_ascii: u64,
+    /// Name values with `?` or U+FFFD between letters ([`lossy_name`]), likewise.
+    lossy_names: u64,
 }
 
 /// A keyed-token part a field's entry gives: the token kind, the shift of the part's id in the
@@ -807,6 +809,12 @@ impl<'p, 'a> Worker<'p, 'a> {
     }
 
     /// Row `r`'s record id.
+    /// Name values with `?` or U+FFFD between letters since the last call (each distinct value
+    /// at least once).
+    pub fn take_lossy_names(&mut self) -> u64 {
+        std::mem::take(&mut self.sc.lossy_names)
+    }
+
     /// Values of mapped columns and record ids with bytes outside ASCII read under
     /// Windows-1252 since the last call (each distinct value at least once).
     pub fn take_non_ascii_read(&mut self) -> u64 {
@@ -1468,6 +1476,7 @@ fn compute_value(
         raw: words,
         msg,
         non_ascii,
+        lossy_names,
         ..
     } = sc;
     s.clear();
@@ -1481,6 +1490,9 @@ fn compute_value(
     text.clear();
     if plan.map.encoding == TextEncoding::Windows1252 && !raw.is_ascii() {
         *non_ascii += 1;
+    }
+    if fdef.def.normaliser == Normaliser::Name && lossy_name(raw) {
+        *lossy_names += 1;
     }
     let value = match field_value(plan, fi, raw, decode) {
         Ok(v) => v,
@@ -1850,6 +1862,16 @@ fn make_salted_entry(
     meta |= (s.len() as u64) << 16;
     s[0] = meta;
     sc.value = value;
+}
+
+/// Whether a name's raw bytes have `?` between letters (`Bj?rn`) or U+FFFD anywhere: what an
+/// export writes for letters its encoding lacks (Windows PowerShell 5.1's `Export-Csv` writes
+/// ASCII by default; a conversion through a code page without them; or a decoder's
+/// replacement). Such a name is read as two parts and links less well.
+fn lossy_name(raw: &[u8]) -> bool {
+    let letter = |b: u8| b.is_ascii_alphabetic() || b >= 0x80;
+    raw.windows(3)
+        .any(|w| w == "\u{FFFD}".as_bytes() || (w[1] == b'?' && letter(w[0]) && letter(w[2])))
 }
 
 /// Whether every field of `rec` is empty or ASCII whitespace: a spreadsheet's empty row (or

@@ -367,6 +367,8 @@ struct BlockOut {
     multiline: Multiline,
     /// Values read under Windows-1252 with bytes outside ASCII ([`engine::Worker::take_non_ascii_read`]).
     non_ascii_read: u64,
+    /// Name values with letters replaced by `?` or U+FFFD ([`engine::Worker::take_lossy_names`]).
+    lossy_names: u64,
     own: Option<OwnDest>,
 }
 
@@ -510,6 +512,7 @@ fn run_block(
         stats: Vec::new(),
         multiline: Multiline::default(),
         non_ascii_read: 0,
+        lossy_names: 0,
         own: None,
     };
     for c in &mut w.counts {
@@ -544,6 +547,7 @@ fn run_block(
     }
     out.stats = plan.stats_of(&w.counts);
     out.non_ascii_read = w.take_non_ascii_read();
+    out.lossy_names = w.take_lossy_names();
     out.own = own;
     (out, block.data)
 }
@@ -1269,11 +1273,13 @@ fn encode_reader_with(
     let pw = nseg + 1;
     let mut multiline = Multiline::default();
     let mut non_ascii_read = 0u64;
+    let mut lossy_names = 0u64;
     // Per kept record, its row (for messages about records found after assembling).
     let mut record_rows: Vec<u64> = Vec::with_capacity(rows_out);
     for b in &outs {
         multiline.add(&b.multiline);
         non_ascii_read += b.non_ascii_read;
+        lossy_names += b.lossy_names;
     }
     for (b, dups) in outs.into_iter().zip(duplicate_of) {
         for (s, bs) in stats.iter_mut().zip(&b.stats) {
@@ -1508,6 +1514,16 @@ fn encode_reader_with(
         });
     }
     warnings.extend(shared_values(schema, &records, &record_rows));
+    // A few are typing slips; more are an export that could not write accented letters.
+    if lossy_names >= 3 {
+        warnings.push(format!(
+            "name values have `?` between letters or the replacement character U+FFFD \
+             (`Bj?rn`; found {lossy_names} times, once per distinct value and worker): the export replaced letters it could not \
+             write (Windows PowerShell 5.1's Export-Csv writes ASCII unless given -Encoding \
+             UTF8; a conversion through a code page without them). Those names are read as two \
+             parts and link less well: export the file as UTF-8"
+        ));
+    }
     for s in &stats {
         if s.column.is_some() {
             let rate = s.invalid_rate();
@@ -1932,6 +1948,7 @@ mod duplicate_tests {
             stats: Vec::new(),
             multiline: Multiline::default(),
             non_ascii_read: 0,
+            lossy_names: 0,
             own: None,
         }
     }
