@@ -244,6 +244,36 @@ impl LinkageKey {
     /// (covered by the check value) and rewrites the file atomically, mode 0600. Refuses a key
     /// that is already retired. Returns the retired key.
     pub fn retire(path: &Path) -> Result<LinkageKey> {
+        // The retired key is written to a new file renamed over `path`: another name for the
+        // old file (the target of a symbolic link, a hard link) would keep the key unretired.
+        let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+            return Err(Error::key(
+                path,
+                format!(
+                    "is a symbolic link to {}: retire the key file itself, so that the link \
+                     and any other name for it see the retirement",
+                    target.display()
+                ),
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.nlink() > 1 {
+                return Err(Error::key(
+                    path,
+                    format!(
+                        "has {} other name(s) (hard links to the same file), which retiring \
+                         this name would leave unretired: remove the other names first \
+                         (`find / -samefile {}` lists them)",
+                        meta.nlink() - 1,
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let mut key = Self::load_unchecked_expiry(path)?;
         if let Some(when) = &key.info.retired {
             return Err(Error::key(
@@ -809,6 +839,22 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
+        }
+        // A symbolic link or a hard link to a key is not retired in its place: the other name
+        // would keep the key in use.
+        #[cfg(unix)]
+        {
+            let other = dir.path().join("other.key");
+            new_key().save(&other).unwrap();
+            let link = dir.path().join("link.key");
+            std::os::unix::fs::symlink(&other, &link).unwrap();
+            let e = LinkageKey::retire(&link).unwrap_err().to_string();
+            assert!(e.contains("is a symbolic link"), "{e}");
+            let hard = dir.path().join("hard.key");
+            std::fs::hard_link(&other, &hard).unwrap();
+            let e = LinkageKey::retire(&hard).unwrap_err().to_string();
+            assert!(e.contains("has 1 other name(s)"), "{e}");
+            assert!(LinkageKey::load(&other, Expiry::Enforce).is_ok());
         }
         let err = LinkageKey::load(&p, Expiry::Enforce).unwrap_err();
         assert!(err.to_string().contains("retired"), "{err}");
