@@ -1153,6 +1153,12 @@ fn record_ids_that_are_identifiers_are_refused_without_opaque_ids() {
         .success();
     let f = Fixture::new(rows(&["9434765919", "1234567890", "1000000001", "H12"]).as_bytes());
     f.encode().assert().success();
+    // With letters around the number, still NHS numbers in clear.
+    let f = Fixture::new(rows(&["N9434765919", "NHS-9434765870", "4010232137A", "H12"]).as_bytes());
+    f.encode()
+        .assert()
+        .code(2)
+        .stderr(contains("look like NHS numbers"));
 }
 
 /// The opaque id map of a key epoch is kept from night to night: each run adds its new ids,

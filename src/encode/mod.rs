@@ -786,8 +786,12 @@ pub fn identifying_ids(records: &Records) -> Option<&'static str> {
     let sample: Vec<&str> = (0..n).step_by(step).map(|i| records.id(i)).collect();
     type Looks = fn(&str) -> bool;
     let kinds: [(&str, Looks); 3] = [
+        // Also with letters around it (`N9991107134`, `NHS-9991107134`): still the number.
         ("NHS numbers", |s| {
-            matches!(normalise::nhs_number(s), Ok(Some(_)))
+            let nhs = |t: &str| matches!(normalise::nhs_number(t), Ok(Some(_)));
+            nhs(s)
+                || s.split(|c: char| !c.is_ascii_digit())
+                    .any(|run| run.len() == 10 && nhs(run))
         }),
         ("unique pupil numbers (UPNs)", |s| {
             matches!(normalise::upn(s), Ok(Some(_)))
