@@ -361,6 +361,29 @@ fn log_problem(path: &Path, problem: impl Into<String>) -> Error {
 
 /// Opens (creating with mode 0600 if new) and exclusively locks the log for appending.
 fn open_locked(path: &Path) -> Result<File> {
+    // A symbolic link in a directory anyone can write to may have been put there by anyone, to
+    // have this run (perhaps as a service account) append to a file of their choice.
+    #[cfg(unix)]
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Some(mode) = std::fs::metadata(dir)
+            .ok()
+            .and_then(|m| crate::fsutil::is_world_writable(&m))
+        {
+            return Err(log_problem(
+                path,
+                format!(
+                    "is a symbolic link in a directory that anyone can write to (mode \
+                     {mode:04o}): anyone could have pointed it at another file, which this \
+                     run would append to. Keep the audit log (or the link) in a directory only \
+                     its owner can write to"
+                ),
+            ));
+        }
+    }
     let mut opts = OpenOptions::new();
     opts.read(true).append(true).create(true);
     #[cfg(unix)]

@@ -687,6 +687,22 @@ pub fn is_group_or_world_accessible(meta: &fs::Metadata) -> Option<u32> {
     }
 }
 
+/// The permission bits (`Some`) if others (not only the group) may write to `meta`'s file or
+/// directory.
+pub fn is_world_writable(meta: &fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        (mode & 0o002 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
 /// A field of a CSV file we write, quoted when it holds a comma, quote or line break.
 pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {

@@ -492,3 +492,38 @@ fn every_command_prints_one_json_object_when_it_fails() {
     );
     assert!(j["error"].as_str().unwrap().contains("missing.csv"), "{j}");
 }
+
+/// A log that is a symbolic link in a directory anyone can write to is refused: anyone could
+/// have planted it, to have the run (perhaps as root) append to a file of their choosing. A
+/// symbolic link in the owner's own directory is followed as before.
+#[cfg(unix)]
+#[test]
+fn a_planted_symbolic_link_as_the_log_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::os::unix::fs::symlink(&victim, shared.join(LOG)).unwrap();
+    bloomlink()
+        .args(["key", "new", "--partnership", "P", "-o"])
+        .arg(shared.join("k.key"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "a directory that anyone can write to",
+        ));
+    assert!(!victim.exists());
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::symlink(&victim, own.join(LOG)).unwrap();
+    bloomlink()
+        .args(["key", "new", "--partnership", "P", "-o"])
+        .arg(own.join("k.key"))
+        .assert()
+        .success();
+    assert!(std::fs::read_to_string(&victim)
+        .unwrap()
+        .contains("\"key.new\""));
+}
