@@ -434,6 +434,9 @@ def encode(key, schema, cmap, data):
     # rows holding more than delimiters and ASCII spaces (a lone row of that shape elsewhere is
     # a value with an unquoted delimiter, its columns shifted).
     sample = [r for r in rows if not all(not f.strip(' \t\n\x0c\r') for f in r)][:100]
+    if len(header) > 1 and header[-1] == '' and \
+            sum(len(r) == len(header) - 1 for r in sample) > sum(len(r) == len(header) for r in sample):
+        header.pop()  # a header ending with a delimiter, over rows without: no last column
     trailing = sum(len(r) == len(header) + 1 and r[-1] == '' for r in sample) \
         > sum(len(r) == len(header) for r in sample)
     recs, seen, rows_read = [], set(), 0

@@ -962,6 +962,11 @@ fn a_delimiter_ending_every_data_row_is_read_as_nothing() {
             .collect::<Vec<_>>()
     };
     assert_eq!(records(&plain), records(&trailing));
+    // A header ending with a delimiter over rows that do not: its empty last cell names no
+    // column (every row was rejected as wrong_field_count).
+    let header_only = plain.replacen('\n', ",\n", 1);
+    assert!(header_only.starts_with(&HEALTH_HEADER.replace('\n', ",\n")));
+    assert_eq!(records(&plain), records(&header_only));
     let extra = plain.replace("LS6 2AB\n", "LS6 2AB,x\n");
     let f = Fixture::new(extra.as_bytes());
     f.encode()

@@ -1903,25 +1903,40 @@ pub const SHAPE_SAMPLE_ROWS: usize = 100;
 /// value empty has that shape too, and read as the header's fields its values would be shifted
 /// into the wrong columns.
 pub fn rows_end_with_a_delimiter(data: &[u8], delimiter: u8, columns: usize) -> bool {
-    let mut rdr = csv::ReaderBuilder::new()
+    let shapes = row_shapes(data, delimiter);
+    let extra = shapes
+        .iter()
+        .filter(|&&(n, empty)| n == columns + 1 && empty)
+        .count();
+    let exact = shapes.iter().filter(|&&(n, _)| n == columns).count();
+    extra > exact
+}
+
+/// Whether a header whose last cell is empty (it ends with a delimiter) names no last column:
+/// among the first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than delimiters and
+/// spaces, more have one field fewer than the header than have as many. Otherwise its rows
+/// fill that column, unnamed.
+pub fn header_names_no_last_column(data: &[u8], delimiter: u8, columns: usize) -> bool {
+    let shapes = row_shapes(data, delimiter);
+    let fewer = shapes.iter().filter(|&&(n, _)| n + 1 == columns).count();
+    let exact = shapes.iter().filter(|&&(n, _)| n == columns).count();
+    fewer > exact
+}
+
+/// The first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than delimiters and ASCII
+/// spaces: each one's number of fields, and whether its last field is empty.
+fn row_shapes(data: &[u8], delimiter: u8) -> Vec<(usize, bool)> {
+    csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
-        .from_reader(data);
-    let (mut extra, mut exact) = (0usize, 0usize);
-    for rec in rdr
+        .from_reader(data)
         .byte_records()
         .map_while(std::result::Result::ok)
         .filter(|r| !r.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)))
         .take(SHAPE_SAMPLE_ROWS)
-    {
-        if rec.len() == columns {
-            exact += 1;
-        } else if rec.len() == columns + 1 && rec.get(columns).is_some_and(<[u8]>::is_empty) {
-            extra += 1;
-        }
-    }
-    extra > exact
+        .map(|r| (r.len(), r.iter().next_back().is_some_and(<[u8]>::is_empty)))
+        .collect()
 }
 
 /// Whether `rec` repeats the header line: each field, decoded and trimmed, is its column's

@@ -1117,6 +1117,17 @@ fn encode_reader_with(
     // per byte (untouched space costs no memory); blocks past it bring their own.
     let first = blocks.next_block(Vec::new()).map_err(read_err)?;
     if let Some(b) = &first {
+        // A header ending with a delimiter, over rows one field shorter, names no last column.
+        if plan.header.len() > 1
+            && plan.header.last().is_some_and(String::is_empty)
+            && engine::header_names_no_last_column(
+                &b.data[..b.len],
+                map.delimiter,
+                plan.header.len(),
+            )
+        {
+            plan.header.pop();
+        }
         plan.trailing_delimiter =
             engine::rows_end_with_a_delimiter(&b.data[..b.len], map.delimiter, plan.header.len());
     }

@@ -46,22 +46,8 @@ fn reference(
         .flexible(true)
         .delimiter(map.delimiter)
         .from_reader(data);
-    // Decided as the engine does, from the rows after the header.
-    let trailing_delimiter = {
-        let mut r = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(map.delimiter)
-            .from_reader(data);
-        let columns = r
-            .byte_records()
-            .next()
-            .map_or(0, |h| h.expect("readable").len());
-        let pos = r.position().byte() as usize;
-        super::engine::rows_end_with_a_delimiter(&data[pos..], map.delimiter, columns)
-    };
     let mut recs = rdr.byte_records();
-    let header: Vec<String> = recs
+    let mut header: Vec<String> = recs
         .next()
         .expect("a header")
         .expect("readable")
@@ -74,6 +60,24 @@ fn reference(
                 .to_string()
         })
         .collect();
+    // Decided as the engine does, from the rows after the header.
+    let body = {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(map.delimiter)
+            .from_reader(data);
+        let _ = r.byte_records().next();
+        &data[r.position().byte() as usize..]
+    };
+    if header.len() > 1
+        && header.last().is_some_and(String::is_empty)
+        && super::engine::header_names_no_last_column(body, map.delimiter, header.len())
+    {
+        header.pop();
+    }
+    let trailing_delimiter =
+        super::engine::rows_end_with_a_delimiter(body, map.delimiter, header.len());
     let col = |name: &str| {
         header
             .iter()
