@@ -1547,7 +1547,9 @@ fn encode_reader_with(
             let fi = schema.fields.iter().position(|f| f.def.name == s.field);
             let date = fi.is_some_and(|i| schema.fields[i].def.normaliser == Normaliser::Date);
             let salt = fi.is_some() && schema.salt.as_ref().is_some_and(|l| Some(l.source.0) == fi);
-            let limit = if date || salt { 0.02 } else { 0.2 };
+            // A sex code the map does not list is a gap in [sex_codes], not noise in the data.
+            let sex = fi.is_some_and(|i| schema.fields[i].def.normaliser == Normaliser::Sex);
+            let limit = if date || salt || sex { 0.02 } else { 0.2 };
             if rate > limit {
                 let hint = invalid_hint(schema, &s.field);
                 let cost = if salt {
