@@ -578,7 +578,7 @@ pub fn read_small_file(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !is_fifo(&meta) {
-        check_regular(path)?;
+        refuse_irregular(path, &meta)?;
     }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
@@ -615,6 +615,11 @@ pub fn is_fifo(meta: &fs::Metadata) -> bool {
 /// directory, device, pipe or socket.
 pub fn check_regular(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    refuse_irregular(path, &meta)
+}
+
+/// [`check_regular`] with `path`'s metadata at hand.
+fn refuse_irregular(path: &Path, meta: &fs::Metadata) -> Result<()> {
     if meta.is_file() {
         return Ok(());
     }
@@ -674,31 +679,26 @@ pub fn prepare_text(path: &Path, overwrite: Overwrite, mode: Mode, text: &str) -
 
 /// True if the file's permissions let group or others read or write it (always false off Unix).
 pub fn is_group_or_world_accessible(meta: &fs::Metadata) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        None
-    }
+    mode_if_any(meta, 0o777, 0o077)
 }
 
 /// The permission bits (`Some`) if others (not only the group) may write to `meta`'s file or
 /// directory.
 pub fn is_world_writable(meta: &fs::Metadata) -> Option<u32> {
+    mode_if_any(meta, 0o7777, 0o002)
+}
+
+/// `meta`'s permission bits under `shown` if any of `bits` is set (always `None` off Unix).
+fn mode_if_any(meta: &fs::Metadata, shown: u32, bits: u32) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
-        (mode & 0o002 != 0).then_some(mode)
+        let mode = meta.permissions().mode() & shown;
+        (mode & bits != 0).then_some(mode)
     }
     #[cfg(not(unix))]
     {
-        let _ = meta;
+        let _ = (meta, shown, bits);
         None
     }
 }

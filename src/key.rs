@@ -454,15 +454,13 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<
     if meta.len() > MAX {
         return Err(too_large());
     }
-    let mut bytes = Zeroizing::new(Vec::new());
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(path).map_err(|e| Error::io(path, e))?,
-            MAX + 1,
-        ),
-        &mut bytes,
-    )
-    .map_err(|e| Error::io(path, e))?;
+    // Room for all of it up front: a growing buffer would leave copies of the secret behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX as usize + 1));
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    file.take(MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > MAX {
         return Err(too_large());
     }

@@ -808,7 +808,6 @@ impl<'p, 'a> Worker<'p, 'a> {
         }
     }
 
-    /// Row `r`'s record id.
     /// Name values with `?` or U+FFFD between letters since the last call (each distinct value
     /// at least once).
     pub fn take_lossy_names(&mut self) -> u64 {
@@ -821,6 +820,7 @@ impl<'p, 'a> Worker<'p, 'a> {
         std::mem::take(&mut self.sc.non_ascii)
     }
 
+    /// Row `r`'s record id.
     fn row_id(&self, r: usize) -> &str {
         let (a, b) = self.rows[r].id;
         &self.ids[a as usize..b as usize]
@@ -930,17 +930,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                         at,
                         Some(id_col),
                         "invalid_encoding",
-                        if rec.get(plan.id_column).contains(&0) {
-                            format!(
-                                "column `{id_col}` holds a NUL byte (0x00), which is no text: is \
-                                 the export UTF-16, or padded with NULs? Export it as UTF-8 CSV"
-                            )
-                        } else {
-                            format!(
-                                "column `{id_col}` is not valid {}",
-                                enc_name(plan.map.encoding)
-                            )
-                        },
+                        bad_bytes_detail(id_col, rec.get(plan.id_column), plan.map.encoding, ""),
                     )),
                     Some("") => Err(reject(
                         at,
@@ -1259,17 +1249,7 @@ impl<'p, 'a> Worker<'p, 'a> {
                     " (if the export comes from a legacy system, set encoding = \"windows-1252\" in the column map)"
                 };
                 st.live = false;
-                let detail = if batch.get(r).get(col).contains(&0) {
-                    format!(
-                        "column `{c}` holds a NUL byte (0x00), which is no text: is the export \
-                         UTF-16, or padded with NULs? Export it as UTF-8 CSV"
-                    )
-                } else {
-                    format!(
-                        "column `{c}` is not valid {}{hint}",
-                        enc_name(plan.map.encoding)
-                    )
-                };
+                let detail = bad_bytes_detail(c, batch.get(r).get(col), plan.map.encoding, hint);
                 out.rejects
                     .push(reject(at, Some(c), "invalid_encoding", detail));
                 continue;
@@ -1864,6 +1844,19 @@ fn make_salted_entry(
     sc.value = value;
 }
 
+/// Why the bytes `raw` of column `c` are no text in `encoding` (`hint`: advice to add when they
+/// are not valid in it).
+fn bad_bytes_detail(c: &str, raw: &[u8], encoding: TextEncoding, hint: &str) -> String {
+    if raw.contains(&0) {
+        format!(
+            "column `{c}` holds a NUL byte (0x00), which is no text: is the export UTF-16, or \
+             padded with NULs? Export it as UTF-8 CSV"
+        )
+    } else {
+        format!("column `{c}` is not valid {}{hint}", enc_name(encoding))
+    }
+}
+
 /// Whether a name's raw bytes have `?` between letters (`Bj?rn`) or U+FFFD anywhere: what an
 /// export writes for letters its encoding lacks (Windows PowerShell 5.1's `Export-Csv` writes
 /// ASCII by default; a conversion through a code page without them; or a decoder's
@@ -1881,52 +1874,33 @@ fn is_empty_row(rec: &Rec<'_>) -> bool {
     (0..rec.len()).all(|i| {
         rec.get(i)
             .iter()
-            .all(|b| b.is_ascii_whitespace() || *b == 0x1A)
+            .all(|b| b.is_ascii_whitespace() || *b == super::DOS_END)
     })
 }
 
 /// Whether `rec` has the header's `columns` fields, or, in an export whose data rows end with
-/// a delimiter the header lacks ([`rows_end_with_a_delimiter`]), one more that is empty.
+/// a delimiter the header lacks ([`export_shape`]), one more that is empty.
 pub(crate) fn has_header_shape(rec: &Rec<'_>, columns: usize, trailing_delimiter: bool) -> bool {
     rec.len() == columns
         || (trailing_delimiter && rec.len() == columns + 1 && rec.get(columns).is_empty())
 }
 
-/// Rows looked at by [`rows_end_with_a_delimiter`].
+/// Rows looked at by [`export_shape`].
 pub const SHAPE_SAMPLE_ROWS: usize = 100;
 
-/// Whether an export's data rows end with a delimiter its header lacks (some exporters write
-/// them so): among the first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than
-/// delimiters and spaces, more have one field more than the header, that field empty, than
-/// have the header's number of fields. Decided per export, not per row: in an export without
-/// trailing delimiters, a row with an unquoted delimiter in a value (`Smith, Jr`) and its last
-/// value empty has that shape too, and read as the header's fields its values would be shifted
-/// into the wrong columns.
-pub fn rows_end_with_a_delimiter(data: &[u8], delimiter: u8, columns: usize) -> bool {
-    let shapes = row_shapes(data, delimiter);
-    let extra = shapes
-        .iter()
-        .filter(|&&(n, empty)| n == columns + 1 && empty)
-        .count();
-    let exact = shapes.iter().filter(|&&(n, _)| n == columns).count();
-    extra > exact
-}
-
-/// Whether a header whose last cell is empty (it ends with a delimiter) names no last column:
-/// among the first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than delimiters and
-/// spaces, more have one field fewer than the header than have as many. Otherwise its rows
-/// fill that column, unnamed.
-pub fn header_names_no_last_column(data: &[u8], delimiter: u8, columns: usize) -> bool {
-    let shapes = row_shapes(data, delimiter);
-    let fewer = shapes.iter().filter(|&&(n, _)| n + 1 == columns).count();
-    let exact = shapes.iter().filter(|&&(n, _)| n == columns).count();
-    fewer > exact
-}
-
-/// The first [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than delimiters and ASCII
-/// spaces: each one's number of fields, and whether its last field is empty.
-fn row_shapes(data: &[u8], delimiter: u8) -> Vec<(usize, bool)> {
-    csv::ReaderBuilder::new()
+/// How an export's rows are laid out against its `header` (names trimmed), from the first
+/// [`SHAPE_SAMPLE_ROWS`] rows of `data` that hold more than delimiters and ASCII spaces: the
+/// number of columns the header names, and whether the rows end with a delimiter the header
+/// lacks. Decided per export, not per row:
+/// - a header whose last cell is empty (it ends with a delimiter) names no last column when
+///   more rows have one field fewer than it than as many (otherwise its rows fill that column,
+///   unnamed);
+/// - the rows end with a delimiter when more have one field more than the header's columns,
+///   that field empty, than have as many. In an export without trailing delimiters, a row with
+///   an unquoted delimiter in a value (`Smith, Jr`) and its last value empty has that shape
+///   too, and read as the header's fields its values would be shifted into the wrong columns.
+pub fn export_shape(data: &[u8], delimiter: u8, header: &[String]) -> (usize, bool) {
+    let shapes: Vec<(usize, bool)> = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
@@ -1936,7 +1910,20 @@ fn row_shapes(data: &[u8], delimiter: u8) -> Vec<(usize, bool)> {
         .filter(|r| !r.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)))
         .take(SHAPE_SAMPLE_ROWS)
         .map(|r| (r.len(), r.iter().next_back().is_some_and(<[u8]>::is_empty)))
-        .collect()
+        .collect();
+    let with = |n: usize| shapes.iter().filter(|s| s.0 == n).count();
+    let mut columns = header.len();
+    if columns > 1
+        && header.last().is_some_and(String::is_empty)
+        && with(columns - 1) > with(columns)
+    {
+        columns -= 1;
+    }
+    let extra = shapes
+        .iter()
+        .filter(|&&(n, empty)| n == columns + 1 && empty)
+        .count();
+    (columns, extra > with(columns))
 }
 
 /// Whether `rec` repeats the header line: each field, decoded and trimmed, is its column's

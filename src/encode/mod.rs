@@ -32,7 +32,7 @@ use crate::schema::{Normaliser, Schema, Transform};
 use crate::tokens::{Hasher, Value};
 
 /// Ctrl-Z, which DOS-era exports write at the end of the file.
-const DOS_END: u8 = 0x1A;
+pub(crate) const DOS_END: u8 = 0x1A;
 
 /// Longest record id accepted, in bytes.
 pub const MAX_RECORD_ID_BYTES: usize = 256;
@@ -259,7 +259,7 @@ struct Plan<'a> {
     /// When the workers' caches switch off and how large they grow.
     limits: engine::Limits,
     /// The export's data rows end with a delimiter the header lacks
-    /// ([`engine::rows_end_with_a_delimiter`], from the first block).
+    /// ([`engine::export_shape`], from the first block).
     trailing_delimiter: bool,
 }
 
@@ -1117,19 +1117,10 @@ fn encode_reader_with(
     // per byte (untouched space costs no memory); blocks past it bring their own.
     let first = blocks.next_block(Vec::new()).map_err(read_err)?;
     if let Some(b) = &first {
-        // A header ending with a delimiter, over rows one field shorter, names no last column.
-        if plan.header.len() > 1
-            && plan.header.last().is_some_and(String::is_empty)
-            && engine::header_names_no_last_column(
-                &b.data[..b.len],
-                map.delimiter,
-                plan.header.len(),
-            )
-        {
-            plan.header.pop();
-        }
-        plan.trailing_delimiter =
-            engine::rows_end_with_a_delimiter(&b.data[..b.len], map.delimiter, plan.header.len());
+        let (columns, trailing) =
+            engine::export_shape(&b.data[..b.len], map.delimiter, &plan.header);
+        plan.header.truncate(columns);
+        plan.trailing_delimiter = trailing;
     }
     let room = match &first {
         Some(b) if b.rows > 0 && b.len > 0 => {
@@ -1289,8 +1280,6 @@ fn encode_reader_with(
     let mut multiline = Multiline::default();
     let mut non_ascii_read = 0u64;
     let mut lossy_names = 0u64;
-    // Per kept record, its row (for messages about records found after assembling).
-    let mut record_rows: Vec<u64> = Vec::with_capacity(rows_out);
     for b in &outs {
         multiline.add(&b.multiline);
         non_ascii_read += b.non_ascii_read;
@@ -1363,7 +1352,6 @@ fn encode_reader_with(
                 }
             }
             t_src += tc;
-            record_rows.push(first_row + u64::from(offsets[e]));
             j += 1;
             tj += tc;
             id_bytes.extend_from_slice(id);
@@ -1528,7 +1516,7 @@ fn encode_reader_with(
             )
         });
     }
-    warnings.extend(shared_values(schema, &records, &record_rows));
+    warnings.extend(shared_values(schema, &records, &rejects));
     // A few are typing slips; more are an export that could not write accented letters.
     if lossy_names >= 3 {
         warnings.push(format!(
@@ -1626,7 +1614,7 @@ pub fn invalid_hint(schema: &Schema, field: &str) -> &'static str {
 /// office's postcode), which makes unrelated children look alike to the matcher. Found from a
 /// sample of at most 20,000 records, then counted exactly; the value itself is never known here
 /// (the tokens are keyed), so the warning names the first row that has it.
-pub fn shared_values(schema: &Schema, records: &Records, record_rows: &[u64]) -> Vec<String> {
+pub fn shared_values(schema: &Schema, records: &Records, rejects: &[Reject]) -> Vec<String> {
     const SAMPLE: usize = 20_000;
     let n = records.len();
     let limit = (n / 100).max(20);
@@ -1670,7 +1658,7 @@ pub fn shared_values(schema: &Schema, records: &Records, record_rows: &[u64]) ->
         let (Some(first), true) = (first, count >= limit) else {
             continue;
         };
-        let row = record_rows.get(first).copied().unwrap_or(0);
+        let row = row_of_record(first, rejects);
         let k = kinds
             .entry(crate::tokens::token_kind(token))
             .or_insert((0, 0, (0, 0)));
@@ -1716,6 +1704,19 @@ pub fn shared_values(schema: &Schema, records: &Records, record_rows: &[u64]) ->
             )
         })
         .collect()
+}
+
+/// The row of the `i`-th record (from 0), given the run's `rejects` sorted by row: every row is
+/// either a record, in order, or rejected once.
+fn row_of_record(i: usize, rejects: &[Reject]) -> u64 {
+    let mut row = i as u64 + 1;
+    for r in rejects {
+        if r.row > row {
+            break;
+        }
+        row += 1;
+    }
+    row
 }
 
 /// When `field` is the schema's salt source: what its loss costs the salted fields, as a

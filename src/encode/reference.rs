@@ -70,14 +70,8 @@ fn reference(
         let _ = r.byte_records().next();
         &data[r.position().byte() as usize..]
     };
-    if header.len() > 1
-        && header.last().is_some_and(String::is_empty)
-        && super::engine::header_names_no_last_column(body, map.delimiter, header.len())
-    {
-        header.pop();
-    }
-    let trailing_delimiter =
-        super::engine::rows_end_with_a_delimiter(body, map.delimiter, header.len());
+    let (columns, trailing_delimiter) = super::engine::export_shape(body, map.delimiter, &header);
+    header.truncate(columns);
     let col = |name: &str| {
         header
             .iter()
@@ -106,10 +100,10 @@ fn reference(
     for (i, rec) in recs.enumerate() {
         let row = i as u64 + 1;
         let rec = rec.expect("readable");
-        if rec
-            .iter()
-            .all(|f| f.iter().all(|b| b.is_ascii_whitespace() || *b == 0x1A))
-        {
+        if rec.iter().all(|f| {
+            f.iter()
+                .all(|b| b.is_ascii_whitespace() || *b == super::DOS_END)
+        }) {
             rejects.push((row, "empty_row"));
             continue;
         }
